@@ -1,0 +1,38 @@
+"""Hand-written Numba kernels, one file per layer type (see copy.py for the contract).
+
+``CPU_KERNELS`` maps each supported layer type to its module; the compiler calls the module's
+``cpu_step(attrs, inputs, outputs)`` to bind a layer to its max-batch buffers.
+"""
+from . import (
+    activation,
+    batch_normalization,
+    concatenation,
+    convolution,
+    copy,
+    crop,
+    deconvolution,
+    eltwise,
+    fully_connected,
+    lrn,
+    pooling,
+    power,
+    softmax,
+    split,
+)
+
+CPU_KERNELS = {
+    "Convolution": convolution,
+    "Deconvolution": deconvolution,
+    "Activation": activation,
+    "LRN": lrn,
+    "Pooling": pooling,
+    "FullyConnected": fully_connected,
+    "SoftMax": softmax,
+    "Split": split,
+    "Concatenation": concatenation,
+    "Power": power,
+    "Eltwise": eltwise,
+    "Crop": crop,
+    "BatchNormalization": batch_normalization,
+    "Copy": copy,
+}
