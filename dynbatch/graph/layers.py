@@ -258,7 +258,8 @@ def pooling(ctx: LayerContext, shapes: list[Shape]):
         ignored = sorted({"kernel", "strides", "pads_begin", "pads_end", "auto_pad"} & set(ctx.attrs))
         if ignored:
             ctx.fail(f"global_pool=True takes no {ignored}")
-        attrs = dict(pool_method=method, kernel=(h, w), strides=(1, 1), pads_begin=(0, 0), pads_end=(0, 0), exclude_pad=exclude_pad)
+        attrs = dict(pool_method=method, kernel=(h, w), strides=(1, 1), pads_begin=(0, 0), pads_end=(0, 0),
+                     exclude_pad=exclude_pad, output_size=(1, 1))
         return attrs, [(n, c, 1, 1)]
     if "kernel" not in ctx.attrs:
         ctx.fail("attribute 'kernel' is required (or global_pool=True)")
@@ -275,7 +276,8 @@ def pooling(ctx: LayerContext, shapes: list[Shape]):
         if ceil and (count - 1) * s >= size + pb:  # the last window would start inside the end padding
             count -= 1
         out.append(output_extent(ctx, "size", count))
-    attrs = dict(pool_method=method, kernel=kernel, strides=strides, pads_begin=pads_begin, pads_end=pads_end, exclude_pad=exclude_pad)
+    attrs = dict(pool_method=method, kernel=kernel, strides=strides, pads_begin=pads_begin, pads_end=pads_end,
+                 exclude_pad=exclude_pad, output_size=tuple(out))
     return attrs, [(n, c, out[0], out[1])]
 
 
@@ -389,7 +391,7 @@ def crop(ctx: LayerContext, shapes: list[Shape]):
     for axis in range(rank):
         if offsets[axis] < 0 or out[axis] < 1 or offsets[axis] + out[axis] > shape[axis]:
             ctx.fail(f"crop of {out[axis]} from offset {offsets[axis]} does not fit axis {axis} of length {shape[axis]} (input {shape})")
-    return dict(offsets=tuple(offsets)), [tuple(out)]
+    return dict(offsets=tuple(offsets), dims=tuple(out[1:])), [tuple(out)]
 
 
 def batch_normalization(ctx: LayerContext, shapes: list[Shape]):

@@ -69,7 +69,8 @@ def analyse(network: Network) -> list[LayerVerdict]:
     shapes = {name: shape for name, shape in network.inputs.items()}
     for layer in network.layers:
         reason = _type_reason(layer.type) or _batch_axis_reason(layer, shapes)
-        if reason is None and layer.normalized is not None:
+        inputs_batched = all(shapes[name] is not None and shapes[name][0] == batch for name in layer.inputs)
+        if reason is None and layer.normalized is not None and inputs_batched:
             wrong = [s for s in layer.output_shapes if s[0] != batch]
             if wrong:
                 reason = f"output dim 0 is {wrong[0][0]}, not the batch {batch}"

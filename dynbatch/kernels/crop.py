@@ -1,0 +1,35 @@
+"""Crop: y[b, c, h, w] = x[b, c + offsets[1], h + offsets[2], w + offsets[3]], rows b < n.
+
+Input and output of rank 2 to 4 are read as (N, C, H, W) with trailing axes of size 1 and the
+offsets padded with zeros to four; the output's shape (already inferred) sets the window size.
+"""
+from numba import njit, prange
+
+from ..config import PARALLEL_KERNEL
+from .views import as_4d
+
+
+@njit(**PARALLEL_KERNEL)
+def crop_cpu(n, source, offsets, destination):
+    """source: (max_batch, C, H, W); offsets: (0, oc, oh, ow); destination: (max_batch, C', H', W')
+    with C' + oc <= C etc. Rows < n only."""
+    _, channels, height, width = destination.shape
+    channel_offset = offsets[1]
+    height_offset = offsets[2]
+    width_offset = offsets[3]
+    # One iteration per output line (row, channel, h), each a contiguous run of the input line.
+    for index in prange(n * channels * height):
+        line = index // height
+        h = index - line * height
+        row = line // channels
+        channel = line - row * channels
+        for w in range(width):
+            destination[row, channel, h, w] = source[
+                row, channel + channel_offset, h + height_offset, w + width_offset
+            ]
+
+
+def cpu_step(attrs, inputs, outputs):
+    offsets = tuple(int(offset) for offset in attrs["offsets"])
+    offsets = offsets + (0,) * (4 - len(offsets))
+    return crop_cpu, (as_4d(inputs[0]), offsets, as_4d(outputs[0]))

@@ -1,0 +1,43 @@
+"""Split: the input (N, ...) cut along ``axis`` into consecutive pieces of ``sizes[i]``, one output
+each: piece_i[b, ..., k, ...] = x[b, ..., starts[i] + k, ...], starts[i] = sum(sizes[:i]).
+
+Around the axis, a sample of the input is (outer, length * inner) and one of piece i is
+(outer, sizes[i] * inner): each (row, outer) line of a piece is one contiguous run of its input line.
+"""
+import numpy as np
+from numba import njit, prange
+
+from ..config import PARALLEL_KERNEL
+from .views import around_axis
+
+
+def lines_around_axis(buffer, axis):
+    """(N, ...) -> (N, outer, shape[axis] * inner): a free reshape, one line per (row, outer)."""
+    view = around_axis(buffer, axis)
+    return view.reshape(view.shape[0], view.shape[1], view.shape[2] * view.shape[3])
+
+
+@njit(**PARALLEL_KERNEL)
+def split_cpu(n, source, pieces, piece_starts):
+    """source: (max_batch, outer, length * inner); pieces: tuple of (max_batch, outer,
+    size_i * inner); piece_starts[i]: where piece i begins in a source line. Rows < n only."""
+    outer = source.shape[1]
+    piece_count = len(pieces)
+    # One iteration per (row, outer, piece) run: n = 1 still yields outer * pieces >= 2 runs.
+    for index in prange(n * outer * piece_count):
+        line = index // piece_count
+        piece_index = index - line * piece_count
+        row = line // outer
+        block = line - row * outer
+        piece = pieces[piece_index]
+        start = piece_starts[piece_index]
+        for k in range(piece.shape[2]):
+            piece[row, block, k] = source[row, block, start + k]
+
+
+def cpu_step(attrs, inputs, outputs):
+    axis = int(attrs["axis"])
+    inner = around_axis(inputs[0], axis).shape[3]
+    piece_starts = np.cumsum([0] + [int(size) * inner for size in attrs["sizes"][:-1]]).astype(np.int64)
+    pieces = tuple(lines_around_axis(output, axis) for output in outputs)
+    return split_cpu, (lines_around_axis(inputs[0], axis), pieces, piece_starts)

@@ -1,0 +1,250 @@
+"""The public API: Core, ExecutableNetwork, InferRequest; bad input gives a clear error and leaves
+the request usable with its earlier batch."""
+import threading
+
+import numpy as np
+import pytest
+
+import dynbatch as db
+
+from .reference_network import run_reference
+
+MAX = 6
+
+
+def small_network(max_batch=MAX):
+    rng = np.random.default_rng(1)
+    net = db.Network("small")
+    x = net.add_input("data", (max_batch, 3, 8, 8))
+    y = net.add_layer("Convolution", [x], name="conv1", weights=rng.standard_normal((4, 3, 3, 3)) * 0.3,
+                      biases=rng.standard_normal(4), strides=(1, 1), pads_begin=(1, 1), pads_end=(1, 1))
+    y = net.add_layer("Activation", [y], name="relu1", type="relu")
+    y = net.add_layer("Pooling", [y], name="pool1", pool_method="max", kernel=2, strides=2)
+    y = net.add_layer("FullyConnected", [y], name="fc", weights=rng.standard_normal((5, 64)) * 0.1, biases=np.zeros(5))
+    prob = net.add_layer("SoftMax", [y], name="prob")
+    net.add_output(prob)
+    net.add_output(y)
+    return net
+
+
+@pytest.fixture(scope="module")
+def network():
+    return small_network()
+
+
+@pytest.fixture(scope="module")
+def executable(network):
+    return db.Core().load_network(network, "CPU", config={db.KEY_DYN_BATCH_ENABLED: db.YES})
+
+
+@pytest.fixture
+def request_(executable):
+    return executable.create_infer_request()
+
+
+def samples(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 3, 8, 8)).astype(np.float32)
+
+
+def expected(network, x):
+    return run_reference(network, {"data": x})
+
+
+def test_api_tour(network, executable, request_):
+    assert db.KEY_DYN_BATCH_ENABLED == "DYN_BATCH_ENABLED" and db.YES == "YES" and db.NO == "NO"
+    assert db.Core().available_devices == ["CPU"]
+    assert network.batch_size == MAX
+    assert executable.max_batch == MAX
+    assert executable.inputs == {"data": (MAX, 3, 8, 8)}
+    assert list(executable.outputs) == ["prob", "fc"]
+    assert executable.outputs == {"prob": (MAX, 5), "fc": (MAX, 5)}
+    assert request_.batch == MAX
+    request_.set_batch(5)
+    assert request_.batch == 5
+    x = samples(5)
+    out = request_.infer({"data": x})
+    assert list(out) == ["prob", "fc"]
+    reference = expected(network, x)
+    for name in out:
+        assert out[name].shape == (5, 5)
+        np.testing.assert_allclose(out[name], reference[name], rtol=1e-4, atol=1e-5)
+
+
+def test_inputs_with_max_rows_read_only_the_first_n(network, request_):
+    request_.set_batch(2)
+    x = samples(MAX)
+    x[2:] = np.nan
+    out = request_.infer({"data": x})
+    np.testing.assert_allclose(out["prob"], expected(network, x[:2])["prob"], rtol=1e-4, atol=1e-5)
+
+
+def test_outputs_are_owned_copies_and_request_outputs_are_views(request_):
+    request_.set_batch(3)
+    out = request_.infer({"data": samples(3)})
+    view = request_.outputs["prob"]
+    assert view.shape == (3, 5) and not view.flags.writeable
+    np.testing.assert_array_equal(view, out["prob"])
+    before = out["prob"].copy()
+    request_.infer({"data": samples(3, seed=7)})
+    np.testing.assert_array_equal(out["prob"], before)  # the returned copy did not change
+    assert not np.array_equal(request_.outputs["prob"], before)  # the view follows the buffer
+
+
+def test_start_async_and_wait(network, request_):
+    request_.set_batch(4)
+    x = samples(4, seed=3)
+    request_.start_async({"data": x})
+    assert request_.wait() is True
+    np.testing.assert_allclose(request_.outputs["prob"], expected(network, x)["prob"], rtol=1e-4, atol=1e-5)
+    assert request_.wait() is True  # nothing running: returns at once
+
+
+def test_request_busy_while_async_runs(request_):
+    request_.set_batch(1)
+    request_.start_async({"data": samples(1)})
+    with pytest.raises(db.RequestBusyError):
+        request_.infer({"data": samples(1)})
+    request_.wait()
+    assert request_.infer({"data": samples(1)})["prob"].shape == (1, 5)
+
+
+def test_batch_changes_in_any_order_compile_nothing(network, executable):
+    request = executable.create_infer_request()
+    for n in [MAX, 1, 3, MAX, 2, 1, MAX]:
+        request.set_batch(n)
+        x = samples(n, seed=n)
+        np.testing.assert_allclose(request.infer({"data": x})["prob"], expected(network, x)["prob"], rtol=1e-4, atol=1e-5)
+    for step in request._steps:
+        assert len(step.kernel.signatures) == 1, step.layer.name
+
+
+def test_requests_own_their_buffers(network, executable):
+    a, b = executable.create_infer_request(), executable.create_infer_request()
+    a.set_batch(2)
+    b.set_batch(3)
+    xa, xb = samples(2, seed=1), samples(3, seed=2)
+    a.infer({"data": xa})
+    b.infer({"data": xb})
+    np.testing.assert_allclose(a.outputs["prob"], expected(network, xa)["prob"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b.outputs["prob"], expected(network, xb)["prob"], rtol=1e-4, atol=1e-5)
+
+
+def test_performance_counts(request_):
+    counts = request_.get_performance_counts()
+    assert list(counts) == ["conv1", "relu1", "pool1", "fc", "prob"]
+    assert all(c["status"] == "NOT_RUN" for c in counts.values())
+    request_.infer({"data": samples(MAX)})
+    counts = request_.get_performance_counts()
+    assert counts["conv1"]["layer_type"] == "Convolution"
+    assert counts["conv1"]["exec_type"] == "convolution_cpu"
+    assert all(c["status"] == "EXECUTED" and c["real_time_us"] > 0 for c in counts.values())
+
+
+def test_float64_and_non_contiguous_inputs_are_accepted(network, request_):
+    request_.set_batch(2)
+    x = samples(2)
+    np.testing.assert_allclose(request_.infer({"data": x.astype(np.float64)})["prob"], expected(network, x)["prob"], rtol=1e-4, atol=1e-5)
+    strided = np.repeat(x, 2, axis=3)[..., ::2]
+    assert not strided.flags.c_contiguous
+    np.testing.assert_allclose(request_.infer({"data": strided})["prob"], expected(network, x)["prob"], rtol=1e-4, atol=1e-5)
+
+
+def assert_still_usable(request, network, batch):
+    assert request.batch == batch
+    x = samples(batch, seed=11)
+    np.testing.assert_allclose(request.infer({"data": x})["prob"], expected(network, x)["prob"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad_inputs, message", [
+    ({"data": np.zeros((3, 3, 8, 9), np.float32)}, r"has shape \(3, 3, 8, 9\); expected \(3, 3, 8, 8\)"),
+    ({"data": np.zeros((4, 3, 8, 8), np.float32)}, r"expected \(3, 3, 8, 8\) \(batch 3, set by set_batch\) or \(6, 3, 8, 8\)"),
+    ({"data": np.zeros((3, 3, 8, 8), np.int32)}, r"dtype int32; expected float32"),
+    ({"data": np.zeros((3, 3, 8, 8), object)}, r"dtype object"),
+    ({"data": np.zeros((3, 3, 8, 8), bool)}, r"dtype bool"),
+    ({}, r"missing: \['data'\]"),
+    ({"data": np.zeros((3, 3, 8, 8), np.float32), "extra": np.zeros(3)}, r"unknown: \['extra'\]"),
+    ({"image": np.zeros((3, 3, 8, 8), np.float32)}, r"unknown: \['image'\].*missing: \['data'\]"),
+    ([1, 2, 3], r"inputs must be a dict"),
+])
+def test_bad_inputs_are_refused_and_the_request_stays_usable(network, request_, bad_inputs, message):
+    request_.set_batch(3)
+    with pytest.raises(db.InputError, match=message) as caught:
+        request_.infer(bad_inputs)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, db.DynBatchError)
+    with pytest.raises(db.InputError):
+        request_.start_async(bad_inputs)
+    assert_still_usable(request_, network, 3)
+
+
+@pytest.mark.parametrize("bad_batch, error", [
+    (0, db.BatchSizeError), (MAX + 1, db.BatchSizeError), (-1, db.BatchSizeError),
+    (2.0, db.BatchSizeError), ("3", db.BatchSizeError), (True, db.BatchSizeError),
+])
+def test_bad_batch_sizes_are_refused_and_the_earlier_batch_kept(network, request_, bad_batch, error):
+    request_.set_batch(2)
+    with pytest.raises(error, match="batch size"):
+        request_.set_batch(bad_batch)
+    assert_still_usable(request_, network, 2)
+
+
+def test_numpy_integer_batch_is_accepted(request_):
+    request_.set_batch(np.int64(4))
+    assert request_.batch == 4 and type(request_.batch) is int
+
+
+def test_without_dynamic_batch_the_full_batch_always_runs(network):
+    for config in (None, {db.KEY_DYN_BATCH_ENABLED: db.NO}):
+        request = db.Core().load_network(network, "CPU", config).create_infer_request()
+        with pytest.raises(db.DynBatchError, match="dynamic batch is not enabled"):
+            request.set_batch(2)
+        assert request.batch == MAX
+        x = samples(MAX)
+        np.testing.assert_allclose(request.infer({"data": x})["prob"], expected(network, x)["prob"], rtol=1e-4, atol=1e-5)
+
+
+def test_config_and_device_errors(network):
+    core = db.Core()
+    with pytest.raises(db.ConfigError, match=r"unknown config key\(s\) \['DYN_BATCH'\]; known keys: \['DYN_BATCH_ENABLED'\]"):
+        core.load_network(network, "CPU", {"DYN_BATCH": "YES"})
+    with pytest.raises(db.ConfigError, match="must be 'YES' or 'NO'"):
+        core.load_network(network, "CPU", {db.KEY_DYN_BATCH_ENABLED: "maybe"})
+    with pytest.raises(db.ConfigError, match=r"device 'TPU' is not available; available devices: \['CPU'\]"):
+        core.load_network(network, "TPU")
+
+
+def test_network_batch_size_is_assignable():
+    net = small_network(max_batch=4)
+    net.batch_size = 9
+    assert net.batch_size == 9 and net.shape("prob") == (9, 5)
+    exe = db.Core().load_network(net, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES})
+    assert exe.max_batch == 9
+    request = exe.create_infer_request()
+    request.set_batch(9)
+    x = samples(9)
+    np.testing.assert_allclose(request.infer({"data": x})["prob"], expected(net, x)["prob"], rtol=1e-4, atol=1e-5)
+
+
+def test_one_request_from_two_threads_raises_instead_of_mixing(executable):
+    request = executable.create_infer_request()
+    errors, barrier = [], threading.Barrier(2)
+
+    def worker():
+        barrier.wait()
+        for _ in range(50):
+            try:
+                request.infer({"data": samples(MAX)})
+            except db.RequestBusyError as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors, "two threads shared one request without a RequestBusyError"
+    assert "use one request per thread" in str(errors[0])
+
+
+def test_liveness_plan_reuses_memory(executable):
+    memory = executable.memory
+    assert memory["planned_bytes"] < memory["naive_bytes"]
