@@ -248,3 +248,25 @@ def test_one_request_from_two_threads_raises_instead_of_mixing(executable):
 def test_liveness_plan_reuses_memory(executable):
     memory = executable.memory
     assert memory["planned_bytes"] < memory["naive_bytes"]
+
+
+def test_requests_of_one_network_run_concurrently_from_threads(network, executable):
+    failures = []
+
+    def worker(seed):
+        rng = np.random.default_rng(seed)
+        request = executable.create_infer_request()
+        for _ in range(15):
+            n = int(rng.integers(1, MAX + 1))
+            request.set_batch(n)
+            x = samples(n, seed=int(rng.integers(1000)))
+            got = request.infer({"data": x})["prob"]
+            if not np.allclose(got, expected(network, x)["prob"], rtol=1e-4, atol=1e-5):
+                failures.append((seed, n))
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

@@ -4,8 +4,9 @@
 checks the attributes and weights against the input shapes, and returns
 
 - the *normalized* attributes the kernels receive: every default filled in, pairs as tuples of
-  Python ints, floats as Python floats, weights as float32 C-contiguous arrays, ``auto_pad``,
-  ceil rounding and global pooling already resolved into explicit pads and sizes;
+  Python ints, floats as Python floats, weights as float32 C-contiguous arrays, ``auto_pad``
+  resolved into explicit pads, and ceil rounding and global pooling into an explicit
+  ``output_size`` (Crop carries its output ``dims`` likewise);
 - the output shapes, batch first.
 
 Every error names the layer and shows the values involved. Layer types dynbatch cannot run are

@@ -1,0 +1,296 @@
+"""Convolution, Deconvolution, Pooling and LRN kernels against the naive references.
+
+Every buffer is allocated at the maximum batch; input rows >= n and every output element start as
+NaN, so reading a row >= n spoils a checked value and writing one leaves a non-NaN behind.
+"""
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from dynbatch.kernels import convolution, deconvolution, lrn, pooling
+from tests.naive_spatial import REFERENCES
+
+SPATIAL = st.integers(1, 10)
+KERNEL_SIDE = st.integers(1, 3)
+STRIDE = st.integers(1, 3)
+DILATION = st.integers(1, 2)
+PAD = st.integers(0, 2)
+
+
+def draw_batches(data):
+    max_batch = data.draw(st.integers(1, 5), label="max_batch")
+    n = data.draw(st.one_of(st.just(1), st.just(max_batch), st.integers(1, max_batch)), label="n")
+    return max_batch, n
+
+
+def draw_pair(data, strategy, label):
+    return data.draw(st.tuples(strategy, strategy), label=label)
+
+
+def draw_groups(data):
+    """(group, channels per group in, channels per group out): group 1, C (depthwise) and between."""
+    group = data.draw(st.integers(1, 4), label="group")
+    group_in = data.draw(st.integers(1, max(1, 8 // group)), label="channels_per_group_in")
+    group_out = data.draw(st.integers(1, max(1, 8 // group)), label="channels_per_group_out")
+    return group, group_in, group_out
+
+
+def poisoned_input(rng, shape, n):
+    x = rng.uniform(-2.0, 2.0, size=shape).astype(np.float32)
+    x[n:] = np.nan
+    return x
+
+
+def poisoned_output(shape):
+    return np.full(shape, np.nan, dtype=np.float32)
+
+
+def run_step(module, attrs, inputs, outputs, n):
+    kernel, args = module.cpu_step(attrs, inputs, outputs)
+    kernel(n, *args)
+    # Shapes and attributes vary across examples; the argument types never do.
+    assert len(kernel.signatures) == 1
+    return kernel, args
+
+
+def check_outputs(outputs, expected, n, rtol=1e-4, atol=1e-5):
+    assert len(outputs) == len(expected)
+    for got, want in zip(outputs, expected):
+        assert got[:n].shape == want.shape
+        scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+        np.testing.assert_allclose(got[:n], want, rtol=rtol, atol=atol * scale)
+        assert np.isnan(got[n:]).all(), "a row >= n was written"
+
+
+def check_compiles_once(kernel, args, max_batch):
+    for n in (max_batch, 1, max(1, max_batch // 2), max_batch):
+        kernel(n, *args)
+    assert len(kernel.signatures) == 1
+
+
+# Convolution
+
+def convolution_case(rng, max_batch, n, group, group_in, group_out, size, kernel, strides, dilations,
+                     pads_begin, pads_end):
+    channels, out_channels = group * group_in, group * group_out
+    attrs = {
+        "weights": rng.uniform(-1.0, 1.0, size=(out_channels, group_in) + kernel).astype(np.float32),
+        "biases": rng.uniform(-1.0, 1.0, size=out_channels).astype(np.float32),
+        "strides": strides, "dilations": dilations, "pads_begin": pads_begin, "pads_end": pads_end,
+        "group": group,
+    }
+    out_size = tuple((size[a] + pads_begin[a] + pads_end[a] - dilations[a] * (kernel[a] - 1) - 1)
+                     // strides[a] + 1 for a in range(2))
+    inputs = [poisoned_input(rng, (max_batch, channels) + size, n)]
+    outputs = [poisoned_output((max_batch, out_channels) + out_size)]
+    return attrs, inputs, outputs
+
+
+@given(data=st.data())
+def test_convolution_matches_reference(data):
+    max_batch, n = draw_batches(data)
+    group, group_in, group_out = draw_groups(data)
+    size = draw_pair(data, SPATIAL, "size")
+    kernel = draw_pair(data, KERNEL_SIDE, "kernel")
+    strides = draw_pair(data, STRIDE, "strides")
+    dilations = draw_pair(data, DILATION, "dilations")
+    pads_begin = draw_pair(data, PAD, "pads_begin")
+    pads_end = draw_pair(data, PAD, "pads_end")
+    for a in range(2):
+        assume(size[a] + pads_begin[a] + pads_end[a] >= dilations[a] * (kernel[a] - 1) + 1)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, group, group_in, group_out, size,
+                                              kernel, strides, dilations, pads_begin, pads_end)
+    run_step(convolution, attrs, inputs, outputs, n)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n)
+
+
+def test_depthwise_convolution_matches_reference():
+    rng = np.random.default_rng(1)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 6, 1, 1, (9, 7), (3, 3), (1, 2), (1, 1),
+                                              (1, 0), (2, 1))
+    run_step(convolution, attrs, inputs, outputs, 2)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
+
+
+def test_convolution_compiles_once():
+    rng = np.random.default_rng(0)
+    attrs, inputs, outputs = convolution_case(rng, 5, 5, 2, 3, 2, (8, 9), (3, 2), (1, 2), (2, 1),
+                                              (1, 0), (0, 2))
+    kernel, args = convolution.cpu_step(attrs, inputs, outputs)
+    check_compiles_once(kernel, args, 5)
+
+
+# Deconvolution
+
+def deconvolution_case(rng, max_batch, n, group, group_in, group_out, size, kernel, strides,
+                       dilations, pads_begin, pads_end, output_padding):
+    channels, out_channels = group * group_in, group * group_out
+    attrs = {
+        "weights": rng.uniform(-1.0, 1.0, size=(channels, group_out) + kernel).astype(np.float32),
+        "biases": rng.uniform(-1.0, 1.0, size=out_channels).astype(np.float32),
+        "strides": strides, "dilations": dilations, "pads_begin": pads_begin, "pads_end": pads_end,
+        "output_padding": output_padding, "group": group,
+    }
+    out_size = tuple((size[a] - 1) * strides[a] - pads_begin[a] - pads_end[a]
+                     + dilations[a] * (kernel[a] - 1) + output_padding[a] + 1 for a in range(2))
+    inputs = [poisoned_input(rng, (max_batch, channels) + size, n)]
+    outputs = [poisoned_output((max_batch, out_channels) + out_size)]
+    return attrs, inputs, outputs
+
+
+@given(data=st.data())
+def test_deconvolution_matches_reference(data):
+    max_batch, n = draw_batches(data)
+    group, group_in, group_out = draw_groups(data)
+    size = draw_pair(data, st.integers(1, 6), "size")
+    kernel = draw_pair(data, KERNEL_SIDE, "kernel")
+    strides = draw_pair(data, STRIDE, "strides")
+    dilations = draw_pair(data, DILATION, "dilations")
+    pads_begin = draw_pair(data, PAD, "pads_begin")
+    pads_end = draw_pair(data, PAD, "pads_end")
+    output_padding = draw_pair(data, st.integers(0, 2), "output_padding")
+    for a in range(2):
+        # ONNX: output padding must be smaller than the stride or the dilation.
+        assume(output_padding[a] < max(strides[a], dilations[a]))
+        assume((size[a] - 1) * strides[a] - pads_begin[a] - pads_end[a]
+               + dilations[a] * (kernel[a] - 1) + output_padding[a] + 1 >= 1)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    attrs, inputs, outputs = deconvolution_case(rng, max_batch, n, group, group_in, group_out, size,
+                                                kernel, strides, dilations, pads_begin, pads_end,
+                                                output_padding)
+    run_step(deconvolution, attrs, inputs, outputs, n)
+    check_outputs(outputs, REFERENCES["Deconvolution"]([inputs[0][:n]], attrs), n)
+
+
+def test_deconvolution_compiles_once():
+    rng = np.random.default_rng(0)
+    attrs, inputs, outputs = deconvolution_case(rng, 5, 5, 2, 2, 3, (5, 4), (3, 2), (2, 3), (1, 2),
+                                                (1, 0), (0, 2), (1, 1))
+    kernel, args = deconvolution.cpu_step(attrs, inputs, outputs)
+    check_compiles_once(kernel, args, 5)
+
+
+# Pooling
+
+def pooled_extent(size, kernel, stride, pad_begin, pad_end, ceil):
+    """Output length under floor or ceil rounding, as the graph layer resolves it."""
+    span = size + pad_begin + pad_end - kernel
+    count = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (count - 1) * stride >= size + pad_begin:
+        count -= 1
+    return count
+
+
+def pooling_case(rng, max_batch, n, channels, size, out_size):
+    inputs = [poisoned_input(rng, (max_batch, channels) + size, n)]
+    outputs = [poisoned_output((max_batch, channels) + out_size)]
+    return inputs, outputs
+
+
+# Each method x divisor x rounding gets its own examples: the ceil-rounded windows that run past
+# the end padding are where avg divisors differ.
+@pytest.mark.parametrize("rounding", ["floor", "ceil", "global"])
+@pytest.mark.parametrize("method, exclude_pad", [("max", False), ("avg", False), ("avg", True)])
+@given(data=st.data())
+def test_pooling_matches_reference(method, exclude_pad, rounding, data):
+    max_batch, n = draw_batches(data)
+    channels = data.draw(st.integers(1, 8), label="channels")
+    size = draw_pair(data, SPATIAL, "size")
+    if rounding == "global":
+        kernel, strides, pads_begin, pads_end, out_size = size, (1, 1), (0, 0), (0, 0), (1, 1)
+    else:
+        kernel = draw_pair(data, KERNEL_SIDE, "kernel")
+        strides = draw_pair(data, STRIDE, "strides")
+        # The graph rejects pads as large as the kernel (a window would hold only padding).
+        pads_begin = tuple(data.draw(st.integers(0, min(2, k - 1)), label="pad_begin") for k in kernel)
+        pads_end = tuple(data.draw(st.integers(0, min(2, k - 1)), label="pad_end") for k in kernel)
+        ceil = rounding == "ceil"
+        for a in range(2):
+            assume(size[a] + pads_begin[a] + pads_end[a] >= kernel[a])
+        out_size = tuple(pooled_extent(size[a], kernel[a], strides[a], pads_begin[a], pads_end[a], ceil)
+                         for a in range(2))
+    attrs = {"pool_method": method, "kernel": kernel, "strides": strides, "pads_begin": pads_begin,
+             "pads_end": pads_end, "exclude_pad": exclude_pad}
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    inputs, outputs = pooling_case(rng, max_batch, n, channels, size, out_size)
+    run_step(pooling, attrs, inputs, outputs, n)
+    expected = REFERENCES["Pooling"]([inputs[0][:n]], {**attrs, "output_size": out_size})
+    check_outputs(outputs, expected, n)
+
+
+def test_ceil_rounded_avg_pooling_counts_the_clipped_window():
+    """H = 6, kernel 3, stride 2, pads 1/1, ceil: 4 windows, the last covering rows 5..7 of which
+    only row 5 is data and row 6 is padding: it divides by 2 (or by 1 with exclude_pad)."""
+    rng = np.random.default_rng(2)
+    out_size = (pooled_extent(6, 3, 2, 1, 1, True),) * 2
+    assert out_size == (4, 4)
+    for exclude_pad in (False, True):
+        attrs = {"pool_method": "avg", "kernel": (3, 3), "strides": (2, 2), "pads_begin": (1, 1),
+                 "pads_end": (1, 1), "exclude_pad": exclude_pad}
+        inputs, outputs = pooling_case(rng, 2, 1, 3, (6, 6), out_size)
+        run_step(pooling, attrs, inputs, outputs, 1)
+        expected = REFERENCES["Pooling"]([inputs[0][:1]], {**attrs, "output_size": out_size})
+        check_outputs(outputs, expected, 1)
+        x = inputs[0][0].astype(np.float64)
+        divisor = 1 if exclude_pad else 2
+        np.testing.assert_allclose(outputs[0][0, :, 3, 3], x[:, 5, 5] / divisor / divisor, rtol=1e-5)
+
+
+def test_max_pooling_propagates_nan_and_ignores_padding():
+    """A NaN in a window gives NaN (as np.max); an all-negative window at the border stays
+    negative (padding is not a zero that wins)."""
+    x = np.full((2, 1, 4, 4), -3.0, dtype=np.float32)
+    x[0, 0, 1, 1] = np.nan  # first of the four data cells of window (1, 1)
+    attrs = {"pool_method": "max", "kernel": (2, 2), "strides": (2, 2), "pads_begin": (1, 1),
+             "pads_end": (1, 1), "exclude_pad": False}
+    outputs = [poisoned_output((2, 1, 3, 3))]
+    run_step(pooling, attrs, [x], outputs, 2)
+    nan_cells = np.zeros((3, 3), dtype=bool)
+    nan_cells[1, 1] = True
+    assert (np.isnan(outputs[0][0, 0]) == nan_cells).all()
+    assert (outputs[0][0, 0][~nan_cells] == -3.0).all()
+    assert (outputs[0][1] == -3.0).all()
+
+
+def test_pooling_compiles_once():
+    rng = np.random.default_rng(0)
+    for method in ("max", "avg"):
+        attrs = {"pool_method": method, "kernel": (3, 2), "strides": (2, 1), "pads_begin": (1, 0),
+                 "pads_end": (2, 1), "exclude_pad": method == "avg"}
+        inputs, outputs = pooling_case(rng, 5, 5, 4, (9, 8), (5, 8))
+        kernel, args = pooling.cpu_step(attrs, inputs, outputs)
+        check_compiles_once(kernel, args, 5)
+
+
+# LRN
+
+def lrn_case(rng, max_batch, n, shape):
+    return [poisoned_input(rng, (max_batch,) + shape, n)], [poisoned_output((max_batch,) + shape)]
+
+
+@given(data=st.data())
+def test_lrn_matches_reference(data):
+    max_batch, n = draw_batches(data)
+    shape = data.draw(st.tuples(st.integers(1, 8), SPATIAL, SPATIAL), label="sample_shape")
+    attrs = {
+        "local_size": data.draw(st.integers(1, 6), label="local_size"),
+        "alpha": data.draw(st.sampled_from([1e-4, 0.1, 1.0]), label="alpha"),
+        "beta": data.draw(st.sampled_from([0.5, 0.75, 1.0]), label="beta"),
+        "k": data.draw(st.sampled_from([1.0, 2.0]), label="k"),
+        "region": data.draw(st.sampled_from(["across", "same"]), label="region"),
+    }
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    inputs, outputs = lrn_case(rng, max_batch, n, shape)
+    run_step(lrn, attrs, inputs, outputs, n)
+    check_outputs(outputs, REFERENCES["LRN"]([inputs[0][:n]], attrs), n)
+
+
+def test_lrn_compiles_once():
+    rng = np.random.default_rng(0)
+    for region in ("across", "same"):
+        attrs = {"local_size": 5, "alpha": 1e-4, "beta": 0.75, "k": 1.0, "region": region}
+        inputs, outputs = lrn_case(rng, 5, 5, (6, 7, 8))
+        kernel, args = lrn.cpu_step(attrs, inputs, outputs)
+        check_compiles_once(kernel, args, 5)
