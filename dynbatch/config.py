@@ -19,5 +19,9 @@ PARALLEL_KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
 #: Options for the per-element math shared by the CPU and (later) the GPU kernels.
 SCALAR_FUNCTION = dict(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
 
+#: Elements per parallel chunk in the elementwise kernels: big enough to amortise scheduling,
+#: small enough that n = 1 still splits across cores.
+CHUNK = 4096
+
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"

@@ -9,7 +9,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dynbatch.kernels import convolution, deconvolution, lrn, pooling
-from tests.naive_spatial import REFERENCES
+from tests.naive import REFERENCES
 
 SPATIAL = st.integers(1, 10)
 KERNEL_SIDE = st.integers(1, 3)

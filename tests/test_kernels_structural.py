@@ -10,7 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dynbatch.kernels import concatenation, crop, fully_connected, softmax, split
-from tests.naive_structural import REFERENCES
+from tests.naive import REFERENCES
 
 SPATIAL = st.integers(1, 12)
 CHANNELS = st.integers(1, 8)

@@ -11,13 +11,8 @@ This file shows the contract every layer file in ``dynbatch/kernels`` follows:
 """
 from numba import njit, prange
 
-from ..config import PARALLEL_KERNEL
+from ..config import CHUNK, PARALLEL_KERNEL
 from .views import as_rows
-
-# Elements per parallel chunk: big enough to amortise scheduling, small enough that n = 1 still
-# splits across cores.
-CHUNK = 4096
-
 
 @njit(**PARALLEL_KERNEL)
 def copy_cpu(n, source, destination):

@@ -1,0 +1,50 @@
+"""Power: y = (shift + scale * x) ** power element by element, for rows < n, any rank (N, ...).
+
+A negative base with a non-integer power gives NaN and a zero base with a negative power gives
+inf, as in NumPy.
+"""
+from numba import njit, prange
+
+from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
+from ..config import CHUNK
+from .views import as_rows
+
+
+@njit(**SCALAR_FUNCTION)
+def power_value(x, power, scale, shift):
+    """(shift + scale * x) ** power."""
+    base = shift + scale * x
+    # The usual powers skip the general pow(). power is the same for every element, so the
+    # compiler moves these tests out of the kernel's loop, which then vectorises for them.
+    if power == 1.0:
+        return base
+    if power == 2.0:
+        return base * base
+    return base**power
+
+
+@njit(**PARALLEL_KERNEL)
+def power_cpu(n, source, destination, power, scale, shift):
+    """source, destination: (max_batch, per_sample) float32; writes rows < n.
+
+    ``destination`` may be ``source`` (in place): each element is read before it is written.
+    """
+    per_sample = source.shape[1]
+    total = n * per_sample
+    flat_source = source.reshape(-1)
+    flat_destination = destination.reshape(-1)
+    for chunk in prange((total + CHUNK - 1) // CHUNK):
+        stop = min(total, (chunk + 1) * CHUNK)
+        for i in range(chunk * CHUNK, stop):
+            flat_destination[i] = power_value(flat_source[i], power, scale, shift)
+
+
+def cpu_step(attrs, inputs, outputs):
+    args = (
+        as_rows(inputs[0]),
+        as_rows(outputs[0]),
+        float(attrs["power"]),
+        float(attrs["scale"]),
+        float(attrs["shift"]),
+    )
+    return power_cpu, args
