@@ -245,9 +245,12 @@ def fully_connected(inputs, attrs):
 
 
 def softmax(inputs, attrs):
-    """exp(x) / sum(exp(x)) along attrs["axis"], shifted by the maximum for stability."""
+    """exp(x) / sum(exp(x)) along attrs["axis"] (with "flatten": over all axes from it on), shifted
+    by the maximum for stability."""
     x = inputs[0].astype(np.float64)
     axis = attrs["axis"]
+    if attrs.get("flatten"):
+        axis = tuple(range(axis, x.ndim))
     shifted = np.exp(x - x.max(axis=axis, keepdims=True))
     return [shifted / shifted.sum(axis=axis, keepdims=True)]
 

@@ -100,7 +100,7 @@ def networks(draw, max_layers: int = 8):
         elif kind == "Copy":
             out = net.add_layer("Copy", [source])
         else:
-            out = net.add_layer("SoftMax", [source], axis=draw(st.sampled_from([1, 2, 3, -1])))
+            out = net.add_layer("SoftMax", [source], axis=draw(st.sampled_from([1, 2, 3, -1])), flatten=draw(st.booleans()))
         tensors.append(out)
 
     head = tensors[-1]

@@ -112,7 +112,7 @@ def test_softmax_matches_reference(rank, axis, data):
     scale = data.draw(st.sampled_from([1.0, 60.0]), label="scale")
     inputs = [poisoned_input(rng, (max_batch,) + sample_shape, n) * np.float32(scale)]
     outputs = [poisoned_output(inputs[0].shape)]
-    attrs = {"axis": axis}
+    attrs = {"axis": axis, "flatten": data.draw(st.booleans(), label="flatten")}
     run_step(softmax, attrs, inputs, outputs, n)
     check_outputs(outputs, REFERENCES["SoftMax"]([inputs[0][:n]], attrs), n)
 
@@ -120,7 +120,7 @@ def test_softmax_matches_reference(rank, axis, data):
 def test_softmax_compiles_once():
     rng = np.random.default_rng(0)
     inputs = [poisoned_input(rng, (4, 3, 5, 6), 4)]
-    kernel, args = softmax.cpu_step({"axis": 2}, inputs, [poisoned_output(inputs[0].shape)])
+    kernel, args = softmax.cpu_step({"axis": 2, "flatten": False}, inputs, [poisoned_output(inputs[0].shape)])
     check_one_signature_per_layer(kernel, args, 4)
 
 

@@ -295,7 +295,10 @@ def fully_connected(ctx: LayerContext, shapes: list[Shape]):
 def softmax(ctx: LayerContext, shapes: list[Shape]):
     require_inputs(ctx, shapes, 1)
     require_rank(ctx, shapes[0], (2, 3, 4))
-    return dict(axis=ctx.axis("axis", len(shapes[0]))), [shapes[0]]
+    flatten = ctx.attrs.get("flatten", False)
+    if not isinstance(flatten, (bool, np.bool_)):
+        ctx.fail(f"attribute 'flatten' must be True or False, got {flatten!r}")
+    return dict(axis=ctx.axis("axis", len(shapes[0])), flatten=bool(flatten)), [shapes[0]]
 
 
 def split(ctx: LayerContext, shapes: list[Shape]):
@@ -427,7 +430,7 @@ SUPPORTED_LAYERS: dict[str, tuple[LayerSpec, set[str]]] = {
     "LRN": (lrn, {"local_size", "alpha", "beta", "k", "region"}),
     "Pooling": (pooling, {"pool_method", "kernel", "strides", "pads_begin", "pads_end", "exclude_pad", "rounding_type", "auto_pad", "global_pool"}),
     "FullyConnected": (fully_connected, {"weights", "biases"}),
-    "SoftMax": (softmax, {"axis"}),
+    "SoftMax": (softmax, {"axis", "flatten"}),
     "Split": (split, {"axis", "sizes", "num_split"}),
     "Concatenation": (concatenation, {"axis"}),
     "Power": (power, {"power", "scale", "shift"}),

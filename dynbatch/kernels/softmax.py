@@ -38,4 +38,8 @@ def softmax_cpu(n, source, destination):
 
 def cpu_step(attrs, inputs, outputs):
     axis = int(attrs["axis"])
-    return softmax_cpu, (around_axis(inputs[0], axis), around_axis(outputs[0], axis))
+    source, destination = inputs[0], outputs[0]
+    if attrs["flatten"]:  # one softmax over all the axes from `axis` on (ONNX Softmax before opset 13)
+        source = source.reshape(source.shape[:axis] + (-1,))
+        destination = destination.reshape(destination.shape[:axis] + (-1,))
+    return softmax_cpu, (around_axis(source, axis), around_axis(destination, axis))
