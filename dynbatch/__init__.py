@@ -18,6 +18,7 @@ from .errors import (
 from .graph.layers import SUPPORTED_LAYERS
 from .graph.network import Network
 from .graph.topology import analyse
+from .onnx_import import OnnxImportError, read_network
 from .runtime import KEY_DYN_BATCH_ENABLED, NO, YES, Core, ExecutableNetwork, InferRequest
 
 SUPPORTED_LAYER_TYPES = tuple(SUPPORTED_LAYERS)
@@ -26,5 +27,6 @@ __all__ = [
     "Network", "Core", "ExecutableNetwork", "InferRequest", "KEY_DYN_BATCH_ENABLED", "YES", "NO",
     "DynBatchError", "UnsupportedTopologyError", "BatchSizeError", "InputError", "ConfigError",
     "NetworkDefinitionError", "RequestBusyError", "SUPPORTED_LAYER_TYPES", "analyse",
+    "read_network", "OnnxImportError",
 ]
 __version__ = "0.1.0"

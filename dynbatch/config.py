@@ -16,6 +16,10 @@ FASTMATH = {"contract", "arcp", "nsz", "reassoc"}
 #: Options for every layer kernel: parallel over all rows, channels and output lines of the batch.
 PARALLEL_KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
 
+#: Options for kernels that sequence parallel kernels and BLAS calls (which bring their own
+#: parallelism) over the batch, such as the GEMM convolution.
+DRIVER_KERNEL = dict(parallel=False, cache=True, nogil=True, fastmath=FASTMATH)
+
 #: Options for the per-element math shared by the CPU and (later) the GPU kernels.
 SCALAR_FUNCTION = dict(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
 

@@ -33,3 +33,8 @@ class ConfigError(DynBatchError, ValueError):
 
 class RequestBusyError(DynBatchError, RuntimeError):
     """One infer request used from two threads at once, or read while it runs asynchronously."""
+
+
+class OnnxImportError(DynBatchError, ValueError):
+    """``read_network`` got something that is not a readable ONNX model, or an input whose
+    symbolic batch needs ``batch=``; the message is one line."""

@@ -46,8 +46,8 @@ def poisoned_output(shape):
     return np.full(shape, np.nan, dtype=np.float32)
 
 
-def run_step(module, attrs, inputs, outputs, n):
-    kernel, args = module.cpu_step(attrs, inputs, outputs)
+def run_step(module, attrs, inputs, outputs, n, **options):
+    kernel, args = module.cpu_step(attrs, inputs, outputs, **options)
     kernel(n, *args)
     # Shapes and attributes vary across examples; the argument types never do.
     assert len(kernel.signatures) == 1
@@ -87,8 +87,9 @@ def convolution_case(rng, max_batch, n, group, group_in, group_out, size, kernel
     return attrs, inputs, outputs
 
 
+@pytest.mark.parametrize("algorithm", ["direct", "gemm"])
 @given(data=st.data())
-def test_convolution_matches_reference(data):
+def test_convolution_matches_reference(algorithm, data):
     max_batch, n = draw_batches(data)
     group, group_in, group_out = draw_groups(data)
     size = draw_pair(data, SPATIAL, "size")
@@ -102,6 +103,20 @@ def test_convolution_matches_reference(data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     attrs, inputs, outputs = convolution_case(rng, max_batch, n, group, group_in, group_out, size,
                                               kernel, strides, dilations, pads_begin, pads_end)
+    run_step(convolution, attrs, inputs, outputs, n, algorithm=algorithm)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n)
+
+
+@given(data=st.data())
+def test_pointwise_convolution_matches_reference(data):
+    max_batch, n = draw_batches(data)
+    channels = data.draw(st.integers(1, 8), label="channels")
+    out_channels = data.draw(st.integers(1, 8), label="out_channels")
+    size = draw_pair(data, SPATIAL, "size")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, out_channels, size, (1, 1), (1, 1),
+                                              (1, 1), (0, 0), (0, 0))
+    assert convolution.choose_algorithm(attrs, inputs[0].shape) == "pointwise"
     run_step(convolution, attrs, inputs, outputs, n)
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n)
 
@@ -118,8 +133,9 @@ def test_convolution_compiles_once():
     rng = np.random.default_rng(0)
     attrs, inputs, outputs = convolution_case(rng, 5, 5, 2, 3, 2, (8, 9), (3, 2), (1, 2), (2, 1),
                                               (1, 0), (0, 2))
-    kernel, args = convolution.cpu_step(attrs, inputs, outputs)
-    check_compiles_once(kernel, args, 5)
+    for algorithm in ("direct", "gemm"):
+        kernel, args = convolution.cpu_step(attrs, inputs, outputs, algorithm=algorithm)
+        check_compiles_once(kernel, args, 5)
 
 
 # Deconvolution
