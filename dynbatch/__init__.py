@@ -20,6 +20,7 @@ from .graph.network import Network
 from .graph.topology import analyse
 from .onnx_import import OnnxImportError, read_network
 from .runtime import KEY_DYN_BATCH_ENABLED, NO, YES, Core, ExecutableNetwork, InferRequest
+from .serving import AsyncInferQueue, BatcherClosedError, BatcherStatistics, DynamicBatcher
 
 SUPPORTED_LAYER_TYPES = tuple(SUPPORTED_LAYERS)
 
@@ -28,5 +29,6 @@ __all__ = [
     "DynBatchError", "UnsupportedTopologyError", "BatchSizeError", "InputError", "ConfigError",
     "NetworkDefinitionError", "RequestBusyError", "SUPPORTED_LAYER_TYPES", "analyse",
     "read_network", "OnnxImportError",
+    "AsyncInferQueue", "DynamicBatcher", "BatcherStatistics", "BatcherClosedError",
 ]
 __version__ = "0.1.0"

@@ -5,7 +5,9 @@ process pays no compilation. ``nogil=True`` lets several infer requests run from
 threads; the ``threadsafe`` threading layer (TBB, else OpenMP) allows those concurrent
 parallel regions, where Numba's default ``workqueue`` layer would abort.
 """
+import ctypes
 import os
+import sys
 
 import numba
 
@@ -16,16 +18,58 @@ FASTMATH = {"contract", "arcp", "nsz", "reassoc"}
 #: Options for every layer kernel: parallel over all rows, channels and output lines of the batch.
 PARALLEL_KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
 
-#: Options for kernels that sequence parallel kernels and BLAS calls (which bring their own
-#: parallelism) over the batch, such as the GEMM convolution.
-DRIVER_KERNEL = dict(parallel=False, cache=True, nogil=True, fastmath=FASTMATH)
-
-#: Options for the per-element math shared by the CPU and (later) the GPU kernels.
-SCALAR_FUNCTION = dict(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
+#: Options for the per-element math shared by the CPU and the GPU kernels. NumPy's error model
+#: (x / 0 gives inf or NaN, never an exception) is the one the CPU kernels' parallel loops and
+#: numba.cuda already use; it also holds where the CUDA simulator calls these functions directly.
+SCALAR_FUNCTION = dict(cache=True, nogil=True, fastmath=FASTMATH, inline="always", error_model="numpy")
 
 #: Elements per parallel chunk in the elementwise kernels: big enough to amortise scheduling,
 #: small enough that n = 1 still splits across cores.
 CHUNK = 4096
 
+# GPU (numba.cuda). Launch sizes are read when a layer is bound to a request, so a test can patch
+# them small and make even a tiny input run several blocks and several grid-stride rounds.
+
+#: Options for every numba.cuda kernel. No fast math: CUDA's flushes denormals and approximates
+#: division, sqrt and exp, and results must stay within float32 tolerance of the CPU kernels.
+GPU_KERNEL = dict(fastmath=False)
+
+#: Threads per block of the one-thread-per-element kernels (and of SoftMax's block reductions).
+THREADS_PER_BLOCK = 256
+
+#: Side of the square tiles (TILE x TILE threads, two tiles of shared memory per block) of the
+#: Convolution, Deconvolution and FullyConnected kernels.
+TILE = 16
+
+#: Most blocks a launch asks for; grid-stride loops cover whatever work lies beyond them.
+MAX_BLOCKS = 4096
+
+
+
+def _load_pip_tbb() -> None:
+    """Make a pip-installed TBB (the ``tbb`` dependency) visible to Numba.
+
+    pip puts ``libtbb.so.12`` in ``<prefix>/lib``, where the dynamic loader does not look (in a
+    virtual environment or most Python builds), so Numba would silently fall back to OpenMP
+    (numba issue #6108). Loaded once by path and globally, it is what Numba then finds by name.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        library = os.path.join(prefix, "lib", "libtbb.so.12")
+        if os.path.exists(library):
+            try:
+                ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+            except OSError:  # a broken install: Numba falls back to OpenMP, as without TBB
+                pass
+            return
+
+
+# The threading layer: TBB when it can be loaded, else OpenMP. Both allow parallel kernels from
+# several threads at once (Numba's default ``workqueue`` aborts). TBB is preferred: its one pool
+# of workers is shared by all the threads that infer, where OpenMP gives every such thread a team
+# of its own (32 busy requests: 64 threads on the cores), and it is fork-safe where GNU OpenMP is
+# not. Measured in benchmarks/README.md ("Serving: DynamicBatcher under load").
 if "NUMBA_THREADING_LAYER" not in os.environ:
+    _load_pip_tbb()
     numba.config.THREADING_LAYER = "threadsafe"

@@ -5,6 +5,10 @@ One inference, start to end: ``InferRequest.infer`` validates and copies the inp
 first n rows of the request's input buffers, then ``_run_steps`` calls ``kernel(n, *args)`` for each
 layer (``dynbatch.graph.compiler.BoundStep``), and the outputs are the first n rows of the output
 buffers. Nothing is compiled or allocated on that path.
+
+On "GPU" (``dynbatch.gpu``) the request's buffers are device memory and its input and output
+buffers are pinned host rows: ``_run_steps`` queues the copy of the n input rows, every layer's
+kernel and the copy of the n output rows on the request's CUDA stream, then waits for that stream.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import time
 
 import numpy as np
 
+from . import gpu
 from .errors import BatchSizeError, ConfigError, DynBatchError, InputError, RequestBusyError
 from .graph.compiler import CompiledNetwork, compile_network
 from .graph.network import Network
@@ -23,7 +28,7 @@ KEY_DYN_BATCH_ENABLED = "DYN_BATCH_ENABLED"
 YES = "YES"
 NO = "NO"
 KNOWN_CONFIG_KEYS = (KEY_DYN_BATCH_ENABLED,)
-DEVICES = ("CPU",)
+DEVICES = ("CPU", "GPU")
 
 
 def _yes_no(key: str, value) -> bool:
@@ -39,7 +44,8 @@ class Core:
 
     @property
     def available_devices(self) -> list[str]:
-        return list(DEVICES)
+        """["CPU"], and "GPU" when numba.cuda finds a CUDA GPU (or runs its simulator)."""
+        return ["CPU", "GPU"] if gpu.is_available() else ["CPU"]
 
     def load_network(self, network: Network, device_name: str = "CPU", config: dict | None = None) -> ExecutableNetwork:
         """Check the topology, plan buffers and compile every kernel for ``network`` on ``device_name``.
@@ -50,7 +56,10 @@ class Core:
         if not isinstance(network, Network):
             raise ConfigError(f"load_network expects a dynbatch.Network, got {type(network).__name__}")
         if device_name not in DEVICES:
-            raise ConfigError(f"device {device_name!r} is not available; available devices: {list(DEVICES)}")
+            raise ConfigError(f"device {device_name!r} is not available; available devices: {self.available_devices}")
+        if device_name == "GPU" and not gpu.is_available():
+            raise ConfigError(f"device 'GPU' is not available: {gpu.unavailable_reason()}; "
+                              f"available devices: {self.available_devices}")
         config = dict(config or {})
         unknown = sorted(set(config) - set(KNOWN_CONFIG_KEYS))
         if unknown:
@@ -72,11 +81,16 @@ class ExecutableNetwork:
         self.inputs = {name: shapes[name] for name in compiled.input_names}
         self.outputs = {name: shapes[name] for name in compiled.output_names}
         self.max_batch = next(iter(self.inputs.values()))[0]
+        # GPU: the device copies of the weights, made once (by _compile_kernels), shared by requests.
+        self._device_weights = gpu.DeviceWeights() if device == "GPU" else None
         self._compile_kernels()
 
     def _compile_kernels(self):
         # Compile (or load from Numba's cache) every kernel now, so the first inference is as
         # fast as the rest: a call with n = 0 compiles the signature and touches no data.
+        if self.device == "GPU":
+            gpu.compile_kernels(self._compiled, self._device_weights)
+            return
         for step in self._compiled.bind(self._compiled.plan.allocate()):
             step.kernel(0, *step.args)
 
@@ -104,14 +118,24 @@ class InferRequest:
     def __init__(self, network: ExecutableNetwork):
         self._network = network
         compiled = network._compiled
-        self._buffers = compiled.plan.allocate()
-        self._steps = compiled.bind(self._buffers)
-        self._input_buffers = {name: self._buffers[name] for name in compiled.input_names}
-        self._output_buffers = {name: self._buffers[name] for name in compiled.output_names}
+        if network.device == "GPU":
+            # Device buffers, a stream and timing events; the host buffers are pinned staging rows.
+            self._device = gpu.DeviceRequest(compiled, network._device_weights)
+            self._steps = self._device.steps
+            self._input_buffers = self._device.host_inputs
+            self._output_buffers = self._device.host_outputs
+        else:
+            self._device = None
+            self._buffers = compiled.plan.allocate()
+            self._steps = compiled.bind(self._buffers)
+            self._input_buffers = {name: self._buffers[name] for name in compiled.input_names}
+            self._output_buffers = {name: self._buffers[name] for name in compiled.output_names}
         self._batch = network.max_batch
         self._times = [None] * len(self._steps)
         self._busy = threading.Lock()
-        self._async_thread: threading.Thread | None = None
+        # What start_async left running: a thread (CPU) or the request's queued stream (GPU),
+        # both waited for with join(timeout) and is_alive().
+        self._pending: threading.Thread | gpu.DeviceRequest | None = None
         self._async_error: BaseException | None = None
 
     # -- batch -----------------------------------------------------------------------------------
@@ -148,17 +172,23 @@ class InferRequest:
             return {name: buffer[: self._batch].copy() for name, buffer in self._output_buffers.items()}
 
     def start_async(self, inputs=None) -> None:
-        """Copy ``inputs`` in (errors are raised here), then run in the background; see ``wait``."""
+        """Copy ``inputs`` in (errors are raised here), then run in the background; see ``wait``.
+        On GPU it returns once the inference is queued on the request's CUDA stream."""
         if not self._busy.acquire(blocking=False):
             raise self._busy_error("start_async")
         try:
             self._write_inputs(inputs)
+            if self._device is not None:
+                self._device.enqueue(self._batch)
         except BaseException:
             self._busy.release()
             raise
         self._async_error = None
-        self._async_thread = threading.Thread(target=self._run_async, args=(self._batch,), daemon=True)
-        self._async_thread.start()
+        if self._device is not None:
+            self._pending = self._device
+            return
+        self._pending = threading.Thread(target=self._run_async, args=(self._batch,), daemon=True)
+        self._pending.start()
 
     def _run_async(self, n: int):
         try:
@@ -168,14 +198,20 @@ class InferRequest:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the inference started by ``start_async`` ends; True when it has ended
-        (re-raising its error, if any), False when ``timeout`` seconds passed first."""
-        thread = self._async_thread
-        if thread is None:
+        (re-raising its error, if any), False when ``timeout`` seconds passed first. On GPU it
+        synchronizes this request's stream only."""
+        pending = self._pending
+        if pending is None:
             return True
-        thread.join(timeout)
-        if thread.is_alive():
+        try:
+            pending.join(timeout)
+        except BaseException:  # a CUDA error, reported when the stream is synchronized
+            self._pending = None
+            self._busy.release()
+            raise
+        if pending.is_alive():
             return False
-        self._async_thread = None
+        self._pending = None
         self._busy.release()
         if self._async_error is not None:
             error, self._async_error = self._async_error, None
@@ -183,6 +219,10 @@ class InferRequest:
         return True
 
     def _run_steps(self, n: int):
+        if self._device is not None:  # GPU: queue rows in, kernels and rows out; wait for them
+            self._device.enqueue(n)
+            self._device.join()
+            return
         times = self._times
         clock = time.perf_counter
         for index, step in enumerate(self._steps):
@@ -195,7 +235,7 @@ class InferRequest:
     def outputs(self) -> dict[str, np.ndarray]:
         """Read-only views of the first ``batch`` rows of each output: no copy, valid until the
         next inference on this request."""
-        if self._async_thread is not None:
+        if self._pending is not None:
             raise self._busy_error("outputs (call wait() first)")
         views = {}
         for name, buffer in self._output_buffers.items():
@@ -205,7 +245,9 @@ class InferRequest:
         return views
 
     def get_performance_counts(self) -> dict[str, dict]:
-        """{layer name: {"layer_type", "exec_type", "status", "real_time_us"}} of the last inference."""
+        """{layer name: {"layer_type", "exec_type", "status", "real_time_us"}} of the last inference
+        (on GPU: each layer's device time, from CUDA events)."""
+        times = self._device.layer_seconds() if self._device is not None else self._times
         return {
             step.layer.name: {
                 "layer_type": step.layer.type,
@@ -213,7 +255,7 @@ class InferRequest:
                 "status": "NOT_RUN" if seconds is None else "EXECUTED",
                 "real_time_us": 0.0 if seconds is None else seconds * 1e6,
             }
-            for step, seconds in zip(self._steps, self._times)
+            for step, seconds in zip(self._steps, times)
         }
 
     # -- input checks ----------------------------------------------------------------------------

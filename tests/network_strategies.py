@@ -16,12 +16,12 @@ def _weights(rng, shape, fan_in):
 
 
 @st.composite
-def networks(draw, max_layers: int = 8):
+def networks(draw, max_layers: int = 8, max_batch: int = 6, max_channels: int = 6, max_side: int = 9):
     """A (Network, max_batch) pair; the batch is drawn independently of every other dimension."""
-    max_batch = draw(st.integers(1, 6), label="max_batch")
-    channels = draw(st.integers(1, 6), label="channels")
-    height = draw(st.integers(3, 9), label="height")
-    width = draw(st.integers(3, 9), label="width")
+    max_batch = draw(st.integers(1, max_batch), label="max_batch")
+    channels = draw(st.integers(1, max_channels), label="channels")
+    height = draw(st.integers(3, max_side), label="height")
+    width = draw(st.integers(3, max_side), label="width")
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="weight seed"))
     net = db.Network("random")
     tensors = [net.add_input("data", (max_batch, channels, height, width))]

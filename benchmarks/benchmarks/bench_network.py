@@ -146,3 +146,36 @@ class Layers:
 
     def time_conv_and_pool_layers(self, network, batch):
         self.request.infer(self.inputs)
+
+
+class GpuWholeNetwork:
+    """WholeNetwork on the "GPU" device: one inference of n rows, inputs copied in and outputs
+    copied out on the request's stream. Skipped without a real CUDA GPU (the CUDA simulator would
+    measure Python)."""
+
+    params = (list(NETWORKS), BATCHES)
+    param_names = ["network", "batch"]
+
+    def setup(self, network, batch):
+        from dynbatch import gpu
+
+        if not gpu.is_available() or gpu.is_simulator():
+            raise NotImplementedError("no CUDA GPU")
+        config = {db.KEY_DYN_BATCH_ENABLED: db.YES}
+        self.exe = db.Core().load_network(NETWORKS[network](MAX_BATCH), "GPU", config)
+        self.request = self.exe.create_infer_request()
+        self.request.set_batch(batch)
+        self.inputs = _inputs(self.exe, batch)
+        self.request.infer(self.inputs)
+
+    def time_infer(self, network, batch):
+        self.request.infer(self.inputs)
+
+    def track_ms_per_image(self, network, batch):
+        import time
+        start, repeats = time.perf_counter(), 20
+        for _ in range(repeats):
+            self.request.infer(self.inputs)
+        return (time.perf_counter() - start) / repeats / batch * 1e3
+
+    track_ms_per_image.unit = "ms/image"

@@ -2,9 +2,10 @@
 
 ``compile_network`` runs once per ``load_network``. It gives every tensor an offset in one float32
 arena sized for the maximum batch, letting tensors whose lifetimes do not overlap share memory.
-``CompiledNetwork.bind`` then runs once per infer request: it allocates that request's arena and
-asks each layer's kernel module for ``(kernel, args)`` over views of it, so an inference is just
-``kernel(n, *args)`` for each step, in order, with nothing looked up or allocated.
+``CompiledNetwork.bind`` then runs once per infer request: given that request's arena, it asks
+each layer's kernel module for ``(kernel, args)`` over views of it, so an inference is just
+``kernel(n, *args)`` for each step, in order, with nothing looked up or allocated. On the GPU the
+arena is device memory (``dynbatch.gpu``) and the steps come from each module's ``gpu_step``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import CPU_KERNELS
+from ..kernels import KERNELS
 from .network import Layer, Network
 
 # Tensors start on 64-byte boundaries (16 float32) so that vector loads stay aligned.
@@ -67,10 +68,14 @@ class CompiledNetwork:
     output_names: tuple[str, ...]
     plan: BufferPlan
 
-    def bind(self, buffers: dict[str, np.ndarray]) -> list[BoundStep]:
+    def bind(self, buffers: dict[str, np.ndarray], device: str = "CPU") -> list[BoundStep]:
+        """Each layer's kernel and arguments over ``buffers``: its module's ``cpu_step`` over
+        NumPy views, or on "GPU" its ``gpu_step`` over device views."""
         steps = []
         for layer in self.layers:
-            kernel, args = CPU_KERNELS[layer.type].cpu_step(
+            module = KERNELS[layer.type]
+            step = module.gpu_step if device == "GPU" else module.cpu_step
+            kernel, args = step(
                 layer.normalized,
                 [buffers[name] for name in layer.inputs],
                 [buffers[name] for name in layer.outputs],

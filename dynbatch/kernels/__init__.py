@@ -1,7 +1,8 @@
 """Hand-written Numba kernels, one file per layer type (see copy.py for the contract).
 
-``CPU_KERNELS`` maps each supported layer type to its module; the compiler calls the module's
-``cpu_step(attrs, inputs, outputs)`` to bind a layer to its max-batch buffers.
+``KERNELS`` maps each supported layer type to its module; the compiler calls the module's
+``cpu_step(attrs, inputs, outputs)`` (device "CPU") or ``gpu_step(attrs, inputs, outputs)``
+(device "GPU", see launch.py) to bind a layer to its max-batch buffers.
 """
 from . import (
     activation,
@@ -20,7 +21,7 @@ from . import (
     split,
 )
 
-CPU_KERNELS = {
+KERNELS = {
     "Convolution": convolution,
     "Deconvolution": deconvolution,
     "Activation": activation,
@@ -36,3 +37,6 @@ CPU_KERNELS = {
     "BatchNormalization": batch_normalization,
     "Copy": copy,
 }
+
+#: The earlier name of ``KERNELS``, from when every module had only ``cpu_step``.
+CPU_KERNELS = KERNELS

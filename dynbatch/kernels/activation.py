@@ -124,3 +124,30 @@ def cpu_step(attrs, inputs, outputs):
         float(attrs["beta"]),
     )
     return activation_cpu, args
+
+
+# GPU ------------------------------------------------------------------------------------------
+
+from .launch import cuda, cuda_kernel, elementwise_launch  # noqa: E402
+
+
+@cuda_kernel
+def activation_cuda(n, source, destination, per_sample, code, alpha, beta):
+    """source, destination: flat (max_batch * per_sample,) float32; writes f(source) to the first
+    n rows, one element per thread. ``destination`` may be ``source`` (in place)."""
+    for i in range(cuda.grid(1), n * per_sample, cuda.gridsize(1)):
+        destination[i] = activation_value(source[i], code, alpha, beta)
+
+
+def gpu_step(attrs, inputs, outputs):
+    source, destination = as_rows(inputs[0]), as_rows(outputs[0])
+    per_sample = source.shape[1]
+    args = (
+        source.reshape(-1),
+        destination.reshape(-1),
+        per_sample,
+        int(ACTIVATION_CODES[attrs["type"]]),
+        float(attrs["alpha"]),
+        float(attrs["beta"]),
+    )
+    return elementwise_launch(activation_cuda, per_sample), args

@@ -54,3 +54,26 @@ def cpu_step(attrs, inputs, outputs):
         shift,
     )
     return batch_normalization_cpu, args
+
+
+# GPU ------------------------------------------------------------------------------------------
+
+from .launch import cuda, cuda_kernel, elementwise_launch  # noqa: E402
+
+
+@cuda_kernel
+def batch_normalization_cuda(n, source, destination, scale, shift, channels, spatial):
+    """source, destination: flat (max_batch * C * spatial,) float32; scale, shift: (C,) float32.
+    Writes the first n rows, one element per thread. ``destination`` may be ``source``."""
+    for i in range(cuda.grid(1), n * channels * spatial, cuda.gridsize(1)):
+        c = (i // spatial) % channels
+        destination[i] = affine_value(source[i], scale[c], shift[c])
+
+
+def gpu_step(attrs, inputs, outputs):
+    source, destination = inputs[0], outputs[0]
+    channels = source.shape[1]
+    spatial = source.size // (source.shape[0] * channels)
+    scale, shift = folded_affine(attrs)
+    args = (source.reshape(-1), destination.reshape(-1), scale, shift, channels, spatial)
+    return elementwise_launch(batch_normalization_cuda, channels * spatial), args

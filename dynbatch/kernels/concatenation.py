@@ -34,3 +34,34 @@ def cpu_step(attrs, inputs, outputs):
     pieces = tuple(lines_around_axis(source, axis) for source in inputs)
     piece_starts = np.cumsum([0] + [piece.shape[2] for piece in pieces[:-1]]).astype(np.int64)
     return concatenation_cpu, (pieces, piece_starts, lines_around_axis(outputs[0], axis))
+
+
+# GPU ------------------------------------------------------------------------------------------
+
+from .launch import cuda, cuda_kernel, elementwise_launch  # noqa: E402
+
+
+@cuda_kernel
+def concatenation_cuda(n, pieces, piece_starts, destination):
+    """pieces: tuple of (max_batch, outer, size_i * inner); piece_starts[i]: where piece i begins
+    in a destination line; destination: (max_batch, outer, length * inner). Rows < n only; one
+    destination element per thread (consecutive threads, consecutive addresses), read from its piece."""
+    outer, line_length = destination.shape[1], destination.shape[2]
+    last_piece = len(pieces) - 1
+    for i in range(cuda.grid(1), n * outer * line_length, cuda.gridsize(1)):
+        k = i % line_length
+        block = (i // line_length) % outer
+        row = i // (line_length * outer)
+        piece_index = 0
+        while piece_index < last_piece and k >= piece_starts[piece_index + 1]:
+            piece_index += 1
+        destination[row, block, k] = pieces[piece_index][row, block, k - piece_starts[piece_index]]
+
+
+def gpu_step(attrs, inputs, outputs):
+    axis = int(attrs["axis"])
+    pieces = tuple(lines_around_axis(source, axis) for source in inputs)
+    piece_starts = np.cumsum([0] + [piece.shape[2] for piece in pieces[:-1]]).astype(np.int64)
+    destination = lines_around_axis(outputs[0], axis)
+    per_sample = destination.shape[1] * destination.shape[2]
+    return elementwise_launch(concatenation_cuda, per_sample), (pieces, piece_starts, destination)

@@ -9,7 +9,7 @@ positions outside the image reading as zero. ``group == C`` is a depthwise convo
 import numpy as np
 from numba import njit, prange
 
-from ..config import DRIVER_KERNEL, PARALLEL_KERNEL
+from ..config import PARALLEL_KERNEL
 from .views import as_4d
 
 
@@ -57,63 +57,58 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
 
 
 @njit(**PARALLEL_KERNEL)
-def unfold_sample(x_sample, first_channel, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left,
-                  kernel_h, kernel_w, out_width, columns):
-    """im2col of one sample and one group: x_sample (C, H, W) -> columns (C/group*kh*kw, OH*OW),
-    columns[(c*kh + i)*kw + j, oh*OW + ow] = x_sample[first_channel + c, oh*sh - ph0 + i*dh,
-    ow*sw - pw0 + j*dw], zero where that falls on padding. Parallel over (row, oh)."""
-    height, width = x_sample.shape[1], x_sample.shape[2]
-    rows = columns.shape[0]
-    out_height = columns.shape[1] // out_width
-    for task in prange(rows * out_height):
-        row, oh = task // out_height, task % out_height
-        c, i, j = row // (kernel_h * kernel_w), (row // kernel_w) % kernel_h, row % kernel_w
-        line = columns[row, oh * out_width:(oh + 1) * out_width]
-        ih = oh * stride_h - pad_top + i * dilation_h
-        if ih < 0 or ih >= height:
-            line[:] = 0.0
-            continue
-        source = x_sample[first_channel + c, ih]
-        shift = j * dilation_w - pad_left
-        ow_begin = min(out_width, max(0, -(shift // stride_w)))
-        ow_end = max(ow_begin, min(out_width, (width - 1 - shift) // stride_w + 1))
-        line[:ow_begin] = 0.0
-        for ow in range(ow_begin, ow_end):
-            line[np.uintp(ow)] = source[np.uintp(ow * stride_w + shift)]
-        line[ow_end:] = 0.0
-
-
-@njit(**PARALLEL_KERNEL)
-def add_channel_bias(out_sample, biases):
-    """out_sample (K, OH*OW) += biases[k] per row k."""
-    for k in prange(out_sample.shape[0]):
-        out_sample[k] += biases[k]
-
-
-@njit(**DRIVER_KERNEL)
 def convolution_gemm_cpu(n, x, grouped_weights, biases, stride_h, stride_w, dilation_h, dilation_w,
                          pad_top, pad_left, kernel_h, kernel_w, out_width, columns, out):
     """x: (max_batch, C, H, W); grouped_weights: (group, K/group, C/group*kh*kw); biases (K,);
     columns: (C/group*kh*kw, OH*OW) scratch; out: (max_batch, group, K/group, OH*OW).
-    Per sample and group: unfold into columns (parallel), then one GEMM through BLAS, which uses
-    every core itself, so n = 1 keeps them busy. Rows >= n are neither read nor written."""
+
+    Per sample and group: unfold (im2col) into columns, in parallel over (row, oh), with
+    columns[(c*kh + i)*kw + j, oh*OW + ow] = x[b, g*C/group + c, oh*sh - ph0 + i*dh, ow*sw - pw0 + j*dw]
+    (zero on padding); then one GEMM through BLAS, which uses every core itself, so n = 1 keeps
+    them busy. Rows >= n are neither read nor written.
+
+    Everything stays in this one function: a cached jitted caller of another cached
+    ``parallel=True`` function crashed when Numba reloaded both from its disk cache."""
     group = grouped_weights.shape[0]
     group_in_channels = x.shape[1] // group
+    height, width = x.shape[2], x.shape[3]
+    rows = columns.shape[0]
+    out_height = columns.shape[1] // out_width
+    out_channels = biases.shape[0]
     for b in range(n):
         for g in range(group):
-            unfold_sample(x[b], g * group_in_channels, stride_h, stride_w, dilation_h, dilation_w,
-                          pad_top, pad_left, kernel_h, kernel_w, out_width, columns)
+            first_channel = g * group_in_channels
+            for task in prange(rows * out_height):
+                row, oh = task // out_height, task % out_height
+                c, i, j = row // (kernel_h * kernel_w), (row // kernel_w) % kernel_h, row % kernel_w
+                line = columns[row, oh * out_width:(oh + 1) * out_width]
+                ih = oh * stride_h - pad_top + i * dilation_h
+                if ih < 0 or ih >= height:
+                    line[:] = 0.0
+                    continue
+                source = x[b, first_channel + c, ih]
+                shift = j * dilation_w - pad_left
+                ow_begin = min(out_width, max(0, -(shift // stride_w)))  # ceil(-shift / sw)
+                ow_end = max(ow_begin, min(out_width, (width - 1 - shift) // stride_w + 1))
+                line[:ow_begin] = 0.0
+                for ow in range(ow_begin, ow_end):
+                    line[np.uintp(ow)] = source[np.uintp(ow * stride_w + shift)]
+                line[ow_end:] = 0.0
             np.dot(grouped_weights[g], columns, out[b, g])
-        add_channel_bias(out[b].reshape(biases.shape[0], -1), biases)
+        out_sample = out[b].reshape(out_channels, -1)
+        for k in prange(out_channels):
+            out_sample[k] += biases[k]
 
 
-@njit(**DRIVER_KERNEL)
+@njit(**PARALLEL_KERNEL)
 def convolution_pointwise_cpu(n, x, weights, biases, out):
     """1x1 convolution, stride 1, no padding, one group: a plain GEMM per sample, no unfolding.
     x: (max_batch, C, H*W); weights (K, C); out: (max_batch, K, H*W)."""
     for b in range(n):
         np.dot(weights, x[b], out[b])
-        add_channel_bias(out[b], biases)
+        out_sample = out[b]
+        for k in prange(out_sample.shape[0]):
+            out_sample[k] += biases[k]
 
 
 # Below these sizes a GEMM call costs more than it saves (measured on depthwise and tiny groups).
@@ -165,5 +160,100 @@ def cpu_step(attrs, inputs, outputs, algorithm=None):
         x, weights, biases,
         int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
         int(pad_top), int(pad_left), group,
+        out,
+    )
+
+
+# GPU ------------------------------------------------------------------------------------------
+
+from numba import float32  # noqa: E402
+
+from .launch import cuda, cuda_kernel, tiled_launch  # noqa: E402
+
+
+@cuda_kernel
+def convolution_cuda(n, x, weights, biases, stride_h, stride_w, dilation_h, dilation_w,
+                     pad_top, pad_left, kernel_h, kernel_w, group, out):
+    """x: (max_batch, C, H, W); weights: (K, C/group * kh * kw), each output channel's filter
+    flattened in (c, i, j) order; biases: (K,); out: (max_batch, K, OH, OW). Reads x rows < n,
+    writes out rows < n.
+
+    An implicit GEMM, tiled as numba-cuda's ``fast_matmul``: out[k, pixel] = sum_r weights[k, r]
+    * patch[r, pixel], pixels running over the n samples' OH*OW outputs and r over a group's
+    (c, i, j). A block of T x T threads computes T output channels of one group (ty) by T pixels
+    (tx), walking r T at a time: each thread loads one weight (along r: consecutive addresses)
+    and one patch element (along the pixels: neighbouring input columns; zero on padding) into
+    shared memory, then takes T products from there.
+    """
+    tile = cuda.blockDim.x
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    height, width = x.shape[2], x.shape[3]
+    group_in_channels = x.shape[1] // group
+    out_channels, out_height, out_width = out.shape[1], out.shape[2], out.shape[3]
+    group_out_channels = out_channels // group
+    reduction = weights.shape[1]
+    kernel_area = kernel_h * kernel_w
+    out_pixels = out_height * out_width
+    shared = cuda.shared.array(0, float32)
+    weights_tile = 0           # shared[ty * tile + r]: weights[first_channel + ty, r0 + r]
+    patch_tile = tile * tile   # shared[patch_tile + r * tile + tx]: patch[r0 + r, first_pixel + tx]
+    pixel_tiles = (n * out_pixels + tile - 1) // tile
+    channel_tiles = (group_out_channels + tile - 1) // tile  # per group
+    column_tiles = group * channel_tiles
+    for t in range(cuda.blockIdx.x, pixel_tiles * column_tiles, cuda.gridDim.x):
+        column_tile = t % column_tiles
+        g = column_tile // channel_tiles
+        first_channel = g * group_out_channels + (column_tile % channel_tiles) * tile
+        group_end = (g + 1) * group_out_channels
+        first_input_channel = g * group_in_channels
+        # This thread's pixel: the column it loads and the output it accumulates.
+        pixel = (t // column_tiles) * tile + tx
+        in_batch = pixel < n * out_pixels
+        b = pixel // out_pixels
+        oh = (pixel % out_pixels) // out_width
+        ow = pixel % out_width
+        top = oh * stride_h - pad_top
+        left = ow * stride_w - pad_left
+        total = np.float32(0.0)
+        for r0 in range(0, reduction, tile):
+            channel = first_channel + ty
+            value = np.float32(0.0)
+            if channel < group_end and r0 + tx < reduction:
+                value = weights[channel, r0 + tx]
+            shared[weights_tile + ty * tile + tx] = value
+            r = r0 + ty
+            value = np.float32(0.0)
+            if in_batch and r < reduction:
+                c = r // kernel_area
+                i = (r % kernel_area) // kernel_w
+                j = r % kernel_w
+                ih = top + i * dilation_h
+                iw = left + j * dilation_w
+                if 0 <= ih < height and 0 <= iw < width:
+                    value = x[b, first_input_channel + c, ih, iw]
+            shared[patch_tile + ty * tile + tx] = value
+            cuda.syncthreads()
+            for rr in range(tile):
+                total += shared[weights_tile + ty * tile + rr] * shared[patch_tile + rr * tile + tx]
+            cuda.syncthreads()
+        channel = first_channel + ty
+        if in_batch and channel < group_end:
+            out[b, channel, oh, ow] = biases[channel] + total
+
+
+def gpu_step(attrs, inputs, outputs):
+    stride_h, stride_w = attrs["strides"]
+    dilation_h, dilation_w = attrs["dilations"]
+    pad_top, pad_left = attrs["pads_begin"]
+    weights = np.ascontiguousarray(attrs["weights"], dtype=np.float32)
+    biases = np.ascontiguousarray(attrs["biases"], dtype=np.float32)
+    out_channels, _, kernel_h, kernel_w = weights.shape
+    group = int(attrs["group"])
+    out = as_4d(outputs[0])
+    kernel = tiled_launch(convolution_cuda, out.shape[2] * out.shape[3], out_channels // group, group)
+    return kernel, (
+        as_4d(inputs[0]), weights.reshape(out_channels, -1), biases,
+        int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
+        int(pad_top), int(pad_left), int(kernel_h), int(kernel_w), group,
         out,
     )

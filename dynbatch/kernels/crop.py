@@ -33,3 +33,29 @@ def cpu_step(attrs, inputs, outputs):
     offsets = tuple(int(offset) for offset in attrs["offsets"])
     offsets = offsets + (0,) * (4 - len(offsets))
     return crop_cpu, (as_4d(inputs[0]), offsets, as_4d(outputs[0]))
+
+
+# GPU ------------------------------------------------------------------------------------------
+
+from .launch import cuda, cuda_kernel, elementwise_launch  # noqa: E402
+
+
+@cuda_kernel
+def crop_cuda(n, source, offsets, destination):
+    """source: (max_batch, C, H, W); offsets: (0, oc, oh, ow); destination: (max_batch, C', H', W').
+    Rows < n only; one output element per thread, w fastest (consecutive reads and writes)."""
+    channels, height, width = destination.shape[1], destination.shape[2], destination.shape[3]
+    for i in range(cuda.grid(1), n * channels * height * width, cuda.gridsize(1)):
+        w = i % width
+        h = (i // width) % height
+        c = (i // (width * height)) % channels
+        b = i // (width * height * channels)
+        destination[b, c, h, w] = source[b, c + offsets[1], h + offsets[2], w + offsets[3]]
+
+
+def gpu_step(attrs, inputs, outputs):
+    offsets = tuple(int(offset) for offset in attrs["offsets"])
+    offsets = offsets + (0,) * (4 - len(offsets))
+    destination = as_4d(outputs[0])
+    per_sample = destination.shape[1] * destination.shape[2] * destination.shape[3]
+    return elementwise_launch(crop_cuda, per_sample), (as_4d(inputs[0]), offsets, destination)

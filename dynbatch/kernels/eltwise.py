@@ -138,3 +138,57 @@ def cpu_step(attrs, inputs, outputs):
         return eltwise_same_shape_cpu, (flat_inputs, as_rows(destination), coeff, op_code)
     inputs_4d = tuple(as_4d(x) for x in inputs)
     return eltwise_cpu, (inputs_4d, as_4d(destination), coeff, op_code)
+
+
+# GPU ------------------------------------------------------------------------------------------
+
+from .launch import cuda, cuda_kernel, elementwise_launch  # noqa: E402
+
+
+@cuda_kernel
+def eltwise_same_shape_cuda(n, inputs, destination, per_sample, coeff, op_code):
+    """inputs: tuple of flat (max_batch * per_sample,) float32 views of inputs with the output's
+    shape; destination: flat, likewise; coeff: one float per input. Writes the first n rows, one
+    element per thread, folded in a register (``destination`` may be one of the inputs)."""
+    for i in range(cuda.grid(1), n * per_sample, cuda.gridsize(1)):
+        accumulator = coeff[0] * inputs[0][i]
+        for k in range(1, len(inputs)):
+            accumulator = eltwise_value(accumulator, coeff[k] * inputs[k][i], op_code)
+        destination[i] = accumulator
+
+
+@cuda_kernel
+def eltwise_cuda(n, inputs, destination, coeff, op_code):
+    """inputs: tuple of two or more (max_batch, Ci, Hi, Wi) float32, each dim equal to the
+    output's or 1; destination: (max_batch, C, H, W) float32. Writes rows < n, one element per
+    thread with w fastest; an input of size 1 along an axis is read at index 0 there."""
+    channels, height, width = destination.shape[1], destination.shape[2], destination.shape[3]
+    for i in range(cuda.grid(1), n * channels * height * width, cuda.gridsize(1)):
+        w = i % width
+        h = (i // width) % height
+        c = (i // (width * height)) % channels
+        b = i // (width * height * channels)
+        x = inputs[0]
+        accumulator = coeff[0] * x[b, min(c, x.shape[1] - 1), min(h, x.shape[2] - 1), min(w, x.shape[3] - 1)]
+        for k in range(1, len(inputs)):
+            x = inputs[k]
+            operand = coeff[k] * x[b, min(c, x.shape[1] - 1), min(h, x.shape[2] - 1), min(w, x.shape[3] - 1)]
+            accumulator = eltwise_value(accumulator, operand, op_code)
+        destination[b, c, h, w] = accumulator
+
+
+def gpu_step(attrs, inputs, outputs):
+    operation = attrs["operation"]
+    if operation == "sum":
+        coeff = tuple(float(value) for value in attrs["coeff"])
+    else:
+        coeff = (1.0,) * len(inputs)
+    op_code = int(ELTWISE_CODES[operation])
+    destination = as_rows(outputs[0])
+    per_sample = destination.shape[1]
+    if all(x.shape == outputs[0].shape for x in inputs):
+        flat_inputs = tuple(x.reshape(-1) for x in inputs)
+        args = (flat_inputs, destination.reshape(-1), per_sample, coeff, op_code)
+        return elementwise_launch(eltwise_same_shape_cuda, per_sample), args
+    args = (tuple(as_4d(x) for x in inputs), as_4d(outputs[0]), coeff, op_code)
+    return elementwise_launch(eltwise_cuda, per_sample), args

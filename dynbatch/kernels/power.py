@@ -48,3 +48,30 @@ def cpu_step(attrs, inputs, outputs):
         float(attrs["shift"]),
     )
     return power_cpu, args
+
+
+# GPU ------------------------------------------------------------------------------------------
+
+from .launch import cuda, cuda_kernel, elementwise_launch  # noqa: E402
+
+
+@cuda_kernel
+def power_cuda(n, source, destination, per_sample, power, scale, shift):
+    """source, destination: flat (max_batch * per_sample,) float32; writes the first n rows, one
+    element per thread. ``destination`` may be ``source`` (in place)."""
+    for i in range(cuda.grid(1), n * per_sample, cuda.gridsize(1)):
+        destination[i] = power_value(source[i], power, scale, shift)
+
+
+def gpu_step(attrs, inputs, outputs):
+    source, destination = as_rows(inputs[0]), as_rows(outputs[0])
+    per_sample = source.shape[1]
+    args = (
+        source.reshape(-1),
+        destination.reshape(-1),
+        per_sample,
+        float(attrs["power"]),
+        float(attrs["scale"]),
+        float(attrs["shift"]),
+    )
+    return elementwise_launch(power_cuda, per_sample), args

@@ -1,7 +1,8 @@
 """Free (no-copy) reshapes that turn a planned buffer into the layout a kernel loops over.
 
 Every buffer is C-contiguous with the batch first and allocated at the maximum batch, so rows
-``< n`` are always its first ``n * per_sample`` elements, whatever view a kernel takes.
+``< n`` are always its first ``n * per_sample`` elements, whatever view a kernel takes. The same
+views serve NumPy arrays and numba.cuda device arrays (whose ``reshape`` takes the dims one by one).
 """
 import numpy as np
 
@@ -15,7 +16,7 @@ def as_4d(buffer: np.ndarray) -> np.ndarray:
     """(N, C[, H[, W]]) -> (N, C, H, W), appending axes of size 1."""
     if buffer.ndim > 4:
         raise ValueError(f"tensor of rank {buffer.ndim} has no 4-d view (supported ranks: 2 to 4)")
-    return buffer.reshape(buffer.shape + (1,) * (4 - buffer.ndim))
+    return buffer.reshape(*buffer.shape, *(1,) * (4 - buffer.ndim))
 
 
 def around_axis(buffer: np.ndarray, axis: int) -> np.ndarray:
