@@ -132,22 +132,6 @@ class Memory:
         _loaded(network).create_infer_request()
 
 
-class Layers:
-    """Per-layer kernel time at n rows, from one request's performance counters."""
-
-    params = (["inception"], BATCHES)
-    param_names = ["network", "batch"]
-
-    def setup(self, network, batch):
-        self.request = _loaded(network).create_infer_request()
-        self.request.set_batch(batch)
-        self.inputs = _inputs(self.request._network, batch)
-        self.request.infer(self.inputs)
-
-    def time_conv_and_pool_layers(self, network, batch):
-        self.request.infer(self.inputs)
-
-
 class GpuWholeNetwork:
     """WholeNetwork on the "GPU" device: one inference of n rows, inputs copied in and outputs
     copied out on the request's stream. Skipped without a real CUDA GPU (the CUDA simulator would
