@@ -54,20 +54,21 @@ def command_demo(args) -> int:
 # -- check ----------------------------------------------------------------------------------------
 def command_check(args) -> int:
     import dynbatch as db
-    from .kernels import CPU_KERNELS
 
     try:
         network = _read(args.model, args.batch)
     except db.UnsupportedTopologyError as error:  # the importer rejected ONNX nodes: list every node
         return _print_rejected_onnx_nodes(args.model, error)
     verdicts = db.analyse(network)
+    kernels = {}
+    if all(v.supported for v in verdicts):  # load it: the kernel of each layer depends on its shapes
+        exe = db.Core().load_network(network, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES})
+        counts = exe.create_infer_request().get_performance_counts()
+        kernels = {name: c["exec_type"] for name, c in counts.items()}
     rows = [("name", "type", "kernel / reason")]
     for verdict in verdicts:
-        if verdict.supported:
-            module = CPU_KERNELS.get(verdict.type)
-            rows.append((verdict.name, verdict.type, module.__name__.rsplit(".", 1)[-1] + "_cpu" if module else "-"))
-        else:
-            rows.append((verdict.name, verdict.type, "REJECTED: " + verdict.reason))
+        verdict_text = kernels.get(verdict.name, "-") if verdict.supported else "REJECTED: " + verdict.reason
+        rows.append((verdict.name, verdict.type, verdict_text))
     _print_table(rows)
     rejected = [v for v in verdicts if not v.supported]
     print(f"\n{network.name}: {len(verdicts)} layers, max batch {network.batch_size}: " + (

@@ -37,6 +37,3 @@ KERNELS = {
     "BatchNormalization": batch_normalization,
     "Copy": copy,
 }
-
-#: The earlier name of ``KERNELS``, from when every module had only ``cpu_step``.
-CPU_KERNELS = KERNELS
