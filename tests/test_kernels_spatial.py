@@ -156,8 +156,9 @@ def deconvolution_case(rng, max_batch, n, group, group_in, group_out, size, kern
     return attrs, inputs, outputs
 
 
+@pytest.mark.parametrize("algorithm", ["direct", "gemm"])
 @given(data=st.data())
-def test_deconvolution_matches_reference(data):
+def test_deconvolution_matches_reference(algorithm, data):
     max_batch, n = draw_batches(data)
     group, group_in, group_out = draw_groups(data)
     size = draw_pair(data, st.integers(1, 6), "size")
@@ -176,7 +177,7 @@ def test_deconvolution_matches_reference(data):
     attrs, inputs, outputs = deconvolution_case(rng, max_batch, n, group, group_in, group_out, size,
                                                 kernel, strides, dilations, pads_begin, pads_end,
                                                 output_padding)
-    run_step(deconvolution, attrs, inputs, outputs, n)
+    run_step(deconvolution, attrs, inputs, outputs, n, algorithm=algorithm)
     check_outputs(outputs, REFERENCES["Deconvolution"]([inputs[0][:n]], attrs), n)
 
 
@@ -184,8 +185,9 @@ def test_deconvolution_compiles_once():
     rng = np.random.default_rng(0)
     attrs, inputs, outputs = deconvolution_case(rng, 5, 5, 2, 2, 3, (5, 4), (3, 2), (2, 3), (1, 2),
                                                 (1, 0), (0, 2), (1, 1))
-    kernel, args = deconvolution.cpu_step(attrs, inputs, outputs)
-    check_compiles_once(kernel, args, 5)
+    for algorithm in ("direct", "gemm"):
+        kernel, args = deconvolution.cpu_step(attrs, inputs, outputs, algorithm=algorithm)
+        check_compiles_once(kernel, args, 5)
 
 
 # Pooling

@@ -55,7 +55,62 @@ def deconvolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dil
                         out_row[np.uintp(iw * stride_w + shift)] += weight * x_row[np.uintp(iw)]
 
 
-def cpu_step(attrs, inputs, outputs):
+@njit(**PARALLEL_KERNEL)
+def deconvolution_gemm_cpu(n, x, grouped_weights_t, biases, stride_h, stride_w, dilation_h, dilation_w,
+                           pad_top, pad_left, kernel_h, kernel_w, columns, out):
+    """x: (max_batch, C, H, W); grouped_weights_t: (group, K/group*kh*kw, C/group), the weights of
+    each group transposed; biases (K,); columns: (K/group*kh*kw, H*W) scratch;
+    out: (max_batch, K, OH, OW). Rows >= n are neither read nor written.
+
+    Per sample and group, one GEMM through BLAS gives every input pixel's contribution to every
+    (k, i, j): columns[(k*kh + i)*kw + j, ih*W + iw] = sum_c weights[c, k, i, j] * x[b, c, ih, iw].
+    Then col2im as a gather, in parallel over output lines (k, oh): each line adds, for every
+    kernel row i, the one input row ih with ih*sh == oh + ph0 - i*dh, so no two iterations write
+    one element."""
+    group = grouped_weights_t.shape[0]
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    group_in_channels = channels // group
+    group_out_channels = grouped_weights_t.shape[1] // (kernel_h * kernel_w)
+    out_height, out_width = out.shape[2], out.shape[3]
+    for b in range(n):
+        for g in range(group):
+            first_in_channel = g * group_in_channels
+            x_group = x[b, first_in_channel:first_in_channel + group_in_channels].reshape(group_in_channels, height * width)
+            np.dot(grouped_weights_t[g], x_group, columns)
+            for line in prange(group_out_channels * out_height):
+                k, oh = line // out_height, line % out_height
+                out_channel = g * group_out_channels + k
+                out_row = out[b, out_channel, oh]
+                bias = biases[out_channel]
+                for ow in range(out_width):
+                    out_row[ow] = bias
+                for i in range(kernel_h):
+                    scaled_ih = oh + pad_top - i * dilation_h
+                    if scaled_ih < 0 or scaled_ih % stride_h != 0 or scaled_ih // stride_h >= height:
+                        continue
+                    ih = scaled_ih // stride_h
+                    for j in range(kernel_w):
+                        shift = j * dilation_w - pad_left
+                        iw_begin = max(0, -(shift // stride_w))  # ceil(-shift / sw)
+                        iw_end = min(width, (out_width - 1 - shift) // stride_w + 1)
+                        column = columns[(k * kernel_h + i) * kernel_w + j, ih * width:(ih + 1) * width]
+                        for iw in range(iw_begin, iw_end):
+                            out_row[np.uintp(iw * stride_w + shift)] += column[np.uintp(iw)]
+
+
+# Below these sizes a GEMM call costs more than it saves.
+GEMM_MIN_CHANNELS = 8
+
+
+def choose_algorithm(attrs) -> str:
+    """'gemm' when each group has enough input channels for BLAS, else 'direct'."""
+    channels, group = attrs["weights"].shape[0], attrs["group"]
+    return "gemm" if channels // group >= GEMM_MIN_CHANNELS else "direct"
+
+
+def cpu_step(attrs, inputs, outputs, algorithm=None):
+    """Bind to the algorithm ``choose_algorithm`` picks (tests may force one)."""
+    algorithm = algorithm or choose_algorithm(attrs)
     stride_h, stride_w = attrs["strides"]
     dilation_h, dilation_w = attrs["dilations"]
     pad_top, pad_left = attrs["pads_begin"]
@@ -63,11 +118,24 @@ def cpu_step(attrs, inputs, outputs):
     # (a read-only weight array would be a second compiled signature).
     weights = np.require(attrs["weights"], np.float32, ["C", "W"])
     biases = np.require(attrs["biases"], np.float32, ["C", "W"])
+    x, out = as_4d(inputs[0]), as_4d(outputs[0])
+    group = int(attrs["group"])
+    if algorithm == "gemm":
+        channels, group_out_channels, kernel_h, kernel_w = weights.shape
+        # (group, C/group, K/group*kh*kw) -> (group, K/group*kh*kw, C/group), once per request.
+        grouped_weights_t = np.ascontiguousarray(
+            weights.reshape(group, channels // group, -1).transpose(0, 2, 1))
+        # The request's own scratch, allocated once here (bind time), never on the inference path.
+        columns = np.empty((group_out_channels * kernel_h * kernel_w, x.shape[2] * x.shape[3]), np.float32)
+        return deconvolution_gemm_cpu, (
+            x, grouped_weights_t, biases, int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
+            int(pad_top), int(pad_left), int(kernel_h), int(kernel_w), columns, out,
+        )
     return deconvolution_cpu, (
-        as_4d(inputs[0]), weights, biases,
+        x, weights, biases,
         int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
-        int(pad_top), int(pad_left), int(attrs["group"]),
-        as_4d(outputs[0]),
+        int(pad_top), int(pad_left), group,
+        out,
     )
 
 
