@@ -1,4 +1,4 @@
-"""Whole-network and per-layer benchmarks over the runtime batch ``n`` (asv: each benchmark runs in
+"""Whole-network benchmarks over the runtime batch ``n`` (asv: each benchmark runs in
 a fresh process, so kernels are compiled, or loaded from Numba's cache, in ``setup``)."""
 import numpy as np
 
@@ -10,9 +10,9 @@ BATCHES = [1, 2, 4, 8, 16]
 NETWORKS = {"lenet": lenet, "inception": inception}
 
 
-def _loaded(name, max_batch=MAX_BATCH, dynamic=True):
+def _loaded(name, max_batch=MAX_BATCH, dynamic=True, device="CPU"):
     config = {db.KEY_DYN_BATCH_ENABLED: db.YES if dynamic else db.NO}
-    return db.Core().load_network(NETWORKS[name](max_batch), "CPU", config)
+    return db.Core().load_network(NETWORKS[name](max_batch), device, config)
 
 
 def _inputs(exe, n, seed=0):
@@ -25,9 +25,10 @@ class WholeNetwork:
 
     params = (list(NETWORKS), BATCHES)
     param_names = ["network", "batch"]
+    device = "CPU"
 
     def setup(self, network, batch):
-        self.exe = _loaded(network)
+        self.exe = _loaded(network, device=self.device)
         self.request = self.exe.create_infer_request()
         self.request.set_batch(batch)
         self.inputs = _inputs(self.exe, batch)
@@ -132,34 +133,16 @@ class Memory:
         _loaded(network).create_infer_request()
 
 
-class GpuWholeNetwork:
+class GpuWholeNetwork(WholeNetwork):
     """WholeNetwork on the "GPU" device: one inference of n rows, inputs copied in and outputs
     copied out on the request's stream. Skipped without a real CUDA GPU (the CUDA simulator would
     measure Python)."""
 
-    params = (list(NETWORKS), BATCHES)
-    param_names = ["network", "batch"]
+    device = "GPU"
 
     def setup(self, network, batch):
         from dynbatch import gpu
 
         if not gpu.is_available() or gpu.is_simulator():
             raise NotImplementedError("no CUDA GPU")
-        config = {db.KEY_DYN_BATCH_ENABLED: db.YES}
-        self.exe = db.Core().load_network(NETWORKS[network](MAX_BATCH), "GPU", config)
-        self.request = self.exe.create_infer_request()
-        self.request.set_batch(batch)
-        self.inputs = _inputs(self.exe, batch)
-        self.request.infer(self.inputs)
-
-    def time_infer(self, network, batch):
-        self.request.infer(self.inputs)
-
-    def track_ms_per_image(self, network, batch):
-        import time
-        start, repeats = time.perf_counter(), 20
-        for _ in range(repeats):
-            self.request.infer(self.inputs)
-        return (time.perf_counter() - start) / repeats / batch * 1e3
-
-    track_ms_per_image.unit = "ms/image"
+        super().setup(network, batch)
