@@ -96,9 +96,11 @@ class ExecutableNetwork:
 
     @property
     def memory(self) -> dict[str, int]:
-        """Activation bytes per request: as planned by liveness, and with one buffer per tensor."""
+        """Activation bytes per request: as planned by liveness, with one buffer per tensor, and
+        the most bytes of tensors alive at one step (the lower bound any plan has to meet)."""
         plan = self._compiled.plan
-        return {"planned_bytes": plan.planned_bytes, "naive_bytes": plan.naive_bytes}
+        return {"planned_bytes": plan.planned_bytes, "naive_bytes": plan.naive_bytes,
+                "peak_live_bytes": plan.peak_live_bytes}
 
     def create_infer_request(self) -> InferRequest:
         return InferRequest(self)
@@ -245,10 +247,12 @@ class InferRequest:
         return views
 
     def get_performance_counts(self) -> dict[str, dict]:
-        """{layer name: {"layer_type", "exec_type", "status", "real_time_us"}} of the last inference
-        (on GPU: each layer's device time, from CUDA events)."""
+        """{layer name: {"layer_type", "exec_type", "status", "real_time_us"}} of the last inference,
+        for every layer of the network in order (on GPU: each layer's device time, from CUDA
+        events). A layer merged into its producer at load (``dynbatch.graph.fusion``) has status
+        "OPTIMIZED_OUT", exec_type "fused into <producer>" and no time of its own."""
         times = self._device.layer_seconds() if self._device is not None else self._times
-        return {
+        run = {
             step.layer.name: {
                 "layer_type": step.layer.type,
                 "exec_type": step.exec_type,
@@ -256,6 +260,16 @@ class InferRequest:
                 "real_time_us": 0.0 if seconds is None else seconds * 1e6,
             }
             for step, seconds in zip(self._steps, times)
+        }
+        compiled = self._network._compiled
+        return {
+            layer.name: run.get(layer.name) or {
+                "layer_type": layer.type,
+                "exec_type": f"fused into {compiled.fused_into[layer.name]}",
+                "status": "OPTIMIZED_OUT",
+                "real_time_us": 0.0,
+            }
+            for layer in compiled.all_layers
         }
 
     # -- input checks ----------------------------------------------------------------------------

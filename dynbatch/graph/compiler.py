@@ -1,20 +1,23 @@
 """From a checked network to a runnable plan: buffers planned by liveness, kernels bound to them.
 
-``compile_network`` runs once per ``load_network``. It gives every tensor an offset in one float32
-arena sized for the maximum batch, letting tensors whose lifetimes do not overlap share memory.
-``CompiledNetwork.bind`` then runs once per infer request: given that request's arena, it asks
-each layer's kernel module for ``(kernel, args)`` over views of it, so an inference is just
+``compile_network`` runs once per ``load_network``. It merges layers into their producers where a
+kernel can compute both (``fusion``), then gives every tensor an offset in one float32 arena sized
+for the maximum batch, letting tensors whose lifetimes do not overlap share memory.
+``CompiledNetwork.bind`` then runs once per infer request: given that request's arena (and one
+scratch buffer its GEMM kernels share), it asks each layer's kernel module for ``(kernel, args)``
+over views of it, so an inference is just
 ``kernel(n, *args)`` for each step, in order, with nothing looked up or allocated. On the GPU the
 arena is device memory (``dynbatch.gpu``) and the steps come from each module's ``gpu_step``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..kernels import KERNELS
+from .fusion import fuse
 from .network import Layer, Network
 
 # Tensors start on 64-byte boundaries (16 float32) so that vector loads stay aligned.
@@ -28,10 +31,32 @@ class BufferPlan:
     shapes: dict[str, tuple[int, ...]]
     offsets: dict[str, int]
     arena_elements: int
+    #: {tensor: (first step alive, last step alive)}, both inclusive, as ``plan_buffers`` reckons
+    #: them (network inputs from step -1, network outputs to ``len(layers)``).
+    lifetimes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def planned_bytes(self) -> int:
         return self.arena_elements * 4
+
+    @property
+    def peak_live_bytes(self) -> int:
+        """The most bytes (aligned sizes) of tensors alive at one step: a lower bound for any
+        plan with these lifetimes, which ``planned_bytes`` can only meet or exceed."""
+        if not self.lifetimes:
+            return 0
+        first = min(start for start, _ in self.lifetimes.values())
+        last = max(end for _, end in self.lifetimes.values())
+        change = [0] * (last - first + 2)  # live elements change at each step boundary
+        for name, (start, end) in self.lifetimes.items():
+            size = _aligned(math.prod(self.shapes[name]))
+            change[start - first] += size
+            change[end - first + 1] -= size
+        live = peak = 0
+        for delta in change:
+            live += delta
+            peak = max(peak, live)
+        return peak * 4
 
     @property
     def naive_bytes(self) -> int:
@@ -62,24 +87,36 @@ class BoundStep:
 
 @dataclass(frozen=True)
 class CompiledNetwork:
+    """The layers to run after fusion (``dynbatch.graph.fusion``), their buffer plan and the
+    scratch the GEMM kernels share. ``all_layers``: every layer of the network, fused or not;
+    ``fused_into``: {absorbed layer: the layer that computes it}."""
+
     name: str
     layers: tuple[Layer, ...]
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     plan: BufferPlan
+    all_layers: tuple[Layer, ...] = ()
+    fused_into: dict[str, str] = field(default_factory=dict)
+    #: Float32 elements of the one scratch buffer a request's CPU kernels share (they run one
+    #: after the other): the largest any layer asks for through its module's ``scratch_elements``.
+    scratch_elements: int = 0
 
     def bind(self, buffers: dict[str, np.ndarray], device: str = "CPU") -> list[BoundStep]:
         """Each layer's kernel and arguments over ``buffers``: its module's ``cpu_step`` over
         NumPy views, or on "GPU" its ``gpu_step`` over device views."""
+        scratch = np.empty(self.scratch_elements, np.float32) if device == "CPU" else None
         steps = []
         for layer in self.layers:
             module = KERNELS[layer.type]
-            step = module.gpu_step if device == "GPU" else module.cpu_step
-            kernel, args = step(
-                layer.normalized,
-                [buffers[name] for name in layer.inputs],
-                [buffers[name] for name in layer.outputs],
-            )
+            inputs = [buffers[name] for name in layer.inputs]
+            outputs = [buffers[name] for name in layer.outputs]
+            if device == "GPU":
+                kernel, args = module.gpu_step(layer.normalized, inputs, outputs)
+            elif hasattr(module, "scratch_elements"):
+                kernel, args = module.cpu_step(layer.normalized, inputs, outputs, scratch=scratch)
+            else:
+                kernel, args = module.cpu_step(layer.normalized, inputs, outputs)
             steps.append(BoundStep(layer, kernel, args))
         return steps
 
@@ -121,15 +158,28 @@ def plan_buffers(network: Network) -> BufferPlan:
         offsets[name] = offset
         placed.append((offset, size, start, end))
     arena = max((offset + size for offset, size, _, _ in placed), default=0)
-    return BufferPlan(shapes, offsets, arena)
+    lifetimes = {name: (first_write[name], last_read[name]) for name in shapes}
+    return BufferPlan(shapes, offsets, arena, lifetimes)
 
 
 def compile_network(network: Network) -> CompiledNetwork:
-    """Plan the buffers of a network that passed ``check_topology``."""
+    """Fuse, then plan the buffers of a network that passed ``check_topology``."""
+    fused = fuse(network)
+    shapes = dict(network.inputs)
+    scratch = 0
+    for layer in fused.layers:
+        shapes.update(zip(layer.outputs, layer.output_shapes))
+        module = KERNELS[layer.type]
+        if hasattr(module, "scratch_elements"):
+            needed = module.scratch_elements(layer.normalized, [shapes[name] for name in layer.inputs], layer.output_shapes)
+            scratch = max(scratch, sum(needed))
     return CompiledNetwork(
         name=network.name,
-        layers=tuple(network.layers),
+        layers=fused.layers,
         input_names=tuple(network.inputs),
         output_names=tuple(network.outputs),
-        plan=plan_buffers(network),
+        plan=plan_buffers(fused),
+        all_layers=tuple(network.layers),
+        fused_into=fused.fused_into,
+        scratch_elements=scratch,
     )

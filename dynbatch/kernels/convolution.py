@@ -10,14 +10,16 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL
+from .epilogue import bias_activation_span, epilogue_value, fused_activation
 from .views import as_4d
 
 
 @njit(**PARALLEL_KERNEL)
 def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilation_w,
-                    pad_top, pad_left, group, out):
+                    pad_top, pad_left, group, activation, alpha, beta, out):
     """x: (max_batch, C, H, W); weights: (K, C/group, kh, kw); biases: (K,);
-    out: (max_batch, K, OH, OW), whose OH, OW already account for the bottom and right pads.
+    out: (max_batch, K, OH, OW), whose OH, OW already account for the bottom and right pads;
+    activation: an ``epilogue`` code applied after the bias (alpha, beta its float32 parameters).
     Reads x rows < n, writes out rows < n; each parallel iteration owns one output line."""
     height, width = x.shape[2], x.shape[3]
     out_channels, out_height, out_width = out.shape[1], out.shape[2], out.shape[3]
@@ -29,9 +31,8 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
         oh = (line // out_channels) % out_height
         k = line % out_channels
         out_row = out[b, k, oh]
-        bias = biases[k]
         for ow in range(out_width):
-            out_row[ow] = bias
+            out_row[ow] = 0.0
         first_in_channel = (k // group_out_channels) * group_in_channels
         # Kernel rows i whose input row ih = oh*sh - ph0 + i*dh lies in [0, H); the others fall
         # on zero padding.
@@ -54,66 +55,112 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
                         # Unsigned indices (never negative here) spare Numba's negative-index
                         # wraparound, which would keep LLVM from vectorizing.
                         out_row[np.uintp(ow)] += weight * x_row[np.uintp(ow * stride_w + shift)]
+        bias_activation_span(out_row, out_row, biases[k], activation, alpha, beta)
 
 
 @njit(**PARALLEL_KERNEL)
 def convolution_gemm_cpu(n, x, grouped_weights, biases, stride_h, stride_w, dilation_h, dilation_w,
-                         pad_top, pad_left, kernel_h, kernel_w, out_width, columns, out):
-    """x: (max_batch, C, H, W); grouped_weights: (group, K/group, C/group*kh*kw); biases (K,);
-    columns: (C/group*kh*kw, OH*OW) scratch; out: (max_batch, group, K/group, OH*OW).
+                         pad_top, pad_left, kernel_h, kernel_w, out_width, samples_per_gemm,
+                         columns, product, activation, alpha, beta, out):
+    """x: (max_batch, C, H, W); grouped_weights: (group, K/group, R), R = C/group*kh*kw;
+    biases (K,); out: (max_batch, K, OH*OW); columns, product: 1-d scratch of at least
+    R*s*OH*OW and K/group*s*OH*OW elements, s = samples_per_gemm; activation, alpha, beta: the
+    fused ``epilogue``. Rows >= n are neither read nor written.
 
-    Per sample and group: unfold (im2col) into columns, in parallel over (row, oh), with
-    columns[(c*kh + i)*kw + j, oh*OW + ow] = x[b, g*C/group + c, oh*sh - ph0 + i*dh, ow*sw - pw0 + j*dw]
-    (zero on padding); then one GEMM through BLAS, which uses every core itself, so n = 1 keeps
-    them busy. Rows >= n are neither read nor written.
+    Per group, s samples at a time: unfold them (im2col) side by side into columns (R, s*OH*OW),
+    columns[(c*kh + i)*kw + j, t*OH*OW + oh*OW + ow] = x[b0 + t, g*C/group + c, oh*sh - ph0 + i*dh,
+    ow*sw - pw0 + j*dw] (zero on padding); one BLAS GEMM (BLAS uses every core itself, so n = 1
+    keeps them busy) into product (K/group, s*OH*OW), whose s blocks are written to the samples'
+    output planes with the bias and the activation. A lone sample's GEMM writes its output planes
+    directly. Batching samples makes the small late-layer GEMMs (7x7 or 14x14 outputs) wide
+    enough for BLAS to run near its peak.
 
     Everything stays in this one function: a cached jitted caller of another cached
     ``parallel=True`` function crashed when Numba reloaded both from its disk cache."""
-    group = grouped_weights.shape[0]
+    group, group_out_channels, rows = grouped_weights.shape
     group_in_channels = x.shape[1] // group
     height, width = x.shape[2], x.shape[3]
-    rows = columns.shape[0]
-    out_height = columns.shape[1] // out_width
-    out_channels = biases.shape[0]
-    for b in range(n):
+    pixels = out.shape[2]
+    out_height = pixels // out_width
+    kernel_area = kernel_h * kernel_w
+    for first in range(0, n, samples_per_gemm):
+        samples = min(samples_per_gemm, n - first)
+        unfolded = columns[:rows * samples * pixels].reshape((rows, samples * pixels))
         for g in range(group):
-            first_channel = g * group_in_channels
-            for task in prange(rows * out_height):
-                row, oh = task // out_height, task % out_height
-                c, i, j = row // (kernel_h * kernel_w), (row // kernel_w) % kernel_h, row % kernel_w
-                line = columns[row, oh * out_width:(oh + 1) * out_width]
-                ih = oh * stride_h - pad_top + i * dilation_h
-                if ih < 0 or ih >= height:
-                    line[:] = 0.0
-                    continue
-                source = x[b, first_channel + c, ih]
+            # One task per (row, sample): its own output columns, few integer divisions.
+            for task in prange(rows * samples):
+                row, t = task // samples, task % samples
+                c, i, j = row // kernel_area, (row // kernel_w) % kernel_h, row % kernel_w
                 shift = j * dilation_w - pad_left
                 ow_begin = min(out_width, max(0, -(shift // stride_w)))  # ceil(-shift / sw)
                 ow_end = max(ow_begin, min(out_width, (width - 1 - shift) // stride_w + 1))
-                line[:ow_begin] = 0.0
-                for ow in range(ow_begin, ow_end):
-                    line[np.uintp(ow)] = source[np.uintp(ow * stride_w + shift)]
-                line[ow_end:] = 0.0
-            np.dot(grouped_weights[g], columns, out[b, g])
-        out_sample = out[b].reshape(out_channels, -1)
-        for k in prange(out_channels):
-            out_sample[k] += biases[k]
+                plane = x[first + t, g * group_in_channels + c]
+                block = unfolded[row, t * pixels:(t + 1) * pixels]
+                for oh in range(out_height):
+                    line = block[oh * out_width:(oh + 1) * out_width]
+                    ih = oh * stride_h - pad_top + i * dilation_h
+                    if ih < 0 or ih >= height:
+                        line[:] = 0.0
+                        continue
+                    source = plane[ih]
+                    line[:ow_begin] = 0.0
+                    for ow in range(ow_begin, ow_end):
+                        line[np.uintp(ow)] = source[np.uintp(ow * stride_w + shift)]
+                    line[ow_end:] = 0.0
+            first_channel = g * group_out_channels
+            if samples == 1:
+                planes = out[first, first_channel:first_channel + group_out_channels]
+                np.dot(grouped_weights[g], unfolded, planes)
+                for k in prange(group_out_channels):
+                    bias_activation_span(planes[k], planes[k], biases[first_channel + k], activation, alpha, beta)
+            else:
+                products = product[:group_out_channels * samples * pixels].reshape(
+                    (group_out_channels, samples * pixels))
+                np.dot(grouped_weights[g], unfolded, products)
+                for task in prange(samples * group_out_channels):
+                    t, k = task // group_out_channels, task % group_out_channels
+                    bias_activation_span(products[k, t * pixels:(t + 1) * pixels],
+                                         out[first + t, first_channel + k],
+                                         biases[first_channel + k], activation, alpha, beta)
 
 
 @njit(**PARALLEL_KERNEL)
-def convolution_pointwise_cpu(n, x, weights, biases, out):
-    """1x1 convolution, stride 1, no padding, one group: a plain GEMM per sample, no unfolding.
-    x: (max_batch, C, H*W); weights (K, C); out: (max_batch, K, H*W)."""
-    for b in range(n):
-        np.dot(weights, x[b], out[b])
-        out_sample = out[b]
-        for k in prange(out_sample.shape[0]):
-            out_sample[k] += biases[k]
+def convolution_pointwise_cpu(n, x, weights, biases, samples_per_gemm, columns, product,
+                              activation, alpha, beta, out):
+    """1x1 convolution, stride 1, no padding, one group: x: (max_batch, C, H*W); weights (K, C);
+    out: (max_batch, K, H*W); columns, product: 1-d scratch of at least C*s*H*W and K*s*H*W
+    elements, s = samples_per_gemm. As ``convolution_gemm_cpu`` with no unfolding: a lone sample
+    is one GEMM on its own planes; s samples are copied side by side into columns first."""
+    channels, pixels = x.shape[1], x.shape[2]
+    out_channels = out.shape[1]
+    for first in range(0, n, samples_per_gemm):
+        samples = min(samples_per_gemm, n - first)
+        if samples == 1:
+            planes = out[first]
+            np.dot(weights, x[first], planes)
+            for k in prange(out_channels):
+                bias_activation_span(planes[k], planes[k], biases[k], activation, alpha, beta)
+            continue
+        gathered = columns[:channels * samples * pixels].reshape((channels, samples * pixels))
+        for task in prange(channels * samples):
+            c, t = task // samples, task % samples
+            gathered[c, t * pixels:(t + 1) * pixels] = x[first + t, c]
+        products = product[:out_channels * samples * pixels].reshape((out_channels, samples * pixels))
+        np.dot(weights, gathered, products)
+        for task in prange(samples * out_channels):
+            t, k = task // out_channels, task % out_channels
+            bias_activation_span(products[k, t * pixels:(t + 1) * pixels], out[first + t, k],
+                                 biases[k], activation, alpha, beta)
 
 
 # Below these sizes a GEMM call costs more than it saves (measured on depthwise and tiny groups).
 GEMM_MIN_REDUCTION = 16
 GEMM_MIN_GROUP_OUTPUTS = 8
+
+#: Columns one GEMM should have: outputs smaller than this (7x7, 14x14, ...) are batched over
+#: samples up to it; 32x32 and larger run a sample per GEMM. Measured between 512 and 8192 on
+#: GoogLeNet- and ResNet-sized layers: flat within noise from 1024 up, so the smallest scratch.
+GEMM_TARGET_COLUMNS = 1024
 
 
 def choose_algorithm(attrs, input_shape) -> str:
@@ -128,8 +175,35 @@ def choose_algorithm(attrs, input_shape) -> str:
     return "direct"
 
 
-def cpu_step(attrs, inputs, outputs, algorithm=None):
-    """Bind to the algorithm ``choose_algorithm`` picks (tests may force one)."""
+def _gemm_shape(attrs, input_shape, output_shape):
+    """(rows R of the unfolded input, samples per GEMM, output pixels) of a GEMM algorithm."""
+    k, c_per_group, kernel_h, kernel_w = attrs["weights"].shape
+    pixels = int(np.prod(output_shape[2:], dtype=np.int64))
+    samples = max(1, min(output_shape[0], -(-GEMM_TARGET_COLUMNS // pixels)))
+    return c_per_group * kernel_h * kernel_w, samples, pixels
+
+
+def scratch_elements(attrs, input_shapes, output_shapes, algorithm=None) -> tuple[int, int]:
+    """Float32 elements of the two scratch areas (columns, product) the kernel needs: shared by
+    all the layers of a request, which run one after the other."""
+    x_shape, out_shape = _shape_4d(input_shapes[0]), _shape_4d(output_shapes[0])
+    algorithm = algorithm or choose_algorithm(attrs, x_shape)
+    if algorithm == "direct":
+        return 0, 0
+    rows, samples, pixels = _gemm_shape(attrs, x_shape, out_shape)
+    if samples == 1:  # a lone sample unfolds (not pointwise) and writes its planes directly
+        return (0 if algorithm == "pointwise" else rows * pixels), 0
+    group_out_channels = attrs["weights"].shape[0] // attrs["group"]
+    return rows * samples * pixels, group_out_channels * samples * pixels
+
+
+def _shape_4d(shape):
+    return tuple(shape) + (1,) * (4 - len(shape))
+
+
+def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
+    """Bind to the algorithm ``choose_algorithm`` picks (tests may force one). ``scratch``: a 1-d
+    float32 array of at least sum(``scratch_elements``), else one is allocated here."""
     x, out = as_4d(inputs[0]), as_4d(outputs[0])
     algorithm = algorithm or choose_algorithm(attrs, x.shape)
     stride_h, stride_w = attrs["strides"]
@@ -139,27 +213,34 @@ def cpu_step(attrs, inputs, outputs, algorithm=None):
     # (a read-only weight array would be a second compiled signature).
     weights = np.require(attrs["weights"], np.float32, ["C", "W"])
     biases = np.require(attrs["biases"], np.float32, ["C", "W"])
+    activation, alpha, beta = fused_activation(attrs)
     k, c_per_group, kernel_h, kernel_w = weights.shape
     group = int(attrs["group"])
     max_batch, _, out_height, out_width = out.shape
+    if algorithm in ("pointwise", "gemm"):
+        _, samples, _ = _gemm_shape(attrs, x.shape, out.shape)
+        sizes = scratch_elements(attrs, [x.shape], [out.shape], algorithm)
+        if scratch is None:
+            scratch = np.empty(sum(sizes), np.float32)
+        columns, product = scratch[:sizes[0]], scratch[sizes[0]:sizes[0] + sizes[1]]
     if algorithm == "pointwise":
         return convolution_pointwise_cpu, (
             x.reshape(max_batch, x.shape[1], -1), np.ascontiguousarray(weights.reshape(k, -1)), biases,
+            samples, columns, product, activation, alpha, beta,
             out.reshape(max_batch, k, -1),
         )
     if algorithm == "gemm":
-        # The request's own scratch, allocated once here (bind time), never on the inference path.
-        columns = np.empty((c_per_group * kernel_h * kernel_w, out_height * out_width), np.float32)
         return convolution_gemm_cpu, (
             x, np.ascontiguousarray(weights.reshape(group, k // group, -1)), biases,
             int(stride_h), int(stride_w), int(dilation_h), int(dilation_w), int(pad_top), int(pad_left),
-            int(kernel_h), int(kernel_w), int(out_width), columns,
-            out.reshape(max_batch, group, k // group, out_height * out_width),
+            int(kernel_h), int(kernel_w), int(out_width), samples, columns, product,
+            activation, alpha, beta,
+            out.reshape(max_batch, k, out_height * out_width),
         )
     return convolution_cpu, (
         x, weights, biases,
         int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
-        int(pad_top), int(pad_left), group,
+        int(pad_top), int(pad_left), group, activation, alpha, beta,
         out,
     )
 
@@ -173,10 +254,10 @@ from .launch import cuda, cuda_kernel, tiled_launch  # noqa: E402
 
 @cuda_kernel
 def convolution_cuda(n, x, weights, biases, stride_h, stride_w, dilation_h, dilation_w,
-                     pad_top, pad_left, kernel_h, kernel_w, group, out):
+                     pad_top, pad_left, kernel_h, kernel_w, group, activation, alpha, beta, out):
     """x: (max_batch, C, H, W); weights: (K, C/group * kh * kw), each output channel's filter
-    flattened in (c, i, j) order; biases: (K,); out: (max_batch, K, OH, OW). Reads x rows < n,
-    writes out rows < n.
+    flattened in (c, i, j) order; biases: (K,); out: (max_batch, K, OH, OW); activation, alpha,
+    beta: the fused ``epilogue``. Reads x rows < n, writes out rows < n.
 
     An implicit GEMM, tiled as numba-cuda's ``fast_matmul``: out[k, pixel] = sum_r weights[k, r]
     * patch[r, pixel], pixels running over the n samples' OH*OW outputs and r over a group's
@@ -238,7 +319,7 @@ def convolution_cuda(n, x, weights, biases, stride_h, stride_w, dilation_h, dila
             cuda.syncthreads()
         channel = first_channel + ty
         if in_batch and channel < group_end:
-            out[b, channel, oh, ow] = biases[channel] + total
+            out[b, channel, oh, ow] = epilogue_value(biases[channel] + total, activation, alpha, beta)
 
 
 def gpu_step(attrs, inputs, outputs):
@@ -254,6 +335,6 @@ def gpu_step(attrs, inputs, outputs):
     return kernel, (
         as_4d(inputs[0]), weights.reshape(out_channels, -1), biases,
         int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
-        int(pad_top), int(pad_left), int(kernel_h), int(kernel_w), group,
+        int(pad_top), int(pad_left), int(kernel_h), int(kernel_w), group, *fused_activation(attrs),
         out,
     )

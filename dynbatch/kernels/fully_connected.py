@@ -7,31 +7,29 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL
+from .epilogue import biases_activation_span, epilogue_value, fused_activation
 from .views import as_rows
 
 
 @njit(**PARALLEL_KERNEL)
-def fully_connected_cpu(n, source, weights, biases, destination):
-    """source: (max_batch, in_features); weights: (out, in_features); biases: (out,);
-    destination: (max_batch, out). Writes rows < n only."""
-    out_features, in_features = weights.shape
-    # One iteration per output element, so that n = 1 still spreads the out_features dot
-    # products over every core.
-    for index in prange(n * out_features):
-        row = index // out_features
-        feature = index - row * out_features
-        # A float32 accumulator over two contiguous rows: with ``reassoc`` LLVM splits the sum
-        # into SIMD lanes.
-        total = np.float32(0.0)
-        for i in range(in_features):
-            total += source[row, i] * weights[feature, i]
-        destination[row, feature] = biases[feature] + total
+def fully_connected_cpu(n, source, weights_t, biases, activation, alpha, beta, destination):
+    """source: (max_batch, in_features); weights_t: (in_features, out), the weights transposed;
+    biases: (out,); destination: (max_batch, out); activation, alpha, beta: the fused
+    ``epilogue``. Reads and writes rows < n only.
+
+    One BLAS GEMM of the n rows (BLAS spreads even n = 1 over the cores), then the bias and the
+    activation per row."""
+    np.dot(source[:n], weights_t, destination[:n])
+    for row in prange(n):
+        biases_activation_span(destination[row], destination[row], biases, activation, alpha, beta)
 
 
 def cpu_step(attrs, inputs, outputs):
-    weights = np.ascontiguousarray(attrs["weights"], dtype=np.float32)
-    biases = np.ascontiguousarray(attrs["biases"], dtype=np.float32)
-    return fully_connected_cpu, (as_rows(inputs[0]), weights, biases, as_rows(outputs[0]))
+    # (in_features, out) contiguous: the GEMM reads the n rows against it without a transpose.
+    weights_t = np.ascontiguousarray(np.asarray(attrs["weights"], dtype=np.float32).T)
+    biases = np.require(attrs["biases"], np.float32, ["C", "W"])
+    return fully_connected_cpu, (as_rows(inputs[0]), weights_t, biases, *fused_activation(attrs),
+                                 as_rows(outputs[0]))
 
 
 # GPU ------------------------------------------------------------------------------------------
@@ -42,9 +40,10 @@ from .launch import cuda, cuda_kernel, tiled_launch  # noqa: E402
 
 
 @cuda_kernel
-def fully_connected_cuda(n, source, weights, biases, destination):
+def fully_connected_cuda(n, source, weights, biases, activation, alpha, beta, destination):
     """source: (max_batch, in_features); weights: (out, in_features); biases: (out,);
-    destination: (max_batch, out). Writes rows < n only.
+    destination: (max_batch, out); activation, alpha, beta: the fused ``epilogue``. Writes rows
+    < n only.
 
     A tiled matrix product (numba-cuda's ``fast_matmul`` pattern): a block of T x T threads
     computes a tile of T rows by T features, walking in_features T at a time. Each thread loads
@@ -83,11 +82,11 @@ def fully_connected_cuda(n, source, weights, biases, destination):
             cuda.syncthreads()
         feature = first_feature + tx
         if row < n and feature < out_features:
-            destination[row, feature] = biases[feature] + total
+            destination[row, feature] = epilogue_value(biases[feature] + total, activation, alpha, beta)
 
 
 def gpu_step(attrs, inputs, outputs):
     weights = np.ascontiguousarray(attrs["weights"], dtype=np.float32)
     biases = np.ascontiguousarray(attrs["biases"], dtype=np.float32)
     kernel = tiled_launch(fully_connected_cuda, 1, weights.shape[0])
-    return kernel, (as_rows(inputs[0]), weights, biases, as_rows(outputs[0]))
+    return kernel, (as_rows(inputs[0]), weights, biases, *fused_activation(attrs), as_rows(outputs[0]))

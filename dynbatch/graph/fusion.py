@@ -1,0 +1,78 @@
+"""Graph passes that merge a layer into the one that produces its input, before buffers are planned.
+
+- A BatchNormalization after a Convolution is folded into the convolution's weights and biases:
+  ``scale * (w * x + b) + shift == (scale * w) * x + (scale * b + shift)`` per output channel.
+- An Activation of a type the GEMM epilogue computes (``kernels.epilogue.FUSABLE_ACTIVATIONS``:
+  relu with its leak, relu6, clamp) after a Convolution or FullyConnected becomes that layer's
+  epilogue: the kernel applies it while writing its output.
+
+Either merge happens only where the tensor between the two layers is read by that one layer alone
+and is not a network output, so no other reader misses the unfused value. The merged layer keeps
+the producer's name and takes over the consumer's output tensor; the intermediate tensor is never
+planned. ``FusedGraph.fused_into`` records each absorbed layer, which performance counts report
+as OPTIMIZED_OUT (as OpenVINO does).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels.activation import ACTIVATION_CODES
+from ..kernels.batch_normalization import folded_affine
+from ..kernels.epilogue import FUSABLE_ACTIVATIONS
+from .network import Layer, Network
+
+
+@dataclass(frozen=True)
+class FusedGraph:
+    """The layers left to run, in order; ``fused_into``: {absorbed layer name: the layer running it}."""
+
+    layers: tuple[Layer, ...]
+    inputs: dict
+    outputs: tuple[str, ...]
+    fused_into: dict[str, str]
+
+
+def fuse(network: Network) -> FusedGraph:
+    """Merge every BatchNormalization and fusable Activation into its producer where allowed."""
+    readers = Counter(name for layer in network.layers for name in layer.inputs)
+    network_outputs = set(network.outputs)
+    kept: list[Layer] = []
+    producer_of: dict[str, int] = {}  # tensor name -> index in ``kept`` of the layer writing it
+    fused_into: dict[str, str] = {}
+    for layer in network.layers:
+        source = layer.inputs[0] if len(layer.inputs) == 1 else None
+        index = producer_of.get(source)
+        if index is not None and readers[source] == 1 and source not in network_outputs:
+            merged = _merge(kept[index], layer)
+            if merged is not None:
+                kept[index] = merged
+                producer_of[layer.outputs[0]] = index
+                fused_into[layer.name] = merged.name
+                continue
+        kept.append(layer)
+        for name in layer.outputs:
+            producer_of[name] = len(kept) - 1
+    return FusedGraph(tuple(kept), dict(network.inputs), tuple(network.outputs), fused_into)
+
+
+def _merge(producer: Layer, consumer: Layer) -> Layer | None:
+    """``producer`` computing ``consumer`` too, or None where they cannot merge."""
+    attrs = producer.normalized
+    if attrs is None or consumer.normalized is None or "activation" in attrs:
+        return None  # nothing merges after an epilogue activation: it would change the order
+    if producer.type == "Convolution" and consumer.type == "BatchNormalization":
+        scale, shift = (v.astype(np.float64) for v in folded_affine(consumer.normalized))
+        weights = np.asarray(attrs["weights"], np.float64) * scale[:, None, None, None]
+        biases = np.asarray(attrs["biases"], np.float64) * scale + shift
+        attrs = {**attrs, "weights": weights.astype(np.float32), "biases": biases.astype(np.float32)}
+    elif (producer.type in ("Convolution", "FullyConnected") and consumer.type == "Activation"
+          and ACTIVATION_CODES[consumer.normalized["type"]] in FUSABLE_ACTIVATIONS):
+        attrs = {**attrs, "activation": dict(consumer.normalized)}
+    else:
+        return None
+    return dataclasses.replace(producer, outputs=consumer.outputs, output_shapes=consumer.output_shapes,
+                               normalized=attrs)

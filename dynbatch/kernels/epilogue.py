@@ -1,0 +1,73 @@
+"""The fused epilogue of the GEMM kernels: y = f(acc + bias), f an activation folded in by the
+compiler's fusion pass (``dynbatch.graph.fusion``) or none.
+
+Writing the bias and the activation while the GEMM's output is still in cache spares a whole
+pass over the tensor (and the tensor itself) per fused Activation layer. Only the activations
+that are one compare or two (relu with its leak, relu6, clamp) are fused; the others stay layers.
+"""
+import numpy as np
+from numba import njit
+
+from ..config import SCALAR_FUNCTION
+from .activation import ACTIVATION_CODES, CLAMP, RELU, RELU6, activation_value
+
+#: No activation after the bias.
+NO_ACTIVATION = -1
+
+#: The activation codes (``activation.ACTIVATION_CODES``) the epilogue can apply.
+FUSABLE_ACTIVATIONS = (RELU, RELU6, CLAMP)
+
+
+@njit(**SCALAR_FUNCTION)
+def epilogue_value(value, activation, alpha, beta):
+    """f(value) for one element (the GPU kernels' epilogue, where a branch per element is free)."""
+    if activation == NO_ACTIVATION:
+        return value
+    return activation_value(value, activation, alpha, beta)
+
+
+@njit(**SCALAR_FUNCTION)
+def bias_activation_span(source, destination, bias, activation, alpha, beta):
+    """destination[i] = f(source[i] + bias) over two 1-d views of one length (they may be one
+    view: each element is read before it is written). Each branch passes a constant code, so the
+    switch inside ``activation_value`` folds away and the loop vectorises."""
+    if activation == NO_ACTIVATION:
+        for i in range(source.shape[0]):
+            destination[i] = source[i] + bias
+    elif activation == RELU:
+        for i in range(source.shape[0]):
+            destination[i] = activation_value(source[i] + bias, RELU, alpha, beta)
+    elif activation == RELU6:
+        for i in range(source.shape[0]):
+            destination[i] = activation_value(source[i] + bias, RELU6, alpha, beta)
+    else:
+        for i in range(source.shape[0]):
+            destination[i] = activation_value(source[i] + bias, CLAMP, alpha, beta)
+
+
+@njit(**SCALAR_FUNCTION)
+def biases_activation_span(source, destination, biases, activation, alpha, beta):
+    """destination[i] = f(source[i] + biases[i]): ``bias_activation_span`` with a bias per element
+    (a FullyConnected row)."""
+    if activation == NO_ACTIVATION:
+        for i in range(source.shape[0]):
+            destination[i] = source[i] + biases[i]
+    elif activation == RELU:
+        for i in range(source.shape[0]):
+            destination[i] = activation_value(source[i] + biases[i], RELU, alpha, beta)
+    elif activation == RELU6:
+        for i in range(source.shape[0]):
+            destination[i] = activation_value(source[i] + biases[i], RELU6, alpha, beta)
+    else:
+        for i in range(source.shape[0]):
+            destination[i] = activation_value(source[i] + biases[i], CLAMP, alpha, beta)
+
+
+def fused_activation(attrs) -> tuple[int, np.float32, np.float32]:
+    """(code, alpha, beta) of the activation the fusion pass put in a layer's ``attrs["activation"]``
+    (an Activation layer's normalized attributes), or NO_ACTIVATION. Float32 parameters, so the
+    epilogue's math stays in float32."""
+    fused = attrs.get("activation")
+    if fused is None:
+        return NO_ACTIVATION, np.float32(0.0), np.float32(0.0)
+    return ACTIVATION_CODES[fused["type"]], np.float32(fused["alpha"]), np.float32(fused["beta"])

@@ -1,0 +1,127 @@
+"""The fusion pass (dynbatch.graph.fusion): BatchNormalization folded into a Convolution, relu /
+relu6 / clamp computed by the Convolution's or FullyConnected's epilogue. Fused networks must equal
+the naive reference network (which runs every layer unfused) at every batch, on every device; and
+a merge must not happen where another layer, or the caller, reads the tensor in between."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dynbatch as db
+
+from .reference_network import run_reference
+
+FUSABLE = [dict(type="relu"), dict(type="relu", negative_slope=0.1), dict(type="relu6"),
+           dict(type="clamp", min=-0.5, max=0.25)]
+NOT_FUSABLE = [dict(type="sigmoid"), dict(type="tanh")]
+
+
+def chain(producer, batch_norm, activation, extra_reader=False, expose_middle=False, max_batch=4, side=6,
+          algorithm_sizes=(3, 5, 3)):
+    """data -> producer (Convolution or FullyConnected) [-> BatchNormalization] [-> Activation].
+    extra_reader: a Power layer also reads the producer's output; expose_middle: that output is a
+    network output too. Either must stop the merge into the producer."""
+    rng = np.random.default_rng(3)
+    channels, out_channels, kernel = algorithm_sizes
+    net = db.Network("chain")
+    x = net.add_input("data", (max_batch, channels, side, side))
+    if producer == "Convolution":
+        y = net.add_layer("Convolution", [x], name="producer",
+                          weights=rng.standard_normal((out_channels, channels, kernel, kernel)) * 0.3,
+                          biases=rng.standard_normal(out_channels), pads_begin=kernel // 2, pads_end=kernel // 2)
+        features = out_channels
+    else:
+        y = net.add_layer("FullyConnected", [x], name="producer",
+                          weights=rng.standard_normal((out_channels, channels * side * side)) * 0.3,
+                          biases=rng.standard_normal(out_channels))
+        features = out_channels
+    middle = y
+    if batch_norm:
+        y = net.add_layer("BatchNormalization", [y], name="bn", mean=rng.standard_normal(features),
+                          variance=rng.uniform(0.5, 2.0, features), gamma=rng.standard_normal(features),
+                          beta=rng.standard_normal(features), epsilon=1e-5)
+    if activation is not None:
+        y = net.add_layer("Activation", [y], name="act", **activation)
+    net.add_output(y)
+    if extra_reader:
+        net.add_output(net.add_layer("Power", [middle], name="reader", scale=2.0))
+    if expose_middle and middle != y:
+        net.add_output(middle)
+    return net
+
+
+def run_and_compare(net, device, batches=(4, 1, 3)):
+    exe = db.Core().load_network(net, device, {db.KEY_DYN_BATCH_ENABLED: db.YES})
+    request = exe.create_infer_request()
+    samples = np.random.default_rng(0).standard_normal(exe.inputs["data"]).astype(np.float32)
+    for n in batches:
+        request.set_batch(n)
+        feed = samples.copy()
+        feed[n:] = np.nan  # rows >= n are poison
+        outputs = request.infer({"data": feed})
+        expected = run_reference(net, {"data": samples[:n]})
+        for name in net.outputs:
+            scale = max(1.0, float(np.abs(expected[name]).max()))
+            np.testing.assert_allclose(outputs[name], expected[name], rtol=1e-4, atol=1e-5 * scale)
+    return {name: c["status"] for name, c in request.get_performance_counts().items()}
+
+
+@settings(deadline=None)
+@given(producer=st.sampled_from(["Convolution", "FullyConnected"]), batch_norm=st.booleans(),
+       activation=st.sampled_from([None] + FUSABLE + NOT_FUSABLE), extra_reader=st.booleans(),
+       expose_middle=st.booleans(), sizes=st.sampled_from([(3, 5, 3), (1, 1, 1), (8, 16, 3), (16, 16, 1)]))
+def test_chain_matches_reference_and_merges_only_where_allowed(device, producer, batch_norm, activation,
+                                                                extra_reader, expose_middle, sizes):
+    if producer == "FullyConnected" and batch_norm:
+        batch_norm = False  # BatchNormalization of a 2-d tensor is not merged; covered elsewhere
+    net = chain(producer, batch_norm, activation, extra_reader, expose_middle, algorithm_sizes=sizes)
+    statuses = run_and_compare(net, device)
+    blocked = extra_reader or expose_middle
+    bn_merges = batch_norm and not blocked
+    # The activation merges when its input comes straight from the producer (directly, or
+    # through a folded BatchNormalization) and nothing else reads it.
+    act_merges = (activation in FUSABLE and not (batch_norm and not bn_merges)
+                  and not (blocked and not batch_norm))
+    if batch_norm:
+        assert statuses["bn"] == ("OPTIMIZED_OUT" if bn_merges else "EXECUTED")
+    if activation is not None:
+        assert statuses["act"] == ("OPTIMIZED_OUT" if act_merges else "EXECUTED")
+    assert statuses["producer"] == "EXECUTED"
+
+
+def test_nothing_merges_after_an_activation(device):
+    """conv -> relu -> BatchNormalization: the relu merges, the BatchNormalization must not fold
+    into weights that run before the relu."""
+    rng = np.random.default_rng(5)
+    net = db.Network("order")
+    x = net.add_input("data", (3, 2, 5, 5))
+    y = net.add_layer("Convolution", [x], name="conv", weights=rng.standard_normal((4, 2, 3, 3)),
+                      biases=rng.standard_normal(4))
+    y = net.add_layer("Activation", [y], name="relu", type="relu")
+    y = net.add_layer("BatchNormalization", [y], name="bn", mean=rng.standard_normal(4), variance=np.ones(4),
+                      gamma=-np.ones(4), beta=np.zeros(4), epsilon=1e-5)
+    net.add_output(y)
+    statuses = run_and_compare(net, device, batches=(3, 1))
+    assert statuses == {"conv": "EXECUTED", "relu": "OPTIMIZED_OUT", "bn": "EXECUTED"}
+
+
+def test_fused_tensor_is_not_planned():
+    net = chain("Convolution", batch_norm=True, activation=dict(type="relu"))
+    exe = db.Core().load_network(net, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES})
+    planned = set(exe._compiled.plan.shapes)
+    assert planned == {"data", net.outputs[0]}
+    assert [layer.name for layer in exe._compiled.layers] == ["producer"]
+
+
+@pytest.mark.parametrize("activation", FUSABLE)
+def test_fused_activation_keeps_nan(activation):
+    """NaN from the GEMM reaches the output through a fused activation, as through the layer."""
+    net = chain("Convolution", batch_norm=False, activation=activation, max_batch=2)
+    exe = db.Core().load_network(net, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES})
+    request = exe.create_infer_request()
+    request.set_batch(1)
+    x = np.zeros((1,) + exe.inputs["data"][1:], np.float32)
+    x[0, 0, 2, 2] = np.nan
+    out = request.infer({"data": x})[net.outputs[0]]
+    assert np.isnan(out[0, :, 2, 2]).all()
+    assert not np.isnan(out[0, :, 0, 5]).any()  # the 3x3 window of (0, 5) misses (2, 2)
