@@ -125,3 +125,58 @@ def test_fused_activation_keeps_nan(activation):
     out = request.infer({"data": x})[net.outputs[0]]
     assert np.isnan(out[0, :, 2, 2]).all()
     assert not np.isnan(out[0, :, 0, 5]).any()  # the 3x3 window of (0, 5) misses (2, 2)
+
+
+def residual_block(shortcut, operation="sum", coeff=None, activation="relu", extra_reader=False, max_batch=4):
+    """data -> conv_a -> Eltwise(conv_a, shortcut) [-> relu]. shortcut: "input" (the data itself),
+    "conv_after" (a projection convolution added after conv_a, so the merged conv_a must move
+    after it) or "conv_before"."""
+    rng = np.random.default_rng(7)
+    net = db.Network("residual")
+    x = net.add_input("data", (max_batch, 4, 6, 6))
+
+    def conv(name, source):
+        return net.add_layer("Convolution", [source], name=name, weights=rng.standard_normal((4, 4, 3, 3)) * 0.3,
+                             biases=rng.standard_normal(4), pads_begin=1, pads_end=1)
+
+    if shortcut == "conv_before":
+        short = conv("projection", x)
+    main = conv("conv_a", x)
+    if shortcut == "conv_after":
+        short = conv("projection", x)
+    if shortcut == "input":
+        short = x
+    attrs = {"operation": operation} | ({"coeff": coeff} if coeff else {})
+    y = net.add_layer("Eltwise", [main, short], name="add", **attrs)
+    if activation:
+        y = net.add_layer("Activation", [y], name="act", type=activation)
+    net.add_output(y)
+    if extra_reader:
+        net.add_output(net.add_layer("Power", [main], name="reader", scale=2.0))
+    return net
+
+
+@pytest.mark.parametrize("shortcut", ["input", "conv_after", "conv_before"])
+@pytest.mark.parametrize("activation", ["relu", None, "sigmoid"])
+def test_residual_sum_merges_into_the_convolution(device, shortcut, activation):
+    statuses = run_and_compare(residual_block(shortcut, activation=activation), device)
+    assert statuses["add"] == "OPTIMIZED_OUT"
+    if activation:
+        assert statuses["act"] == ("OPTIMIZED_OUT" if activation == "relu" else "EXECUTED")
+
+
+@pytest.mark.parametrize("variant", [dict(operation="sub"), dict(coeff=[1.0, 0.5]), dict(extra_reader=True)])
+def test_residual_merge_only_for_a_plain_sum_nothing_else_reads(variant):
+    net = residual_block("conv_after", **variant)
+    statuses = run_and_compare(net, "CPU")
+    # A plain sum still merges with the projection (its own output is read by the sum alone).
+    expected = "OPTIMIZED_OUT" if variant.get("extra_reader") else "EXECUTED"
+    assert statuses["add"] == expected
+
+
+def test_merged_convolution_runs_after_its_residual():
+    net = residual_block("conv_after")
+    exe = db.Core().load_network(net, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES})
+    # conv_a comes first in the network, but adds the projection's output: it must run second.
+    assert [layer.name for layer in exe._compiled.layers] == ["projection", "conv_a"]
+    assert exe._compiled.layers[1].inputs == ("data", "projection")

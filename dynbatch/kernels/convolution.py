@@ -10,16 +10,16 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL
-from .epilogue import bias_activation_span, epilogue_value, fused_activation
+from .epilogue import epilogue_span, epilogue_value, fused_epilogue
 from .views import as_4d
 
 
 @njit(**PARALLEL_KERNEL)
 def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilation_w,
-                    pad_top, pad_left, group, activation, alpha, beta, out):
+                    pad_top, pad_left, group, residual, has_residual, activation, alpha, beta, out):
     """x: (max_batch, C, H, W); weights: (K, C/group, kh, kw); biases: (K,);
     out: (max_batch, K, OH, OW), whose OH, OW already account for the bottom and right pads;
-    activation: an ``epilogue`` code applied after the bias (alpha, beta its float32 parameters).
+    residual (shaped as out), has_residual, activation, alpha, beta: the fused ``epilogue``.
     Reads x rows < n, writes out rows < n; each parallel iteration owns one output line."""
     height, width = x.shape[2], x.shape[3]
     out_channels, out_height, out_width = out.shape[1], out.shape[2], out.shape[3]
@@ -55,23 +55,23 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
                         # Unsigned indices (never negative here) spare Numba's negative-index
                         # wraparound, which would keep LLVM from vectorizing.
                         out_row[np.uintp(ow)] += weight * x_row[np.uintp(ow * stride_w + shift)]
-        bias_activation_span(out_row, out_row, biases[k], activation, alpha, beta)
+        epilogue_span(out_row, out_row, biases[k], residual[b, k, oh], has_residual, activation, alpha, beta)
 
 
 @njit(**PARALLEL_KERNEL)
 def convolution_gemm_cpu(n, x, grouped_weights, biases, stride_h, stride_w, dilation_h, dilation_w,
                          pad_top, pad_left, kernel_h, kernel_w, out_width, samples_per_gemm,
-                         columns, product, activation, alpha, beta, out):
+                         columns, product, residual, has_residual, activation, alpha, beta, out):
     """x: (max_batch, C, H, W); grouped_weights: (group, K/group, R), R = C/group*kh*kw;
     biases (K,); out: (max_batch, K, OH*OW); columns, product: 1-d scratch of at least
-    R*s*OH*OW and K/group*s*OH*OW elements, s = samples_per_gemm; activation, alpha, beta: the
-    fused ``epilogue``. Rows >= n are neither read nor written.
+    R*s*OH*OW and K/group*s*OH*OW elements, s = samples_per_gemm; residual (shaped as out),
+    has_residual, activation, alpha, beta: the fused ``epilogue``. Rows >= n are neither read nor written.
 
     Per group, s samples at a time: unfold them (im2col) side by side into columns (R, s*OH*OW),
     columns[(c*kh + i)*kw + j, t*OH*OW + oh*OW + ow] = x[b0 + t, g*C/group + c, oh*sh - ph0 + i*dh,
     ow*sw - pw0 + j*dw] (zero on padding); one BLAS GEMM (BLAS uses every core itself, so n = 1
     keeps them busy) into product (K/group, s*OH*OW), whose s blocks are written to the samples'
-    output planes with the bias and the activation. A lone sample's GEMM writes its output planes
+    output planes with the epilogue (bias, residual, activation). A lone sample's GEMM writes its output planes
     directly. Batching samples makes the small late-layer GEMMs (7x7 or 14x14 outputs) wide
     enough for BLAS to run near its peak.
 
@@ -112,21 +112,22 @@ def convolution_gemm_cpu(n, x, grouped_weights, biases, stride_h, stride_w, dila
                 planes = out[first, first_channel:first_channel + group_out_channels]
                 np.dot(grouped_weights[g], unfolded, planes)
                 for k in prange(group_out_channels):
-                    bias_activation_span(planes[k], planes[k], biases[first_channel + k], activation, alpha, beta)
+                    epilogue_span(planes[k], planes[k], biases[first_channel + k], residual[first, first_channel + k],
+                                  has_residual, activation, alpha, beta)
             else:
                 products = product[:group_out_channels * samples * pixels].reshape(
                     (group_out_channels, samples * pixels))
                 np.dot(grouped_weights[g], unfolded, products)
                 for task in prange(samples * group_out_channels):
                     t, k = task // group_out_channels, task % group_out_channels
-                    bias_activation_span(products[k, t * pixels:(t + 1) * pixels],
-                                         out[first + t, first_channel + k],
-                                         biases[first_channel + k], activation, alpha, beta)
+                    epilogue_span(products[k, t * pixels:(t + 1) * pixels], out[first + t, first_channel + k],
+                                  biases[first_channel + k], residual[first + t, first_channel + k],
+                                  has_residual, activation, alpha, beta)
 
 
 @njit(**PARALLEL_KERNEL)
 def convolution_pointwise_cpu(n, x, weights, biases, samples_per_gemm, columns, product,
-                              activation, alpha, beta, out):
+                              residual, has_residual, activation, alpha, beta, out):
     """1x1 convolution, stride 1, no padding, one group: x: (max_batch, C, H*W); weights (K, C);
     out: (max_batch, K, H*W); columns, product: 1-d scratch of at least C*s*H*W and K*s*H*W
     elements, s = samples_per_gemm. As ``convolution_gemm_cpu`` with no unfolding: a lone sample
@@ -139,7 +140,7 @@ def convolution_pointwise_cpu(n, x, weights, biases, samples_per_gemm, columns, 
             planes = out[first]
             np.dot(weights, x[first], planes)
             for k in prange(out_channels):
-                bias_activation_span(planes[k], planes[k], biases[k], activation, alpha, beta)
+                epilogue_span(planes[k], planes[k], biases[k], residual[first, k], has_residual, activation, alpha, beta)
             continue
         gathered = columns[:channels * samples * pixels].reshape((channels, samples * pixels))
         for task in prange(channels * samples):
@@ -149,8 +150,8 @@ def convolution_pointwise_cpu(n, x, weights, biases, samples_per_gemm, columns, 
         np.dot(weights, gathered, products)
         for task in prange(samples * out_channels):
             t, k = task // out_channels, task % out_channels
-            bias_activation_span(products[k, t * pixels:(t + 1) * pixels], out[first + t, k],
-                                 biases[k], activation, alpha, beta)
+            epilogue_span(products[k, t * pixels:(t + 1) * pixels], out[first + t, k], biases[k],
+                          residual[first + t, k], has_residual, activation, alpha, beta)
 
 
 # Below these sizes a GEMM call costs more than it saves (measured on depthwise and tiny groups).
@@ -213,7 +214,10 @@ def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
     # (a read-only weight array would be a second compiled signature).
     weights = np.require(attrs["weights"], np.float32, ["C", "W"])
     biases = np.require(attrs["biases"], np.float32, ["C", "W"])
-    activation, alpha, beta = fused_activation(attrs)
+    # The fused epilogue: (residual, has_residual, activation, alpha, beta); residual is the
+    # output itself (never read) when there is none, so that every call has one signature.
+    residual = as_4d(inputs[1]) if len(inputs) > 1 else out
+    epilogue = fused_epilogue(attrs, len(inputs) > 1)
     k, c_per_group, kernel_h, kernel_w = weights.shape
     group = int(attrs["group"])
     max_batch, _, out_height, out_width = out.shape
@@ -226,7 +230,7 @@ def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
     if algorithm == "pointwise":
         return convolution_pointwise_cpu, (
             x.reshape(max_batch, x.shape[1], -1), np.ascontiguousarray(weights.reshape(k, -1)), biases,
-            samples, columns, product, activation, alpha, beta,
+            samples, columns, product, residual.reshape(max_batch, k, -1), *epilogue,
             out.reshape(max_batch, k, -1),
         )
     if algorithm == "gemm":
@@ -234,13 +238,13 @@ def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
             x, np.ascontiguousarray(weights.reshape(group, k // group, -1)), biases,
             int(stride_h), int(stride_w), int(dilation_h), int(dilation_w), int(pad_top), int(pad_left),
             int(kernel_h), int(kernel_w), int(out_width), samples, columns, product,
-            activation, alpha, beta,
+            residual.reshape(max_batch, k, out_height * out_width), *epilogue,
             out.reshape(max_batch, k, out_height * out_width),
         )
     return convolution_cpu, (
         x, weights, biases,
         int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
-        int(pad_top), int(pad_left), group, activation, alpha, beta,
+        int(pad_top), int(pad_left), group, residual, *epilogue,
         out,
     )
 
@@ -254,10 +258,11 @@ from .launch import cuda, cuda_kernel, tiled_launch  # noqa: E402
 
 @cuda_kernel
 def convolution_cuda(n, x, weights, biases, stride_h, stride_w, dilation_h, dilation_w,
-                     pad_top, pad_left, kernel_h, kernel_w, group, activation, alpha, beta, out):
+                     pad_top, pad_left, kernel_h, kernel_w, group, residual, has_residual, activation,
+                     alpha, beta, out):
     """x: (max_batch, C, H, W); weights: (K, C/group * kh * kw), each output channel's filter
-    flattened in (c, i, j) order; biases: (K,); out: (max_batch, K, OH, OW); activation, alpha,
-    beta: the fused ``epilogue``. Reads x rows < n, writes out rows < n.
+    flattened in (c, i, j) order; biases: (K,); out: (max_batch, K, OH, OW); residual (shaped as
+    out), has_residual, activation, alpha, beta: the fused ``epilogue``. Reads x rows < n, writes out rows < n.
 
     An implicit GEMM, tiled as numba-cuda's ``fast_matmul``: out[k, pixel] = sum_r weights[k, r]
     * patch[r, pixel], pixels running over the n samples' OH*OW outputs and r over a group's
@@ -319,7 +324,10 @@ def convolution_cuda(n, x, weights, biases, stride_h, stride_w, dilation_h, dila
             cuda.syncthreads()
         channel = first_channel + ty
         if in_batch and channel < group_end:
-            out[b, channel, oh, ow] = epilogue_value(biases[channel] + total, activation, alpha, beta)
+            value = biases[channel] + total
+            if has_residual:
+                value += residual[b, channel, oh, ow]
+            out[b, channel, oh, ow] = epilogue_value(value, activation, alpha, beta)
 
 
 def gpu_step(attrs, inputs, outputs):
@@ -335,6 +343,7 @@ def gpu_step(attrs, inputs, outputs):
     return kernel, (
         as_4d(inputs[0]), weights.reshape(out_channels, -1), biases,
         int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
-        int(pad_top), int(pad_left), int(kernel_h), int(kernel_w), group, *fused_activation(attrs),
+        int(pad_top), int(pad_left), int(kernel_h), int(kernel_w), group,
+        as_4d(inputs[1]) if len(inputs) > 1 else out, *fused_epilogue(attrs, len(inputs) > 1),
         out,
     )

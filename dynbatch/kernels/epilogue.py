@@ -1,9 +1,11 @@
-"""The fused epilogue of the GEMM kernels: y = f(acc + bias), f an activation folded in by the
-compiler's fusion pass (``dynbatch.graph.fusion``) or none.
+"""The fused epilogue of the Convolution and FullyConnected kernels: y = f(acc + bias [+ residual]),
+where the compiler's fusion pass (``dynbatch.graph.fusion``) may have folded in the residual
+(an Eltwise sum with another tensor, as in ResNet's shortcuts; Convolution only) and the
+activation f (or none).
 
-Writing the bias and the activation while the GEMM's output is still in cache spares a whole
-pass over the tensor (and the tensor itself) per fused Activation layer. Only the activations
-that are one compare or two (relu with its leak, relu6, clamp) are fused; the others stay layers.
+Writing these while the GEMM's output is still in cache spares a whole pass over the tensor (and
+the tensor itself) per fused layer. Only the activations that are one compare or two (relu with
+its leak, relu6, clamp) are fused; the others stay layers.
 """
 import numpy as np
 from numba import njit
@@ -46,6 +48,19 @@ def bias_activation_span(source, destination, bias, activation, alpha, beta):
 
 
 @njit(**SCALAR_FUNCTION)
+def epilogue_span(source, destination, bias, residual, has_residual, activation, alpha, beta):
+    """destination[i] = f(source[i] + bias + residual[i]) (no residual term when has_residual is
+    0); 1-d views of one length, source may be destination. The residual is added first, in its
+    own loop over the line (still in L1 cache), which keeps both loops free of branches."""
+    if has_residual:
+        for i in range(source.shape[0]):
+            destination[i] = source[i] + residual[i]
+        bias_activation_span(destination, destination, bias, activation, alpha, beta)
+    else:
+        bias_activation_span(source, destination, bias, activation, alpha, beta)
+
+
+@njit(**SCALAR_FUNCTION)
 def biases_activation_span(source, destination, biases, activation, alpha, beta):
     """destination[i] = f(source[i] + biases[i]): ``bias_activation_span`` with a bias per element
     (a FullyConnected row)."""
@@ -71,3 +86,8 @@ def fused_activation(attrs) -> tuple[int, np.float32, np.float32]:
     if fused is None:
         return NO_ACTIVATION, np.float32(0.0), np.float32(0.0)
     return ACTIVATION_CODES[fused["type"]], np.float32(fused["alpha"]), np.float32(fused["beta"])
+
+
+def fused_epilogue(attrs, has_residual: bool) -> tuple[int, int, np.float32, np.float32]:
+    """(has_residual, activation, alpha, beta): the epilogue arguments of a Convolution kernel."""
+    return (int(has_residual), *fused_activation(attrs))
