@@ -57,30 +57,43 @@ def deconvolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dil
 
 @njit(**PARALLEL_KERNEL)
 def deconvolution_gemm_cpu(n, x, grouped_weights_t, biases, stride_h, stride_w, dilation_h, dilation_w,
-                           pad_top, pad_left, kernel_h, kernel_w, columns, out):
+                           pad_top, pad_left, kernel_h, kernel_w, samples_per_gemm, gathered, columns, out):
     """x: (max_batch, C, H, W); grouped_weights_t: (group, K/group*kh*kw, C/group), the weights of
-    each group transposed; biases (K,); columns: (K/group*kh*kw, H*W) scratch;
-    out: (max_batch, K, OH, OW). Rows >= n are neither read nor written.
+    each group transposed; biases (K,); out: (max_batch, K, OH, OW); gathered, columns: 1-d
+    scratch of at least C/group*s*H*W and K/group*kh*kw*s*H*W elements, s = samples_per_gemm.
+    Rows >= n are neither read nor written.
 
-    Per sample and group, one GEMM through BLAS gives every input pixel's contribution to every
-    (k, i, j): columns[(k*kh + i)*kw + j, ih*W + iw] = sum_c weights[c, k, i, j] * x[b, c, ih, iw].
-    Then col2im as a gather, in parallel over output lines (k, oh): each line adds, for every
-    kernel row i, the one input row ih with ih*sh == oh + ph0 - i*dh, so no two iterations write
-    one element."""
-    group = grouped_weights_t.shape[0]
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    group_in_channels = channels // group
-    group_out_channels = grouped_weights_t.shape[1] // (kernel_h * kernel_w)
+    Per group, s samples at a time, one GEMM through BLAS gives every input pixel's contribution
+    to every (k, i, j): columns[(k*kh + i)*kw + j, t*H*W + ih*W + iw] = sum_c weights[c, k, i, j]
+    * x[b0 + t, c, ih, iw] (the s samples' planes are first copied side by side into gathered;
+    a lone sample's planes are used in place). Then col2im as a gather, in parallel over output
+    lines (t, k, oh): each line adds, for every kernel row i, the one input row ih with
+    ih*sh == oh + ph0 - i*dh, so no two iterations write one element."""
+    group, group_rows, group_in_channels = grouped_weights_t.shape
+    height, width = x.shape[2], x.shape[3]
+    pixels = height * width
+    group_out_channels = group_rows // (kernel_h * kernel_w)
     out_height, out_width = out.shape[2], out.shape[3]
-    for b in range(n):
+    for first in range(0, n, samples_per_gemm):
+        samples = min(samples_per_gemm, n - first)
+        contributions = columns[:group_rows * samples * pixels].reshape((group_rows, samples * pixels))
         for g in range(group):
             first_in_channel = g * group_in_channels
-            x_group = x[b, first_in_channel:first_in_channel + group_in_channels].reshape(group_in_channels, height * width)
-            np.dot(grouped_weights_t[g], x_group, columns)
-            for line in prange(group_out_channels * out_height):
-                k, oh = line // out_height, line % out_height
+            if samples == 1:
+                planes = x[first, first_in_channel:first_in_channel + group_in_channels].reshape(
+                    (group_in_channels, pixels))
+            else:
+                planes = gathered[:group_in_channels * samples * pixels].reshape(
+                    (group_in_channels, samples * pixels))
+                for task in prange(group_in_channels * samples):
+                    c, t = task // samples, task % samples
+                    planes[c, t * pixels:(t + 1) * pixels] = x[first + t, first_in_channel + c].reshape(pixels)
+            np.dot(grouped_weights_t[g], planes, contributions)
+            for line in prange(samples * group_out_channels * out_height):
+                t = line // (group_out_channels * out_height)
+                k, oh = (line // out_height) % group_out_channels, line % out_height
                 out_channel = g * group_out_channels + k
-                out_row = out[b, out_channel, oh]
+                out_row = out[first + t, out_channel, oh]
                 bias = biases[out_channel]
                 for ow in range(out_width):
                     out_row[ow] = bias
@@ -93,7 +106,8 @@ def deconvolution_gemm_cpu(n, x, grouped_weights_t, biases, stride_h, stride_w, 
                         shift = j * dilation_w - pad_left
                         iw_begin = max(0, -(shift // stride_w))  # ceil(-shift / sw)
                         iw_end = min(width, (out_width - 1 - shift) // stride_w + 1)
-                        column = columns[(k * kernel_h + i) * kernel_w + j, ih * width:(ih + 1) * width]
+                        row_start = t * pixels + ih * width
+                        column = contributions[(k * kernel_h + i) * kernel_w + j, row_start:row_start + width]
                         for iw in range(iw_begin, iw_end):
                             out_row[np.uintp(iw * stride_w + shift)] += column[np.uintp(iw)]
 
@@ -108,8 +122,32 @@ def choose_algorithm(attrs) -> str:
     return "gemm" if channels // group >= GEMM_MIN_CHANNELS else "direct"
 
 
-def cpu_step(attrs, inputs, outputs, algorithm=None):
-    """Bind to the algorithm ``choose_algorithm`` picks (tests may force one)."""
+#: Input pixels one GEMM should have: smaller inputs are batched over samples up to it (as
+#: ``convolution.GEMM_TARGET_COLUMNS``).
+GEMM_TARGET_COLUMNS = 1024
+
+
+def _samples_per_gemm(input_shape):
+    pixels = int(np.prod(input_shape[2:], dtype=np.int64))
+    return max(1, min(input_shape[0], -(-GEMM_TARGET_COLUMNS // pixels)))
+
+
+def scratch_elements(attrs, input_shapes, output_shapes, algorithm=None) -> tuple[int, int]:
+    """Float32 elements of the two scratch areas (gathered, columns) the GEMM algorithm needs:
+    shared by all the layers of a request, which run one after the other."""
+    if (algorithm or choose_algorithm(attrs)) != "gemm":
+        return 0, 0
+    x_shape = tuple(input_shapes[0]) + (1,) * (4 - len(input_shapes[0]))
+    channels, group_out_channels, kernel_h, kernel_w = attrs["weights"].shape
+    samples = _samples_per_gemm(x_shape)
+    pixels = samples * x_shape[2] * x_shape[3]
+    gathered = channels // attrs["group"] * pixels if samples > 1 else 0
+    return gathered, group_out_channels * kernel_h * kernel_w * pixels
+
+
+def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
+    """Bind to the algorithm ``choose_algorithm`` picks (tests may force one). ``scratch``: a 1-d
+    float32 array of at least sum(``scratch_elements``), else one is allocated here."""
     algorithm = algorithm or choose_algorithm(attrs)
     stride_h, stride_w = attrs["strides"]
     dilation_h, dilation_w = attrs["dilations"]
@@ -125,11 +163,13 @@ def cpu_step(attrs, inputs, outputs, algorithm=None):
         # (group, C/group, K/group*kh*kw) -> (group, K/group*kh*kw, C/group), once per request.
         grouped_weights_t = np.ascontiguousarray(
             weights.reshape(group, channels // group, -1).transpose(0, 2, 1))
-        # The request's own scratch, allocated once here (bind time), never on the inference path.
-        columns = np.empty((group_out_channels * kernel_h * kernel_w, x.shape[2] * x.shape[3]), np.float32)
+        sizes = scratch_elements(attrs, [x.shape], [out.shape], algorithm)
+        if scratch is None:
+            scratch = np.empty(sum(sizes), np.float32)
         return deconvolution_gemm_cpu, (
             x, grouped_weights_t, biases, int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
-            int(pad_top), int(pad_left), int(kernel_h), int(kernel_w), columns, out,
+            int(pad_top), int(pad_left), int(kernel_h), int(kernel_w), _samples_per_gemm(x.shape),
+            scratch[:sizes[0]], scratch[sizes[0]:sizes[0] + sizes[1]], out,
         )
     return deconvolution_cpu, (
         x, weights, biases,
