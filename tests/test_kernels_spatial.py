@@ -3,6 +3,8 @@
 Every buffer is allocated at the maximum batch; input rows >= n and every output element start as
 NaN, so reading a row >= n spoils a checked value and writing one leaves a non-NaN behind.
 """
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -71,6 +73,13 @@ def check_compiles_once(kernel, args, max_batch):
 
 # Convolution
 
+def gemm_columns(data, module):
+    """Patch the columns a batched GEMM aims for small enough that the tiny test images take every
+    path: one sample per GEMM, several, and a last group of one."""
+    columns = data.draw(st.sampled_from([1, 7, 20, 64, module.GEMM_TARGET_COLUMNS]), label="gemm_target_columns")
+    return mock.patch.object(module, "GEMM_TARGET_COLUMNS", columns)
+
+
 def convolution_case(rng, max_batch, n, group, group_in, group_out, size, kernel, strides, dilations,
                      pads_begin, pads_end):
     channels, out_channels = group * group_in, group * group_out
@@ -103,7 +112,8 @@ def test_convolution_matches_reference(algorithm, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     attrs, inputs, outputs = convolution_case(rng, max_batch, n, group, group_in, group_out, size,
                                               kernel, strides, dilations, pads_begin, pads_end)
-    run_step(convolution, attrs, inputs, outputs, n, algorithm=algorithm)
+    with gemm_columns(data, convolution):
+        run_step(convolution, attrs, inputs, outputs, n, algorithm=algorithm)
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n)
 
 
@@ -117,7 +127,8 @@ def test_pointwise_convolution_matches_reference(data):
     attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, out_channels, size, (1, 1), (1, 1),
                                               (1, 1), (0, 0), (0, 0))
     assert convolution.choose_algorithm(attrs, inputs[0].shape) == "pointwise"
-    run_step(convolution, attrs, inputs, outputs, n)
+    with gemm_columns(data, convolution):
+        run_step(convolution, attrs, inputs, outputs, n)
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n)
 
 
@@ -177,7 +188,8 @@ def test_deconvolution_matches_reference(algorithm, data):
     attrs, inputs, outputs = deconvolution_case(rng, max_batch, n, group, group_in, group_out, size,
                                                 kernel, strides, dilations, pads_begin, pads_end,
                                                 output_padding)
-    run_step(deconvolution, attrs, inputs, outputs, n, algorithm=algorithm)
+    with gemm_columns(data, deconvolution):
+        run_step(deconvolution, attrs, inputs, outputs, n, algorithm=algorithm)
     check_outputs(outputs, REFERENCES["Deconvolution"]([inputs[0][:n]], attrs), n)
 
 
@@ -207,6 +219,18 @@ def pooling_case(rng, max_batch, n, channels, size, out_size):
     return inputs, outputs
 
 
+# Pooling windows up to 5 high: the kernel pools the rows of a window one by one above 3.
+POOL_KERNEL_SIDE = st.integers(1, 5)
+
+
+def with_nan_cells(data, rng, x, n):
+    """x with a few of its real cells (rows < n) set to NaN, when drawn so."""
+    if data.draw(st.booleans(), label="with_nan"):
+        real = x[:n].reshape(-1)
+        real[rng.choice(real.size, size=min(real.size, 3), replace=False)] = np.nan
+    return x
+
+
 # Each method x divisor x rounding gets its own examples: the ceil-rounded windows that run past
 # the end padding are where avg divisors differ.
 @pytest.mark.parametrize("rounding", ["floor", "ceil", "global"])
@@ -219,7 +243,7 @@ def test_pooling_matches_reference(method, exclude_pad, rounding, data):
     if rounding == "global":
         kernel, strides, pads_begin, pads_end, out_size = size, (1, 1), (0, 0), (0, 0), (1, 1)
     else:
-        kernel = draw_pair(data, KERNEL_SIDE, "kernel")
+        kernel = draw_pair(data, POOL_KERNEL_SIDE, "kernel")
         strides = draw_pair(data, STRIDE, "strides")
         # The graph rejects pads as large as the kernel (a window would hold only padding).
         pads_begin = tuple(data.draw(st.integers(0, min(2, k - 1)), label="pad_begin") for k in kernel)
@@ -233,9 +257,41 @@ def test_pooling_matches_reference(method, exclude_pad, rounding, data):
              "pads_end": pads_end, "exclude_pad": exclude_pad}
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     inputs, outputs = pooling_case(rng, max_batch, n, channels, size, out_size)
+    with_nan_cells(data, rng, inputs[0], n)
     run_step(pooling, attrs, inputs, outputs, n)
     expected = REFERENCES["Pooling"]([inputs[0][:n]], {**attrs, "output_size": out_size})
     check_outputs(outputs, expected, n)
+
+
+# The kernel has a path for windows spanning whole rows (global pooling among them), literal
+# window sizes for 2 or 3 columns at stride 1 or 2, and a general path: each against the reference,
+# at a size where the vector loops run full vectors as well as a remainder.
+@pytest.mark.parametrize("window", [
+    dict(kernel=(13, 13), strides=(1, 1), pads_begin=(0, 0), pads_end=(0, 0)),  # global
+    dict(kernel=(3, 15), strides=(2, 1), pads_begin=(1, 1), pads_end=(1, 1)),  # whole rows, 7 lines
+    dict(kernel=(3, 3), strides=(2, 2), pads_begin=(0, 0), pads_end=(1, 1)),
+    dict(kernel=(3, 3), strides=(1, 1), pads_begin=(1, 1), pads_end=(1, 1)),
+    dict(kernel=(2, 2), strides=(2, 2), pads_begin=(0, 1), pads_end=(0, 0)),
+    dict(kernel=(5, 4), strides=(3, 2), pads_begin=(2, 3), pads_end=(1, 2)),
+], ids=["global", "whole_rows", "3x3s2", "3x3s1", "2x2s2", "5x4s3x2"])
+@pytest.mark.parametrize("method, exclude_pad", [("max", False), ("avg", False), ("avg", True)])
+def test_pooling_paths_match_reference(window, method, exclude_pad):
+    rng = np.random.default_rng(5)
+    size = (13, 13)
+    out_size = tuple(pooled_extent(size[a], window["kernel"][a], window["strides"][a],
+                                   window["pads_begin"][a], window["pads_end"][a], True) for a in range(2))
+    attrs = {"pool_method": method, "exclude_pad": exclude_pad, **window}
+    for n in (1, 3):
+        inputs, outputs = pooling_case(rng, 3, n, 4, size, out_size)
+        x = inputs[0]
+        x[0, 1, 6, 5] = np.nan  # in the middle of windows
+        x[n - 1, 2, 12, 12] = np.nan  # in the last window of the plane
+        x[0, 3, :2, :] = -np.inf  # a max over these cells alone is -inf: padding must not win it
+        x[n - 1, 0, 4, 7] = np.inf
+        run_step(pooling, attrs, inputs, outputs, n)
+        expected = REFERENCES["Pooling"]([x[:n]], {**attrs, "output_size": out_size})
+        np.testing.assert_allclose(outputs[0][:n], expected[0], rtol=1e-5, atol=1e-5)
+        assert np.isnan(outputs[0][n:]).all(), "a row >= n was written"
 
 
 def test_ceil_rounded_avg_pooling_counts_the_clipped_window():
@@ -273,13 +329,18 @@ def test_max_pooling_propagates_nan_and_ignores_padding():
 
 
 def test_pooling_compiles_once():
+    """Each of the three CPU kernels (max, avg, and windows spanning whole rows) has one signature."""
     rng = np.random.default_rng(0)
+    kernels = set()
     for method in ("max", "avg"):
-        attrs = {"pool_method": method, "kernel": (3, 2), "strides": (2, 1), "pads_begin": (1, 0),
-                 "pads_end": (2, 1), "exclude_pad": method == "avg"}
-        inputs, outputs = pooling_case(rng, 5, 5, 4, (9, 8), (5, 8))
-        kernel, args = pooling.cpu_step(attrs, inputs, outputs)
-        check_compiles_once(kernel, args, 5)
+        for kernel_size, pads_end, out_size in (((3, 2), (2, 1), (5, 8)), ((3, 8), (2, 0), (5, 1))):
+            attrs = {"pool_method": method, "kernel": kernel_size, "strides": (2, 1), "pads_begin": (1, 0),
+                     "pads_end": pads_end, "exclude_pad": method == "avg"}
+            inputs, outputs = pooling_case(rng, 5, 5, 4, (9, 8), out_size)
+            kernel, args = pooling.cpu_step(attrs, inputs, outputs)
+            check_compiles_once(kernel, args, 5)
+            kernels.add(kernel)
+    assert kernels == {pooling.max_pooling_cpu, pooling.avg_pooling_cpu, pooling.global_pooling_cpu}
 
 
 # LRN

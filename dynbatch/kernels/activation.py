@@ -7,6 +7,7 @@ softplus log(1+exp(x)), hswish x*clip(x+3, 0, 6)/6 and gelu 0.5*x*(1+erf(x/sqrt(
 """
 import math
 
+import numpy as np
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
@@ -30,7 +31,10 @@ ACTIVATION_CODES = {
     "gelu": GELU,
 }
 
-INVERSE_SQRT_2 = 1.0 / math.sqrt(2.0)
+# float32 constants: a float64 literal would turn the math around it (and the result) into
+# float64, at half the vector width on the CPU and a fraction of the speed on most GPUs.
+ZERO, HALF, ONE, THREE, SIX = (np.float32(value) for value in (0.0, 0.5, 1.0, 3.0, 6.0))
+INVERSE_SQRT_2 = np.float32(1.0 / math.sqrt(2.0))
 
 
 @njit(**SCALAR_FUNCTION)
@@ -41,32 +45,33 @@ def clip_value(x, low, high):
 
 @njit(**SCALAR_FUNCTION)
 def activation_value(x, code, alpha, beta):
-    """f(x) for the activation ``code``; alpha and beta are the layer's (0.0 when unused)."""
+    """f(x) for the activation ``code``; alpha and beta are the layer's (0 when unused). With x,
+    alpha and beta float32 the math is float32 throughout."""
     if code == RELU:
-        return x if x > 0.0 else alpha * x
+        return x if x > ZERO else alpha * x
     if code == RELU6:
-        return clip_value(x, 0.0, 6.0)
+        return clip_value(x, ZERO, SIX)
     if code == CLAMP:
         return clip_value(x, alpha, beta)
     if code == SIGMOID:
         # exp(-x) overflowing to inf for very negative x gives the right limit, 0.
-        return 1.0 / (1.0 + math.exp(-x))
+        return ONE / (ONE + math.exp(-x))
     if code == TANH:
         return math.tanh(x)
     if code == ELU:
         # expm1 keeps the precision that exp(x) - 1 loses near 0.
-        return x if x > 0.0 else alpha * math.expm1(x)
+        return x if x > ZERO else alpha * math.expm1(x)
     if code == EXP:
         return math.exp(x)
     if code == ABS:
         return abs(x)
     if code == SOFTPLUS:
         # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): exp never overflows.
-        return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+        return max(x, ZERO) + math.log1p(math.exp(-abs(x)))
     if code == HSWISH:
-        return x * clip_value(x + 3.0, 0.0, 6.0) / 6.0
+        return x * clip_value(x + THREE, ZERO, SIX) / SIX
     # GELU
-    return 0.5 * x * (1.0 + math.erf(x * INVERSE_SQRT_2))
+    return HALF * x * (ONE + math.erf(x * INVERSE_SQRT_2))
 
 
 @njit(**SCALAR_FUNCTION)
@@ -120,8 +125,8 @@ def cpu_step(attrs, inputs, outputs):
         as_rows(inputs[0]),
         as_rows(outputs[0]),
         int(ACTIVATION_CODES[attrs["type"]]),
-        float(attrs["alpha"]),
-        float(attrs["beta"]),
+        np.float32(attrs["alpha"]),
+        np.float32(attrs["beta"]),
     )
     return activation_cpu, args
 
@@ -147,7 +152,7 @@ def gpu_step(attrs, inputs, outputs):
         destination.reshape(-1),
         per_sample,
         int(ACTIVATION_CODES[attrs["type"]]),
-        float(attrs["alpha"]),
-        float(attrs["beta"]),
+        np.float32(attrs["alpha"]),
+        np.float32(attrs["beta"]),
     )
     return elementwise_launch(activation_cuda, per_sample), args

@@ -5,6 +5,7 @@ output's or is 1 (broadcast along it). ``sum`` is sum_i coeff[i] * x_i; the othe
 (``ELTWISE_CODES``) ignore coeff: sub, mul, div, max, min, squared_diff (a - b)^2, pow a ** b.
 When every input has the output's shape, a flat loop runs instead of the broadcasting one.
 """
+import numpy as np
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
@@ -63,7 +64,7 @@ def fold_span(inputs, flat_destination, start, stop, coeff, op_code):
 @njit(**PARALLEL_KERNEL)
 def eltwise_same_shape_cpu(n, inputs, destination, coeff, op_code):
     """inputs: tuple of flat (max_batch * per_sample,) float32 views of inputs with the output's
-    shape; destination: (max_batch, per_sample) float32; coeff: one float per input. Writes
+    shape; destination: (max_batch, per_sample) float32; coeff: one float32 per input. Writes
     rows < n, i.e. the first n * per_sample elements. ``destination`` may be one of the inputs.
     """
     total = n * destination.shape[1]
@@ -100,7 +101,7 @@ def broadcast_read(x, b, c, h, w):
 @njit(**PARALLEL_KERNEL)
 def eltwise_cpu(n, inputs, destination, coeff, op_code):
     """inputs: tuple of two or more (max_batch, Ci, Hi, Wi) float32, each dim equal to the
-    output's or 1; destination: (max_batch, C, H, W) float32; coeff: one float per input.
+    output's or 1; destination: (max_batch, C, H, W) float32; coeff: one float32 per input.
     Writes rows < n.
 
     One parallel iteration per output line (row, channel, h), w innermost. Each element is folded
@@ -123,14 +124,18 @@ def eltwise_cpu(n, inputs, destination, coeff, op_code):
             destination[b, c, h, w] = accumulator
 
 
+def eltwise_coeff(attrs, count):
+    """One float32 coefficient per input (float64 ones would make the kernels' math float64).
+    Only sum uses coeff; 1 for the other operations keeps a single multiply in the loop (exact for
+    every value, inf and NaN included) instead of a branch."""
+    if attrs["operation"] == "sum":
+        return tuple(np.float32(value) for value in attrs["coeff"])
+    return (np.float32(1.0),) * count
+
+
 def cpu_step(attrs, inputs, outputs):
     operation = attrs["operation"]
-    # Only sum uses coeff; 1.0 for the other operations keeps a single multiply in the loop
-    # (exact for every value, inf and NaN included) instead of a branch.
-    if operation == "sum":
-        coeff = tuple(float(value) for value in attrs["coeff"])
-    else:
-        coeff = (1.0,) * len(inputs)
+    coeff = eltwise_coeff(attrs, len(inputs))
     op_code = int(ELTWISE_CODES[operation])
     destination = outputs[0]
     if all(x.shape == destination.shape for x in inputs):
@@ -148,7 +153,7 @@ from .launch import cuda, cuda_kernel, elementwise_launch  # noqa: E402
 @cuda_kernel
 def eltwise_same_shape_cuda(n, inputs, destination, per_sample, coeff, op_code):
     """inputs: tuple of flat (max_batch * per_sample,) float32 views of inputs with the output's
-    shape; destination: flat, likewise; coeff: one float per input. Writes the first n rows, one
+    shape; destination: flat, likewise; coeff: one float32 per input. Writes the first n rows, one
     element per thread, folded in a register (``destination`` may be one of the inputs)."""
     for i in range(cuda.grid(1), n * per_sample, cuda.gridsize(1)):
         accumulator = coeff[0] * inputs[0][i]
@@ -178,12 +183,8 @@ def eltwise_cuda(n, inputs, destination, coeff, op_code):
 
 
 def gpu_step(attrs, inputs, outputs):
-    operation = attrs["operation"]
-    if operation == "sum":
-        coeff = tuple(float(value) for value in attrs["coeff"])
-    else:
-        coeff = (1.0,) * len(inputs)
-    op_code = int(ELTWISE_CODES[operation])
+    coeff = eltwise_coeff(attrs, len(inputs))
+    op_code = int(ELTWISE_CODES[attrs["operation"]])
     destination = as_rows(outputs[0])
     per_sample = destination.shape[1]
     if all(x.shape == outputs[0].shape for x in inputs):

@@ -10,7 +10,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
+from ..config import CHUNK, PARALLEL_KERNEL, SCALAR_FUNCTION
 from .views import as_4d
 
 REGION_ACROSS = 0
@@ -27,50 +27,91 @@ def lrn_normalize(value, square_sum, bias, scaled_alpha, beta):
     return value / base ** beta
 
 
+@njit(**SCALAR_FUNCTION)
+def normalize_span(x_rows, out_rows, row, start, stop, bias, scaled_alpha, beta):
+    """out_rows[row, i] = lrn_normalize(x_rows[row, i], out_rows[row, i], ...), the sum of squares
+    held in out_rows, for start <= i < stop. beta is tested once, out of the loop, so that the
+    loop for 0.75 vectorizes."""
+    if beta == 0.75:
+        for i in range(start, stop):
+            cell = np.uintp(i)
+            out_rows[row, cell] = lrn_normalize(x_rows[row, cell], out_rows[row, cell], bias, scaled_alpha,
+                                                np.float32(0.75))
+    else:
+        for i in range(start, stop):
+            cell = np.uintp(i)
+            out_rows[row, cell] = lrn_normalize(x_rows[row, cell], out_rows[row, cell], bias, scaled_alpha,
+                                                beta)
+
+
 @njit(**PARALLEL_KERNEL)
 def lrn_cpu(n, x, before, after, bias, scaled_alpha, beta, region, out):
-    """x, out: (max_batch, C, H, W); the window spans ``before`` neighbours before and ``after``
-    after; region: REGION_ACROSS or REGION_SAME. Reads x rows < n, writes out rows < n; each
-    parallel iteration owns one output line."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    for line in prange(n * channels * height):
-        b = line // (channels * height)
-        c = (line // height) % channels
-        h = line % height
-        # The output line holds the sums of squares until they are turned into outputs.
-        square_sums = out[b, c, h]
-        for w in range(width):
-            square_sums[w] = 0.0
-        if region == REGION_ACROSS:
-            for neighbour in range(max(c - before, 0), min(c + after + 1, channels)):
-                x_row = x[b, neighbour, h]
-                for w in range(width):
-                    square_sums[w] += x_row[w] * x_row[w]
-        else:
-            for neighbour in range(max(h - before, 0), min(h + after + 1, height)):
-                x_row = x[b, c, neighbour]
+    """x, out: (max_batch, C, H, W) float32, not aliased; the window spans ``before`` neighbours
+    before and ``after`` after; bias, scaled_alpha, beta: float32 (float64 would turn the whole
+    normalization double, at half the vector width); region: REGION_ACROSS or REGION_SAME. Reads
+    x rows < n, writes out rows < n. The output holds the sums of squares until they are turned
+    into outputs.
+
+    x and out are indexed in full through 2-d views made once: a view made per iteration would
+    count a reference on the buffer, an atomic that the threads contend for. Indices known to be
+    >= 0 are unsigned, which spares Numba's negative-index wraparound (a branch that keeps LLVM
+    from vectorizing)."""
+    max_batch, channels, height, width = x.shape
+    if region == REGION_ACROSS:
+        # Each parallel iteration owns a span of up to CHUNK pixels of one output plane, and sums
+        # the same span of the neighbour planes: long contiguous loops.
+        plane_size = height * width
+        x_planes = x.reshape((max_batch * channels, plane_size))
+        out_planes = out.reshape((max_batch * channels, plane_size))
+        spans = (plane_size + CHUNK - 1) // CHUNK
+        for task in prange(n * channels * spans):
+            plane = task // spans
+            c = plane % channels
+            start = (task % spans) * CHUNK
+            stop = min(start + CHUNK, plane_size)
+            row = np.uintp(plane)
+            first_neighbour = plane - c + max(c - before, 0)
+            stop_neighbour = plane - c + min(c + after + 1, channels)
+            # The first neighbour assigns, the others add: no pass to zero the output.
+            for i in range(start, stop):
+                value = x_planes[np.uintp(first_neighbour), np.uintp(i)]
+                out_planes[row, np.uintp(i)] = value * value
+            for neighbour in range(first_neighbour + 1, stop_neighbour):
+                for i in range(start, stop):
+                    value = x_planes[np.uintp(neighbour), np.uintp(i)]
+                    out_planes[row, np.uintp(i)] += value * value
+            normalize_span(x_planes, out_planes, row, start, stop, bias, scaled_alpha, beta)
+    else:
+        # Each parallel iteration owns one output line.
+        x_rows = x.reshape((max_batch * channels * height, width))
+        out_rows = out.reshape((max_batch * channels * height, width))
+        for line in prange(n * channels * height):
+            h = line % height
+            row = np.uintp(line)
+            for w in range(width):
+                out_rows[row, np.uintp(w)] = 0.0
+            for neighbour in range(line + max(-before, -h), line + min(after + 1, height - h)):
+                neighbour_row = np.uintp(neighbour)
                 for offset in range(-before, after + 1):
                     # Only the w whose neighbour w + offset lies in [0, W): no test inside.
                     for w in range(max(-offset, 0), min(width - offset, width)):
-                        # Unsigned indices (never negative here) spare Numba's negative-index
-                        # wraparound, which would keep LLVM from vectorizing.
-                        neighbour_value = x_row[np.uintp(w + offset)]
-                        square_sums[np.uintp(w)] += neighbour_value * neighbour_value
-        x_row = x[b, c, h]
-        for w in range(width):
-            square_sums[w] = lrn_normalize(x_row[w], square_sums[w], bias, scaled_alpha, beta)
+                        value = x_rows[neighbour_row, np.uintp(w + offset)]
+                        out_rows[row, np.uintp(w)] += value * value
+            normalize_span(x_rows, out_rows, row, 0, width, bias, scaled_alpha, beta)
+
+
+def lrn_scalars(attrs):
+    """(before, after, bias, scaled_alpha, beta) of the kernels: float32 scalars, so that the
+    normalization runs in float32 on both devices."""
+    local_size = int(attrs["local_size"])
+    window_cells = local_size if attrs["region"] == "across" else local_size * local_size
+    return ((local_size - 1) // 2, local_size // 2, np.float32(attrs["k"]),
+            np.float32(float(attrs["alpha"]) / window_cells), np.float32(attrs["beta"]))
 
 
 def cpu_step(attrs, inputs, outputs):
-    local_size = int(attrs["local_size"])
-    window_cells = local_size if attrs["region"] == "across" else local_size * local_size
-    return lrn_cpu, (
-        as_4d(inputs[0]),
-        (local_size - 1) // 2, local_size // 2,
-        float(attrs["k"]), float(attrs["alpha"]) / window_cells, float(attrs["beta"]),
-        REGION_CODES[attrs["region"]],
-        as_4d(outputs[0]),
-    )
+    x, out = as_4d(inputs[0]), as_4d(outputs[0])
+    return lrn_cpu, (x, *lrn_scalars(attrs), REGION_CODES[attrs["region"]], out)
 
 
 # GPU ------------------------------------------------------------------------------------------
@@ -103,14 +144,6 @@ def lrn_cuda(n, x, before, after, bias, scaled_alpha, beta, region, out):
 
 
 def gpu_step(attrs, inputs, outputs):
-    local_size = int(attrs["local_size"])
-    window_cells = local_size if attrs["region"] == "across" else local_size * local_size
     x = as_4d(inputs[0])
-    args = (
-        x,
-        (local_size - 1) // 2, local_size // 2,
-        float(attrs["k"]), float(attrs["alpha"]) / window_cells, float(attrs["beta"]),
-        REGION_CODES[attrs["region"]],
-        as_4d(outputs[0]),
-    )
+    args = (x, *lrn_scalars(attrs), REGION_CODES[attrs["region"]], as_4d(outputs[0]))
     return elementwise_launch(lrn_cuda, x.shape[1] * x.shape[2] * x.shape[3]), args

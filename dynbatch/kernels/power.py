@@ -3,6 +3,7 @@
 A negative base with a non-integer power gives NaN and a zero base with a negative power gives
 inf, as in NumPy.
 """
+import numpy as np
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
@@ -39,14 +40,13 @@ def power_cpu(n, source, destination, power, scale, shift):
             flat_destination[i] = power_value(flat_source[i], power, scale, shift)
 
 
+def power_scalars(attrs):
+    """(power, scale, shift) as float32: float64 scalars would make the kernels' math float64."""
+    return np.float32(attrs["power"]), np.float32(attrs["scale"]), np.float32(attrs["shift"])
+
+
 def cpu_step(attrs, inputs, outputs):
-    args = (
-        as_rows(inputs[0]),
-        as_rows(outputs[0]),
-        float(attrs["power"]),
-        float(attrs["scale"]),
-        float(attrs["shift"]),
-    )
+    args = (as_rows(inputs[0]), as_rows(outputs[0]), *power_scalars(attrs))
     return power_cpu, args
 
 
@@ -70,8 +70,6 @@ def gpu_step(attrs, inputs, outputs):
         source.reshape(-1),
         destination.reshape(-1),
         per_sample,
-        float(attrs["power"]),
-        float(attrs["scale"]),
-        float(attrs["shift"]),
+        *power_scalars(attrs),
     )
     return elementwise_launch(power_cuda, per_sample), args
