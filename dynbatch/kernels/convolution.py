@@ -65,24 +65,28 @@ def convolution_gemm_cpu(n, x, grouped_weights, biases, stride_h, stride_w, dila
     """x: (max_batch, C, H, W); grouped_weights: (group, K/group, R), R = C/group*kh*kw;
     biases (K,); out: (max_batch, K, OH*OW); columns, product: 1-d scratch of at least
     R*s*OH*OW and K/group*s*OH*OW elements, s = samples_per_gemm; residual (shaped as out),
-    has_residual, activation, alpha, beta: the fused ``epilogue``. Rows >= n are neither read nor written.
+    has_residual, activation, alpha, beta: the fused ``epilogue``. Rows >= n are neither read
+    nor written.
 
     Per group, s samples at a time: unfold them (im2col) side by side into columns (R, s*OH*OW),
     columns[(c*kh + i)*kw + j, t*OH*OW + oh*OW + ow] = x[b0 + t, g*C/group + c, oh*sh - ph0 + i*dh,
     ow*sw - pw0 + j*dw] (zero on padding); one BLAS GEMM (BLAS uses every core itself, so n = 1
     keeps them busy) into product (K/group, s*OH*OW), whose s blocks are written to the samples'
-    output planes with the epilogue (bias, residual, activation). A lone sample's GEMM writes its output planes
-    directly. Batching samples makes the small late-layer GEMMs (7x7 or 14x14 outputs) wide
-    enough for BLAS to run near its peak.
+    output planes with the epilogue (bias, residual, activation). A lone sample's GEMM writes
+    its output planes directly. Batching samples makes the small late-layer GEMMs (7x7 or 14x14
+    outputs) wide enough for BLAS to run near its peak.
 
     Everything stays in this one function: a cached jitted caller of another cached
     ``parallel=True`` function crashed when Numba reloaded both from its disk cache."""
     group, group_out_channels, rows = grouped_weights.shape
-    group_in_channels = x.shape[1] // group
-    height, width = x.shape[2], x.shape[3]
+    max_batch, channels, height, width = x.shape
+    group_in_channels = channels // group
     pixels = out.shape[2]
     out_height = pixels // out_width
     kernel_area = kernel_h * kernel_w
+    # Input rows indexed in full through one 2-d view: a view per line would take a reference on
+    # the buffer, an atomic the threads contend for.
+    x_rows = x.reshape((max_batch * channels * height, width))
     for first in range(0, n, samples_per_gemm):
         samples = min(samples_per_gemm, n - first)
         unfolded = columns[:rows * samples * pixels].reshape((rows, samples * pixels))
@@ -94,19 +98,21 @@ def convolution_gemm_cpu(n, x, grouped_weights, biases, stride_h, stride_w, dila
                 shift = j * dilation_w - pad_left
                 ow_begin = min(out_width, max(0, -(shift // stride_w)))  # ceil(-shift / sw)
                 ow_end = max(ow_begin, min(out_width, (width - 1 - shift) // stride_w + 1))
-                plane = x[first + t, g * group_in_channels + c]
-                block = unfolded[row, t * pixels:(t + 1) * pixels]
+                first_x_row = ((first + t) * channels + g * group_in_channels + c) * height
                 for oh in range(out_height):
-                    line = block[oh * out_width:(oh + 1) * out_width]
+                    start = np.uintp(t * pixels + oh * out_width)
                     ih = oh * stride_h - pad_top + i * dilation_h
                     if ih < 0 or ih >= height:
-                        line[:] = 0.0
+                        for ow in range(out_width):
+                            unfolded[row, start + np.uintp(ow)] = 0.0
                         continue
-                    source = plane[ih]
-                    line[:ow_begin] = 0.0
+                    x_row = np.uintp(first_x_row + ih)
+                    for ow in range(ow_begin):
+                        unfolded[row, start + np.uintp(ow)] = 0.0
                     for ow in range(ow_begin, ow_end):
-                        line[np.uintp(ow)] = source[np.uintp(ow * stride_w + shift)]
-                    line[ow_end:] = 0.0
+                        unfolded[row, start + np.uintp(ow)] = x_rows[x_row, np.uintp(ow * stride_w + shift)]
+                    for ow in range(ow_end, out_width):
+                        unfolded[row, start + np.uintp(ow)] = 0.0
             first_channel = g * group_out_channels
             if samples == 1:
                 planes = out[first, first_channel:first_channel + group_out_channels]
