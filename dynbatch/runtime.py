@@ -4,7 +4,7 @@ weights; each ``InferRequest`` owns its buffers and runs the bound kernel steps 
 One inference, start to end: ``InferRequest.infer`` validates and copies the inputs into the
 first n rows of the request's input buffers, then ``_run_steps`` calls ``kernel(n, *args)`` for each
 layer (``dynbatch.graph.compiler.BoundStep``), and the outputs are the first n rows of the output
-buffers. Nothing is compiled or allocated on that path.
+buffers. Nothing is compiled on that path, and no tensor buffer is allocated.
 
 On "GPU" (``dynbatch.gpu``) the request's buffers are device memory and its input and output
 buffers are pinned host rows: ``_run_steps`` queues the copy of the n input rows, every layer's

@@ -88,6 +88,26 @@ class ChangingBatch:
     def time_grouped_by_size(self, network):
         self._run(sorted(self.sequence))
 
+    def track_random_over_grouped(self, network):
+        """Median over 15 rounds of (random order time) / (grouped time), the two interleaved in
+        one process: one asv sample of each time_ above is too noisy to compare them (issue #5
+        target: at most 1.05; benchmarks/batch_order.py measures it at length)."""
+        import statistics
+        import time
+
+        ratios = []
+        for round_ in range(15):
+            orders = [self.sequence, sorted(self.sequence)]
+            seconds = {}
+            for index in ((0, 1) if round_ % 2 == 0 else (1, 0)):
+                start = time.perf_counter()
+                self._run(orders[index])
+                seconds[index] = time.perf_counter() - start
+            ratios.append(seconds[0] / seconds[1])
+        return statistics.median(ratios)
+
+    track_random_over_grouped.unit = "ratio"
+
 
 class Load:
     params = [list(NETWORKS)]
@@ -117,6 +137,8 @@ class CompiledSignatures:
 
 
 class Memory:
+    """Activation bytes of one infer request (the arena every request allocates)."""
+
     params = [list(NETWORKS)]
     param_names = ["network"]
 
@@ -128,6 +150,16 @@ class Memory:
 
     def track_naive_activation_bytes(self, memory, network):
         return memory[network]["naive_bytes"]
+
+    def track_peak_live_activation_bytes(self, memory, network):
+        """The most bytes of tensors alive at one step: the lower bound of any plan."""
+        return memory[network]["peak_live_bytes"]
+
+    def track_planned_over_peak(self, memory, network):
+        """Planned arena / peak live bytes (1.0 is optimal; the target is at most 1.2)."""
+        return memory[network]["planned_bytes"] / memory[network]["peak_live_bytes"]
+
+    track_planned_over_peak.unit = "ratio"
 
     def peakmem_create_infer_request(self, memory, network):
         _loaded(network).create_infer_request()

@@ -5,8 +5,8 @@ kernel can compute both (``fusion``), then gives every tensor an offset in one f
 for the maximum batch, letting tensors whose lifetimes do not overlap share memory.
 ``CompiledNetwork.bind`` then runs once per infer request: given that request's arena (and one
 scratch buffer its GEMM kernels share), it asks each layer's kernel module for ``(kernel, args)``
-over views of it, so an inference is just
-``kernel(n, *args)`` for each step, in order, with nothing looked up or allocated. On the GPU the
+over views of it, so an inference is just ``kernel(n, *args)`` for each step, in order, with
+nothing looked up and no tensor buffer allocated. On the GPU the
 arena is device memory (``dynbatch.gpu``) and the steps come from each module's ``gpu_step``.
 """
 from __future__ import annotations
@@ -126,12 +126,15 @@ def _aligned(elements: int) -> int:
 
 
 def plan_buffers(network: Network) -> BufferPlan:
-    """Greedy-by-size offset assignment over tensor lifetimes.
+    """Greedy offset assignment over tensor lifetimes, the best of a few orders.
 
     A tensor lives from the step that writes it (inputs: before step 0) to the last step that
-    reads it (outputs: past the last step). Largest tensors are placed first, each at the lowest
-    offset that does not overlap a placed tensor whose lifetime overlaps its own. A layer's
-    outputs never share memory with its inputs, because both are alive at that step.
+    reads it (outputs: past the last step). Tensors are placed one by one, each at the lowest
+    offset that does not overlap a placed tensor whose lifetime overlaps its own; a layer's
+    outputs never share memory with its inputs, because both are alive at that step. The order
+    of placement decides the arena: largest first, longest-lived first, largest size x lifetime
+    first and first written first are each tried, and the smallest arena kept (the first order
+    on a tie). ``BufferPlan.peak_live_bytes`` is the lower bound no order can beat.
     """
     end_of_run = len(network.layers)
     first_write = {name: -1 for name in network.inputs}
@@ -145,10 +148,29 @@ def plan_buffers(network: Network) -> BufferPlan:
     for name in network.outputs:
         last_read[name] = end_of_run
 
+    lifetimes = {name: (first_write[name], last_read[name]) for name in shapes}
+    sizes = {name: _aligned(math.prod(shape)) for name, shape in shapes.items()}
+    steps = {name: end - start + 1 for name, (start, end) in lifetimes.items()}
+    orders = (
+        lambda t: (-math.prod(shapes[t]), first_write[t]),    # largest first
+        lambda t: (-steps[t], -sizes[t], first_write[t]),     # longest-lived first
+        lambda t: (-sizes[t] * steps[t], first_write[t]),     # largest size x lifetime first
+        lambda t: (first_write[t], -sizes[t]),                # first written first
+    )
+    best = None
+    for order in orders:
+        offsets, arena = _place(sorted(shapes, key=order), sizes, lifetimes)
+        if best is None or arena < best[1]:
+            best = offsets, arena
+    return BufferPlan(shapes, best[0], best[1], lifetimes)
+
+
+def _place(names, sizes: dict[str, int], lifetimes: dict[str, tuple[int, int]]) -> tuple[dict[str, int], int]:
+    """Offsets (in elements) for ``names`` placed in that order at the lowest free offset, and the arena."""
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, first_write, last_read)
     offsets = {}
-    for name in sorted(shapes, key=lambda t: (-math.prod(shapes[t]), first_write[t])):
-        size, start, end = _aligned(math.prod(shapes[name])), first_write[name], last_read[name]
+    for name in names:
+        size, (start, end) = sizes[name], lifetimes[name]
         offset = 0
         for other_offset, other_size, other_start, other_end in sorted(placed):
             if other_start <= end and start <= other_end:  # alive at the same time
@@ -157,9 +179,7 @@ def plan_buffers(network: Network) -> BufferPlan:
                 offset = max(offset, other_offset + other_size)
         offsets[name] = offset
         placed.append((offset, size, start, end))
-    arena = max((offset + size for offset, size, _, _ in placed), default=0)
-    lifetimes = {name: (first_write[name], last_read[name]) for name in shapes}
-    return BufferPlan(shapes, offsets, arena, lifetimes)
+    return offsets, max((offset + size for offset, size, _, _ in placed), default=0)
 
 
 def compile_network(network: Network) -> CompiledNetwork:
