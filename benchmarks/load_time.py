@@ -138,7 +138,7 @@ def memory_table(max_batch: int):
         memory = exe.memory
         planned, peak, naive = memory["planned_bytes"], memory["peak_live_bytes"], memory["naive_bytes"]
         # The scratch the GEMM layers of a request share, outside the activation arena.
-        scratch = getattr(exe._compiled, "scratch_elements", 0) * 4
+        scratch = memory["scratch_bytes"]
         run = len(exe._compiled.layers)
         print(f"| {name} | {len(network.layers)} ({run}) | {planned / 1e6:.2f} | {peak / 1e6:.2f} | {naive / 1e6:.2f} | "
               f"{planned / peak:.3f} | {planned / naive:.2f} | {scratch / 1e6:.2f} | {(planned + scratch) / peak:.2f} |",

@@ -96,11 +96,13 @@ class ExecutableNetwork:
 
     @property
     def memory(self) -> dict[str, int]:
-        """Activation bytes per request: as planned by liveness, with one buffer per tensor, and
-        the most bytes of tensors alive at one step (the lower bound any plan has to meet)."""
+        """Bytes per request: the activations as planned by liveness, with one buffer per tensor,
+        and the most bytes of tensors alive at one step (the lower bound any plan has to meet);
+        and the scratch the CPU GEMM kernels share (im2col columns; none on GPU)."""
         plan = self._compiled.plan
         return {"planned_bytes": plan.planned_bytes, "naive_bytes": plan.naive_bytes,
-                "peak_live_bytes": plan.peak_live_bytes}
+                "peak_live_bytes": plan.peak_live_bytes,
+                "scratch_bytes": 4 * self._compiled.scratch_elements if self.device == "CPU" else 0}
 
     def create_infer_request(self) -> InferRequest:
         return InferRequest(self)

@@ -70,7 +70,8 @@ def test_peak_is_a_lower_bound_of_every_step():
 def test_memory_of_an_executable_network_reports_the_peak():
     executable = db.Core().load_network(lenet(2), "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES})
     memory = executable.memory
-    assert set(memory) == {"planned_bytes", "naive_bytes", "peak_live_bytes"}
+    assert set(memory) == {"planned_bytes", "naive_bytes", "peak_live_bytes", "scratch_bytes"}
+    assert memory["scratch_bytes"] == 4 * executable._compiled.scratch_elements > 0  # lenet's convs unfold
     assert memory["peak_live_bytes"] == executable._compiled.plan.peak_live_bytes
     assert 0 < memory["peak_live_bytes"] <= memory["planned_bytes"] <= memory["naive_bytes"]
 
