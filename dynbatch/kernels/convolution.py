@@ -210,7 +210,8 @@ def _shape_4d(shape):
 
 def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
     """Bind to the algorithm ``choose_algorithm`` picks (tests may force one). ``scratch``: a 1-d
-    float32 array of at least sum(``scratch_elements``), else one is allocated here."""
+    float32 array of at least sum(``scratch_elements``); where it is missing or shorter, one is
+    allocated here."""
     x, out = as_4d(inputs[0]), as_4d(outputs[0])
     algorithm = algorithm or choose_algorithm(attrs, x.shape)
     stride_h, stride_w = attrs["strides"]
@@ -230,7 +231,7 @@ def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
     if algorithm in ("pointwise", "gemm"):
         _, samples, _ = _gemm_shape(attrs, x.shape, out.shape)
         sizes = scratch_elements(attrs, [x.shape], [out.shape], algorithm)
-        if scratch is None:
+        if scratch is None or scratch.size < sum(sizes):  # (the kernel indexes it unchecked)
             scratch = np.empty(sum(sizes), np.float32)
         columns, product = scratch[:sizes[0]], scratch[sizes[0]:sizes[0] + sizes[1]]
     if algorithm == "pointwise":

@@ -147,7 +147,8 @@ def scratch_elements(attrs, input_shapes, output_shapes, algorithm=None) -> tupl
 
 def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
     """Bind to the algorithm ``choose_algorithm`` picks (tests may force one). ``scratch``: a 1-d
-    float32 array of at least sum(``scratch_elements``), else one is allocated here."""
+    float32 array of at least sum(``scratch_elements``); where it is missing or shorter, one is
+    allocated here."""
     algorithm = algorithm or choose_algorithm(attrs)
     stride_h, stride_w = attrs["strides"]
     dilation_h, dilation_w = attrs["dilations"]
@@ -164,7 +165,7 @@ def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
         grouped_weights_t = np.ascontiguousarray(
             weights.reshape(group, channels // group, -1).transpose(0, 2, 1))
         sizes = scratch_elements(attrs, [x.shape], [out.shape], algorithm)
-        if scratch is None:
+        if scratch is None or scratch.size < sum(sizes):  # (the kernel indexes it unchecked)
             scratch = np.empty(sum(sizes), np.float32)
         return deconvolution_gemm_cpu, (
             x, grouped_weights_t, biases, int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
