@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..kernels import KERNELS
-from .fusion import fuse
+from .fusion import FusedGraph, fuse
 from .network import Layer, Network
 
 # Tensors start on 64-byte boundaries (16 float32) so that vector loads stay aligned.
@@ -125,8 +125,9 @@ def _aligned(elements: int) -> int:
     return -(-elements // ALIGNMENT) * ALIGNMENT
 
 
-def plan_buffers(network: Network) -> BufferPlan:
-    """Greedy offset assignment over tensor lifetimes, the best of a few orders.
+def plan_buffers(network: Network | FusedGraph) -> BufferPlan:
+    """Greedy offset assignment over the tensor lifetimes of ``network``'s layers (after fusion,
+    a ``FusedGraph``), the best of a few orders.
 
     A tensor lives from the step that writes it (inputs: before step 0) to the last step that
     reads it (outputs: past the last step). Tensors are placed one by one, each at the lowest

@@ -40,7 +40,8 @@ class FusedGraph:
 
 
 def fuse(network: Network) -> FusedGraph:
-    """Merge every BatchNormalization and fusable Activation into its producer where allowed."""
+    """Merge every BatchNormalization, residual Eltwise sum and fusable Activation into its producer
+    where allowed (see the module docstring)."""
     readers = Counter(name for layer in network.layers for name in layer.inputs)
     network_outputs = set(network.outputs)
     shapes = dict(network.inputs)
