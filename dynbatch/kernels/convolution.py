@@ -9,9 +9,23 @@ positions outside the image reading as zero. ``group == C`` is a depthwise convo
 import numpy as np
 from numba import njit, prange
 
-from ..config import PARALLEL_KERNEL
+from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
 from .epilogue import epilogue_span, epilogue_value, fused_epilogue
-from .views import as_4d
+from .views import as_4d, shape_4d
+
+
+@njit(**SCALAR_FUNCTION)
+def columns_in_range(shift, stride, source_width, count):
+    """(begin, end): the k in [0, count) whose column k*stride + shift lies in [0, source_width),
+    begin <= end. For a convolution k is the output column and the column an input one; for a
+    deconvolution the reverse. Looping over exactly these leaves no bounds test in the loop."""
+    begin = min(count, max(0, -(shift // stride)))  # ceil(-shift / stride)
+    return begin, max(begin, min(count, (source_width - 1 - shift) // stride + 1))
+
+
+def samples_per_gemm(pixels, max_batch, target_columns):
+    """How many samples' pixels share one GEMM so that it has about ``target_columns`` columns."""
+    return max(1, min(max_batch, -(-target_columns // pixels)))
 
 
 @njit(**PARALLEL_KERNEL)
@@ -44,8 +58,7 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
             # innermost loop has no bounds test and vectorizes for stride 1. Hoisted above the
             # channel loop: the integer divisions would cost more than a short row.
             shift = j * dilation_w - pad_left
-            ow_begin = max(0, -(shift // stride_w))  # ceil(-shift / sw)
-            ow_end = min(out_width, (width - 1 - shift) // stride_w + 1)
+            ow_begin, ow_end = columns_in_range(shift, stride_w, width, out_width)
             for c in range(group_in_channels):
                 x_plane = x[b, first_in_channel + c]
                 for i in range(i_begin, i_end):
@@ -96,8 +109,7 @@ def convolution_gemm_cpu(n, x, grouped_weights, biases, stride_h, stride_w, dila
                 row, t = task // samples, task % samples
                 c, i, j = row // kernel_area, (row // kernel_w) % kernel_h, row % kernel_w
                 shift = j * dilation_w - pad_left
-                ow_begin = min(out_width, max(0, -(shift // stride_w)))  # ceil(-shift / sw)
-                ow_end = max(ow_begin, min(out_width, (width - 1 - shift) // stride_w + 1))
+                ow_begin, ow_end = columns_in_range(shift, stride_w, width, out_width)
                 first_x_row = ((first + t) * channels + g * group_in_channels + c) * height
                 for oh in range(out_height):
                     start = np.uintp(t * pixels + oh * out_width)
@@ -186,14 +198,14 @@ def _gemm_shape(attrs, input_shape, output_shape):
     """(rows R of the unfolded input, samples per GEMM, output pixels) of a GEMM algorithm."""
     k, c_per_group, kernel_h, kernel_w = attrs["weights"].shape
     pixels = int(np.prod(output_shape[2:], dtype=np.int64))
-    samples = max(1, min(output_shape[0], -(-GEMM_TARGET_COLUMNS // pixels)))
+    samples = samples_per_gemm(pixels, output_shape[0], GEMM_TARGET_COLUMNS)
     return c_per_group * kernel_h * kernel_w, samples, pixels
 
 
 def scratch_elements(attrs, input_shapes, output_shapes, algorithm=None) -> tuple[int, int]:
     """Float32 elements of the two scratch areas (columns, product) the kernel needs: shared by
     all the layers of a request, which run one after the other."""
-    x_shape, out_shape = _shape_4d(input_shapes[0]), _shape_4d(output_shapes[0])
+    x_shape, out_shape = shape_4d(input_shapes[0]), shape_4d(output_shapes[0])
     algorithm = algorithm or choose_algorithm(attrs, x_shape)
     if algorithm == "direct":
         return 0, 0
@@ -202,10 +214,6 @@ def scratch_elements(attrs, input_shapes, output_shapes, algorithm=None) -> tupl
         return (0 if algorithm == "pointwise" else rows * pixels), 0
     group_out_channels = attrs["weights"].shape[0] // attrs["group"]
     return rows * samples * pixels, group_out_channels * samples * pixels
-
-
-def _shape_4d(shape):
-    return tuple(shape) + (1,) * (4 - len(shape))
 
 
 def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):

@@ -9,8 +9,19 @@ single input row ih with ih*sh = oh + ph0 - i*dh (if any), so no two iterations 
 import numpy as np
 from numba import njit, prange
 
-from ..config import PARALLEL_KERNEL
-from .views import as_4d
+from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
+from .convolution import columns_in_range, samples_per_gemm
+from .views import as_4d, shape_4d
+
+
+@njit(**SCALAR_FUNCTION)
+def source_row(oh, i, pad_top, dilation_h, stride_h, height):
+    """The one input row ih with ih*sh == oh + ph0 - i*dh that kernel row i spreads onto output
+    row oh, or -1 where there is none."""
+    scaled_ih = oh + pad_top - i * dilation_h
+    if scaled_ih < 0 or scaled_ih % stride_h != 0 or scaled_ih // stride_h >= height:
+        return -1
+    return scaled_ih // stride_h
 
 
 @njit(**PARALLEL_KERNEL)
@@ -35,17 +46,13 @@ def deconvolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dil
         k = out_channel % group_out_channels
         first_in_channel = (out_channel // group_out_channels) * group_in_channels
         for i in range(kernel_h):
-            # Only the input row with ih*sh == oh + ph0 - i*dh reaches this output line.
-            scaled_ih = oh + pad_top - i * dilation_h
-            if scaled_ih < 0 or scaled_ih % stride_h != 0 or scaled_ih // stride_h >= height:
+            ih = source_row(oh, i, pad_top, dilation_h, stride_h, height)
+            if ih < 0:
                 continue
-            ih = scaled_ih // stride_h
             for j in range(kernel_w):
-                # Input column iw lands on output column ow = iw*sw + shift; keep the iw whose ow
-                # lies in [0, OW), so the innermost loop has no bounds test.
+                # Input column iw lands on output column ow = iw*sw + shift.
                 shift = j * dilation_w - pad_left
-                iw_begin = max(0, -(shift // stride_w))  # ceil(-shift / sw)
-                iw_end = min(width, (out_width - 1 - shift) // stride_w + 1)
+                iw_begin, iw_end = columns_in_range(shift, stride_w, out_width, width)
                 for c in range(first_in_channel, first_in_channel + group_in_channels):
                     x_row = x[b, c, ih]
                     weight = weights[c, k, i, j]
@@ -98,14 +105,12 @@ def deconvolution_gemm_cpu(n, x, grouped_weights_t, biases, stride_h, stride_w, 
                 for ow in range(out_width):
                     out_row[ow] = bias
                 for i in range(kernel_h):
-                    scaled_ih = oh + pad_top - i * dilation_h
-                    if scaled_ih < 0 or scaled_ih % stride_h != 0 or scaled_ih // stride_h >= height:
+                    ih = source_row(oh, i, pad_top, dilation_h, stride_h, height)
+                    if ih < 0:
                         continue
-                    ih = scaled_ih // stride_h
                     for j in range(kernel_w):
                         shift = j * dilation_w - pad_left
-                        iw_begin = max(0, -(shift // stride_w))  # ceil(-shift / sw)
-                        iw_end = min(width, (out_width - 1 - shift) // stride_w + 1)
+                        iw_begin, iw_end = columns_in_range(shift, stride_w, out_width, width)
                         row_start = t * pixels + ih * width
                         column = contributions[(k * kernel_h + i) * kernel_w + j, row_start:row_start + width]
                         for iw in range(iw_begin, iw_end):
@@ -127,9 +132,8 @@ def choose_algorithm(attrs) -> str:
 GEMM_TARGET_COLUMNS = 1024
 
 
-def _samples_per_gemm(input_shape):
-    pixels = int(np.prod(input_shape[2:], dtype=np.int64))
-    return max(1, min(input_shape[0], -(-GEMM_TARGET_COLUMNS // pixels)))
+def _samples_per_gemm(x_shape):
+    return samples_per_gemm(x_shape[2] * x_shape[3], x_shape[0], GEMM_TARGET_COLUMNS)
 
 
 def scratch_elements(attrs, input_shapes, output_shapes, algorithm=None) -> tuple[int, int]:
@@ -137,7 +141,7 @@ def scratch_elements(attrs, input_shapes, output_shapes, algorithm=None) -> tupl
     shared by all the layers of a request, which run one after the other."""
     if (algorithm or choose_algorithm(attrs)) != "gemm":
         return 0, 0
-    x_shape = tuple(input_shapes[0]) + (1,) * (4 - len(input_shapes[0]))
+    x_shape = shape_4d(input_shapes[0])
     channels, group_out_channels, kernel_h, kernel_w = attrs["weights"].shape
     samples = _samples_per_gemm(x_shape)
     pixels = samples * x_shape[2] * x_shape[3]

@@ -16,7 +16,12 @@ def as_4d(buffer: np.ndarray) -> np.ndarray:
     """(N, C[, H[, W]]) -> (N, C, H, W), appending axes of size 1."""
     if buffer.ndim > 4:
         raise ValueError(f"tensor of rank {buffer.ndim} has no 4-d view (supported ranks: 2 to 4)")
-    return buffer.reshape(*buffer.shape, *(1,) * (4 - buffer.ndim))
+    return buffer.reshape(*shape_4d(buffer.shape))
+
+
+def shape_4d(shape) -> tuple[int, ...]:
+    """The shape ``as_4d`` gives a buffer of ``shape``."""
+    return tuple(shape) + (1,) * (4 - len(shape))
 
 
 def around_axis(buffer: np.ndarray, axis: int) -> np.ndarray:
