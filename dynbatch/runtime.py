@@ -98,7 +98,8 @@ class ExecutableNetwork:
     def memory(self) -> dict[str, int]:
         """Bytes per request: the activations as planned by liveness, with one buffer per tensor,
         and the most bytes of tensors alive at one step (the lower bound any plan has to meet);
-        and the scratch the CPU GEMM kernels share (im2col columns; none on GPU)."""
+        and the scratch the CPU Deconvolution GEMM kernels share (none on GPU; convolutions pack
+        their patches in a few KB per parallel task instead)."""
         plan = self._compiled.plan
         return {"planned_bytes": plan.planned_bytes, "naive_bytes": plan.naive_bytes,
                 "peak_live_bytes": plan.peak_live_bytes,

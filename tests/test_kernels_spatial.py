@@ -80,6 +80,13 @@ def gemm_columns(data, module):
     return mock.patch.object(module, "GEMM_TARGET_COLUMNS", columns)
 
 
+def gemm_split(data):
+    """How the convolution GEMM splits its work, drawn so that tiny images still take every path:
+    a task's columns spanning samples or ending inside a panel, and the output channels split."""
+    return {"columns_per_task": data.draw(st.sampled_from([16, 32, 64]), label="columns_per_task"),
+            "min_tasks": data.draw(st.integers(1, 8), label="min_tasks")}
+
+
 def convolution_case(rng, max_batch, n, group, group_in, group_out, size, kernel, strides, dilations,
                      pads_begin, pads_end):
     channels, out_channels = group * group_in, group * group_out
@@ -112,8 +119,8 @@ def test_convolution_matches_reference(algorithm, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     attrs, inputs, outputs = convolution_case(rng, max_batch, n, group, group_in, group_out, size,
                                               kernel, strides, dilations, pads_begin, pads_end)
-    with gemm_columns(data, convolution):
-        run_step(convolution, attrs, inputs, outputs, n, algorithm=algorithm)
+    options = gemm_split(data) if algorithm == "gemm" else {}
+    run_step(convolution, attrs, inputs, outputs, n, algorithm=algorithm, **options)
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n)
 
 
@@ -126,10 +133,31 @@ def test_pointwise_convolution_matches_reference(data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, out_channels, size, (1, 1), (1, 1),
                                               (1, 1), (0, 0), (0, 0))
-    assert convolution.choose_algorithm(attrs, inputs[0].shape) == "pointwise"
-    with gemm_columns(data, convolution):
-        run_step(convolution, attrs, inputs, outputs, n)
+    # Whole 16-column panels of x are read in place, the rest packed.
+    run_step(convolution, attrs, inputs, outputs, n, algorithm="gemm", **gemm_split(data))
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n)
+
+
+@pytest.mark.parametrize("kernel, pads, strides, size", [
+    ((3, 3), (1, 1), (1, 1), (5, 6)),    # 16-column panels spanning output rows, read contiguously
+    ((1, 1), (0, 0), (1, 1), (5, 6)),    # panels read in place
+    ((3, 3), (1, 1), (2, 2), (5, 40)),   # 20 outputs per row: panels read every other input
+])
+def test_convolution_gemm_long_reduction_and_padding(kernel, pads, strides, size):
+    """More reduction rows than one packed block (KC), a last panel of 1 channel padded to 4, and
+    inf in the input: padding must read as zero, never as 0 * (whatever lies beside the image)."""
+    rng = np.random.default_rng(3)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 300, 13, size, kernel, strides, (1, 1), pads, pads)
+    inputs[0][0, 7, 2, -1] = np.inf  # the last column: the next row's left padding lies beside it
+    inputs[0][1, 299, 4, 0] = -np.inf
+    run_step(convolution, attrs, inputs, outputs, 2, algorithm="gemm", min_tasks=3)
+    with np.errstate(invalid="ignore"):
+        expected = REFERENCES["Convolution"]([inputs[0][:2]], attrs)[0]
+    got, finite = outputs[0][:2], np.isfinite(expected)
+    assert finite.any() and not finite.all()
+    np.testing.assert_array_equal(np.isfinite(got), finite)  # inf spreads exactly as far as its windows
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-5 * np.abs(expected[finite]).max())
+    assert np.isnan(outputs[0][2:]).all(), "a row >= n was written"
 
 
 def test_depthwise_convolution_matches_reference():

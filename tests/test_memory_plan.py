@@ -9,6 +9,7 @@ from hypothesis import given, settings
 import dynbatch as db
 from dynbatch.graph.compiler import ALIGNMENT, compile_network, plan_buffers
 from dynbatch.graph.network import Network
+from dynbatch.kernels import deconvolution
 from dynbatch.models import inception, lenet
 
 from .network_strategies import networks
@@ -71,7 +72,8 @@ def test_memory_of_an_executable_network_reports_the_peak():
     executable = db.Core().load_network(lenet(2), "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES})
     memory = executable.memory
     assert set(memory) == {"planned_bytes", "naive_bytes", "peak_live_bytes", "scratch_bytes"}
-    assert memory["scratch_bytes"] == 4 * executable._compiled.scratch_elements > 0  # lenet's convs unfold
+    # Only Deconvolution's GEMM takes the shared scratch; convolutions pack their patches per task.
+    assert memory["scratch_bytes"] == 4 * executable._compiled.scratch_elements == 0
     assert memory["peak_live_bytes"] == executable._compiled.plan.peak_live_bytes
     assert 0 < memory["peak_live_bytes"] <= memory["planned_bytes"] <= memory["naive_bytes"]
 
@@ -114,3 +116,16 @@ def test_tensors_alive_together_never_overlap_in_the_arena(pair):
             if sa <= eb and sb <= ea:
                 assert plan.offsets[a] + sizes[a] <= plan.offsets[b] or plan.offsets[b] + sizes[b] <= plan.offsets[a], (a, b)
     assert plan.peak_live_bytes <= plan.planned_bytes
+
+
+def test_scratch_is_the_largest_any_layer_needs():
+    network = Network("upsample")
+    x = network.add_input("x", (4, 8, 5, 5))
+    for side in (3, 5):
+        network.add_layer("Deconvolution", [x], weights=np.ones((8, 3, side, side), np.float32),
+                          biases=np.zeros(3, np.float32), strides=2)
+    compiled = compile_network(network)
+    needs = [sum(deconvolution.scratch_elements(layer.normalized, [(4, 8, 5, 5)], layer.output_shapes))
+             for layer in compiled.layers]
+    assert 0 < needs[0] < needs[1]
+    assert compiled.scratch_elements == max(needs)

@@ -3,7 +3,7 @@
 ``KERNELS`` maps each supported layer type to its module; the compiler calls the module's
 ``cpu_step(attrs, inputs, outputs)`` (device "CPU") or ``gpu_step(attrs, inputs, outputs)``
 (device "GPU", see launch.py) to bind a layer to its max-batch buffers. A module whose CPU kernel
-needs scratch (the GEMM algorithms of convolution and deconvolution) also has
+needs scratch (the BLAS GEMM algorithm of deconvolution) also has
 ``scratch_elements(attrs, input_shapes, output_shapes)``; the compiler sizes one buffer for the
 largest such need and passes it as ``cpu_step(..., scratch=...)``.
 """

@@ -7,10 +7,13 @@ with weights (K, C/group, kh, kw), g = k // (K/group) the group of output channe
 positions outside the image reading as zero. ``group == C`` is a depthwise convolution.
 """
 import numpy as np
+import numba
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
-from .epilogue import epilogue_span, epilogue_value, fused_epilogue
+from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
+from .gemm import (KC, MR, NR, masked_copy_panel_row, masked_copy_panel_row_stride2, micro_kernel_4,
+                   micro_kernel_6, pack_weights)
 from .views import as_4d, shape_4d
 
 
@@ -21,11 +24,6 @@ def columns_in_range(shift, stride, source_width, count):
     deconvolution the reverse. Looping over exactly these leaves no bounds test in the loop."""
     begin = min(count, max(0, -(shift // stride)))  # ceil(-shift / stride)
     return begin, max(begin, min(count, (source_width - 1 - shift) // stride + 1))
-
-
-def samples_per_gemm(pixels, max_batch, target_columns):
-    """How many samples' pixels share one GEMM so that it has about ``target_columns`` columns."""
-    return max(1, min(max_batch, -(-target_columns // pixels)))
 
 
 @njit(**PARALLEL_KERNEL)
@@ -72,154 +70,169 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
 
 
 @njit(**PARALLEL_KERNEL)
-def convolution_gemm_cpu(n, x, grouped_weights, biases, stride_h, stride_w, dilation_h, dilation_w,
-                         pad_top, pad_left, kernel_h, kernel_w, out_width, samples_per_gemm,
-                         columns, product, residual, has_residual, activation, alpha, beta, out):
-    """x: (max_batch, C, H, W); grouped_weights: (group, K/group, R), R = C/group*kh*kw;
-    biases (K,); out: (max_batch, K, OH*OW); columns, product: 1-d scratch of at least
-    R*s*OH*OW and K/group*s*OH*OW elements, s = samples_per_gemm; residual (shaped as out),
-    has_residual, activation, alpha, beta: the fused ``epilogue``. Rows >= n are neither read
-    nor written.
+def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w, pad_top, pad_left,
+                         out_width, row_offset, row_tap, tap_dy, tap_dx, in_place, task_columns,
+                         min_tasks, residual, has_residual, activation, alpha, beta, out):
+    """Any convolution as one GEMM per group, out[k, (b, pixel)] = sum_r W[k, r] * patch[r, (b, pixel)]
+    over the n samples' pixels side by side, packing the patches straight from x (no im2col
+    matrix) for the register-blocked micro-kernel of ``gemm``.
 
-    Per group, s samples at a time: unfold them (im2col) side by side into columns (R, s*OH*OW),
-    columns[(c*kh + i)*kw + j, t*OH*OW + oh*OW + ow] = x[b0 + t, g*C/group + c, oh*sh - ph0 + i*dh,
-    ow*sw - pw0 + j*dw] (zero on padding); one BLAS GEMM (BLAS uses every core itself, so n = 1
-    keeps them busy) into product (K/group, s*OH*OW), whose s blocks are written to the samples'
-    output planes with the epilogue (bias, residual, activation). A lone sample's GEMM writes
-    its output planes directly. Batching samples makes the small late-layer GEMMs (7x7 or 14x14
-    outputs) wide enough for BLAS to run near its peak.
+    x: (max_batch, C, H, W); packed_weights: ``gemm.pack_weights`` of the (group, K/group, R)
+    weights, R = C/group*kh*kw; biases (K,); out: (max_batch, K, OH*OW); row_offset, row_tap (R,):
+    for reduction row r = (c, i, j), its input offset (c*H + i*dh)*W + j*dw and its tap i*kw + j;
+    tap_dy, tap_dx (kh*kw,): each tap's shifts i*dh, j*dw; in_place: a 1x1, stride 1, unpadded
+    convolution, whose patches are x's own rows; min_tasks: how many parallel tasks to make at
+    least; residual (shaped as out), has_residual, activation, alpha, beta: the fused
+    ``epilogue``. Rows >= n are neither read nor written.
 
-    Everything stays in this one function: a cached jitted caller of another cached
-    ``parallel=True`` function crashed when Numba reloaded both from its disk cache."""
-    group, group_out_channels, rows = grouped_weights.shape
+    Each parallel task owns ``task_columns`` output columns and a block of A panels of one group.
+    It packs those columns' patches KC reduction rows at a time (a few KB, in L1/L2; a 1x1
+    convolution reads whole 16-column panels of x in place instead), multiplies them by every
+    panel of its block into a task-local product, then writes that to out through the epilogue.
+    Where the columns alone make too few tasks (n = 1, small images), the output channels are
+    split too, so every core has work.
+    """
     max_batch, channels, height, width = x.shape
-    group_in_channels = channels // group
-    pixels = out.shape[2]
-    out_height = pixels // out_width
-    kernel_area = kernel_h * kernel_w
-    # Input rows indexed in full through one 2-d view: a view per line would take a reference on
-    # the buffer, an atomic the threads contend for.
-    x_rows = x.reshape((max_batch * channels * height, width))
-    for first in range(0, n, samples_per_gemm):
-        samples = min(samples_per_gemm, n - first)
-        unfolded = columns[:rows * samples * pixels].reshape((rows, samples * pixels))
-        for g in range(group):
-            # One task per (row, sample): its own output columns, few integer divisions.
-            for task in prange(rows * samples):
-                row, t = task // samples, task % samples
-                c, i, j = row // kernel_area, (row // kernel_w) % kernel_h, row % kernel_w
-                shift = j * dilation_w - pad_left
-                ow_begin, ow_end = columns_in_range(shift, stride_w, width, out_width)
-                first_x_row = ((first + t) * channels + g * group_in_channels + c) * height
-                for oh in range(out_height):
-                    start = np.uintp(t * pixels + oh * out_width)
-                    ih = oh * stride_h - pad_top + i * dilation_h
-                    if ih < 0 or ih >= height:
-                        for ow in range(out_width):
-                            unfolded[row, start + np.uintp(ow)] = 0.0
-                        continue
-                    x_row = np.uintp(first_x_row + ih)
-                    for ow in range(ow_begin):
-                        unfolded[row, start + np.uintp(ow)] = 0.0
-                    for ow in range(ow_begin, ow_end):
-                        unfolded[row, start + np.uintp(ow)] = x_rows[x_row, np.uintp(ow * stride_w + shift)]
-                    for ow in range(ow_end, out_width):
-                        unfolded[row, start + np.uintp(ow)] = 0.0
-            first_channel = g * group_out_channels
-            if samples == 1:
-                planes = out[first, first_channel:first_channel + group_out_channels]
-                np.dot(grouped_weights[g], unfolded, planes)
-                for k in prange(group_out_channels):
-                    epilogue_span(planes[k], planes[k], biases[first_channel + k], residual[first, first_channel + k],
-                                  has_residual, activation, alpha, beta)
-            else:
-                products = product[:group_out_channels * samples * pixels].reshape(
-                    (group_out_channels, samples * pixels))
-                np.dot(grouped_weights[g], unfolded, products)
-                for task in prange(samples * group_out_channels):
-                    t, k = task // group_out_channels, task % group_out_channels
-                    epilogue_span(products[k, t * pixels:(t + 1) * pixels], out[first + t, first_channel + k],
-                                  biases[first_channel + k], residual[first + t, first_channel + k],
-                                  has_residual, activation, alpha, beta)
+    out_channels, pixels = out.shape[1], out.shape[2]
+    group_rows, group_channels = out_channels // group, channels // group
+    reduction, taps = row_offset.shape[0], tap_dy.shape[0]
+    full_panels, remainder = group_rows // MR, group_rows % MR
+    last_height = 0 if remainder == 0 else (4 if remainder <= 4 else MR)
+    panels = full_panels + (1 if remainder else 0)
+    padded_rows = full_panels * MR + last_height
+    columns = n * pixels
+    chunks = (columns + task_columns - 1) // task_columns
+    splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))  # (n = 0: no tasks)
+    panels_per_split = -(-panels // splits)
+    splits = -(-panels // panels_per_split)
+    plane = height * width
+    # Flat views taken once, outside the parallel loop: a view per task or line would take a
+    # reference on the buffer, an atomic the threads contend for.
+    x_flat = x.reshape(max_batch * channels * plane)
+    out_flat = out.reshape(max_batch * out_channels * pixels)
+    residual_flat = residual.reshape(max_batch * out_channels * pixels)
+    for task in prange(group * splits * chunks):
+        chunk, split, g = task % chunks, (task // chunks) % splits, task // (chunks * splits)
+        first_panel = split * panels_per_split
+        end_panel = min(panels, first_panel + panels_per_split)
+        first_column = chunk * task_columns
+        chunk_columns = min(task_columns, columns - first_column)
+        column_panels = (chunk_columns + NR - 1) // NR
+        # Where each column's window starts in x, and per tap which columns fall inside the image
+        # (1.0) or on padding (0.0); columns past the batch read as padding.
+        column_base = np.zeros(task_columns, np.intp)
+        column_top = np.full(task_columns, -(1 << 30), np.intp)
+        column_left = np.zeros(task_columns, np.intp)
+        for j in range(chunk_columns):
+            b, pixel = (first_column + j) // pixels, (first_column + j) % pixels
+            column_top[j] = (pixel // out_width) * stride_h - pad_top
+            column_left[j] = (pixel % out_width) * stride_w - pad_left
+            column_base[j] = (b * channels + g * group_channels) * plane + column_top[j] * width + column_left[j]
+        inside = np.empty(taps * task_columns, np.float32)
+        for t in range(taps):  # (taps outermost: the inner loop vectorises)
+            dy, dx, at = tap_dy[t], tap_dx[t], t * task_columns
+            for j in range(task_columns):
+                # Unsigned compares: one test each for both sides of the image.
+                inside[at + j] = (np.uintp(column_top[j] + dy) < np.uintp(height)) & (
+                    np.uintp(column_left[j] + dx) < np.uintp(width))
+        # A panel whose 16 columns read inputs 1 or 2 apart (one output row, or consecutive rows of
+        # a stride-1 "same" convolution) packs each row with contiguous loads and its mask:
+        # vectorised, no gather. 0: any other panel.
+        panel_stride = np.zeros(task_columns // NR, np.intp)
+        for jp in range(column_panels):
+            first = jp * NR
+            if first + NR <= chunk_columns:
+                step = column_base[first + 1] - column_base[first]
+                panel_stride[jp] = step if step == 1 or step == 2 else 0
+                for j in range(2, NR):
+                    if column_base[first + j] != column_base[first] + j * step:
+                        panel_stride[jp] = 0
+        packed = np.empty(KC * task_columns, np.float32)
+        product = np.empty((end_panel - first_panel) * MR * task_columns, np.float32)
+        a_group = g * padded_rows * reduction
+        for pc in range(0, reduction, KC):
+            kc = min(KC, reduction - pc)
+            for jp in range(column_panels):
+                if in_place and panel_stride[jp] == 1:
+                    continue
+                first = np.uintp(jp * NR)
+                for p in range(kc):
+                    at = np.uintp((jp * kc + p) * NR)
+                    offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
+                    source = column_base[first] + offset
+                    if panel_stride[jp] == 1 and source >= 0 and source + NR <= x_flat.shape[0]:
+                        masked_copy_panel_row(packed, at, x_flat, source, inside, mask)
+                    elif panel_stride[jp] == 2 and source >= 0 and source + 2 * NR <= x_flat.shape[0]:
+                        masked_copy_panel_row_stride2(packed, at, x_flat, source, inside, mask)
+                    else:
+                        for j in range(NR):
+                            if inside[mask + np.uintp(j)] != 0.0:
+                                packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
+                            else:
+                                packed[at + np.uintp(j)] = 0.0
+            for jp in range(column_panels):
+                if in_place and panel_stride[jp] == 1:  # x's rows pc.. of these 16 columns, plane apart
+                    b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
+                else:
+                    b_source, b_offset, ldb = packed, jp * kc * NR, NR
+                for panel in range(first_panel, end_panel):
+                    a_offset = a_group + pc * padded_rows + panel * MR * kc
+                    c_offset = (panel - first_panel) * MR * task_columns + jp * NR
+                    if panel < full_panels or last_height == MR:
+                        micro_kernel_6(kc, packed_weights, a_offset, b_source, b_offset, ldb,
+                                       product, c_offset, task_columns, pc > 0)
+                    else:
+                        micro_kernel_4(kc, packed_weights, a_offset, b_source, b_offset, ldb,
+                                       product, c_offset, task_columns, pc > 0)
+        for row in range(first_panel * MR, min(group_rows, end_panel * MR)):
+            k = g * group_rows + row
+            line = (row - first_panel * MR) * task_columns
+            column = first_column
+            while column < first_column + chunk_columns:  # one span per sample
+                b, pixel = column // pixels, column % pixels
+                span = min(first_column + chunk_columns - column, pixels - pixel)
+                at = (b * out_channels + k) * pixels + pixel
+                epilogue_at(product, line + column - first_column, out_flat, at, span, biases[k],
+                            residual_flat, at, has_residual, activation, alpha, beta)
+                column += span
 
 
-@njit(**PARALLEL_KERNEL)
-def convolution_pointwise_cpu(n, x, weights, biases, samples_per_gemm, columns, product,
-                              residual, has_residual, activation, alpha, beta, out):
-    """1x1 convolution, stride 1, no padding, one group: x: (max_batch, C, H*W); weights (K, C);
-    out: (max_batch, K, H*W); columns, product: 1-d scratch of at least C*s*H*W and K*s*H*W
-    elements, s = samples_per_gemm. As ``convolution_gemm_cpu`` with no unfolding: a lone sample
-    is one GEMM on its own planes; s samples are copied side by side into columns first."""
-    channels, pixels = x.shape[1], x.shape[2]
-    out_channels = out.shape[1]
-    for first in range(0, n, samples_per_gemm):
-        samples = min(samples_per_gemm, n - first)
-        if samples == 1:
-            planes = out[first]
-            np.dot(weights, x[first], planes)
-            for k in prange(out_channels):
-                epilogue_span(planes[k], planes[k], biases[k], residual[first, k], has_residual, activation, alpha, beta)
-            continue
-        gathered = columns[:channels * samples * pixels].reshape((channels, samples * pixels))
-        for task in prange(channels * samples):
-            c, t = task // samples, task % samples
-            gathered[c, t * pixels:(t + 1) * pixels] = x[first + t, c]
-        products = product[:out_channels * samples * pixels].reshape((out_channels, samples * pixels))
-        np.dot(weights, gathered, products)
-        for task in prange(samples * out_channels):
-            t, k = task // out_channels, task % out_channels
-            epilogue_span(products[k, t * pixels:(t + 1) * pixels], out[first + t, k], biases[k],
-                          residual[first + t, k], has_residual, activation, alpha, beta)
-
-
-# Below these sizes a GEMM call costs more than it saves (measured on depthwise and tiny groups).
+# Below these sizes the GEMM's panels would be mostly padding (measured on depthwise and tiny groups).
 GEMM_MIN_REDUCTION = 16
 GEMM_MIN_GROUP_OUTPUTS = 8
 
-#: Columns one GEMM should have: outputs smaller than this (7x7, 14x14, ...) are batched over
-#: samples up to it; 32x32 and larger run a sample per GEMM. Measured between 512 and 8192 on
-#: GoogLeNet- and ResNet-sized layers: flat within noise from 1024 up, so the smallest scratch.
-GEMM_TARGET_COLUMNS = 1024
+#: Output columns (pixels) per task of ``convolution_gemm_cpu``: a multiple of ``gemm.NR``. 64
+#: keeps a task's packed patches (KC x 64 floats) in L2 and makes enough tasks for 2 cores from
+#: a single 28x28 image.
+COLUMNS_PER_TASK = 64
 
 
 def choose_algorithm(attrs, input_shape) -> str:
-    """'pointwise' for 1x1/stride 1/unpadded/one group, 'gemm' where each group's matrices are big
-    enough for BLAS, else 'direct' (depthwise and small groups)."""
+    """'gemm' where each group's matrices are big enough for the micro-kernel's 6 x 16 blocks,
+    else 'direct' (depthwise and small groups)."""
     k, c_per_group, kh, kw = attrs["weights"].shape
-    group = attrs["group"]
-    if (kh, kw) == (1, 1) and group == 1 and attrs["strides"] == (1, 1) and not any(attrs["pads_begin"] + attrs["pads_end"]):
-        return "pointwise"
-    if c_per_group * kh * kw >= GEMM_MIN_REDUCTION and k // group >= GEMM_MIN_GROUP_OUTPUTS:
+    if c_per_group * kh * kw >= GEMM_MIN_REDUCTION and k // attrs["group"] >= GEMM_MIN_GROUP_OUTPUTS:
         return "gemm"
     return "direct"
 
 
-def _gemm_shape(attrs, input_shape, output_shape):
-    """(rows R of the unfolded input, samples per GEMM, output pixels) of a GEMM algorithm."""
-    k, c_per_group, kernel_h, kernel_w = attrs["weights"].shape
-    pixels = int(np.prod(output_shape[2:], dtype=np.int64))
-    samples = samples_per_gemm(pixels, output_shape[0], GEMM_TARGET_COLUMNS)
-    return c_per_group * kernel_h * kernel_w, samples, pixels
+def window_rows(x_shape, weights_shape, dilations):
+    """(row_offset, row_tap, tap_dy, tap_dx) of ``convolution_gemm_cpu``: for each reduction row
+    r = (c, i, j) of a group, its input offset (c*H + i*dh)*W + j*dw and its tap i*kw + j; for
+    each tap, its shifts i*dh and j*dw."""
+    _, _, height, width = x_shape
+    _, group_channels, kernel_h, kernel_w = weights_shape
+    i, j = np.meshgrid(np.arange(kernel_h), np.arange(kernel_w), indexing="ij")
+    tap_dy, tap_dx = (i * dilations[0]).ravel(), (j * dilations[1]).ravel()
+    taps = kernel_h * kernel_w
+    row_tap = np.tile(np.arange(taps), group_channels)
+    row_offset = np.repeat(np.arange(group_channels) * height * width, taps) + tap_dy[row_tap] * width + tap_dx[row_tap]
+    return tuple(np.ascontiguousarray(a, dtype=np.intp) for a in (row_offset, row_tap, tap_dy, tap_dx))
 
 
-def scratch_elements(attrs, input_shapes, output_shapes, algorithm=None) -> tuple[int, int]:
-    """Float32 elements of the two scratch areas (columns, product) the kernel needs: shared by
-    all the layers of a request, which run one after the other."""
-    x_shape, out_shape = shape_4d(input_shapes[0]), shape_4d(output_shapes[0])
-    algorithm = algorithm or choose_algorithm(attrs, x_shape)
-    if algorithm == "direct":
-        return 0, 0
-    rows, samples, pixels = _gemm_shape(attrs, x_shape, out_shape)
-    if samples == 1:  # a lone sample unfolds (not pointwise) and writes its planes directly
-        return (0 if algorithm == "pointwise" else rows * pixels), 0
-    group_out_channels = attrs["weights"].shape[0] // attrs["group"]
-    return rows * samples * pixels, group_out_channels * samples * pixels
-
-
-def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
-    """Bind to the algorithm ``choose_algorithm`` picks (tests may force one). ``scratch``: a 1-d
-    float32 array of at least sum(``scratch_elements``); where it is missing or shorter, one is
-    allocated here."""
+def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_tasks=None):
+    """Bind to the algorithm ``choose_algorithm`` picks (tests may force one, and the GEMM's
+    columns per task and least task count, which only change how the work is split)."""
     x, out = as_4d(inputs[0]), as_4d(outputs[0])
     algorithm = algorithm or choose_algorithm(attrs, x.shape)
     stride_h, stride_w = attrs["strides"]
@@ -233,28 +246,18 @@ def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
     # output itself (never read) when there is none, so that every call has one signature.
     residual = as_4d(inputs[1]) if len(inputs) > 1 else out
     epilogue = fused_epilogue(attrs, len(inputs) > 1)
-    k, c_per_group, kernel_h, kernel_w = weights.shape
+    k, _, kernel_h, kernel_w = weights.shape
     group = int(attrs["group"])
     max_batch, _, out_height, out_width = out.shape
-    if algorithm in ("pointwise", "gemm"):
-        _, samples, _ = _gemm_shape(attrs, x.shape, out.shape)
-        sizes = scratch_elements(attrs, [x.shape], [out.shape], algorithm)
-        if scratch is None or scratch.size < sum(sizes):  # (the kernel indexes it unchecked)
-            scratch = np.empty(sum(sizes), np.float32)
-        columns, product = scratch[:sizes[0]], scratch[sizes[0]:sizes[0] + sizes[1]]
-    if algorithm == "pointwise":
-        return convolution_pointwise_cpu, (
-            x.reshape(max_batch, x.shape[1], -1), np.ascontiguousarray(weights.reshape(k, -1)), biases,
-            samples, columns, product, residual.reshape(max_batch, k, -1), *epilogue,
-            out.reshape(max_batch, k, -1),
-        )
     if algorithm == "gemm":
+        pixels = out_height * out_width
         return convolution_gemm_cpu, (
-            x, np.ascontiguousarray(weights.reshape(group, k // group, -1)), biases,
-            int(stride_h), int(stride_w), int(dilation_h), int(dilation_w), int(pad_top), int(pad_left),
-            int(kernel_h), int(kernel_w), int(out_width), samples, columns, product,
-            residual.reshape(max_batch, k, out_height * out_width), *epilogue,
-            out.reshape(max_batch, k, out_height * out_width),
+            x, pack_weights(weights.reshape(group, k // group, -1)), biases, group,
+            int(stride_h), int(stride_w), int(pad_top), int(pad_left), int(out_width),
+            *window_rows(x.shape, weights.shape, (dilation_h, dilation_w)),
+            (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left) == (1, 1, 1, 1, 0, 0),
+            int(columns_per_task or COLUMNS_PER_TASK), int(min_tasks or 2 * numba.get_num_threads()),
+            residual.reshape(max_batch, k, pixels), *epilogue, out.reshape(max_batch, k, pixels),
         )
     return convolution_cpu, (
         x, weights, biases,

@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
-from .convolution import columns_in_range, samples_per_gemm
+from .convolution import columns_in_range
 from .views import as_4d, shape_4d
 
 
@@ -127,13 +127,15 @@ def choose_algorithm(attrs) -> str:
     return "gemm" if channels // group >= GEMM_MIN_CHANNELS else "direct"
 
 
-#: Input pixels one GEMM should have: smaller inputs are batched over samples up to it (as
-#: ``convolution.GEMM_TARGET_COLUMNS``).
+#: Input pixels one GEMM should have: smaller inputs are batched over samples up to it, so that
+#: BLAS gets matrices wide enough to run near its peak.
 GEMM_TARGET_COLUMNS = 1024
 
 
 def _samples_per_gemm(x_shape):
-    return samples_per_gemm(x_shape[2] * x_shape[3], x_shape[0], GEMM_TARGET_COLUMNS)
+    """How many samples' pixels share one GEMM so that it has about ``GEMM_TARGET_COLUMNS`` columns."""
+    pixels, max_batch = x_shape[2] * x_shape[3], x_shape[0]
+    return max(1, min(max_batch, -(-GEMM_TARGET_COLUMNS // pixels)))
 
 
 def scratch_elements(attrs, input_shapes, output_shapes, algorithm=None) -> tuple[int, int]:

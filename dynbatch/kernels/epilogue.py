@@ -29,35 +29,57 @@ def epilogue_value(value, activation, alpha, beta):
 
 
 @njit(**SCALAR_FUNCTION)
-def bias_activation_span(source, destination, bias, activation, alpha, beta):
-    """destination[i] = f(source[i] + bias) over two 1-d views of one length (they may be one
-    view: each element is read before it is written). Each branch passes a constant code, so the
-    switch inside ``activation_value`` folds away and the loop vectorises."""
+def bias_activation_at(source, source_at, destination, destination_at, length, bias, activation, alpha, beta):
+    """destination[destination_at + i] = f(source[source_at + i] + bias) for i < length, on 1-d
+    arrays (they may be one array: each element is read before it is written). Offsets rather than
+    views: a view takes a reference on its array, an atomic that parallel threads contend for.
+    Each branch passes a constant code, so the switch inside ``activation_value`` folds away and
+    the loop vectorises."""
+    # Unsigned indices: no negative-index wraparound test in the loop, which would stop LLVM
+    # from vectorising it.
+    source_at, destination_at, length = np.uintp(source_at), np.uintp(destination_at), np.uintp(length)
     if activation == NO_ACTIVATION:
-        for i in range(source.shape[0]):
-            destination[i] = source[i] + bias
+        for i in range(length):
+            destination[destination_at + i] = source[source_at + i] + bias
     elif activation == RELU:
-        for i in range(source.shape[0]):
-            destination[i] = activation_value(source[i] + bias, RELU, alpha, beta)
+        for i in range(length):
+            destination[destination_at + i] = activation_value(source[source_at + i] + bias, RELU, alpha, beta)
     elif activation == RELU6:
-        for i in range(source.shape[0]):
-            destination[i] = activation_value(source[i] + bias, RELU6, alpha, beta)
+        for i in range(length):
+            destination[destination_at + i] = activation_value(source[source_at + i] + bias, RELU6, alpha, beta)
     else:
-        for i in range(source.shape[0]):
-            destination[i] = activation_value(source[i] + bias, CLAMP, alpha, beta)
+        for i in range(length):
+            destination[destination_at + i] = activation_value(source[source_at + i] + bias, CLAMP, alpha, beta)
+
+
+@njit(**SCALAR_FUNCTION)
+def epilogue_at(source, source_at, destination, destination_at, length, bias, residual, residual_at,
+                has_residual, activation, alpha, beta):
+    """destination[destination_at + i] = f(source[source_at + i] + bias + residual[residual_at + i])
+    for i < length (no residual term when has_residual is 0), on 1-d arrays; source may be
+    destination. The residual is added first, in its own loop over the span (still in L1 cache),
+    which keeps both loops free of branches."""
+    if has_residual:
+        source_base, destination_base = np.uintp(source_at), np.uintp(destination_at)
+        residual_base = np.uintp(residual_at)
+        for i in range(np.uintp(length)):
+            destination[destination_base + i] = source[source_base + i] + residual[residual_base + i]
+        bias_activation_at(destination, destination_at, destination, destination_at, length, bias,
+                           activation, alpha, beta)
+    else:
+        bias_activation_at(source, source_at, destination, destination_at, length, bias, activation, alpha, beta)
+
+
+@njit(**SCALAR_FUNCTION)
+def bias_activation_span(source, destination, bias, activation, alpha, beta):
+    """``bias_activation_at`` over two whole 1-d views of one length."""
+    bias_activation_at(source, 0, destination, 0, source.shape[0], bias, activation, alpha, beta)
 
 
 @njit(**SCALAR_FUNCTION)
 def epilogue_span(source, destination, bias, residual, has_residual, activation, alpha, beta):
-    """destination[i] = f(source[i] + bias + residual[i]) (no residual term when has_residual is
-    0); 1-d views of one length, source may be destination. The residual is added first, in its
-    own loop over the line (still in L1 cache), which keeps both loops free of branches."""
-    if has_residual:
-        for i in range(source.shape[0]):
-            destination[i] = source[i] + residual[i]
-        bias_activation_span(destination, destination, bias, activation, alpha, beta)
-    else:
-        bias_activation_span(source, destination, bias, activation, alpha, beta)
+    """``epilogue_at`` over whole 1-d views of one length."""
+    epilogue_at(source, 0, destination, 0, source.shape[0], bias, residual, 0, has_residual, activation, alpha, beta)
 
 
 @njit(**SCALAR_FUNCTION)

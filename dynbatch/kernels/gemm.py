@@ -1,0 +1,179 @@
+"""A register-blocked GEMM micro-kernel and the weight packing it reads, for the convolution
+kernel that packs its input itself (``convolution.convolution_gemm_cpu``).
+
+BLAS multiplies two ready matrices; a convolution would first have to unfold its input (im2col)
+into one, and BLAS then copies that into its own packed panels again. Packing straight from the
+image into the panels the micro-kernel reads saves both passes, keeps every thread in Numba's one
+thread pool, and leaves the epilogue (bias, residual, activation) to run while the block is in cache.
+
+The micro-kernel is the BLIS design: ``MR`` rows by ``NR`` columns of the product held in vector
+registers while it walks the reduction, each step one broadcast of A times two 8-wide loads of
+B. Numba has no vector types of its own, so it is written in LLVM IR (``numba.extending.intrinsic``):
+LLVM then keeps the 12 accumulators in registers and emits fused multiply-adds on AVX2 (or
+splits each 8-wide operation in two where the CPU has only SSE: slower, still right).
+
+Numba caches a kernel on disk keyed on its own source file: after editing this file, delete the
+``__pycache__`` of ``convolution.py`` too, or its kernels keep the old micro-kernel.
+
+Packed layouts (element offsets into 1-d float32 arrays):
+- A (the weights, packed once at load by ``pack_weights``): per group, per reduction block of
+  ``KC`` rows starting at ``pc`` (length kc), per panel of up to ``MR`` output channels starting at
+  row ``m0`` (height mr, padded with zero rows): ``a[p * mr + i]`` = weights[m0 + i, pc + p].
+  The panel starts at ``group_offset + pc * padded_rows + m0 * kc``.
+- B (packed by the convolution for each block of columns): panel ``jp`` of ``NR`` columns holds
+  ``b[(jp * kc + p) * NR + j]`` = column ``jp * NR + j``, reduction row ``pc + p``. Where B's
+  rows already lie in memory NR-contiguous (a 1x1 convolution's input), the micro-kernel reads
+  them in place with a row stride instead.
+"""
+import llvmlite.ir as ir
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+#: Rows and columns of the product a micro-kernel call keeps in registers: 6 x 16 float32 is 12
+#: AVX2 registers of accumulators, 2 of B and 1 broadcast of A: 15 of the 16.
+MR, NR = 6, 16
+#: Reduction rows per packed block: a 6 x KC panel of A and a KC x 16 panel of B stay in L1.
+KC = 256
+
+_FLOAT = ir.FloatType()
+_VECTOR = ir.VectorType(_FLOAT, 8)
+_LANE = ir.IntType(32)
+_ZERO = ir.Constant(_VECTOR, [0.0] * 8)
+
+
+def _float_pointer(context, builder, array_type, array, offset):
+    """Pointer to element ``offset`` of a 1-d float32 Numba array."""
+    return builder.gep(context.make_array(array_type)(context, builder, array).data, [offset])
+
+
+def _vector_at(builder, pointer, offset):
+    """Pointer to the 8 floats from ``pointer[offset]`` on (offset: an LLVM integer or an int)."""
+    if isinstance(offset, int):
+        offset = ir.Constant(ir.IntType(64), offset)
+    return builder.bitcast(builder.gep(pointer, [offset]), _VECTOR.as_pointer())
+
+
+def _micro_kernel(mr: int):
+    """The intrinsic computing an ``mr`` x ``NR`` block, see ``micro_kernel_6``."""
+
+    @intrinsic
+    def kernel(typingctx, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, accumulate):
+        sig = types.void(types.intp, a, types.intp, b, types.intp, types.intp, c, types.intp, types.intp, types.boolean)
+
+        def codegen(context, builder, signature, args):
+            kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, accumulate = args
+            a_ptr = _float_pointer(context, builder, signature.args[1], a, a_offset)
+            b_ptr = _float_pointer(context, builder, signature.args[3], b, b_offset)
+            c_ptr = _float_pointer(context, builder, signature.args[6], c, c_offset)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
+                                                 "llvm.fma.v8f32")
+            undef = ir.Constant(_VECTOR, ir.Undefined)
+            broadcast = ir.Constant(ir.VectorType(_LANE, 8), [0] * 8)
+            # Allocas in the entry block: LLVM promotes them to registers.
+            accumulators = [[cgutils.alloca_once_value(builder, _ZERO) for _ in range(NR // 8)] for _ in range(mr)]
+            with cgutils.for_range(builder, kc) as loop:
+                b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
+                b_vectors = [builder.load(_vector_at(builder, b_row, 8 * h), align=4) for h in range(NR // 8)]
+                a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(kc.type, mr))])
+                for i in range(mr):
+                    a_value = builder.load(builder.gep(a_row, [ir.Constant(kc.type, i)]))
+                    a_vector = builder.shuffle_vector(builder.insert_element(undef, a_value, ir.Constant(_LANE, 0)),
+                                                      undef, broadcast)
+                    for h, b_vector in enumerate(b_vectors):
+                        total = builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i][h])])
+                        builder.store(total, accumulators[i][h])
+            for i in range(mr):
+                c_row = builder.gep(c_ptr, [builder.mul(ldc, ir.Constant(ldc.type, i))])
+                for h in range(NR // 8):
+                    pointer = _vector_at(builder, c_row, 8 * h)
+                    with builder.if_then(accumulate):
+                        total = builder.fadd(builder.load(pointer, align=4), builder.load(accumulators[i][h]))
+                        builder.store(total, accumulators[i][h])
+                    builder.store(builder.load(accumulators[i][h]), pointer, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kernel
+
+
+#: micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, accumulate): for i < 6,
+#: j < NR, c[c_offset + i*ldc + j] = (c[...] if accumulate else 0) + sum_{p < kc}
+#: a[a_offset + p*6 + i] * b[b_offset + p*ldb + j]. ldb is NR for a packed panel of B, or the row
+#: length of a matrix read in place. No bounds checks: the caller sizes every array.
+micro_kernel_6 = _micro_kernel(6)
+#: The same for 4-row panels: the last panel of a channel count that leaves 1 to 4 rows.
+micro_kernel_4 = _micro_kernel(4)
+
+
+def panel_rows(rows: int) -> list[int]:
+    """Heights of the A panels covering ``rows`` output channels: 6s, then 4 where 1 to 4 remain
+    (padded with zero rows), else one more 6."""
+    heights = [MR] * (rows // MR)
+    if rows % MR:
+        heights.append(4 if rows % MR <= 4 else MR)
+    return heights
+
+
+def pack_weights(weights: np.ndarray) -> np.ndarray:
+    """(group, M, R) weights -> the packed A of every group, concatenated (layout in the module
+    docstring); group g starts at g * padded_rows * R."""
+    group, rows, reduction = weights.shape
+    heights = panel_rows(rows)
+    padded_rows = sum(heights)
+    packed = np.zeros(group * padded_rows * reduction, np.float32)
+    for g in range(group):
+        padded = np.zeros((padded_rows, reduction), np.float32)
+        padded[:rows] = weights[g]
+        at = g * padded_rows * reduction
+        for pc in range(0, reduction, KC):
+            kc = min(KC, reduction - pc)
+            m0 = 0
+            for height in heights:
+                block = padded[m0:m0 + height, pc:pc + kc]  # (height, kc) -> p-major
+                packed[at:at + height * kc] = block.T.ravel()
+                at += height * kc
+                m0 += height
+    return packed
+
+
+def _masked_copy(stride: int):
+    """The intrinsic copying one row of a packed B panel, see ``masked_copy_panel_row``."""
+
+    @intrinsic
+    def copy(typingctx, destination, destination_offset, source, source_offset, mask, mask_offset):
+        sig = types.void(destination, types.intp, source, types.intp, mask, types.intp)
+
+        def codegen(context, builder, signature, args):
+            destination_ptr, source_ptr, mask_ptr = (
+                _float_pointer(context, builder, signature.args[i], args[i], args[i + 1]) for i in (0, 2, 4))
+            every_other = ir.Constant(ir.VectorType(_LANE, 8), list(range(0, 16, 2)))
+            for h in range(NR // 8):
+                if stride == 1:
+                    value = builder.load(_vector_at(builder, source_ptr, 8 * h), align=4)
+                else:  # the even elements of 16 consecutive ones
+                    low, high = (builder.load(_vector_at(builder, source_ptr, 16 * h + 8 * half), align=4)
+                                 for half in (0, 1))
+                    value = builder.shuffle_vector(low, high, every_other)
+                keep = builder.fcmp_unordered("!=", builder.load(_vector_at(builder, mask_ptr, 8 * h), align=4), _ZERO)
+                builder.store(builder.select(keep, value, _ZERO), _vector_at(builder, destination_ptr, 8 * h), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return copy
+
+
+#: masked_copy_panel_row(destination, destination_offset, source, source_offset, mask, mask_offset):
+#: destination[destination_offset + j] = source[source_offset + j] where mask[mask_offset + j] is
+#: non-zero, else 0, for j < NR: one row of a packed B panel whose 16 columns read 16 consecutive
+#: inputs, the mask zeroing those on padding. A select, not a product with the mask: what lies
+#: under the padding (a neighbouring row, a row past the batch) may be inf or NaN. Written as
+#: 8-wide loads, selects and stores, since LLVM will not vectorise the loop itself (it cannot
+#: rule out that the arrays overlap). No bounds checks.
+masked_copy_panel_row = _masked_copy(1)
+#: The same for columns reading every other input (stride 2): source[source_offset + 2*j],
+#: loading the 2*NR elements from source_offset on.
+masked_copy_panel_row_stride2 = _masked_copy(2)
