@@ -160,6 +160,44 @@ def test_convolution_gemm_long_reduction_and_padding(kernel, pads, strides, size
     assert np.isnan(outputs[0][2:]).all(), "a row >= n was written"
 
 
+EPILOGUES = [None, {"type": "relu", "alpha": 0.0, "beta": 0.0}, {"type": "relu", "alpha": 0.1, "beta": 0.0},
+             {"type": "relu6", "alpha": 0.0, "beta": 0.0}, {"type": "clamp", "alpha": -0.5, "beta": 0.75}]
+
+
+def activate(values, activation):
+    """The fused activations, from their definitions."""
+    if activation is None:
+        return values
+    if activation["type"] == "relu":
+        return np.where(values > 0, values, activation["alpha"] * values)
+    low, high = (0.0, 6.0) if activation["type"] == "relu6" else (activation["alpha"], activation["beta"])
+    return np.minimum(np.maximum(values, low), high)
+
+
+@given(data=st.data())
+def test_convolution_gemm_epilogue_matches_reference(data):
+    """The fused residual and activation (``graph.fusion``), both where the micro-kernel writes
+    whole panels into the output itself and where a panel goes through the product first."""
+    max_batch, n = draw_batches(data)
+    size = draw_pair(data, st.integers(3, 10), "size")
+    kernel = data.draw(st.sampled_from([(1, 1), (3, 3)]), label="kernel")
+    out_channels = data.draw(st.integers(8, 20), label="out_channels")
+    activation = data.draw(st.sampled_from(EPILOGUES), label="activation")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    pads = (kernel[0] // 2, kernel[1] // 2)
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, 6, out_channels, size, kernel, (1, 1), (1, 1),
+                                              pads, pads)
+    residual = data.draw(st.booleans(), label="residual")
+    if residual:
+        inputs.append(poisoned_input(rng, outputs[0].shape, n))
+    attrs["activation"] = activation
+    run_step(convolution, attrs, inputs, outputs, n, algorithm="gemm", **gemm_split(data))
+    expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
+    if residual:
+        expected = expected + inputs[1][:n]
+    check_outputs(outputs, [activate(expected, activation)], n)
+
+
 def test_depthwise_convolution_matches_reference():
     rng = np.random.default_rng(1)
     attrs, inputs, outputs = convolution_case(rng, 3, 2, 6, 1, 1, (9, 7), (3, 3), (1, 2), (1, 1),

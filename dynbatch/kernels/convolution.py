@@ -12,7 +12,7 @@ from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
-from .gemm import (KC, MR, NR, masked_copy_panel_row, masked_copy_panel_row_stride2, micro_kernel_4,
+from .gemm import (KC, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row, masked_copy_panel_row_stride2, micro_kernel_4,
                    micro_kernel_6, pack_weights)
 from .views import as_4d, shape_4d
 
@@ -106,6 +106,9 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     panels_per_split = -(-panels // splits)
     splits = -(-panels // panels_per_split)
     plane = height * width
+    # Window tops and lefts whose every tap lies inside the image (the dilated kernel's extent).
+    interior_rows = np.uintp(max(0, height - tap_dy[taps - 1]))
+    interior_columns = np.uintp(max(0, width - tap_dx[taps - 1]))
     # Flat views taken once, outside the parallel loop: a view per task or line would take a
     # reference on the buffer, an atomic the threads contend for.
     x_flat = x.reshape(max_batch * channels * plane)
@@ -119,22 +122,31 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
         chunk_columns = min(task_columns, columns - first_column)
         column_panels = (chunk_columns + NR - 1) // NR
         # Where each column's window starts in x, and per tap which columns fall inside the image
-        # (1.0) or on padding (0.0); columns past the batch read as padding.
+        # (1.0) or on padding (0.0); columns past the batch read as padding. Pixel coordinates
+        # are stepped, not divided out per column: 64-bit divisions would cost more than the rest.
         column_base = np.zeros(task_columns, np.intp)
         column_top = np.full(task_columns, -(1 << 30), np.intp)
         column_left = np.zeros(task_columns, np.intp)
+        b, pixel = first_column // pixels, first_column % pixels
+        oh, ow = pixel // out_width, pixel % out_width
         for j in range(chunk_columns):
-            b, pixel = (first_column + j) // pixels, (first_column + j) % pixels
-            column_top[j] = (pixel // out_width) * stride_h - pad_top
-            column_left[j] = (pixel % out_width) * stride_w - pad_left
+            column_top[j] = oh * stride_h - pad_top
+            column_left[j] = ow * stride_w - pad_left
             column_base[j] = (b * channels + g * group_channels) * plane + column_top[j] * width + column_left[j]
-        inside = np.empty(taps * task_columns, np.float32)
-        for t in range(taps):  # (taps outermost: the inner loop vectorises)
-            dy, dx, at = tap_dy[t], tap_dx[t], t * task_columns
-            for j in range(task_columns):
-                # Unsigned compares: one test each for both sides of the image.
-                inside[at + j] = (np.uintp(column_top[j] + dy) < np.uintp(height)) & (
-                    np.uintp(column_left[j] + dx) < np.uintp(width))
+            ow += 1
+            if ow == out_width:
+                ow, oh = 0, oh + 1
+                if oh * out_width == pixels:
+                    oh, b = 0, b + 1
+        inside = np.ones(taps * task_columns, np.float32)
+        for j in range(task_columns):
+            # Unsigned compares: one test each for both sides of the image. Most columns see no
+            # padding at any tap and keep their ones.
+            if (np.uintp(column_top[j]) < interior_rows) and (np.uintp(column_left[j]) < interior_columns):
+                continue
+            for t in range(taps):
+                inside[t * task_columns + j] = (np.uintp(column_top[j] + tap_dy[t]) < np.uintp(height)) & (
+                    np.uintp(column_left[j] + tap_dx[t]) < np.uintp(width))
         # A panel whose 16 columns read inputs 1 or 2 apart (one output row, or consecutive rows of
         # a stride-1 "same" convolution) packs each row with contiguous loads and its mask:
         # vectorised, no gather. 0: any other panel.
@@ -147,6 +159,13 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                 for j in range(2, NR):
                     if column_base[first + j] != column_base[first] + j * step:
                         panel_stride[jp] = 0
+        # A whole panel within one sample is written straight into out (its row-0 offset there);
+        # -1: through the product and the epilogue loop below.
+        direct_out = np.full(task_columns // NR, -1, np.intp)
+        for jp in range(column_panels):
+            first = first_column + jp * NR
+            if jp * NR + NR <= chunk_columns and first // pixels == (first + NR - 1) // pixels:
+                direct_out[jp] = ((first // pixels) * out_channels + g * group_rows) * pixels + first % pixels
         packed = np.empty(KC * task_columns, np.float32)
         product = np.empty((end_panel - first_panel) * MR * task_columns, np.float32)
         a_group = g * padded_rows * reduction
@@ -170,31 +189,49 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                                 packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
                             else:
                                 packed[at + np.uintp(j)] = 0.0
-            for jp in range(column_panels):
-                if in_place and panel_stride[jp] == 1:  # x's rows pc.. of these 16 columns, plane apart
-                    b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
-                else:
-                    b_source, b_offset, ldb = packed, jp * kc * NR, NR
-                for panel in range(first_panel, end_panel):
-                    a_offset = a_group + pc * padded_rows + panel * MR * kc
-                    c_offset = (panel - first_panel) * MR * task_columns + jp * NR
-                    if panel < full_panels or last_height == MR:
-                        micro_kernel_6(kc, packed_weights, a_offset, b_source, b_offset, ldb,
-                                       product, c_offset, task_columns, pc > 0)
+            # A few A panels at a time (they stay in L2) against every B panel (each in L1): a
+            # 1000-channel layer would otherwise stream all its weights from L3 per B panel.
+            last_block = pc + KC >= reduction
+            for block in range(first_panel, end_panel, PANELS_PER_BLOCK):
+                for jp in range(column_panels):
+                    if in_place and panel_stride[jp] == 1:  # x's rows pc.. of these columns, plane apart
+                        b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
                     else:
-                        micro_kernel_4(kc, packed_weights, a_offset, b_source, b_offset, ldb,
-                                       product, c_offset, task_columns, pc > 0)
-        for row in range(first_panel * MR, min(group_rows, end_panel * MR)):
-            k = g * group_rows + row
-            line = (row - first_panel * MR) * task_columns
-            column = first_column
-            while column < first_column + chunk_columns:  # one span per sample
-                b, pixel = column // pixels, column % pixels
-                span = min(first_column + chunk_columns - column, pixels - pixel)
-                at = (b * out_channels + k) * pixels + pixel
-                epilogue_at(product, line + column - first_column, out_flat, at, span, biases[k],
-                            residual_flat, at, has_residual, activation, alpha, beta)
-                column += span
+                        b_source, b_offset, ldb = packed, jp * kc * NR, NR
+                    for panel in range(block, min(end_panel, block + PANELS_PER_BLOCK)):
+                        a_offset = a_group + pc * padded_rows + panel * MR * kc
+                        k = g * group_rows + panel * MR
+                        if direct_out[jp] >= 0:  # straight into out, through the epilogue
+                            c, ldc, finish = out_flat, pixels, last_block
+                            c_offset = direct_out[jp] + panel * MR * pixels
+                        else:
+                            c, ldc, finish = product, task_columns, False
+                            c_offset = (panel - first_panel) * MR * task_columns + jp * NR
+                        rows = min(MR, group_rows - panel * MR)
+                        if panel < full_panels or last_height == MR:
+                            micro_kernel_6(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
+                                           rows, pc > 0, finish, biases, k, residual_flat, has_residual,
+                                           activation, alpha, beta)
+                        else:
+                            micro_kernel_4(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
+                                           rows, pc > 0, finish, biases, k, residual_flat, has_residual,
+                                           activation, alpha, beta)
+        # The panels that span two samples or end the batch went to the product: their epilogue.
+        for jp in range(column_panels):
+            if direct_out[jp] >= 0:
+                continue
+            end_column = first_column + min(chunk_columns, (jp + 1) * NR)
+            for row in range(first_panel * MR, min(group_rows, end_panel * MR)):
+                k = g * group_rows + row
+                line = (row - first_panel * MR) * task_columns
+                column = first_column + jp * NR
+                while column < end_column:  # one span per sample
+                    b, pixel = column // pixels, column % pixels
+                    span = min(end_column - column, pixels - pixel)
+                    at = (b * out_channels + k) * pixels + pixel
+                    epilogue_at(product, line + column - first_column, out_flat, at, span, biases[k],
+                                residual_flat, at, has_residual, activation, alpha, beta)
+                    column += span
 
 
 # Below these sizes the GEMM's panels would be mostly padding (measured on depthwise and tiny groups).

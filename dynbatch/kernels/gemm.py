@@ -31,11 +31,16 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .activation import CLAMP, RELU, RELU6
+
 #: Rows and columns of the product a micro-kernel call keeps in registers: 6 x 16 float32 is 12
 #: AVX2 registers of accumulators, 2 of B and 1 broadcast of A: 15 of the 16.
 MR, NR = 6, 16
 #: Reduction rows per packed block: a 6 x KC panel of A and a KC x 16 panel of B stay in L1.
 KC = 256
+#: A panels multiplied with every B panel of a task before the next ones: 16 x 6 x KC floats
+#: (96 KB) stay in L2.
+PANELS_PER_BLOCK = 16
 
 _FLOAT = ir.FloatType()
 _VECTOR = ir.VectorType(_FLOAT, 8)
@@ -55,43 +60,102 @@ def _vector_at(builder, pointer, offset):
     return builder.bitcast(builder.gep(pointer, [offset]), _VECTOR.as_pointer())
 
 
+def _splat(builder, value):
+    """An 8-wide vector of one float."""
+    undef = ir.Constant(_VECTOR, ir.Undefined)
+    return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(_LANE, 0)), undef,
+                                  ir.Constant(ir.VectorType(_LANE, 8), [0] * 8))
+
+
+def _activate(builder, value, activation, alpha, beta):
+    """``epilogue``'s activation of an 8-wide vector (the code is a runtime integer, tested once
+    per block): relu x > 0 ? x : alpha*x, relu6 and clamp min(max(x, low), high), each keeping
+    NaN as ``activation.activation_value`` does."""
+    result = cgutils.alloca_once_value(builder, value)
+
+    def clip(low, high):
+        low_clipped = builder.select(builder.fcmp_ordered("<", value, low), low, value)
+        return builder.select(builder.fcmp_ordered(">", low_clipped, high), high, low_clipped)
+
+    code = ir.Constant(activation.type, RELU)
+    with builder.if_then(builder.icmp_signed("==", activation, code)):
+        leaky = builder.fmul(value, _splat(builder, alpha))
+        builder.store(builder.select(builder.fcmp_ordered(">", value, _ZERO), value, leaky), result)
+    with builder.if_then(builder.icmp_signed("==", activation, ir.Constant(activation.type, RELU6))):
+        builder.store(clip(_ZERO, ir.Constant(_VECTOR, [6.0] * 8)), result)
+    with builder.if_then(builder.icmp_signed("==", activation, ir.Constant(activation.type, CLAMP))):
+        builder.store(clip(_splat(builder, alpha), _splat(builder, beta)), result)
+    return builder.load(result)
+
+
 def _micro_kernel(mr: int):
     """The intrinsic computing an ``mr`` x ``NR`` block, see ``micro_kernel_6``."""
 
     @intrinsic
-    def kernel(typingctx, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, accumulate):
-        sig = types.void(types.intp, a, types.intp, b, types.intp, types.intp, c, types.intp, types.intp, types.boolean)
+    def kernel(typingctx, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+               biases, bias_offset, residual, has_residual, activation, alpha, beta):
+        sig = types.void(types.intp, a, types.intp, b, types.intp, types.intp, c, types.intp, types.intp, types.intp,
+                         types.boolean, types.boolean, biases, types.intp, residual, types.boolean, types.intp,
+                         types.float32, types.float32)
 
         def codegen(context, builder, signature, args):
-            kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, accumulate = args
+            (kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+             biases, bias_offset, residual, has_residual, activation, alpha, beta) = args
             a_ptr = _float_pointer(context, builder, signature.args[1], a, a_offset)
             b_ptr = _float_pointer(context, builder, signature.args[3], b, b_offset)
             c_ptr = _float_pointer(context, builder, signature.args[6], c, c_offset)
+            bias_ptr = _float_pointer(context, builder, signature.args[12], biases, bias_offset)
+            residual_ptr = _float_pointer(context, builder, signature.args[14], residual, c_offset)
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
                                                  "llvm.fma.v8f32")
-            undef = ir.Constant(_VECTOR, ir.Undefined)
-            broadcast = ir.Constant(ir.VectorType(_LANE, 8), [0] * 8)
             # Allocas in the entry block: LLVM promotes them to registers.
             accumulators = [[cgutils.alloca_once_value(builder, _ZERO) for _ in range(NR // 8)] for _ in range(mr)]
+            # The block's rows of c (and of the residual) lie a whole row of the output apart, far
+            # from each other and from anything the loop touches: fetch their cache lines now, so
+            # that the loop hides the misses the stores would wait for.
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
+                "llvm.prefetch.p0i8")
+
+            def fetch(pointer, write):
+                for i in range(mr):
+                    row = builder.gep(pointer, [builder.mul(ldc, ir.Constant(ldc.type, i))])
+                    for last in (0, NR - 1):  # (an unaligned row spans two lines)
+                        address = builder.bitcast(builder.gep(row, [ir.Constant(ldc.type, last)]),
+                                                  ir.IntType(8).as_pointer())
+                        builder.call(prefetch, [address, ir.Constant(ir.IntType(32), write),
+                                                ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+
+            with builder.if_then(builder.or_(accumulate, finish)):
+                fetch(c_ptr, 1)
+            with builder.if_then(builder.and_(finish, has_residual)):
+                fetch(residual_ptr, 0)
             with cgutils.for_range(builder, kc) as loop:
                 b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
                 b_vectors = [builder.load(_vector_at(builder, b_row, 8 * h), align=4) for h in range(NR // 8)]
                 a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(kc.type, mr))])
                 for i in range(mr):
-                    a_value = builder.load(builder.gep(a_row, [ir.Constant(kc.type, i)]))
-                    a_vector = builder.shuffle_vector(builder.insert_element(undef, a_value, ir.Constant(_LANE, 0)),
-                                                      undef, broadcast)
+                    a_vector = _splat(builder, builder.load(builder.gep(a_row, [ir.Constant(kc.type, i)])))
                     for h, b_vector in enumerate(b_vectors):
                         total = builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i][h])])
                         builder.store(total, accumulators[i][h])
             for i in range(mr):
-                c_row = builder.gep(c_ptr, [builder.mul(ldc, ir.Constant(ldc.type, i))])
-                for h in range(NR // 8):
-                    pointer = _vector_at(builder, c_row, 8 * h)
-                    with builder.if_then(accumulate):
-                        total = builder.fadd(builder.load(pointer, align=4), builder.load(accumulators[i][h]))
-                        builder.store(total, accumulators[i][h])
-                    builder.store(builder.load(accumulators[i][h]), pointer, align=4)
+                with builder.if_then(builder.icmp_signed("<", ir.Constant(rows.type, i), rows)):
+                    offset = builder.mul(ldc, ir.Constant(ldc.type, i))
+                    c_row, residual_row = builder.gep(c_ptr, [offset]), builder.gep(residual_ptr, [offset])
+                    for h in range(NR // 8):
+                        total = accumulators[i][h]
+                        with builder.if_then(accumulate):
+                            partial = builder.load(_vector_at(builder, c_row, 8 * h), align=4)
+                            builder.store(builder.fadd(partial, builder.load(total)), total)
+                        with builder.if_then(finish):
+                            with builder.if_then(has_residual):
+                                shortcut = builder.load(_vector_at(builder, residual_row, 8 * h), align=4)
+                                builder.store(builder.fadd(builder.load(total), shortcut), total)
+                            bias = _splat(builder, builder.load(builder.gep(bias_ptr, [ir.Constant(ldc.type, i)])))
+                            value = _activate(builder, builder.fadd(builder.load(total), bias), activation, alpha, beta)
+                            builder.store(value, total)
+                        builder.store(builder.load(total), _vector_at(builder, c_row, 8 * h), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -99,10 +163,14 @@ def _micro_kernel(mr: int):
     return kernel
 
 
-#: micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, accumulate): for i < 6,
-#: j < NR, c[c_offset + i*ldc + j] = (c[...] if accumulate else 0) + sum_{p < kc}
-#: a[a_offset + p*6 + i] * b[b_offset + p*ldb + j]. ldb is NR for a packed panel of B, or the row
-#: length of a matrix read in place. No bounds checks: the caller sizes every array.
+#: micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+#: biases, bias_offset, residual, has_residual, activation, alpha, beta): the block
+#: P[i, j] = sum_{p < kc} a[a_offset + p*6 + i] * b[b_offset + p*ldb + j], i < 6, j < NR, stored
+#: for i < rows as c[c_offset + i*ldc + j] = (c[...] if accumulate else 0) + P[i, j], then, where
+#: ``finish``, through the ``epilogue``: f(that + residual[c_offset + i*ldc + j] (if has_residual)
+#: + biases[bias_offset + i]) with f the activation code (relu, relu6, clamp or none) and its
+#: alpha, beta. ldb is NR for a packed panel of B, or the row length of a matrix read in place.
+#: No bounds checks: the caller sizes every array.
 micro_kernel_6 = _micro_kernel(6)
 #: The same for 4-row panels: the last panel of a channel count that leaves 1 to 4 rows.
 micro_kernel_4 = _micro_kernel(4)
