@@ -1,11 +1,11 @@
 """dynbatch against ONNX Runtime and OpenVINO on the same ONNX networks, in one process.
 
     pip install -e ".[bench]" && python benchmarks/compare.py [--batches 1,2,4,8,16,32] [--networks alexnet,googlenet]
-        [--threads 2] [--repeats 5] [--plot benchmarks/compare.png] [--json FILE]
+        [--threads 2] [--repeats 5] [--rounds 3] [--plot benchmarks/compare.png] [--json FILE]
 
-For each network and batch n: median milliseconds per image of each runtime (float32, the same
-thread count, the same inputs), the ratios to dynbatch, and a check that the outputs agree
-(relative L2 error). dynbatch and OpenVINO load once for the maximum batch (OpenVINO with a bounded
+For each network and batch n: milliseconds per image of each runtime (float32, the same thread
+count, the same inputs; the median over ``--rounds`` sweeps of the median of ``--repeats``
+calls), the ratios to dynbatch, and a check that the outputs agree (relative L2 error). dynbatch and OpenVINO load once for the maximum batch (OpenVINO with a bounded
 dynamic batch, 1..max) and run n; ONNX Runtime runs its session at n (dim 0 is symbolic).
 Where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set they slow BLAS: unset both for this command.
 """
@@ -222,6 +222,7 @@ def main():
     parser.add_argument("--batches", default="1,2,4,8,16,32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="sweeps over the runtimes; each cell is their median")
     parser.add_argument("--plot")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -241,11 +242,18 @@ def main():
                 for runtime, run in found.items():
                     rows[n][f"{runtime}_error"] = relative_l2(run(inputs[n]), reference)
         # One runtime at a time over every batch, so that one runtime's spinning worker threads
-        # do not steal the cores while the next one is timed.
-        for runtime, run in found.items():
+        # do not steal the cores while the next one is timed; the whole sweep ``--rounds`` times,
+        # each cell the median of its rounds, so that a burst from another process on this shared
+        # machine spoils one round of one runtime, not the table.
+        sweeps = {runtime: {n: [] for n in batches} for runtime in found}
+        for _ in range(args.rounds):
+            for runtime, run in found.items():
+                for n in batches:
+                    sweeps[runtime][n].append(median_ms(lambda: run(inputs[n]), args.repeats) / n)
+                time.sleep(0.5)
+        for runtime in found:
             for n in batches:
-                rows[n][runtime] = median_ms(lambda: run(inputs[n]), args.repeats) / n
-            time.sleep(0.5)
+                rows[n][runtime] = statistics.median(sweeps[runtime][n])
         for n in batches:
             row = rows[n]
             results.append(row)

@@ -24,8 +24,9 @@ def concatenation_cpu(n, pieces, piece_starts, destination):
         row = line // outer
         block = line - row * outer
         piece = pieces[piece_index]
-        start = piece_starts[piece_index]
-        for k in range(piece.shape[2]):
+        # Unsigned indices: no negative-index wraparound test, so the copy vectorises.
+        row, block, start = np.uintp(row), np.uintp(block), np.uintp(piece_starts[piece_index])
+        for k in range(np.uintp(piece.shape[2])):
             destination[row, block, start + k] = piece[row, block, k]
 
 

@@ -3,6 +3,7 @@
 Input and output of rank 2 to 4 are read as (N, C, H, W) with trailing axes of size 1 and the
 offsets padded with zeros to four; the output's shape (already inferred) sets the window size.
 """
+import numpy as np
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL
@@ -23,10 +24,11 @@ def crop_cpu(n, source, offsets, destination):
         h = index - line * height
         row = line // channels
         channel = line - row * channels
-        for w in range(width):
-            destination[row, channel, h, w] = source[
-                row, channel + channel_offset, h + height_offset, w + width_offset
-            ]
+        # Unsigned indices: no negative-index wraparound test, so the copy vectorises.
+        row, channel, h = np.uintp(row), np.uintp(channel), np.uintp(h)
+        source_channel, source_h = channel + np.uintp(channel_offset), h + np.uintp(height_offset)
+        for w in range(np.uintp(width)):
+            destination[row, channel, h, w] = source[row, source_channel, source_h, w + np.uintp(width_offset)]
 
 
 def cpu_step(attrs, inputs, outputs):

@@ -30,8 +30,9 @@ def split_cpu(n, source, pieces, piece_starts):
         row = line // outer
         block = line - row * outer
         piece = pieces[piece_index]
-        start = piece_starts[piece_index]
-        for k in range(piece.shape[2]):
+        # Unsigned indices: no negative-index wraparound test, so the copy vectorises.
+        row, block, start = np.uintp(row), np.uintp(block), np.uintp(piece_starts[piece_index])
+        for k in range(np.uintp(piece.shape[2])):
             piece[row, block, k] = source[row, block, start + k]
 
 
