@@ -81,6 +81,17 @@ def deconvolution_gemm_cpu(n, x, grouped_weights_t, biases, stride_h, stride_w, 
     pixels = height * width
     group_out_channels = group_rows // (kernel_h * kernel_w)
     out_height, out_width = out.shape[2], out.shape[3]
+    # Which input row kernel row i spreads onto output row oh, and which input columns kernel
+    # column j spreads inside the output: tabled once, since the divisions they take would
+    # cost more than col2im's additions if done per line.
+    source_rows = np.empty((out_height, kernel_h), np.intp)
+    for oh in range(out_height):
+        for i in range(kernel_h):
+            source_rows[oh, i] = source_row(oh, i, pad_top, dilation_h, stride_h, height)
+    column_ranges = np.empty((kernel_w, 2), np.intp)
+    for j in range(kernel_w):
+        begin, end = columns_in_range(j * dilation_w - pad_left, stride_w, out_width, width)
+        column_ranges[j, 0], column_ranges[j, 1] = begin, end
     for first in range(0, n, samples_per_gemm):
         samples = min(samples_per_gemm, n - first)
         contributions = columns[:group_rows * samples * pixels].reshape((group_rows, samples * pixels))
@@ -107,15 +118,14 @@ def deconvolution_gemm_cpu(n, x, grouped_weights_t, biases, stride_h, stride_w, 
                 for ow in range(np.uintp(out_width)):
                     out[b, channel, row, ow] = bias
                 for i in range(kernel_h):
-                    ih = source_row(oh, i, pad_top, dilation_h, stride_h, height)
+                    ih = source_rows[oh, i]
                     if ih < 0:
                         continue
                     for j in range(kernel_w):
                         shift = j * dilation_w - pad_left
-                        iw_begin, iw_end = columns_in_range(shift, stride_w, out_width, width)
                         contribution_row = np.uintp((k * kernel_h + i) * kernel_w + j)
                         row_start = np.uintp(t * pixels + ih * width)
-                        for iw in range(np.uintp(iw_begin), np.uintp(iw_end)):
+                        for iw in range(np.uintp(column_ranges[j, 0]), np.uintp(column_ranges[j, 1])):
                             out[b, channel, row, iw * np.uintp(stride_w) + np.uintp(shift)] += contributions[
                                 contribution_row, row_start + iw]
 
