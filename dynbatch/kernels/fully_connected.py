@@ -11,6 +11,10 @@ from .epilogue import biases_activation_span, epilogue_value, fused_activation
 from .views import as_rows
 
 
+#: Up to this many rows, one BLAS call per row (``fully_connected_cpu``).
+ROW_BY_ROW = 4
+
+
 @njit(**PARALLEL_KERNEL)
 def fully_connected_cpu(n, source, weights_t, biases, activation, alpha, beta, destination):
     """source: (max_batch, in_features); weights_t: (in_features, out), the weights transposed;
@@ -18,8 +22,14 @@ def fully_connected_cpu(n, source, weights_t, biases, activation, alpha, beta, d
     ``epilogue``. Reads and writes rows < n only.
 
     One BLAS GEMM of the n rows (BLAS spreads even n = 1 over the cores), then the bias and the
-    activation per row."""
-    np.dot(source[:n], weights_t, destination[:n])
+    activation per row. Up to ``ROW_BY_ROW`` rows, one BLAS product per row instead: OpenBLAS
+    runs a single row as a fast matrix-vector product, but a GEMM of 2 to 4 rows slowly (AlexNet's
+    2304 -> 1024 layer: 0.40 ms at n = 1, 1.77 ms at n = 2)."""
+    if n <= ROW_BY_ROW:
+        for row in range(n):
+            np.dot(source[row:row + 1], weights_t, destination[row:row + 1])
+    else:
+        np.dot(source[:n], weights_t, destination[:n])
     for row in prange(n):
         biases_activation_span(destination[row], destination[row], biases, activation, alpha, beta)
 
