@@ -81,8 +81,9 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     weights, R = C/group*kh*kw; biases (K,); out: (max_batch, K, OH*OW); row_offset, row_tap (R,):
     for reduction row r = (c, i, j), its input offset (c*H + i*dh)*W + j*dw and its tap i*kw + j;
     tap_dy, tap_dx (kh*kw,): each tap's shifts i*dh, j*dw; in_place: a 1x1, stride 1, unpadded
-    convolution, whose patches are x's own rows; min_tasks: how many parallel tasks to make at
-    least; residual (shaped as out), has_residual, activation, alpha, beta: the fused
+    convolution, whose patches are x's own rows; task_columns: the most output columns a task
+    takes (a multiple of NR); min_tasks: how many parallel tasks to make at least (splitting the
+    output channels, which packs the same patches once per split); residual (shaped as out), has_residual, activation, alpha, beta: the fused
     ``epilogue``. Rows >= n are neither read nor written.
 
     Each parallel task owns ``task_columns`` output columns and a block of A panels of one group.
@@ -102,6 +103,10 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     padded_rows = full_panels * MR + last_height
     columns = n * pixels
     chunks = (columns + task_columns - 1) // task_columns
+    # Columns per task: at most task_columns, in whole panels, spread evenly over the tasks (72
+    # columns run as 48 + 24, not 64 + 8).
+    column_panels_total = (columns + NR - 1) // NR
+    chunk_width = NR * -(-column_panels_total // max(1, chunks))
     splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))  # (n = 0: no tasks)
     panels_per_split = -(-panels // splits)
     splits = -(-panels // panels_per_split)
@@ -118,8 +123,8 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
         chunk, split, g = task % chunks, (task // chunks) % splits, task // (chunks * splits)
         first_panel = split * panels_per_split
         end_panel = min(panels, first_panel + panels_per_split)
-        first_column = chunk * task_columns
-        chunk_columns = min(task_columns, columns - first_column)
+        first_column = chunk * chunk_width
+        chunk_columns = min(chunk_width, columns - first_column)
         column_panels = (chunk_columns + NR - 1) // NR
         # Where each column's window starts in x, and per tap which columns fall inside the image
         # (1.0) or on padding (0.0); columns past the batch read as padding. Pixel coordinates
@@ -293,7 +298,7 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             int(stride_h), int(stride_w), int(pad_top), int(pad_left), int(out_width),
             *window_rows(x.shape, weights.shape, (dilation_h, dilation_w)),
             (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left) == (1, 1, 1, 1, 0, 0),
-            int(columns_per_task or COLUMNS_PER_TASK), int(min_tasks or 2 * numba.get_num_threads()),
+            int(columns_per_task or COLUMNS_PER_TASK), int(min_tasks or numba.get_num_threads()),
             residual.reshape(max_batch, k, pixels), *epilogue, out.reshape(max_batch, k, pixels),
         )
     return convolution_cpu, (
