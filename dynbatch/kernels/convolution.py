@@ -82,16 +82,18 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     for reduction row r = (c, i, j), its input offset (c*H + i*dh)*W + j*dw and its tap i*kw + j;
     tap_dy, tap_dx (kh*kw,): each tap's shifts i*dh, j*dw; in_place: a 1x1, stride 1, unpadded
     convolution, whose patches are x's own rows; task_columns: the most output columns a task
-    takes (a multiple of NR); min_tasks: how many parallel tasks to make at least (splitting the
-    output channels, which packs the same patches once per split); residual (shaped as out), has_residual, activation, alpha, beta: the fused
-    ``epilogue``. Rows >= n are neither read nor written.
+    takes (a multiple of NR); min_tasks: how many parallel tasks to make at least (by splitting
+    the output channels, each split packing the same patches); residual (shaped as out),
+    has_residual, activation, alpha, beta: the fused ``epilogue``. Rows >= n are neither read
+    nor written.
 
-    Each parallel task owns ``task_columns`` output columns and a block of A panels of one group.
-    It packs those columns' patches KC reduction rows at a time (a few KB, in L1/L2; a 1x1
-    convolution reads whole 16-column panels of x in place instead), multiplies them by every
-    panel of its block into a task-local product, then writes that to out through the epilogue.
-    Where the columns alone make too few tasks (n = 1, small images), the output channels are
-    split too, so every core has work.
+    Each parallel task owns up to ``task_columns`` output columns and a block of A panels of one
+    group. It packs those columns' patches KC reduction rows at a time (a few KB, in L1/L2; a 1x1
+    convolution reads whole 16-column panels of x in place instead) and multiplies them by every
+    panel of its block. The micro-kernel stores a panel that lies within one sample straight
+    into out through the epilogue; a panel spanning two samples goes to a task-local product,
+    written to out by ``epilogue_at`` at the end. Where the columns alone make too few tasks
+    (n = 1, small images), the output channels are split too, so that every core has work.
     """
     max_batch, channels, height, width = x.shape
     out_channels, pixels = out.shape[1], out.shape[2]

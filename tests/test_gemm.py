@@ -1,0 +1,107 @@
+"""The GEMM building blocks of the convolution kernel (dynbatch/kernels/gemm.py) against NumPy:
+the LLVM-IR micro-kernels with every store option, the masked panel-row copies, and the weight
+packing's layout."""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from dynbatch.kernels.activation import CLAMP, RELU, RELU6
+from dynbatch.kernels.epilogue import NO_ACTIVATION
+from dynbatch.kernels.gemm import (KC, MR, NR, masked_copy_panel_row, masked_copy_panel_row_stride2,
+                                   micro_kernel_4, micro_kernel_6, pack_weights, panel_rows)
+
+
+@njit
+def call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                      biases, bias_offset, residual, has_residual, activation, alpha, beta):
+    if mr == 6:
+        micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    else:
+        micro_kernel_4(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
+
+
+@njit
+def call_masked_copies(destination, source, source_offset, mask):
+    masked_copy_panel_row(destination, 0, source, source_offset, mask, 0)
+    masked_copy_panel_row_stride2(destination, NR, source, source_offset, mask, NR)
+
+
+def activate(values, code, alpha, beta):
+    if code == RELU:
+        return np.where(values > 0, values, alpha * values)
+    if code == RELU6:
+        return np.clip(values, 0, 6)
+    if code == CLAMP:
+        return np.clip(values, alpha, beta)
+    return values
+
+
+@settings(deadline=None)
+@given(mr=st.sampled_from([4, 6]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7),
+       rows_missing=st.integers(0, 3), accumulate=st.booleans(), finish=st.booleans(), has_residual=st.booleans(),
+       activation=st.sampled_from([NO_ACTIVATION, RELU, RELU6, CLAMP]), seed=st.integers(0, 2**32 - 1))
+def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, accumulate, finish, has_residual,
+                                    activation, seed):
+    rng = np.random.default_rng(seed)
+    ldb, ldc = NR + ldb_extra, NR + ldc_extra
+    rows = max(1, mr - rows_missing)
+    a_offset, b_offset, c_offset, bias_offset = 3, 5, 7, 2
+    a = rng.uniform(-1, 1, a_offset + kc * mr).astype(np.float32)
+    b = rng.uniform(-1, 1, b_offset + kc * ldb).astype(np.float32)
+    c = rng.uniform(-1, 1, c_offset + mr * ldc + NR).astype(np.float32)
+    residual = rng.uniform(-1, 1, c.shape).astype(np.float32)
+    biases = rng.uniform(-1, 1, bias_offset + mr).astype(np.float32)
+    alpha, beta = np.float32(0.1 if activation == RELU else -0.3), np.float32(0.4)
+    before = c.copy()
+    call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                      biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    panel = a[a_offset:].reshape(kc, mr).T.astype(np.float64)           # (mr, kc)
+    columns = b[b_offset:].reshape(kc, ldb)[:, :NR].astype(np.float64)  # (kc, NR)
+    expected = before.copy()
+    for i in range(rows):
+        at = c_offset + i * ldc
+        value = panel[i] @ columns + (before[at:at + NR] if accumulate else 0.0)
+        if finish:
+            value = value + (residual[at:at + NR] if has_residual else 0.0) + biases[bias_offset + i]
+            value = activate(value, activation, alpha, beta)
+        expected[at:at + NR] = value
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)  # rows >= rows and the gaps untouched
+
+
+def test_masked_copies_select_and_never_multiply():
+    """The mask selects: what lies under a 0 (inf, NaN) becomes 0, not 0 * inf = NaN."""
+    source = np.arange(2 * NR + 3, dtype=np.float32)
+    source[4], source[9] = np.inf, np.nan
+    mask = np.ones(2 * NR, np.float32)
+    mask[[4 - 3, 9 - 3]] = 0.0                       # the stride-1 row's lanes over inf and NaN
+    mask[NR + (9 - 3) // 2] = 0.0                    # the stride-2 row's lane over NaN (source 9)
+    destination = np.full(2 * NR, -1.0, np.float32)
+    call_masked_copies(destination, source, 3, mask)
+    expected_1 = np.where(mask[:NR] != 0, source[3:3 + NR], 0.0)
+    expected_2 = np.where(mask[NR:] != 0, source[3:3 + 2 * NR:2], 0.0)
+    np.testing.assert_array_equal(destination[:NR], expected_1)
+    np.testing.assert_array_equal(destination[NR:], expected_2)
+
+
+@given(group=st.integers(1, 3), rows=st.integers(1, 20), reduction=st.integers(1, KC + 40))
+def test_pack_weights_layout(group, rows, reduction):
+    weights = np.random.default_rng(rows).standard_normal((group, rows, reduction)).astype(np.float32)
+    packed = pack_weights(weights)
+    heights = panel_rows(rows)
+    padded_rows = sum(heights)
+    assert all(h in (4, MR) for h in heights) and padded_rows - rows < MR
+    assert packed.shape == (group * padded_rows * reduction,)
+    for g in range(group):
+        for pc in range(0, reduction, KC):
+            kc = min(KC, reduction - pc)
+            m0 = 0
+            for height in heights:
+                at = g * padded_rows * reduction + pc * padded_rows + m0 * kc   # the docstring's offset
+                block = packed[at:at + height * kc].reshape(kc, height).T
+                real = min(height, rows - m0)
+                np.testing.assert_array_equal(block[:real], weights[g, m0:m0 + real, pc:pc + kc])
+                assert not block[real:].any()  # padding rows are zero
+                m0 += height
