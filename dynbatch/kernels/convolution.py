@@ -173,7 +173,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
             first = first_column + jp * NR
             if jp * NR + NR <= chunk_columns and first // pixels == (first + NR - 1) // pixels:
                 direct_out[jp] = ((first // pixels) * out_channels + g * group_rows) * pixels + first % pixels
-        packed = np.empty(KC * task_columns, np.float32)
+        packed = np.empty(min(KC, reduction) * task_columns, np.float32)
         product = np.empty((end_panel - first_panel) * MR * task_columns, np.float32)
         a_group = g * padded_rows * reduction
         for pc in range(0, reduction, KC):
