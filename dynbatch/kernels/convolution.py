@@ -13,7 +13,7 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
 from .gemm import (KC, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row, masked_copy_panel_row_stride2, micro_kernel_4,
-                   micro_kernel_6, pack_weights)
+                   micro_kernel_6, pack_weights, panel_layout)
 from .views import as_4d, shape_4d
 
 
@@ -99,10 +99,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     out_channels, pixels = out.shape[1], out.shape[2]
     group_rows, group_channels = out_channels // group, channels // group
     reduction, taps = row_offset.shape[0], tap_dy.shape[0]
-    full_panels, remainder = group_rows // MR, group_rows % MR
-    last_height = 0 if remainder == 0 else (4 if remainder <= 4 else MR)
-    panels = full_panels + (1 if remainder else 0)
-    padded_rows = full_panels * MR + last_height
+    panels, _, padded_rows = panel_layout(group_rows)
     columns = n * pixels
     chunks = (columns + task_columns - 1) // task_columns
     # Columns per task: at most task_columns, in whole panels, spread evenly over the tasks (72
@@ -215,7 +212,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                             c, ldc, finish = product, task_columns, False
                             c_offset = (panel - first_panel) * MR * task_columns + jp * NR
                         rows = min(MR, group_rows - panel * MR)
-                        if panel < full_panels or last_height == MR:
+                        if panel * MR + MR <= padded_rows:  # a full panel (else the last, of 4 rows)
                             micro_kernel_6(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
                                            rows, pc > 0, finish, biases, k, residual_flat, has_residual,
                                            activation, alpha, beta)

@@ -71,12 +71,6 @@ def epilogue_at(source, source_at, destination, destination_at, length, bias, re
 
 
 @njit(**SCALAR_FUNCTION)
-def bias_activation_span(source, destination, bias, activation, alpha, beta):
-    """``bias_activation_at`` over two whole 1-d views of one length."""
-    bias_activation_at(source, 0, destination, 0, source.shape[0], bias, activation, alpha, beta)
-
-
-@njit(**SCALAR_FUNCTION)
 def epilogue_span(source, destination, bias, residual, has_residual, activation, alpha, beta):
     """``epilogue_at`` over whole 1-d views of one length."""
     epilogue_at(source, 0, destination, 0, source.shape[0], bias, residual, 0, has_residual, activation, alpha, beta)
@@ -84,8 +78,8 @@ def epilogue_span(source, destination, bias, residual, has_residual, activation,
 
 @njit(**SCALAR_FUNCTION)
 def biases_activation_span(source, destination, biases, activation, alpha, beta):
-    """destination[i] = f(source[i] + biases[i]): ``bias_activation_span`` with a bias per element
-    (a FullyConnected row)."""
+    """destination[i] = f(source[i] + biases[i]) over whole 1-d views of one length:
+    ``bias_activation_at`` with a bias per element (a FullyConnected row)."""
     if activation == NO_ACTIVATION:
         for i in range(source.shape[0]):
             destination[i] = source[i] + biases[i]

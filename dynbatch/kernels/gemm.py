@@ -27,10 +27,11 @@ Packed layouts (element offsets into 1-d float32 arrays):
 """
 import llvmlite.ir as ir
 import numpy as np
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..config import SCALAR_FUNCTION
 from .activation import CLAMP, RELU, RELU6
 
 #: Rows and columns of the product a micro-kernel call keeps in registers: 6 x 16 float32 is 12
@@ -176,13 +177,20 @@ micro_kernel_6 = _micro_kernel(6)
 micro_kernel_4 = _micro_kernel(4)
 
 
+@njit(**SCALAR_FUNCTION)
+def panel_layout(rows):
+    """(panels, full panels, padded rows) of the A panels covering ``rows`` output channels: MR-row
+    panels, then a last one of 4 rows where 1 to 4 remain (padded with zero rows), else one more
+    of MR."""
+    full, remainder = rows // MR, rows % MR
+    last = 0 if remainder == 0 else (4 if remainder <= 4 else MR)
+    return full + (1 if remainder else 0), full, full * MR + last
+
+
 def panel_rows(rows: int) -> list[int]:
-    """Heights of the A panels covering ``rows`` output channels: 6s, then 4 where 1 to 4 remain
-    (padded with zero rows), else one more 6."""
-    heights = [MR] * (rows // MR)
-    if rows % MR:
-        heights.append(4 if rows % MR <= 4 else MR)
-    return heights
+    """The heights of those panels, in order."""
+    panels, full, padded_rows = panel_layout(rows)
+    return [MR] * full + [padded_rows - full * MR] * (panels - full)
 
 
 def pack_weights(weights: np.ndarray) -> np.ndarray:
