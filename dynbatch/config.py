@@ -44,6 +44,10 @@ TILE = 16
 #: Most blocks a launch asks for; grid-stride loops cover whatever work lies beyond them.
 MAX_BLOCKS = 4096
 
+#: A register-tiled launch (Convolution) whose grid would have fewer blocks than this, at a small
+#: n, runs the kernel's one-output-per-thread variant instead. None: a quarter of the GPU's
+#: multiprocessors (``kernels.launch.min_blocks``).
+MIN_BLOCKS = None
 
 
 def _load_pip_tbb() -> None:

@@ -101,12 +101,12 @@ def bind(compiled: CompiledNetwork, buffers: dict, weights: DeviceWeights) -> li
 
 
 def compile_kernels(compiled: CompiledNetwork, weights: DeviceWeights) -> None:
-    """At load: compile every layer's kernel (a launch with n = 0 touches no data) and copy the
-    weights to the device, so that the first inference is as fast as the rest."""
+    """At load: compile every layer's kernel, each variant of it (launches with n = 0 touch no
+    data), and copy the weights to the device, so that the first inference is as fast as the rest."""
     stream = import_cuda().stream()
     with _launch_guard():
         for step in bind(compiled, allocate(compiled.plan), weights):
-            step.kernel(0, *step.args, stream=stream)
+            step.kernel.compile(*step.args, stream=stream)
     stream.synchronize()
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import dynbatch as db
 from dynbatch import config, gpu
 from dynbatch.kernels import KERNELS, activation, eltwise
+from dynbatch.kernels.launch import REGISTER_TILE
 from tests.conftest import GPU_SKIP_REASON, gpu_test_launches
 from tests.naive import REFERENCES
 
@@ -383,7 +384,7 @@ def test_single_input_layers_in_place(layer_type, attrs):
 
 def test_grid_is_sized_from_n():
     """The grid follows n, not the maximum batch, up to MAX_BLOCKS (grid-stride loops do the rest)."""
-    assert (config.THREADS_PER_BLOCK, config.TILE, config.MAX_BLOCKS) == (12, 4, 5)
+    assert (config.THREADS_PER_BLOCK, config.TILE, config.MAX_BLOCKS, config.MIN_BLOCKS) == (12, 4, 5, 4)
     shape = (40, 2, 3, 4)  # 24 elements per sample: 2 blocks of 12 threads per sample
     attrs, output_shapes = one_layer("Activation", [shape], type="relu")
     cuda = gpu.import_cuda()
@@ -395,6 +396,22 @@ def test_grid_is_sized_from_n():
                                                   [cuda.device_array((40, 9), np.float32)])
     assert kernel.threads == (config.TILE, config.TILE)
     assert [kernel.blocks(n) for n in (1, 4, 5, 40)] == [3, 3, 5, 5]  # 3 tiles of features per 4 rows
+
+
+def test_small_batches_of_a_convolution_run_one_output_per_thread():
+    """Each thread of the convolution kernel computes R x R outputs; where that grid would have
+    fewer than MIN_BLOCKS blocks (a small n), its R = 1 variant runs instead, 16 times the threads."""
+    shape = (8, 3, 4, 4)  # 16 pixels per sample, 6 output channels
+    attrs, output_shapes = one_layer("Convolution", [shape], weights=np.ones((6, 3, 1, 1)))
+    cuda = gpu.import_cuda()
+    kernel, _ = KERNELS["Convolution"].gpu_step(attrs, [cuda.device_array(shape, np.float32)],
+                                               [cuda.device_array((8, 6, 4, 4), np.float32)])
+    assert REGISTER_TILE == 4
+    assert kernel.rows_per_block == config.TILE * REGISTER_TILE  # 16 pixels by 16 channels per block
+    assert [kernel.blocks(n) for n in (1, 3, 4)] == [1, 3, 4]
+    assert [kernel.for_batch(n).rows_per_block for n in (1, 3, 4, 8)] == [4, 4, 16, 16]
+    assert kernel.for_batch(1).blocks(1) == 5  # 4 x 4 tiles: 4 of pixels by 2 of channels, at most MAX_BLOCKS
+    assert kernel.for_batch(1).function is not kernel.function
 
 
 @pytest.mark.skipif(GPU_SKIP_REASON is None and gpu.is_simulator(), reason="the CUDA simulator compiles nothing")

@@ -310,83 +310,118 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
 
 # GPU ------------------------------------------------------------------------------------------
 
-from numba import float32  # noqa: E402
+from numba import float32, int32  # noqa: E402
 
-from .launch import cuda, cuda_kernel, tiled_launch  # noqa: E402
+from .launch import REGISTER_OUTPUTS, REGISTER_TILE, cuda, cuda_kernel, tiled_launch  # noqa: E402
 
 
 @cuda_kernel
-def convolution_cuda(n, x, weights, biases, stride_h, stride_w, dilation_h, dilation_w,
-                     pad_top, pad_left, kernel_h, kernel_w, group, residual, has_residual, activation,
-                     alpha, beta, out):
+def convolution_cuda(n, x, weights, biases, taps, stride_h, stride_w, pad_top, pad_left, group,
+                     residual, has_residual, activation, alpha, beta, out):
     """x: (max_batch, C, H, W); weights: (K, C/group * kh * kw), each output channel's filter
-    flattened in (c, i, j) order; biases: (K,); out: (max_batch, K, OH, OW); residual (shaped as
-    out), has_residual, activation, alpha, beta: the fused ``epilogue``. Reads x rows < n, writes out rows < n.
+    flattened in (c, i, j) order; biases: (K,); taps: (C/group * kh * kw, 3) int32, row r = (c,
+    i * dilation_h, j * dilation_w), so that no thread divides to decode r; out: (max_batch, K,
+    OH, OW); residual (shaped as out), has_residual, activation, alpha, beta: the fused
+    ``epilogue``. Reads x rows < n, writes out rows < n.
 
-    An implicit GEMM, tiled as numba-cuda's ``fast_matmul``: out[k, pixel] = sum_r weights[k, r]
-    * patch[r, pixel], pixels running over the n samples' OH*OW outputs and r over a group's
-    (c, i, j). A block of T x T threads computes T output channels of one group (ty) by T pixels
-    (tx), walking r T at a time: each thread loads one weight (along r: consecutive addresses)
-    and one patch element (along the pixels: neighbouring input columns; zero on padding) into
-    shared memory, then takes T products from there.
+    An implicit GEMM, out[k, pixel] = sum_r weights[k, r] * patch[r, pixel], pixels running over
+    the n samples' OH*OW outputs and r over a group's (c, i, j), register-tiled like a BLAS SGEMM:
+    a block of T x T threads computes a (T*R channels of one group) x (T*R pixels) tile, each
+    thread R x R outputs in registers (R = REGISTER_TILE): channels ty + a*T and pixels tx + b*T,
+    so that a warp's stores and shared-memory reads go to consecutive pixels. The block walks r
+    T at a time, its threads first loading the T x T*R weights (along r: consecutive addresses)
+    and the T x T*R patch elements (along the pixels: neighbouring input columns; zero on
+    padding) into shared memory; every loaded value then feeds R products. ``tiled_launch`` also
+    compiles it with R = 1 (one output per thread, 16 times the threads) for batches too small to
+    fill the GPU with R x R tiles.
     """
     tile = cuda.blockDim.x
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    thread = ty * tile + tx
+    threads = tile * tile
+    block_side = tile * REGISTER_TILE      # channels and pixels of a block tile
+    weights_stride = block_side + 1        # padded: the transposing stores hit distinct banks
     height, width = x.shape[2], x.shape[3]
     group_in_channels = x.shape[1] // group
     out_channels, out_height, out_width = out.shape[1], out.shape[2], out.shape[3]
     group_out_channels = out_channels // group
     reduction = weights.shape[1]
-    kernel_area = kernel_h * kernel_w
     out_pixels = out_height * out_width
+    batch_pixels = n * out_pixels
+    # shared[r * weights_stride + m]: weights[first_channel + m, r0 + r]; then, from patch_tile,
+    # shared[patch_tile + r * block_side + p]: patch[r0 + r, first_pixel + p].
     shared = cuda.shared.array(0, float32)
-    weights_tile = 0           # shared[ty * tile + r]: weights[first_channel + ty, r0 + r]
-    patch_tile = tile * tile   # shared[patch_tile + r * tile + tx]: patch[r0 + r, first_pixel + tx]
-    pixel_tiles = (n * out_pixels + tile - 1) // tile
-    channel_tiles = (group_out_channels + tile - 1) // tile  # per group
+    patch_tile = tile * weights_stride
+    totals = cuda.local.array(REGISTER_OUTPUTS, float32)
+    channel_values = cuda.local.array(REGISTER_TILE, float32)
+    pixel_values = cuda.local.array(REGISTER_TILE, float32)
+    # The R patch elements this thread loads per step: their pixel's sample and top-left input
+    # corner, or sample -1 beyond the batch; fixed for a tile, so decoded once per tile.
+    load_sample = cuda.local.array(REGISTER_TILE, int32)
+    load_top = cuda.local.array(REGISTER_TILE, int32)
+    load_left = cuda.local.array(REGISTER_TILE, int32)
+    pixel_tiles = (batch_pixels + block_side - 1) // block_side
+    channel_tiles = (group_out_channels + block_side - 1) // block_side  # per group
     column_tiles = group * channel_tiles
     for t in range(cuda.blockIdx.x, pixel_tiles * column_tiles, cuda.gridDim.x):
         column_tile = t % column_tiles
         g = column_tile // channel_tiles
-        first_channel = g * group_out_channels + (column_tile % channel_tiles) * tile
+        first_channel = g * group_out_channels + (column_tile % channel_tiles) * block_side
         group_end = (g + 1) * group_out_channels
         first_input_channel = g * group_in_channels
-        # This thread's pixel: the column it loads and the output it accumulates.
-        pixel = (t // column_tiles) * tile + tx
-        in_batch = pixel < n * out_pixels
-        b = pixel // out_pixels
-        oh = (pixel % out_pixels) // out_width
-        ow = pixel % out_width
-        top = oh * stride_h - pad_top
-        left = ow * stride_w - pad_left
-        total = np.float32(0.0)
+        first_pixel = (t // column_tiles) * block_side
+        for q in range(REGISTER_TILE):
+            pixel = first_pixel + (thread + q * threads) % block_side
+            load_sample[q] = -1
+            if pixel < batch_pixels:
+                load_sample[q] = pixel // out_pixels
+                load_top[q] = ((pixel % out_pixels) // out_width) * stride_h - pad_top
+                load_left[q] = (pixel % out_width) * stride_w - pad_left
+        for k in range(REGISTER_OUTPUTS):
+            totals[k] = 0.0
         for r0 in range(0, reduction, tile):
-            channel = first_channel + ty
-            value = np.float32(0.0)
-            if channel < group_end and r0 + tx < reduction:
-                value = weights[channel, r0 + tx]
-            shared[weights_tile + ty * tile + tx] = value
-            r = r0 + ty
-            value = np.float32(0.0)
-            if in_batch and r < reduction:
-                c = r // kernel_area
-                i = (r % kernel_area) // kernel_w
-                j = r % kernel_w
-                ih = top + i * dilation_h
-                iw = left + j * dilation_w
-                if 0 <= ih < height and 0 <= iw < width:
-                    value = x[b, first_input_channel + c, ih, iw]
-            shared[patch_tile + ty * tile + tx] = value
+            for q in range(REGISTER_TILE):
+                # Weights: consecutive threads read consecutive r of one channel.
+                e = thread + q * threads
+                m = e // tile
+                r = r0 + e % tile
+                value = float32(0.0)
+                if first_channel + m < group_end and r < reduction:
+                    value = weights[first_channel + m, r]
+                shared[(e % tile) * weights_stride + m] = value
+                # Patch: consecutive threads read consecutive pixels of one r.
+                p = e % block_side
+                r = r0 + e // block_side
+                value = float32(0.0)
+                sample = load_sample[q]
+                if sample >= 0 and r < reduction:
+                    ih = load_top[q] + taps[r, 1]
+                    iw = load_left[q] + taps[r, 2]
+                    if 0 <= ih < height and 0 <= iw < width:
+                        value = x[sample, first_input_channel + taps[r, 0], ih, iw]
+                shared[patch_tile + (e // block_side) * block_side + p] = value
             cuda.syncthreads()
             for rr in range(tile):
-                total += shared[weights_tile + ty * tile + rr] * shared[patch_tile + rr * tile + tx]
+                for a in range(REGISTER_TILE):
+                    channel_values[a] = shared[rr * weights_stride + ty + a * tile]
+                    pixel_values[a] = shared[patch_tile + rr * block_side + tx + a * tile]
+                for a in range(REGISTER_TILE):
+                    for b in range(REGISTER_TILE):
+                        totals[a * REGISTER_TILE + b] += channel_values[a] * pixel_values[b]
             cuda.syncthreads()
-        channel = first_channel + ty
-        if in_batch and channel < group_end:
-            value = biases[channel] + total
-            if has_residual:
-                value += residual[b, channel, oh, ow]
-            out[b, channel, oh, ow] = epilogue_value(value, activation, alpha, beta)
+        for b in range(REGISTER_TILE):
+            pixel = first_pixel + tx + b * tile
+            if pixel < batch_pixels:
+                sample = pixel // out_pixels
+                oh = (pixel % out_pixels) // out_width
+                ow = pixel % out_width
+                for a in range(REGISTER_TILE):
+                    channel = first_channel + ty + a * tile
+                    if channel < group_end:
+                        value = biases[channel] + totals[a * REGISTER_TILE + b]
+                        if has_residual:
+                            value += residual[sample, channel, oh, ow]
+                        out[sample, channel, oh, ow] = epilogue_value(value, activation, alpha, beta)
 
 
 def gpu_step(attrs, inputs, outputs):
@@ -395,14 +430,17 @@ def gpu_step(attrs, inputs, outputs):
     pad_top, pad_left = attrs["pads_begin"]
     weights = np.ascontiguousarray(attrs["weights"], dtype=np.float32)
     biases = np.ascontiguousarray(attrs["biases"], dtype=np.float32)
-    out_channels, _, kernel_h, kernel_w = weights.shape
+    out_channels, group_in_channels, kernel_h, kernel_w = weights.shape
+    c, i, j = np.meshgrid(np.arange(group_in_channels), np.arange(kernel_h) * dilation_h,
+                          np.arange(kernel_w) * dilation_w, indexing="ij")
+    taps = np.ascontiguousarray(np.stack([c.ravel(), i.ravel(), j.ravel()], axis=1), dtype=np.int32)
     group = int(attrs["group"])
     out = as_4d(outputs[0])
-    kernel = tiled_launch(convolution_cuda, out.shape[2] * out.shape[3], out_channels // group, group)
+    kernel = tiled_launch(convolution_cuda, out.shape[2] * out.shape[3], out_channels // group, group,
+                          register_tile=REGISTER_TILE)
     return kernel, (
-        as_4d(inputs[0]), weights.reshape(out_channels, -1), biases,
-        int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
-        int(pad_top), int(pad_left), int(kernel_h), int(kernel_w), group,
+        as_4d(inputs[0]), weights.reshape(out_channels, -1), biases, taps,
+        int(stride_h), int(stride_w), int(pad_top), int(pad_left), group,
         as_4d(inputs[1]) if len(inputs) > 1 else out, *fused_epilogue(attrs, len(inputs) > 1),
         out,
     )

@@ -208,99 +208,100 @@ def cpu_step(attrs, inputs, outputs, scratch=None, algorithm=None):
 
 # GPU ------------------------------------------------------------------------------------------
 
+import math  # noqa: E402
+
 from numba import float32  # noqa: E402
 
-from .launch import cuda, cuda_kernel, tiled_launch  # noqa: E402
+from .launch import REGISTER_TILE, cuda, cuda_kernel, elementwise_launch  # noqa: E402
 
 
 @cuda_kernel
 def deconvolution_cuda(n, x, weights, biases, stride_h, stride_w, dilation_h, dilation_w,
-                       pad_top, pad_left, kernel_h, kernel_w, group, out):
-    """x: (max_batch, C, H, W); weights: (K, C/group * kh * kw), output channel k's weights
-    weights[g*C/group + c, k % (K/group), i, j] in (c, i, j) order (rearranged by ``gpu_step``);
-    biases: (K,); out: (max_batch, K, OH, OW). Reads x rows < n, writes out rows < n.
+                       tap_step_h, tap_step_w, pad_top, pad_left, group, out):
+    """x: (max_batch, C, H, W); weights: (C, kh, kw, K/group rounded up to R), zero beyond K/group
+    (rearranged by ``gpu_step``), R = REGISTER_TILE; biases: (K,); out: (max_batch, K, OH, OW);
+    tap_step_h = sh / gcd(sh, dh) (likewise w). Reads x rows < n, writes out rows < n.
 
-    The gather form as an implicit GEMM, tiled like ``convolution_cuda``: out[k, pixel] =
-    sum_r weights[k, r] * patch[r, pixel], where patch[(c, i, j), (oh, ow)] is x[c, ih, iw] for
-    the one input pixel with ih*sh = oh + ph0 - i*dh and iw*sw = ow + pw0 - j*dw, if it exists,
-    else zero. A block of T x T threads computes T output channels of one group (ty) by T
-    pixels (tx), loading T x T weights and T x T patch elements into shared memory per step.
+    The gather form, one thread per output pixel and R output channels of one group (consecutive
+    threads on consecutive pixels). Kernel row i reaches output row oh only where
+    (oh + ph0 - i*dh) is a multiple of sh, which holds for every tap_step_h-th i from the first
+    such i: a thread visits only those kernel rows (and likewise columns), so a stride-s
+    upsampling does 1/s^2 of the products a dense implicit GEMM over all taps would. Each input
+    value it reads then feeds R products, from R consecutive weights.
     """
-    tile = cuda.blockDim.x
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
     height, width = x.shape[2], x.shape[3]
     group_in_channels = x.shape[1] // group
     out_channels, out_height, out_width = out.shape[1], out.shape[2], out.shape[3]
     group_out_channels = out_channels // group
-    reduction = weights.shape[1]
-    kernel_area = kernel_h * kernel_w
+    kernel_h, kernel_w, padded_group_out = weights.shape[1], weights.shape[2], weights.shape[3]
+    blocks_per_group = padded_group_out // REGISTER_TILE
     out_pixels = out_height * out_width
-    shared = cuda.shared.array(0, float32)
-    weights_tile = 0           # shared[ty * tile + r]: weights[first_channel + ty, r0 + r]
-    patch_tile = tile * tile   # shared[patch_tile + r * tile + tx]: patch[r0 + r, first_pixel + tx]
-    pixel_tiles = (n * out_pixels + tile - 1) // tile
-    channel_tiles = (group_out_channels + tile - 1) // tile  # per group
-    column_tiles = group * channel_tiles
-    for t in range(cuda.blockIdx.x, pixel_tiles * column_tiles, cuda.gridDim.x):
-        column_tile = t % column_tiles
-        g = column_tile // channel_tiles
-        first_channel = g * group_out_channels + (column_tile % channel_tiles) * tile
-        group_end = (g + 1) * group_out_channels
-        first_input_channel = g * group_in_channels
-        # This thread's pixel: the column it loads and the output it accumulates.
-        pixel = (t // column_tiles) * tile + tx
-        in_batch = pixel < n * out_pixels
-        b = pixel // out_pixels
-        oh = (pixel % out_pixels) // out_width
+    per_sample = group * blocks_per_group * out_pixels
+    totals = cuda.local.array(REGISTER_TILE, float32)
+    for item in range(cuda.grid(1), n * per_sample, cuda.gridsize(1)):
+        b = item // per_sample
+        block = (item % per_sample) // out_pixels
+        pixel = item % out_pixels
+        oh = pixel // out_width
         ow = pixel % out_width
-        total = np.float32(0.0)
-        for r0 in range(0, reduction, tile):
-            channel = first_channel + ty
-            value = np.float32(0.0)
-            if channel < group_end and r0 + tx < reduction:
-                value = weights[channel, r0 + tx]
-            shared[weights_tile + ty * tile + tx] = value
-            r = r0 + ty
-            value = np.float32(0.0)
-            if in_batch and r < reduction:
-                c = r // kernel_area
-                i = (r % kernel_area) // kernel_w
-                j = r % kernel_w
-                scaled_ih = oh + pad_top - i * dilation_h
+        g = block // blocks_per_group
+        first_k = (block % blocks_per_group) * REGISTER_TILE  # within the group
+        for q in range(REGISTER_TILE):
+            totals[q] = 0.0
+        first_i = kernel_h  # none, unless a kernel row reaches oh
+        for i in range(min(tap_step_h, kernel_h)):
+            if (oh + pad_top - i * dilation_h) % stride_h == 0:
+                first_i = i
+                break
+        first_j = kernel_w
+        for j in range(min(tap_step_w, kernel_w)):
+            if (ow + pad_left - j * dilation_w) % stride_w == 0:
+                first_j = j
+                break
+        for i in range(first_i, kernel_h, tap_step_h):
+            scaled_ih = oh + pad_top - i * dilation_h
+            if scaled_ih < 0:
+                break  # and every later kernel row
+            ih = scaled_ih // stride_h
+            if ih >= height:
+                continue
+            for j in range(first_j, kernel_w, tap_step_w):
                 scaled_iw = ow + pad_left - j * dilation_w
-                if (scaled_ih >= 0 and scaled_ih % stride_h == 0 and scaled_ih // stride_h < height
-                        and scaled_iw >= 0 and scaled_iw % stride_w == 0 and scaled_iw // stride_w < width):
-                    value = x[b, first_input_channel + c, scaled_ih // stride_h, scaled_iw // stride_w]
-            shared[patch_tile + ty * tile + tx] = value
-            cuda.syncthreads()
-            for rr in range(tile):
-                total += shared[weights_tile + ty * tile + rr] * shared[patch_tile + rr * tile + tx]
-            cuda.syncthreads()
-        channel = first_channel + ty
-        if in_batch and channel < group_end:
-            out[b, channel, oh, ow] = biases[channel] + total
+                if scaled_iw < 0:
+                    break
+                iw = scaled_iw // stride_w
+                if iw >= width:
+                    continue
+                for c in range(g * group_in_channels, (g + 1) * group_in_channels):
+                    value = x[b, c, ih, iw]
+                    for q in range(REGISTER_TILE):
+                        totals[q] += value * weights[c, i, j, first_k + q]
+        for q in range(REGISTER_TILE):
+            k = first_k + q
+            if k < group_out_channels:
+                channel = g * group_out_channels + k
+                out[b, channel, oh, ow] = biases[channel] + totals[q]
 
 
 def gpu_step(attrs, inputs, outputs):
-    stride_h, stride_w = attrs["strides"]
-    dilation_h, dilation_w = attrs["dilations"]
+    stride_h, stride_w = (int(s) for s in attrs["strides"])
+    dilation_h, dilation_w = (int(d) for d in attrs["dilations"])
     pad_top, pad_left = attrs["pads_begin"]
     weights = np.asarray(attrs["weights"], dtype=np.float32)
     biases = np.ascontiguousarray(attrs["biases"], dtype=np.float32)
     channels, group_out_channels, kernel_h, kernel_w = weights.shape
     group = int(attrs["group"])
-    # (C, K/group, kh, kw) -> (K, C/group * kh * kw): each output channel's weights in a row, as a
-    # convolution's, so that the kernel reads them along r.
-    weights = np.ascontiguousarray(
-        weights.reshape(group, channels // group, group_out_channels, kernel_h, kernel_w)
-        .transpose(0, 2, 1, 3, 4)
-        .reshape(group * group_out_channels, -1)
-    )
+    # (C, K/group, kh, kw) -> (C, kh, kw, K/group padded to whole blocks of R): the R weights a
+    # thread multiplies one input value by lie side by side, and no block needs a bounds test.
+    padded = -(-group_out_channels // REGISTER_TILE) * REGISTER_TILE
+    rearranged = np.zeros((channels, kernel_h, kernel_w, padded), np.float32)
+    rearranged[..., :group_out_channels] = weights.transpose(0, 2, 3, 1)
     out = as_4d(outputs[0])
-    kernel = tiled_launch(deconvolution_cuda, out.shape[2] * out.shape[3], group_out_channels, group)
-    return kernel, (
-        as_4d(inputs[0]), weights, biases,
-        int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
-        int(pad_top), int(pad_left), int(kernel_h), int(kernel_w), group,
+    per_sample = group * (padded // REGISTER_TILE) * out.shape[2] * out.shape[3]
+    return elementwise_launch(deconvolution_cuda, per_sample), (
+        as_4d(inputs[0]), rearranged, biases,
+        stride_h, stride_w, dilation_h, dilation_w,
+        stride_h // math.gcd(stride_h, dilation_h), stride_w // math.gcd(stride_w, dilation_w),
+        int(pad_top), int(pad_left), group,
         out,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import types
+import warnings
 from dataclasses import dataclass
 
 from .. import config
@@ -44,6 +45,10 @@ def import_cuda():
         raise ConfigError(
             "the GPU device needs numba-cuda, which is not installed: pip install 'dynbatch[gpu]'"
         ) from error
+    # Grids are sized from n on purpose (a batch of 1 launches few blocks, and loading compiles
+    # each kernel with a launch of n = 0): numba-cuda's warning for grids under 128 blocks would
+    # only be noise to dynbatch's users.
+    warnings.filterwarnings("ignore", message=r".*Grid size \d+ will likely result in GPU under-utilization")
     return numba_cuda
 
 
@@ -56,23 +61,30 @@ class CudaKernel:
         self.__qualname__ = function.__qualname__
         self.__doc__ = function.__doc__
         self.__module__ = function.__module__
-        self._dispatcher = None
+        self._dispatchers = {}
         self._lock = threading.Lock()
 
     @property
     def dispatcher(self):
+        return self.dispatcher_for(REGISTER_TILE)
+
+    def dispatcher_for(self, register_tile: int):
+        """The numba.cuda kernel with ``REGISTER_TILE`` = register_tile: a separate kernel (and
+        compilation) per value, since its register arrays need literal sizes. Kernels that do
+        not use the constant get the same code either way."""
         with self._lock:
-            if self._dispatcher is None:
+            if register_tile not in self._dispatchers:
                 numba_cuda = import_cuda()
                 # The kernel's module namespace, with `cuda` meaning numba.cuda. A copy: the
                 # module itself keeps the placeholder and never imports numba.cuda.
-                namespace = dict(self.py_func.__globals__, cuda=numba_cuda)
+                namespace = dict(self.py_func.__globals__, cuda=numba_cuda, REGISTER_TILE=register_tile,
+                                 REGISTER_OUTPUTS=register_tile * register_tile)
                 function = types.FunctionType(self.py_func.__code__, namespace, self.__name__)
                 function.__qualname__ = self.__qualname__
                 function.__doc__ = self.__doc__
                 function.__module__ = self.__module__
-                self._dispatcher = numba_cuda.jit(**config.GPU_KERNEL)(function)
-            return self._dispatcher
+                self._dispatchers[register_tile] = numba_cuda.jit(**config.GPU_KERNEL)(function)
+            return self._dispatchers[register_tile]
 
     def __repr__(self):
         return f"<cuda_kernel {self.__module__}.{self.__qualname__}>"
@@ -81,6 +93,13 @@ class CudaKernel:
 def cuda_kernel(function) -> CudaKernel:
     """Decorator: ``function`` is a numba.cuda kernel, compiled the first time it is launched."""
     return CudaKernel(function)
+
+
+#: Outputs per thread along each side of a register-tiled block (``tiled_launch``): each value a
+#: thread reads from shared memory then feeds this many products. A compile-time constant.
+REGISTER_TILE = 4
+#: A kernel's local arrays need a literal size: the R x R accumulators' count as its own constant.
+REGISTER_OUTPUTS = REGISTER_TILE * REGISTER_TILE
 
 
 @dataclass(frozen=True)
@@ -100,22 +119,45 @@ class GpuKernel:
     column_blocks: int
     max_blocks: int
     shared_bytes: int = 0
+    #: The kernel's one-output-per-thread variant, launched instead where this grid would have
+    #: fewer than ``min_blocks`` blocks (a small n): 16 times the threads keep the GPU busier.
+    smaller: GpuKernel | None = None
+    min_blocks: int = 1
 
     @property
     def __name__(self) -> str:
         return self.function.py_func.__name__
 
+    def variants(self) -> list[GpuKernel]:
+        """This launch and the smaller ones it may hand a batch to (``for_batch``)."""
+        return [self] + (self.smaller.variants() if self.smaller is not None else [])
+
     @property
     def signatures(self) -> list:
-        """The compiled signatures of the kernel (none under the CUDA simulator, which compiles nothing)."""
-        return list(self.function.overloads)
+        """The compiled signatures of the variant that has the most: each variant is a kernel
+        of its own, compiled once (none under the CUDA simulator, which compiles nothing)."""
+        return max((list(variant.function.overloads) for variant in self.variants()), key=len)
+
+    def compile(self, *args, stream=0) -> None:
+        """Compile every variant, with launches of n = 0 (they touch no data)."""
+        for variant in self.variants():
+            variant.function[1, variant.threads, stream, variant.shared_bytes](0, *args)
 
     def blocks(self, n: int) -> int:
         row_blocks = -(-(n * self.rows_per_sample) // self.rows_per_block)
         return max(1, min(row_blocks * self.column_blocks, self.max_blocks))
 
+    def for_batch(self, n: int) -> GpuKernel:
+        """The launch that runs a batch of n: this one, or its one-output-per-thread variant
+        where this grid would leave multiprocessors idle."""
+        kernel = self
+        while kernel.smaller is not None and kernel.blocks(n) < kernel.min_blocks:
+            kernel = kernel.smaller
+        return kernel
+
     def __call__(self, n: int, *args, stream=0):
-        self.function[self.blocks(n), self.threads, stream, self.shared_bytes](n, *args)
+        kernel = self.for_batch(n)
+        kernel.function[kernel.blocks(n), kernel.threads, stream, kernel.shared_bytes](n, *args)
 
 
 def elementwise_launch(kernel: CudaKernel, items_per_sample: int) -> GpuKernel:
@@ -133,11 +175,29 @@ def block_per_row_launch(kernel: CudaKernel, rows_per_sample: int) -> GpuKernel:
                      shared_bytes=4 * threads)
 
 
-def tiled_launch(kernel: CudaKernel, rows_per_sample: int, columns: int, groups: int = 1) -> GpuKernel:
-    """``config.TILE`` x ``config.TILE`` threads per block, one block per output tile: tiles of
-    TILE rows (``n * rows_per_sample`` rows) by TILE columns (``columns`` per group, tiled within
-    each of the ``groups``), with two TILE x (TILE + 1) float32 tiles of shared memory."""
+def min_blocks() -> int:
+    """``config.MIN_BLOCKS``, else a quarter of the GPU's multiprocessors (1 under the simulator).
+    A quarter, as measured on an H200 (132 multiprocessors, benchmarks/README.md): AlexNet's 6 x 6
+    convolutions ran 1.7x-2.6x faster register-tiled at 72 to 108 blocks than one output per
+    thread at about 1,700, and the two tied at 20 to 30 blocks."""
+    if config.MIN_BLOCKS is not None:
+        return config.MIN_BLOCKS
+    return max(1, getattr(import_cuda().get_current_device(), "MULTIPROCESSOR_COUNT", 4) // 4)
+
+
+def tiled_launch(kernel: CudaKernel, rows_per_sample: int, columns: int, groups: int = 1,
+                 register_tile: int = 1) -> GpuKernel:
+    """``config.TILE`` x ``config.TILE`` threads per block, each computing register_tile x
+    register_tile outputs, one block per output tile: tiles of TILE * register_tile rows
+    (``n * rows_per_sample`` rows) by as many columns (``columns`` per group, tiled within each
+    of the ``groups``), with two TILE x (TILE * register_tile + 1) float32 tiles of shared
+    memory. With register_tile > 1, a batch whose grid would have fewer than ``min_blocks()``
+    blocks runs the kernel's register_tile = 1 variant instead (``GpuKernel.for_batch``)."""
     tile = config.TILE
-    column_tiles = groups * -(-columns // tile)
-    return GpuKernel(kernel.dispatcher, (tile, tile), rows_per_sample, tile, column_tiles,
-                     config.MAX_BLOCKS, shared_bytes=4 * 2 * tile * (tile + 1))
+    launch = None
+    for outputs_per_side in sorted({1, register_tile}):
+        side = tile * outputs_per_side
+        launch = GpuKernel(kernel.dispatcher_for(outputs_per_side), (tile, tile), rows_per_sample, side,
+                           groups * -(-columns // side), config.MAX_BLOCKS,
+                           shared_bytes=4 * 2 * tile * (side + 1), smaller=launch, min_blocks=min_blocks())
+    return launch
