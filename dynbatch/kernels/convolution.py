@@ -101,11 +101,13 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     reduction, taps = row_offset.shape[0], tap_dy.shape[0]
     panels, _, padded_rows = panel_layout(group_rows)
     columns = n * pixels
-    chunks = (columns + task_columns - 1) // task_columns
-    # Columns per task: at most task_columns, in whole panels, spread evenly over the tasks (72
-    # columns run as 48 + 24, not 64 + 8).
+    # Columns per task: at most task_columns, in whole panels, spread evenly over the tasks (13
+    # panels run as 3 + 3 + 3 + 4, not 4 + 4 + 4 + 1), and as many tasks as a multiple of
+    # min_tasks where there are more, so that each thread gets the same share.
     column_panels_total = (columns + NR - 1) // NR
-    chunk_width = NR * -(-column_panels_total // max(1, chunks))
+    chunks = (columns + task_columns - 1) // task_columns
+    if chunks > min_tasks:
+        chunks = min(column_panels_total, -(-chunks // min_tasks) * min_tasks)
     splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))  # (n = 0: no tasks)
     panels_per_split = -(-panels // splits)
     splits = -(-panels // panels_per_split)
@@ -122,8 +124,8 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
         chunk, split, g = task % chunks, (task // chunks) % splits, task // (chunks * splits)
         first_panel = split * panels_per_split
         end_panel = min(panels, first_panel + panels_per_split)
-        first_column = chunk * chunk_width
-        chunk_columns = min(chunk_width, columns - first_column)
+        first_column = NR * (chunk * column_panels_total // chunks)
+        chunk_columns = min(NR * ((chunk + 1) * column_panels_total // chunks), columns) - first_column
         column_panels = (chunk_columns + NR - 1) // NR
         # Where each column's window starts in x, and per tap which columns fall inside the image
         # (1.0) or on padding (0.0); columns past the batch read as padding. Pixel coordinates
