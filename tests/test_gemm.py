@@ -9,6 +9,7 @@ from numba import njit
 from dynbatch.kernels.activation import CLAMP, RELU, RELU6
 from dynbatch.kernels.epilogue import NO_ACTIVATION
 from dynbatch.kernels.gemm import (KC, MR, NR, masked_copy_panel_row, masked_copy_panel_row_stride2,
+                                   masked_copy_panel_row_two_runs, masked_copy_panel_row_two_runs_stride2,
                                    micro_kernel_4, micro_kernel_6, pack_weights, panel_rows)
 
 
@@ -84,6 +85,29 @@ def test_masked_copies_select_and_never_multiply():
     expected_2 = np.where(mask[NR:] != 0, source[3:3 + 2 * NR:2], 0.0)
     np.testing.assert_array_equal(destination[:NR], expected_1)
     np.testing.assert_array_equal(destination[NR:], expected_2)
+
+
+@njit
+def call_two_run_copies(destination, source, first, second, split, mask):
+    masked_copy_panel_row_two_runs(destination, 0, source, first, second, split, mask, 0)
+    masked_copy_panel_row_two_runs_stride2(destination, NR, source, first, second, split, mask, NR)
+
+
+@given(split=st.integers(1, NR - 1), first=st.integers(0, 20), second=st.integers(0, 20),
+       seed=st.integers(0, 2**32 - 1))
+def test_two_run_copies_switch_source_at_the_split(split, first, second, seed):
+    """Lanes before the split read from the first offset, the others from the second (each lane j
+    at offset + j * stride), and the mask still selects: NaN under a 0 becomes 0."""
+    rng = np.random.default_rng(seed)
+    source = rng.uniform(-1, 1, 20 + 2 * NR).astype(np.float32)
+    source[rng.integers(0, source.size, 3)] = np.nan
+    mask = (rng.random(2 * NR) < 0.8).astype(np.float32)
+    destination = np.full(2 * NR, -1.0, np.float32)
+    call_two_run_copies(destination, source, first, second, split, mask)
+    for stride, lanes, row_mask in ((1, destination[:NR], mask[:NR]), (2, destination[NR:], mask[NR:])):
+        j = np.arange(NR)
+        read = source[np.where(j < split, first, second) + stride * j]
+        np.testing.assert_array_equal(lanes, np.where(row_mask != 0, read, 0.0))
 
 
 @given(group=st.integers(1, 3), rows=st.integers(1, 20), reduction=st.integers(1, KC + 40))

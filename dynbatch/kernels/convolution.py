@@ -12,7 +12,8 @@ from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
-from .gemm import (KC, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row, masked_copy_panel_row_stride2, micro_kernel_4,
+from .gemm import (KC, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row, masked_copy_panel_row_stride2,
+                   masked_copy_panel_row_two_runs, masked_copy_panel_row_two_runs_stride2, micro_kernel_4,
                    micro_kernel_6, pack_weights, panel_layout)
 from .views import as_4d, shape_4d
 
@@ -155,16 +156,24 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                     np.uintp(column_left[j] + tap_dx[t]) < np.uintp(width))
         # A panel whose 16 columns read inputs 1 or 2 apart (one output row, or consecutive rows of
         # a stride-1 "same" convolution) packs each row with contiguous loads and its mask:
-        # vectorised, no gather. 0: any other panel.
+        # vectorised, no gather (panel_stride 1 or 2). So does one whose columns make two such
+        # runs, the second starting at column panel_split (> 0) in the next output row: lane j of
+        # it reads from panel_second + j * stride instead. Any other panel: element by element.
         panel_stride = np.zeros(task_columns // NR, np.intp)
+        panel_split = np.zeros(task_columns // NR, np.intp)
+        panel_second = np.zeros(task_columns // NR, np.intp)
         for jp in range(column_panels):
             first = jp * NR
-            if first + NR <= chunk_columns:
-                step = column_base[first + 1] - column_base[first]
-                panel_stride[jp] = step if step == 1 or step == 2 else 0
-                for j in range(2, NR):
-                    if column_base[first + j] != column_base[first] + j * step:
-                        panel_stride[jp] = 0
+            if first + NR <= chunk_columns and (stride_w == 1 or stride_w == 2):
+                breaks, split = 0, 0
+                for j in range(1, NR):
+                    if column_base[first + j] != column_base[first + j - 1] + stride_w:
+                        breaks, split = breaks + 1, j
+                if breaks == 0:
+                    panel_stride[jp] = stride_w
+                elif breaks == 1:
+                    panel_split[jp] = split
+                    panel_second[jp] = column_base[first + split] - split * stride_w
         # A whole panel within one sample is written straight into out (its row-0 offset there);
         # -1: through the product and the epilogue loop below.
         direct_out = np.full(task_columns // NR, -1, np.intp)
@@ -185,10 +194,20 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                     at = np.uintp((jp * kc + p) * NR)
                     offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
                     source = column_base[first] + offset
+                    second = panel_second[jp] + offset
+                    span = stride_w * NR  # what a vectorised copy loads from each run's start
                     if panel_stride[jp] == 1 and source >= 0 and source + NR <= x_flat.shape[0]:
                         masked_copy_panel_row(packed, at, x_flat, source, inside, mask)
                     elif panel_stride[jp] == 2 and source >= 0 and source + 2 * NR <= x_flat.shape[0]:
                         masked_copy_panel_row_stride2(packed, at, x_flat, source, inside, mask)
+                    elif (panel_split[jp] > 0 and min(source, second) >= 0
+                          and max(source, second) + span <= x_flat.shape[0]):
+                        if stride_w == 1:
+                            masked_copy_panel_row_two_runs(packed, at, x_flat, source, second, panel_split[jp],
+                                                           inside, mask)
+                        else:
+                            masked_copy_panel_row_two_runs_stride2(packed, at, x_flat, source, second,
+                                                                   panel_split[jp], inside, mask)
                     else:
                         for j in range(NR):
                             if inside[mask + np.uintp(j)] != 0.0:

@@ -215,29 +215,47 @@ def pack_weights(weights: np.ndarray) -> np.ndarray:
     return packed
 
 
-def _masked_copy(stride: int):
+def _masked_copy(stride: int, two_runs: bool = False):
     """The intrinsic copying one row of a packed B panel, see ``masked_copy_panel_row``."""
 
-    @intrinsic
-    def copy(typingctx, destination, destination_offset, source, source_offset, mask, mask_offset):
-        sig = types.void(destination, types.intp, source, types.intp, mask, types.intp)
+    def load_columns(builder, source_ptr, h):
+        """Lanes 8h..8h+7 of a run: source[stride * j] for those j."""
+        if stride == 1:
+            return builder.load(_vector_at(builder, source_ptr, 8 * h), align=4)
+        every_other = ir.Constant(ir.VectorType(_LANE, 8), list(range(0, 16, 2)))
+        low, high = (builder.load(_vector_at(builder, source_ptr, 16 * h + 8 * half), align=4) for half in (0, 1))
+        return builder.shuffle_vector(low, high, every_other)
 
-        def codegen(context, builder, signature, args):
-            destination_ptr, source_ptr, mask_ptr = (
-                _float_pointer(context, builder, signature.args[i], args[i], args[i + 1]) for i in (0, 2, 4))
-            every_other = ir.Constant(ir.VectorType(_LANE, 8), list(range(0, 16, 2)))
-            for h in range(NR // 8):
-                if stride == 1:
-                    value = builder.load(_vector_at(builder, source_ptr, 8 * h), align=4)
-                else:  # the even elements of 16 consecutive ones
-                    low, high = (builder.load(_vector_at(builder, source_ptr, 16 * h + 8 * half), align=4)
-                                 for half in (0, 1))
-                    value = builder.shuffle_vector(low, high, every_other)
-                keep = builder.fcmp_unordered("!=", builder.load(_vector_at(builder, mask_ptr, 8 * h), align=4), _ZERO)
-                builder.store(builder.select(keep, value, _ZERO), _vector_at(builder, destination_ptr, 8 * h), align=4)
-            return context.get_dummy_value()
+    def codegen(context, builder, signature, args):
+        destination_ptr, source_ptr = (
+            _float_pointer(context, builder, signature.args[i], args[i], args[i + 1]) for i in (0, 2))
+        mask_ptr = _float_pointer(context, builder, signature.args[-2], args[-2], args[-1])
+        if two_runs:
+            second_ptr = _float_pointer(context, builder, signature.args[2], args[2], args[4])
+            split = builder.trunc(args[5], _LANE)
+            splits = builder.insert_element(ir.Constant(ir.VectorType(_LANE, 8), ir.Undefined), split,
+                                            ir.Constant(_LANE, 0))
+            splits = builder.shuffle_vector(splits, splits, ir.Constant(ir.VectorType(_LANE, 8), [0] * 8))
+        for h in range(NR // 8):
+            value = load_columns(builder, source_ptr, h)
+            if two_runs:
+                lanes = ir.Constant(ir.VectorType(_LANE, 8), list(range(8 * h, 8 * h + 8)))
+                in_first = builder.icmp_signed("<", lanes, splits)
+                value = builder.select(in_first, value, load_columns(builder, second_ptr, h))
+            keep = builder.fcmp_unordered("!=", builder.load(_vector_at(builder, mask_ptr, 8 * h), align=4), _ZERO)
+            builder.store(builder.select(keep, value, _ZERO), _vector_at(builder, destination_ptr, 8 * h), align=4)
+        return context.get_dummy_value()
 
-        return sig, codegen
+    if two_runs:
+        @intrinsic
+        def copy(typingctx, destination, destination_offset, source, source_offset, second_offset, split, mask,
+                 mask_offset):
+            return types.void(destination, types.intp, source, types.intp, types.intp, types.intp, mask,
+                              types.intp), codegen
+    else:
+        @intrinsic
+        def copy(typingctx, destination, destination_offset, source, source_offset, mask, mask_offset):
+            return types.void(destination, types.intp, source, types.intp, mask, types.intp), codegen
 
     return copy
 
@@ -253,3 +271,11 @@ masked_copy_panel_row = _masked_copy(1)
 #: The same for columns reading every other input (stride 2): source[source_offset + 2*j],
 #: loading the 2*NR elements from source_offset on.
 masked_copy_panel_row_stride2 = _masked_copy(2)
+#: masked_copy_panel_row_two_runs(destination, destination_offset, source, source_offset,
+#: second_offset, split, mask, mask_offset): as masked_copy_panel_row, but the columns j >= split
+#: read source[second_offset + j] instead: a panel whose columns run over the end of one output
+#: row into the next. Loads NR elements from each offset.
+masked_copy_panel_row_two_runs = _masked_copy(1, two_runs=True)
+#: The same at stride 2: source[source_offset + 2*j] for j < split, else source[second_offset + 2*j],
+#: loading 2*NR elements from each offset.
+masked_copy_panel_row_two_runs_stride2 = _masked_copy(2, two_runs=True)
