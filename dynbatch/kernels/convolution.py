@@ -267,6 +267,17 @@ GEMM_MIN_GROUP_OUTPUTS = 8
 #: keeps a task's packed patches (KC x 64 floats) in L2 and makes enough tasks for 2 cores from
 #: a single 28x28 image.
 COLUMNS_PER_TASK = 64
+#: ... unless a column holds so little work (output channels x reduction) that a task of 64
+#: would be mostly its own setup: then as many columns as make this many multiply-adds, up to
+#: MAX_COLUMNS_PER_TASK.
+TASK_MULTIPLY_ADDS = 1 << 19
+MAX_COLUMNS_PER_TASK = 512
+
+
+def task_width(group_outputs: int, reduction: int) -> int:
+    """COLUMNS_PER_TASK, or more for layers with little work per column (a multiple of NR)."""
+    wanted = NR * -(-TASK_MULTIPLY_ADDS // (NR * group_outputs * reduction))
+    return int(min(MAX_COLUMNS_PER_TASK, max(COLUMNS_PER_TASK, wanted)))
 
 #: A 1x1, stride-1, unpadded convolution reads its input rows in place, unless a group has this
 #: many output channels or more: then each 16-column panel of input meets so many panels of
@@ -326,7 +337,8 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             *window_rows(x.shape, weights.shape, (dilation_h, dilation_w)),
             (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left) == (1, 1, 1, 1, 0, 0)
             and k // group <= IN_PLACE_MAX_ROWS,
-            int(columns_per_task or COLUMNS_PER_TASK), int(min_tasks or numba.get_num_threads()),
+            int(columns_per_task or task_width(k // group, weights[0].size)),
+            int(min_tasks or numba.get_num_threads()),
             residual.reshape(max_batch, k, pixels), *epilogue, out.reshape(max_batch, k, pixels),
         )
     return convolution_cpu, (
