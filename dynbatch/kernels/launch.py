@@ -17,6 +17,7 @@ every kernel loops grid-stride, so any grid computes rows < n and nothing else.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import types
 import warnings
@@ -37,6 +38,7 @@ class _CudaPlaceholder:
 cuda = _CudaPlaceholder()
 
 
+@functools.cache
 def import_cuda():
     """numba.cuda, imported on first use; ConfigError when numba-cuda is not installed."""
     try:
