@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 
 import numpy as np
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import NETWORKS, median_ms, relative_l2  # noqa: E402
@@ -46,8 +45,6 @@ def torch_runner(model, device="cuda"):
     constants = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()).to(device) for t in model.graph.initializer}
 
     def attributes(node):
-        from onnx import helper
-
         return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
     def pads(a):

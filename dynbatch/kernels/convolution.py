@@ -82,7 +82,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     weights, R = C/group*kh*kw; biases (K,); out: (max_batch, K, OH*OW); row_offset, row_tap (R,):
     for reduction row r = (c, i, j), its input offset (c*H + i*dh)*W + j*dw and its tap i*kw + j;
     tap_dy, tap_dx (kh*kw,): each tap's shifts i*dh, j*dw; in_place: a 1x1, stride 1, unpadded
-    convolution, whose patches are x's own rows; task_columns: the most output columns a task
+    convolution (of at most IN_PLACE_MAX_ROWS channels per group), whose patches are x's own rows; task_columns: the most output columns a task
     takes (a multiple of NR); min_tasks: how many parallel tasks to make at least (by splitting
     the output channels, each split packing the same patches); residual (shaped as out),
     has_residual, activation, alpha, beta: the fused ``epilogue``. Rows >= n are neither read
@@ -279,8 +279,9 @@ def task_width(group_outputs: int, reduction: int) -> int:
     wanted = NR * -(-TASK_MULTIPLY_ADDS // (NR * group_outputs * reduction))
     return int(min(MAX_COLUMNS_PER_TASK, max(COLUMNS_PER_TASK, wanted)))
 
-#: A 1x1, stride-1, unpadded convolution reads its input rows in place, unless a group has this
-#: many output channels or more: then each 16-column panel of input meets so many panels of
+
+#: A 1x1, stride-1, unpadded convolution reads its input rows in place while a group has at most
+#: this many output channels. With more, each 16-column panel of input meets so many panels of
 #: weights that a packed copy (16 KB, aligned, in L1) pays for itself. Side by side at n = 8:
 #: 256 -> 1000 on 13x13 took 0.92x the time packed; 64 -> 256 and 128 -> 512 0.98x-1.02x;
 #: 256 -> 64 and 192 -> 64 1.26x.
