@@ -71,9 +71,10 @@ def _load_pip_tbb() -> None:
 
 # OpenBLAS (SciPy's copy, which Numba's np.dot calls in the Deconvolution and FullyConnected
 # kernels) keeps its worker threads spinning for about 2**28 cycles after each call, so through
-# every TBB-parallel kernel after a GEMM they take cycles from Numba's workers. Letting them sleep at once (the smallest timeout, 2**4
-# cycles) measured 1.1x to 1.7x faster on ResNet and GoogLeNet, both on a quiet machine and with
-# another process busy on one of the 2 cores (benchmarks/openblas_timeout.py). It takes
+# every TBB-parallel kernel after a GEMM they take cycles from Numba's workers. Letting them
+# sleep at once (the smallest timeout, 2**4 cycles) measured 1.1x to 1.7x faster on ResNet and
+# GoogLeNet, both on a quiet machine and with another process busy on one of the 2 cores
+# (benchmarks/openblas_timeout.py). It takes
 # effect only where SciPy's OpenBLAS is not loaded yet (importing dynbatch does not load it);
 # a value the user set is kept. NumPy's own OpenBLAS is a separate library, loaded earlier.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

@@ -99,7 +99,8 @@ class ExecutableNetwork:
         """Bytes per request: the activations as planned by liveness, with one buffer per tensor,
         and the most bytes of tensors alive at one step (the lower bound any plan has to meet);
         and the scratch the CPU Deconvolution GEMM kernels share (none on GPU; convolutions pack
-        their patches in a few KB per parallel task instead)."""
+        their patches into scratch of their own per parallel task instead, a few KB to a few
+        hundred KB while the task runs)."""
         plan = self._compiled.plan
         return {"planned_bytes": plan.planned_bytes, "naive_bytes": plan.naive_bytes,
                 "peak_live_bytes": plan.peak_live_bytes,

@@ -4,10 +4,10 @@
 kernel can compute both (``fusion``), then gives every tensor an offset in one float32 arena sized
 for the maximum batch, letting tensors whose lifetimes do not overlap share memory.
 ``CompiledNetwork.bind`` then runs once per infer request: given that request's arena (and one
-scratch buffer its BLAS-based Deconvolution kernels share), it asks each layer's kernel module for ``(kernel, args)``
-over views of it, so an inference is just ``kernel(n, *args)`` for each step, in order, with
-nothing looked up and no tensor buffer allocated. On the GPU the
-arena is device memory (``dynbatch.gpu``) and the steps come from each module's ``gpu_step``.
+scratch buffer its BLAS-based Deconvolution kernels share), it asks each layer's kernel module
+for ``(kernel, args)`` over views of it, so an inference is just ``kernel(n, *args)`` for each
+step, in order, with nothing looked up and no tensor buffer allocated. On the GPU the arena is
+device memory (``dynbatch.gpu``) and the steps come from each module's ``gpu_step``.
 """
 from __future__ import annotations
 
@@ -88,8 +88,8 @@ class BoundStep:
 @dataclass(frozen=True)
 class CompiledNetwork:
     """The layers to run after fusion (``dynbatch.graph.fusion``), their buffer plan and the
-    scratch the Deconvolution GEMM kernels share. ``all_layers``: every layer of the network, fused or not;
-    ``fused_into``: {absorbed layer: the layer that computes it}."""
+    scratch the Deconvolution GEMM kernels share. ``all_layers``: every layer of the network, fused
+    or not; ``fused_into``: {absorbed layer: the layer that computes it}."""
 
     name: str
     layers: tuple[Layer, ...]

@@ -119,6 +119,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     # Flat views taken once, outside the parallel loop: a view per task or line would take a
     # reference on the buffer, an atomic the threads contend for.
     x_flat = x.reshape(max_batch * channels * plane)
+    span = stride_w * NR  # what a vectorised panel-row copy loads from each run's start
     out_flat = out.reshape(max_batch * out_channels * pixels)
     residual_flat = residual.reshape(max_batch * out_channels * pixels)
     for task in prange(group * splits * chunks):
@@ -195,7 +196,6 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                     offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
                     source = column_base[first] + offset
                     second = panel_second[jp] + offset
-                    span = stride_w * NR  # what a vectorised copy loads from each run's start
                     if panel_stride[jp] == 1 and source >= 0 and source + NR <= x_flat.shape[0]:
                         masked_copy_panel_row(packed, at, x_flat, source, inside, mask)
                     elif panel_stride[jp] == 2 and source >= 0 and source + 2 * NR <= x_flat.shape[0]:
