@@ -187,33 +187,62 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
         a_group = g * padded_rows * reduction
         for pc in range(0, reduction, KC):
             kc = min(KC, reduction - pc)
+            # The block's lowest and highest input offsets: a panel whose loads stay inside x at
+            # both packs all its rows on one vector path, with no test per row.
+            lowest, highest = row_offset[pc], row_offset[pc]
+            for p in range(pc + 1, pc + kc):
+                lowest, highest = min(lowest, row_offset[p]), max(highest, row_offset[p])
             for jp in range(column_panels):
-                if in_place and panel_stride[jp] == 1:
+                stride_kind, split = panel_stride[jp], panel_split[jp]
+                if in_place and stride_kind == 1:
                     continue
                 first = np.uintp(jp * NR)
-                for p in range(kc):
-                    at = np.uintp((jp * kc + p) * NR)
-                    offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
-                    source = column_base[first] + offset
-                    second = panel_second[jp] + offset
-                    if panel_stride[jp] == 1 and source >= 0 and source + NR <= x_flat.shape[0]:
-                        masked_copy_panel_row(packed, at, x_flat, source, inside, mask)
-                    elif panel_stride[jp] == 2 and source >= 0 and source + 2 * NR <= x_flat.shape[0]:
-                        masked_copy_panel_row_stride2(packed, at, x_flat, source, inside, mask)
-                    elif (panel_split[jp] > 0 and min(source, second) >= 0
-                          and max(source, second) + span <= x_flat.shape[0]):
+                base, second_base = column_base[first], panel_second[jp]
+                start = np.uintp(jp * kc * NR)
+                if stride_kind == 1 and base + lowest >= 0 and base + highest + NR <= x_flat.shape[0]:
+                    for p in range(kc):
+                        masked_copy_panel_row(packed, start + np.uintp(p * NR), x_flat, base + row_offset[pc + p],
+                                              inside, np.uintp(row_tap[pc + p] * task_columns) + first)
+                elif stride_kind == 2 and base + lowest >= 0 and base + highest + 2 * NR <= x_flat.shape[0]:
+                    for p in range(kc):
+                        masked_copy_panel_row_stride2(packed, start + np.uintp(p * NR), x_flat,
+                                                      base + row_offset[pc + p], inside,
+                                                      np.uintp(row_tap[pc + p] * task_columns) + first)
+                elif (split > 0 and min(base, second_base) + lowest >= 0
+                      and max(base, second_base) + highest + span <= x_flat.shape[0]):
+                    for p in range(kc):
+                        at, offset = start + np.uintp(p * NR), row_offset[pc + p]
+                        mask = np.uintp(row_tap[pc + p] * task_columns) + first
                         if stride_w == 1:
-                            masked_copy_panel_row_two_runs(packed, at, x_flat, source, second, panel_split[jp],
-                                                           inside, mask)
+                            masked_copy_panel_row_two_runs(packed, at, x_flat, base + offset, second_base + offset,
+                                                           split, inside, mask)
                         else:
-                            masked_copy_panel_row_two_runs_stride2(packed, at, x_flat, source, second,
-                                                                   panel_split[jp], inside, mask)
-                    else:
-                        for j in range(NR):
-                            if inside[mask + np.uintp(j)] != 0.0:
-                                packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
+                            masked_copy_panel_row_two_runs_stride2(packed, at, x_flat, base + offset,
+                                                                   second_base + offset, split, inside, mask)
+                else:
+                    # Some loads of the block would leave x (a panel at the start or end of the
+                    # batch, whose padding rows lie outside): row by row, each row on a vector
+                    # path where its own loads stay inside.
+                    for p in range(kc):
+                        at = start + np.uintp(p * NR)
+                        offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
+                        source, second = base + offset, second_base + offset
+                        if stride_kind == 1 and source >= 0 and source + NR <= x_flat.shape[0]:
+                            masked_copy_panel_row(packed, at, x_flat, source, inside, mask)
+                        elif stride_kind == 2 and source >= 0 and source + 2 * NR <= x_flat.shape[0]:
+                            masked_copy_panel_row_stride2(packed, at, x_flat, source, inside, mask)
+                        elif split > 0 and min(source, second) >= 0 and max(source, second) + span <= x_flat.shape[0]:
+                            if stride_w == 1:
+                                masked_copy_panel_row_two_runs(packed, at, x_flat, source, second, split, inside, mask)
                             else:
-                                packed[at + np.uintp(j)] = 0.0
+                                masked_copy_panel_row_two_runs_stride2(packed, at, x_flat, source, second, split,
+                                                                       inside, mask)
+                        else:
+                            for j in range(NR):
+                                if inside[mask + np.uintp(j)] != 0.0:
+                                    packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
+                                else:
+                                    packed[at + np.uintp(j)] = 0.0
             # A few A panels at a time (they stay in L2) against every B panel (each in L1): a
             # 1000-channel layer would otherwise stream all its weights from L3 per B panel.
             last_block = pc + KC >= reduction
