@@ -68,25 +68,45 @@ def _splat(builder, value):
                                   ir.Constant(ir.VectorType(_LANE, 8), [0] * 8))
 
 
-def _activate(builder, value, activation, alpha, beta):
-    """``epilogue``'s activation of an 8-wide vector (the code is a runtime integer, tested once
-    per block): relu x > 0 ? x : alpha*x, relu6 and clamp min(max(x, low), high), each keeping
-    NaN as ``activation.activation_value`` does."""
-    result = cgutils.alloca_once_value(builder, value)
+def _activate(builder, value, code, alpha, beta):
+    """``epilogue``'s activation of an 8-wide vector, for a code known while generating the code
+    (the micro-kernel branches once per call to a store sequence made for its code): relu
+    x > 0 ? x : alpha*x, relu6 and clamp min(max(x, low), high), each keeping NaN as
+    ``activation.activation_value`` does; any other code (no activation) leaves x."""
 
     def clip(low, high):
         low_clipped = builder.select(builder.fcmp_ordered("<", value, low), low, value)
         return builder.select(builder.fcmp_ordered(">", low_clipped, high), high, low_clipped)
 
-    code = ir.Constant(activation.type, RELU)
-    with builder.if_then(builder.icmp_signed("==", activation, code)):
-        leaky = builder.fmul(value, _splat(builder, alpha))
-        builder.store(builder.select(builder.fcmp_ordered(">", value, _ZERO), value, leaky), result)
-    with builder.if_then(builder.icmp_signed("==", activation, ir.Constant(activation.type, RELU6))):
-        builder.store(clip(_ZERO, ir.Constant(_VECTOR, [6.0] * 8)), result)
-    with builder.if_then(builder.icmp_signed("==", activation, ir.Constant(activation.type, CLAMP))):
-        builder.store(clip(_splat(builder, alpha), _splat(builder, beta)), result)
-    return builder.load(result)
+    if code == RELU:
+        return builder.select(builder.fcmp_ordered(">", value, _ZERO), value, builder.fmul(value, _splat(builder, alpha)))
+    if code == RELU6:
+        return clip(_ZERO, ir.Constant(_VECTOR, [6.0] * 8))
+    if code == CLAMP:
+        return clip(_splat(builder, alpha), _splat(builder, beta))
+    return value
+
+
+def _branch(builder, condition, emit):
+    """emit(True) where the runtime i1 ``condition`` holds, else emit(False): each branch gets
+    straight-line code for its case."""
+    with builder.if_else(condition) as (then, otherwise):
+        with then:
+            emit(True)
+        with otherwise:
+            emit(False)
+
+
+def _branch_on_activation(builder, activation, emit):
+    """emit(code) for the runtime activation code: RELU, RELU6, CLAMP, or None for any other."""
+    def rest(codes):
+        if not codes:
+            emit(None)
+            return
+        is_code = builder.icmp_signed("==", activation, ir.Constant(activation.type, codes[0]))
+        _branch(builder, is_code, lambda yes: emit(codes[0]) if yes else rest(codes[1:]))
+
+    rest([RELU, RELU6, CLAMP])
 
 
 def _micro_kernel(mr: int):
@@ -140,23 +160,35 @@ def _micro_kernel(mr: int):
                     for h, b_vector in enumerate(b_vectors):
                         total = builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i][h])])
                         builder.store(total, accumulators[i][h])
-            for i in range(mr):
-                with builder.if_then(builder.icmp_signed("<", ir.Constant(rows.type, i), rows)):
-                    offset = builder.mul(ldc, ir.Constant(ldc.type, i))
-                    c_row, residual_row = builder.gep(c_ptr, [offset]), builder.gep(residual_ptr, [offset])
-                    for h in range(NR // 8):
-                        total = accumulators[i][h]
-                        with builder.if_then(accumulate):
-                            partial = builder.load(_vector_at(builder, c_row, 8 * h), align=4)
-                            builder.store(builder.fadd(partial, builder.load(total)), total)
-                        with builder.if_then(finish):
-                            with builder.if_then(has_residual):
-                                shortcut = builder.load(_vector_at(builder, residual_row, 8 * h), align=4)
-                                builder.store(builder.fadd(builder.load(total), shortcut), total)
+
+            def store(add_partial, finishing, add_residual, code):
+                """The block's rows < rows into c: one sequence per combination of the flags
+                (chosen once per call below), so that no store waits on a test."""
+                for i in range(mr):
+                    with builder.if_then(builder.icmp_signed("<", ir.Constant(rows.type, i), rows)):
+                        offset = builder.mul(ldc, ir.Constant(ldc.type, i))
+                        c_row, residual_row = builder.gep(c_ptr, [offset]), builder.gep(residual_ptr, [offset])
+                        if finishing:
                             bias = _splat(builder, builder.load(builder.gep(bias_ptr, [ir.Constant(ldc.type, i)])))
-                            value = _activate(builder, builder.fadd(builder.load(total), bias), activation, alpha, beta)
-                            builder.store(value, total)
-                        builder.store(builder.load(total), _vector_at(builder, c_row, 8 * h), align=4)
+                        for h in range(NR // 8):
+                            total = builder.load(accumulators[i][h])
+                            if add_partial:
+                                total = builder.fadd(builder.load(_vector_at(builder, c_row, 8 * h), align=4), total)
+                            if finishing:
+                                if add_residual:
+                                    shortcut = builder.load(_vector_at(builder, residual_row, 8 * h), align=4)
+                                    total = builder.fadd(total, shortcut)
+                                total = _activate(builder, builder.fadd(total, bias), code, alpha, beta)
+                            builder.store(total, _vector_at(builder, c_row, 8 * h), align=4)
+
+            def finished(add_partial):
+                _branch(builder, has_residual, lambda add_residual: _branch_on_activation(
+                    builder, activation, lambda code: store(add_partial, True, add_residual, code)))
+
+            _branch(builder, finish, lambda finishing: _branch(
+                builder, accumulate,
+                (lambda add_partial: finished(add_partial)) if finishing
+                else (lambda add_partial: store(add_partial, False, False, None))))
             return context.get_dummy_value()
 
         return sig, codegen
