@@ -220,9 +220,10 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                             masked_copy_panel_row_two_runs_stride2(packed, at, x_flat, base + offset,
                                                                    second_base + offset, split, inside, mask)
                 else:
-                    # Some loads of the block would leave x (a panel at the start or end of the
-                    # batch, whose padding rows lie outside): row by row, each row on a vector
-                    # path where its own loads stay inside.
+                    # The rest: panels some of whose loads would leave x (at the start or end of
+                    # the batch, where padding rows lie outside it) and panels with no vector path
+                    # (a stride above 2, more than two runs): row by row, each row on a vector
+                    # path where it has one and its own loads stay inside x, else element by element.
                     for p in range(kc):
                         at = start + np.uintp(p * NR)
                         offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
