@@ -74,9 +74,9 @@ def _load_pip_tbb() -> None:
 # every TBB-parallel kernel after a GEMM they take cycles from Numba's workers. Letting them
 # sleep at once (the smallest timeout, 2**4 cycles) measured 1.1x to 1.7x faster on ResNet and
 # GoogLeNet, both on a quiet machine and with another process busy on one of the 2 cores
-# (benchmarks/openblas_timeout.py). It takes
-# effect only where SciPy's OpenBLAS is not loaded yet (importing dynbatch does not load it);
-# a value the user set is kept. NumPy's own OpenBLAS is a separate library, loaded earlier.
+# (benchmarks/openblas_timeout.py). It takes effect only where SciPy's OpenBLAS is not loaded
+# yet (importing dynbatch does not load it); a value the user set is kept. NumPy's own OpenBLAS
+# is a separate library, loaded earlier.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 # The threading layer: TBB when it can be loaded, else OpenMP. Both allow parallel kernels from

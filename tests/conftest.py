@@ -39,7 +39,7 @@ def gpu_test_launches():
         patch.setattr(config, "THREADS_PER_BLOCK", 12)  # not a power of two: the general reductions
         patch.setattr(config, "TILE", 4)
         patch.setattr(config, "MAX_BLOCKS", 5)
-        patch.setattr(config, "MIN_BLOCKS", 4)  # small batches run the tiled kernels on smaller tiles
+        patch.setattr(config, "MIN_BLOCKS", 4)  # small batches run the one-output-per-thread variant
         interval = sys.getswitchinterval()
         if gpu.is_simulator():
             sys.setswitchinterval(5e-5)

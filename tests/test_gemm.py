@@ -9,11 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from dynbatch.kernels.activation import CLAMP, RELU, RELU6
+from dynbatch.kernels.activation import ACTIVATION_CODES, CLAMP, RELU, RELU6
 from dynbatch.kernels.epilogue import NO_ACTIVATION
 from dynbatch.kernels.gemm import (KC, MR, NR, masked_copy_panel_row, masked_copy_panel_row_stride2,
                                    masked_copy_panel_row_two_runs, masked_copy_panel_row_two_runs_stride2,
                                    micro_kernel_4, micro_kernel_6, pack_weights, panel_rows)
+from tests.naive import REFERENCES
 
 
 @njit
@@ -34,13 +35,11 @@ def call_masked_copies(destination, source, source_offset, mask):
 
 
 def activate(values, code, alpha, beta):
-    if code == RELU:
-        return np.where(values > 0, values, alpha * values)
-    if code == RELU6:
-        return np.clip(values, 0, 6)
-    if code == CLAMP:
-        return np.clip(values, alpha, beta)
-    return values
+    """The activation of ``code`` (or none), by the naive reference of the Activation layer."""
+    if code == NO_ACTIVATION:
+        return values
+    name = next(name for name, named_code in ACTIVATION_CODES.items() if named_code == code)
+    return REFERENCES["Activation"]([values], {"type": name, "alpha": alpha, "beta": beta})[0]
 
 
 # Every combination of the store flags, each a store sequence of its own in the micro-kernel.
