@@ -12,9 +12,8 @@ from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
-from .gemm import (KC, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row, masked_copy_panel_row_stride2,
-                   masked_copy_panel_row_two_runs, masked_copy_panel_row_two_runs_stride2, micro_kernel_4,
-                   micro_kernel_6, pack_weights, panel_layout)
+from .gemm import (KC, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_4, micro_kernel_6,
+                   pack_weights, panel_layout)
 from .views import as_4d, shape_4d
 
 
@@ -157,10 +156,10 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                     np.uintp(column_left[j] + tap_dx[t]) < np.uintp(width))
         # A panel whose 16 columns read inputs 1 or 2 apart (one output row, or consecutive rows of
         # a stride-1 "same" convolution) packs each row with contiguous loads and its mask:
-        # vectorised, no gather (panel_stride 1 or 2). So does one whose columns make two such
+        # vectorised, no gather (panel_one_run). So does one whose columns make two such
         # runs, the second starting at column panel_split (> 0) in the next output row: lane j of
         # it reads from panel_second + j * stride instead. Any other panel: element by element.
-        panel_stride = np.zeros(task_columns // NR, np.intp)
+        panel_one_run = np.zeros(task_columns // NR, np.bool_)
         panel_split = np.zeros(task_columns // NR, np.intp)
         panel_second = np.zeros(task_columns // NR, np.intp)
         for jp in range(column_panels):
@@ -171,7 +170,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                     if column_base[first + j] != column_base[first + j - 1] + stride_w:
                         breaks, split = breaks + 1, j
                 if breaks == 0:
-                    panel_stride[jp] = stride_w
+                    panel_one_run[jp] = True
                 elif breaks == 1:
                     panel_split[jp] = split
                     panel_second[jp] = column_base[first + split] - split * stride_w
@@ -187,69 +186,50 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
         a_group = g * padded_rows * reduction
         for pc in range(0, reduction, KC):
             kc = min(KC, reduction - pc)
-            # The block's lowest and highest input offsets: a panel whose loads stay inside x at
-            # both packs all its rows on one vector path, with no test per row.
+            # The block's lowest and highest input offsets, which decide below whether a panel's
+            # vector loads stay inside x for every row of the block.
             lowest, highest = row_offset[pc], row_offset[pc]
             for p in range(pc + 1, pc + kc):
                 lowest, highest = min(lowest, row_offset[p]), max(highest, row_offset[p])
             for jp in range(column_panels):
-                stride_kind, split = panel_stride[jp], panel_split[jp]
-                if in_place and stride_kind == 1:
+                one_run, split = panel_one_run[jp], panel_split[jp]
+                if in_place and one_run:
                     continue
                 first = np.uintp(jp * NR)
                 base, second_base = column_base[first], panel_second[jp]
                 start = np.uintp(jp * kc * NR)
-                if stride_kind == 1 and base + lowest >= 0 and base + highest + NR <= x_flat.shape[0]:
+                # A row packs with vector loads (span elements from each run's start) where the
+                # panel has a vector path and the loads stay inside x: for the whole block at
+                # once where they do at its lowest and highest offsets (the common case: no test
+                # per row), else row by row (panels at the start or end of the batch, whose
+                # padding rows lie outside x). Any other row: element by element.
+                vector = one_run or split > 0
+                low, high = (base, base) if one_run else (min(base, second_base), max(base, second_base))
+                if vector and low + lowest >= 0 and high + highest + span <= x_flat.shape[0]:
                     for p in range(kc):
-                        masked_copy_panel_row(packed, start + np.uintp(p * NR), x_flat, base + row_offset[pc + p],
-                                              inside, np.uintp(row_tap[pc + p] * task_columns) + first)
-                elif stride_kind == 2 and base + lowest >= 0 and base + highest + 2 * NR <= x_flat.shape[0]:
-                    for p in range(kc):
-                        masked_copy_panel_row_stride2(packed, start + np.uintp(p * NR), x_flat,
-                                                      base + row_offset[pc + p], inside,
-                                                      np.uintp(row_tap[pc + p] * task_columns) + first)
-                elif (split > 0 and min(base, second_base) + lowest >= 0
-                      and max(base, second_base) + highest + span <= x_flat.shape[0]):
-                    for p in range(kc):
-                        at, offset = start + np.uintp(p * NR), row_offset[pc + p]
-                        mask = np.uintp(row_tap[pc + p] * task_columns) + first
-                        if stride_w == 1:
-                            masked_copy_panel_row_two_runs(packed, at, x_flat, base + offset, second_base + offset,
-                                                           split, inside, mask)
-                        else:
-                            masked_copy_panel_row_two_runs_stride2(packed, at, x_flat, base + offset,
-                                                                   second_base + offset, split, inside, mask)
-                else:
-                    # The rest: panels some of whose loads would leave x (at the start or end of
-                    # the batch, where padding rows lie outside it) and panels with no vector path
-                    # (a stride above 2, more than two runs): row by row, each row on a vector
-                    # path where it has one and its own loads stay inside x, else element by element.
-                    for p in range(kc):
-                        at = start + np.uintp(p * NR)
-                        offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
-                        source, second = base + offset, second_base + offset
-                        if stride_kind == 1 and source >= 0 and source + NR <= x_flat.shape[0]:
-                            masked_copy_panel_row(packed, at, x_flat, source, inside, mask)
-                        elif stride_kind == 2 and source >= 0 and source + 2 * NR <= x_flat.shape[0]:
-                            masked_copy_panel_row_stride2(packed, at, x_flat, source, inside, mask)
-                        elif split > 0 and min(source, second) >= 0 and max(source, second) + span <= x_flat.shape[0]:
-                            if stride_w == 1:
-                                masked_copy_panel_row_two_runs(packed, at, x_flat, source, second, split, inside, mask)
+                        offset = row_offset[pc + p]
+                        masked_copy_panel_row_runs(one_run, stride_w, packed, start + np.uintp(p * NR), x_flat,
+                                                   base + offset, second_base + offset, split, inside,
+                                                   np.uintp(row_tap[pc + p] * task_columns) + first)
+                    continue
+                for p in range(kc):
+                    at = start + np.uintp(p * NR)
+                    offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
+                    if vector and low + offset >= 0 and high + offset + span <= x_flat.shape[0]:
+                        masked_copy_panel_row_runs(one_run, stride_w, packed, at, x_flat, base + offset,
+                                                   second_base + offset, split, inside, mask)
+                    else:
+                        for j in range(NR):
+                            if inside[mask + np.uintp(j)] != 0.0:
+                                packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
                             else:
-                                masked_copy_panel_row_two_runs_stride2(packed, at, x_flat, source, second, split,
-                                                                       inside, mask)
-                        else:
-                            for j in range(NR):
-                                if inside[mask + np.uintp(j)] != 0.0:
-                                    packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
-                                else:
-                                    packed[at + np.uintp(j)] = 0.0
+                                packed[at + np.uintp(j)] = 0.0
             # A few A panels at a time (they stay in L2) against every B panel (each in L1): a
             # 1000-channel layer would otherwise stream all its weights from L3 per B panel.
             last_block = pc + KC >= reduction
             for block in range(first_panel, end_panel, PANELS_PER_BLOCK):
                 for jp in range(column_panels):
-                    if in_place and panel_stride[jp] == 1:  # x's rows pc.. of these columns, plane apart
+                    if in_place and panel_one_run[jp]:  # x's rows pc.. of these columns, plane apart
                         b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
                     else:
                         b_source, b_offset, ldb = packed, jp * kc * NR, NR
@@ -280,13 +260,13 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                 k = g * group_rows + row
                 line = (row - first_panel * MR) * task_columns
                 column = first_column + jp * NR
-                while column < end_column:  # one span per sample
+                while column < end_column:  # one stretch per sample
                     b, pixel = column // pixels, column % pixels
-                    span = min(end_column - column, pixels - pixel)
+                    length = min(end_column - column, pixels - pixel)
                     at = (b * out_channels + k) * pixels + pixel
-                    epilogue_at(product, line + column - first_column, out_flat, at, span, biases[k],
+                    epilogue_at(product, line + column - first_column, out_flat, at, length, biases[k],
                                 residual_flat, at, has_residual, activation, alpha, beta)
-                    column += span
+                    column += length
 
 
 # Below these sizes the GEMM's panels would be mostly padding (measured on depthwise and tiny groups).

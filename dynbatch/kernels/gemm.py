@@ -311,3 +311,21 @@ masked_copy_panel_row_two_runs = _masked_copy(1, two_runs=True)
 #: The same at stride 2: source[source_offset + 2*j] for j < split, else source[second_offset + 2*j],
 #: loading 2*NR elements from each offset.
 masked_copy_panel_row_two_runs_stride2 = _masked_copy(2, two_runs=True)
+
+
+@njit(**SCALAR_FUNCTION)
+def masked_copy_panel_row_runs(one_run, stride, destination, destination_offset, source, source_offset,
+                               second_offset, split, mask, mask_offset):
+    """The masked copy of one packed B row whose columns read one run of inputs (``one_run``) or
+    two (the second from column ``split`` on, at second_offset), ``stride`` (1 or 2) apart: the
+    matching one of the four above."""
+    if one_run and stride == 1:
+        masked_copy_panel_row(destination, destination_offset, source, source_offset, mask, mask_offset)
+    elif one_run:
+        masked_copy_panel_row_stride2(destination, destination_offset, source, source_offset, mask, mask_offset)
+    elif stride == 1:
+        masked_copy_panel_row_two_runs(destination, destination_offset, source, source_offset, second_offset, split,
+                                       mask, mask_offset)
+    else:
+        masked_copy_panel_row_two_runs_stride2(destination, destination_offset, source, source_offset,
+                                               second_offset, split, mask, mask_offset)
