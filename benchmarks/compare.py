@@ -5,8 +5,9 @@
 
 For each network and batch n: milliseconds per image of each runtime (float32, the same thread
 count, the same inputs; the median over ``--rounds`` sweeps of the median of ``--repeats``
-calls), the ratios to dynbatch, and a check that the outputs agree (relative L2 error). dynbatch and OpenVINO load once for the maximum batch (OpenVINO with a bounded
-dynamic batch, 1..max) and run n; ONNX Runtime runs its session at n (dim 0 is symbolic).
+calls), the ratios to dynbatch, and a check that the outputs agree (relative L2 error). dynbatch
+and OpenVINO load once for the maximum batch (OpenVINO with a bounded dynamic batch, 1..max) and
+run n; ONNX Runtime runs its session at n (dim 0 is symbolic).
 Where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set they slow BLAS: unset both for this command.
 """
 from __future__ import annotations
