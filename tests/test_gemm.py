@@ -11,8 +11,7 @@ from numba import njit
 
 from dynbatch.kernels.activation import ACTIVATION_CODES, CLAMP, RELU, RELU6
 from dynbatch.kernels.epilogue import NO_ACTIVATION
-from dynbatch.kernels.gemm import (KC, MR, NR, masked_copy_panel_row, masked_copy_panel_row_stride2,
-                                   masked_copy_panel_row_two_runs, masked_copy_panel_row_two_runs_stride2,
+from dynbatch.kernels.gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, masked_copy_panel_row, masked_copy_panel_row_two_runs,
                                    micro_kernel_4, micro_kernel_6, pack_weights, panel_rows)
 from tests.naive import REFERENCES
 
@@ -30,8 +29,8 @@ def call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, r
 
 @njit
 def call_masked_copies(destination, source, source_offset, mask):
-    masked_copy_panel_row(destination, 0, source, source_offset, mask, 0)
-    masked_copy_panel_row_stride2(destination, NR, source, source_offset, mask, NR)
+    masked_copy_panel_row(destination, 0, source, source_offset, 1, mask, 0)
+    masked_copy_panel_row(destination, NR, source, source_offset, 2, mask, NR)
 
 
 def activate(values, code, alpha, beta):
@@ -93,26 +92,28 @@ def test_masked_copies_select_and_never_multiply():
 
 
 @njit
-def call_two_run_copies(destination, source, first, second, split, mask):
-    masked_copy_panel_row_two_runs(destination, 0, source, first, second, split, mask, 0)
-    masked_copy_panel_row_two_runs_stride2(destination, NR, source, first, second, split, mask, NR)
+def call_strided_copy(destination, source, first, second, split, stride, mask, two_runs):
+    if two_runs:
+        masked_copy_panel_row_two_runs(destination, 0, source, first, second, split, stride, mask, 0)
+    else:
+        masked_copy_panel_row(destination, 0, source, first, stride, mask, 0)
 
 
-@given(split=st.integers(1, NR - 1), first=st.integers(0, 20), second=st.integers(0, 20),
-       seed=st.integers(0, 2**32 - 1))
-def test_two_run_copies_switch_source_at_the_split(split, first, second, seed):
-    """Lanes before the split read from the first offset, the others from the second (each lane j
-    at offset + j * stride), and the mask still selects: NaN under a 0 becomes 0."""
+@given(stride=st.integers(1, MAX_VECTOR_STRIDE), two_runs=st.booleans(), split=st.integers(1, NR - 1),
+       first=st.integers(0, 20), second=st.integers(0, 20), seed=st.integers(0, 2**32 - 1))
+def test_strided_copies_read_every_stride_th_input(stride, two_runs, split, first, second, seed):
+    """Lane j reads offset + j * stride, from the first offset (every lane of one run; the lanes
+    before the split of two runs) or the second (the others), and the mask still selects: NaN
+    under a 0 becomes 0."""
     rng = np.random.default_rng(seed)
-    source = rng.uniform(-1, 1, 20 + 2 * NR).astype(np.float32)
+    source = rng.uniform(-1, 1, 20 + MAX_VECTOR_STRIDE * NR).astype(np.float32)
     source[rng.integers(0, source.size, 3)] = np.nan
-    mask = (rng.random(2 * NR) < 0.8).astype(np.float32)
-    destination = np.full(2 * NR, -1.0, np.float32)
-    call_two_run_copies(destination, source, first, second, split, mask)
-    for stride, lanes, row_mask in ((1, destination[:NR], mask[:NR]), (2, destination[NR:], mask[NR:])):
-        j = np.arange(NR)
-        read = source[np.where(j < split, first, second) + stride * j]
-        np.testing.assert_array_equal(lanes, np.where(row_mask != 0, read, 0.0))
+    mask = (rng.random(NR) < 0.8).astype(np.float32)
+    destination = np.full(NR, -1.0, np.float32)
+    call_strided_copy(destination, source, first, second, split, stride, mask, two_runs)
+    j = np.arange(NR)
+    read = source[np.where((j < split) | (not two_runs), first, second) + stride * j]
+    np.testing.assert_array_equal(destination, np.where(mask != 0, read, 0.0))
 
 
 @given(group=st.integers(1, 3), rows=st.integers(1, 20), reduction=st.integers(1, KC + 40))

@@ -142,6 +142,8 @@ def test_pointwise_convolution_matches_reference(data):
     ((3, 3), (1, 1), (1, 1), (5, 6)),    # 16-column panels spanning output rows, read contiguously
     ((1, 1), (0, 0), (1, 1), (5, 6)),    # panels read in place
     ((3, 3), (1, 1), (2, 2), (5, 40)),   # 20 outputs per row: panels read every other input
+    ((3, 3), (1, 1), (3, 3), (5, 60)),   # 20 outputs per row, inputs 3 apart
+    ((5, 5), (2, 2), (4, 4), (6, 30)),   # 8 outputs per row: two runs, inputs 4 apart
 ])
 def test_convolution_gemm_long_reduction_and_padding(kernel, pads, strides, size):
     """More reduction rows than one packed block (KC), a last panel of 1 channel padded to 4, and

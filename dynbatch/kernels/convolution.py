@@ -12,8 +12,8 @@ from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
-from .gemm import (KC, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_4, micro_kernel_6,
-                   pack_weights, panel_layout)
+from .gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_4,
+                   micro_kernel_6, pack_weights, panel_layout)
 from .views import as_4d, shape_4d
 
 
@@ -69,6 +69,18 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
         epilogue_span(out_row, out_row, biases[k], residual[b, k, oh], has_residual, activation, alpha, beta)
 
 
+@njit(**SCALAR_FUNCTION)
+def pack_panel_rows(one_run, stride, packed, start, x_flat, base, second_base, split, inside, first, row_offset,
+                    row_tap, pc, kc, task_columns):
+    """Rows pc..pc+kc of one packed B panel by ``gemm.masked_copy_panel_row_runs``, whose loads
+    the caller has checked stay inside x."""
+    for p in range(kc):
+        offset = row_offset[pc + p]
+        mask = np.uintp(row_tap[pc + p] * task_columns) + first
+        masked_copy_panel_row_runs(one_run, stride, packed, start + np.uintp(p * NR), x_flat, base + offset,
+                                   second_base + offset, split, inside, mask)
+
+
 @njit(**PARALLEL_KERNEL)
 def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w, pad_top, pad_left,
                          out_width, row_offset, row_tap, tap_dy, tap_dx, in_place, task_columns,
@@ -81,11 +93,11 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     weights, R = C/group*kh*kw; biases (K,); out: (max_batch, K, OH*OW); row_offset, row_tap (R,):
     for reduction row r = (c, i, j), its input offset (c*H + i*dh)*W + j*dw and its tap i*kw + j;
     tap_dy, tap_dx (kh*kw,): each tap's shifts i*dh, j*dw; in_place: a 1x1, stride 1, unpadded
-    convolution (of at most IN_PLACE_MAX_ROWS channels per group), whose patches are x's own rows; task_columns: the most output columns a task
-    takes (a multiple of NR); min_tasks: how many parallel tasks to make at least (by splitting
-    the output channels, each split packing the same patches); residual (shaped as out),
-    has_residual, activation, alpha, beta: the fused ``epilogue``. Rows >= n are neither read
-    nor written.
+    convolution (of at most IN_PLACE_MAX_ROWS channels per group), whose patches are x's own
+    rows; task_columns: the most output columns a task takes (a multiple of NR); min_tasks: how
+    many parallel tasks to make at least (by splitting the output channels, each split packing
+    the same patches); residual (shaped as out), has_residual, activation, alpha, beta: the fused
+    ``epilogue``. Rows >= n are neither read nor written.
 
     Each parallel task owns up to ``task_columns`` output columns and a block of A panels of one
     group. It packs those columns' patches KC reduction rows at a time (a few KB, in L1/L2; a 1x1
@@ -154,17 +166,18 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
             for t in range(taps):
                 inside[t * task_columns + j] = (np.uintp(column_top[j] + tap_dy[t]) < np.uintp(height)) & (
                     np.uintp(column_left[j] + tap_dx[t]) < np.uintp(width))
-        # A panel whose 16 columns read inputs 1 or 2 apart (one output row, or consecutive rows of
-        # a stride-1 "same" convolution) packs each row with contiguous loads and its mask:
-        # vectorised, no gather (panel_one_run). So does one whose columns make two such
-        # runs, the second starting at column panel_split (> 0) in the next output row: lane j of
-        # it reads from panel_second + j * stride instead. Any other panel: element by element.
+        # A panel whose 16 columns read inputs stride_w apart (one output row, or consecutive rows
+        # of a stride-1 "same" convolution), stride_w <= MAX_VECTOR_STRIDE, packs each row with
+        # contiguous loads and its mask: vectorised, no gather (panel_one_run). So does one whose
+        # columns make two such runs, the second starting at column panel_split (> 0) in the next
+        # output row: lane j of it reads from panel_second + j * stride_w instead. Any other
+        # panel: element by element.
         panel_one_run = np.zeros(task_columns // NR, np.bool_)
         panel_split = np.zeros(task_columns // NR, np.intp)
         panel_second = np.zeros(task_columns // NR, np.intp)
         for jp in range(column_panels):
             first = jp * NR
-            if first + NR <= chunk_columns and (stride_w == 1 or stride_w == 2):
+            if first + NR <= chunk_columns and stride_w <= MAX_VECTOR_STRIDE:
                 breaks, split = 0, 0
                 for j in range(1, NR):
                     if column_base[first + j] != column_base[first + j - 1] + stride_w:
@@ -206,11 +219,20 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                 vector = one_run or split > 0
                 low, high = (base, base) if one_run else (min(base, second_base), max(base, second_base))
                 if vector and low + lowest >= 0 and high + highest + span <= x_flat.shape[0]:
-                    for p in range(kc):
-                        offset = row_offset[pc + p]
-                        masked_copy_panel_row_runs(one_run, stride_w, packed, start + np.uintp(p * NR), x_flat,
-                                                   base + offset, second_base + offset, split, inside,
-                                                   np.uintp(row_tap[pc + p] * task_columns) + first)
+                    # A literal stride per call, so that the copy's choice by stride folds away
+                    # and the row loop has no branch.
+                    if stride_w == 1:
+                        pack_panel_rows(one_run, 1, packed, start, x_flat, base, second_base, split, inside, first,
+                                        row_offset, row_tap, pc, kc, task_columns)
+                    elif stride_w == 2:
+                        pack_panel_rows(one_run, 2, packed, start, x_flat, base, second_base, split, inside, first,
+                                        row_offset, row_tap, pc, kc, task_columns)
+                    elif stride_w == 3:
+                        pack_panel_rows(one_run, 3, packed, start, x_flat, base, second_base, split, inside, first,
+                                        row_offset, row_tap, pc, kc, task_columns)
+                    else:
+                        pack_panel_rows(one_run, 4, packed, start, x_flat, base, second_base, split, inside, first,
+                                        row_offset, row_tap, pc, kc, task_columns)
                     continue
                 for p in range(kc):
                     at = start + np.uintp(p * NR)

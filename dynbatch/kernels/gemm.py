@@ -79,7 +79,8 @@ def _activate(builder, value, code, alpha, beta):
         return builder.select(builder.fcmp_ordered(">", low_clipped, high), high, low_clipped)
 
     if code == RELU:
-        return builder.select(builder.fcmp_ordered(">", value, _ZERO), value, builder.fmul(value, _splat(builder, alpha)))
+        leaky = builder.fmul(value, _splat(builder, alpha))
+        return builder.select(builder.fcmp_ordered(">", value, _ZERO), value, leaky)
     if code == RELU6:
         return clip(_ZERO, ir.Constant(_VECTOR, [6.0] * 8))
     if code == CLAMP:
@@ -247,85 +248,103 @@ def pack_weights(weights: np.ndarray) -> np.ndarray:
     return packed
 
 
-def _masked_copy(stride: int, two_runs: bool = False):
+#: The largest stride whose panel rows pack with vector loads (``masked_copy_panel_row``); a
+#: convolution of a larger stride packs element by element.
+MAX_VECTOR_STRIDE = 4
+
+
+def _masked_copy(two_runs: bool):
     """The intrinsic copying one row of a packed B panel, see ``masked_copy_panel_row``."""
 
-    def load_columns(builder, source_ptr, h):
-        """Lanes 8h..8h+7 of a run: source[stride * j] for those j."""
+    def load_columns(builder, source_ptr, stride, h):
+        """Lanes 8h..8h+7 of a run: source[stride * j] for those j, from ``stride`` contiguous
+        8-wide loads put side by side, then every stride-th element picked out."""
+        parts = [builder.load(_vector_at(builder, source_ptr, 8 * (stride * h + k)), align=4) for k in range(stride)]
         if stride == 1:
-            return builder.load(_vector_at(builder, source_ptr, 8 * h), align=4)
-        every_other = ir.Constant(ir.VectorType(_LANE, 8), list(range(0, 16, 2)))
-        low, high = (builder.load(_vector_at(builder, source_ptr, 16 * h + 8 * half), align=4) for half in (0, 1))
-        return builder.shuffle_vector(low, high, every_other)
+            return parts[0]
+        while len(parts) > 1:
+            if len(parts) % 2:
+                parts.append(ir.Constant(parts[0].type, ir.Undefined))
+            width = parts[0].type.count
+            both = ir.Constant(ir.VectorType(_LANE, 2 * width), list(range(2 * width)))
+            parts = [builder.shuffle_vector(parts[i], parts[i + 1], both) for i in range(0, len(parts), 2)]
+        every_stride_th = ir.Constant(ir.VectorType(_LANE, 8), [stride * j for j in range(8)])
+        return builder.shuffle_vector(parts[0], ir.Constant(parts[0].type, ir.Undefined), every_stride_th)
+
+    def copy_row(builder, destination_ptr, source_ptr, second_ptr, splits, mask_ptr, stride):
+        for h in range(NR // 8):
+            value = load_columns(builder, source_ptr, stride, h)
+            if two_runs:
+                lanes = ir.Constant(ir.VectorType(_LANE, 8), list(range(8 * h, 8 * h + 8)))
+                in_first = builder.icmp_signed("<", lanes, splits)
+                value = builder.select(in_first, value, load_columns(builder, second_ptr, stride, h))
+            keep = builder.fcmp_unordered("!=", builder.load(_vector_at(builder, mask_ptr, 8 * h), align=4), _ZERO)
+            builder.store(builder.select(keep, value, _ZERO), _vector_at(builder, destination_ptr, 8 * h), align=4)
 
     def codegen(context, builder, signature, args):
         destination_ptr, source_ptr = (
             _float_pointer(context, builder, signature.args[i], args[i], args[i + 1]) for i in (0, 2))
         mask_ptr = _float_pointer(context, builder, signature.args[-2], args[-2], args[-1])
+        stride = args[-3]
+        second_ptr = splits = None
         if two_runs:
             second_ptr = _float_pointer(context, builder, signature.args[2], args[2], args[4])
             split = builder.trunc(args[5], _LANE)
             splits = builder.insert_element(ir.Constant(ir.VectorType(_LANE, 8), ir.Undefined), split,
                                             ir.Constant(_LANE, 0))
             splits = builder.shuffle_vector(splits, splits, ir.Constant(ir.VectorType(_LANE, 8), [0] * 8))
-        for h in range(NR // 8):
-            value = load_columns(builder, source_ptr, h)
-            if two_runs:
-                lanes = ir.Constant(ir.VectorType(_LANE, 8), list(range(8 * h, 8 * h + 8)))
-                in_first = builder.icmp_signed("<", lanes, splits)
-                value = builder.select(in_first, value, load_columns(builder, second_ptr, h))
-            keep = builder.fcmp_unordered("!=", builder.load(_vector_at(builder, mask_ptr, 8 * h), align=4), _ZERO)
-            builder.store(builder.select(keep, value, _ZERO), _vector_at(builder, destination_ptr, 8 * h), align=4)
+        # The stride picks a copy made for it (the shuffles need constant lane indices); it is
+        # the same for every row of a layer, so the branch is always predicted.
+        done = builder.append_basic_block("copied")
+        switch = builder.switch(stride, done)
+        for constant in range(1, MAX_VECTOR_STRIDE + 1):
+            block = builder.append_basic_block(f"stride_{constant}")
+            switch.add_case(ir.Constant(stride.type, constant), block)
+            builder.position_at_end(block)
+            copy_row(builder, destination_ptr, source_ptr, second_ptr, splits, mask_ptr, constant)
+            builder.branch(done)
+        builder.position_at_end(done)
         return context.get_dummy_value()
 
     if two_runs:
         @intrinsic
-        def copy(typingctx, destination, destination_offset, source, source_offset, second_offset, split, mask,
+        def copy(typingctx, destination, destination_offset, source, source_offset, second_offset, split, stride, mask,
                  mask_offset):
-            return types.void(destination, types.intp, source, types.intp, types.intp, types.intp, mask,
+            return types.void(destination, types.intp, source, types.intp, types.intp, types.intp, types.intp, mask,
                               types.intp), codegen
     else:
         @intrinsic
-        def copy(typingctx, destination, destination_offset, source, source_offset, mask, mask_offset):
-            return types.void(destination, types.intp, source, types.intp, mask, types.intp), codegen
+        def copy(typingctx, destination, destination_offset, source, source_offset, stride, mask, mask_offset):
+            return types.void(destination, types.intp, source, types.intp, types.intp, mask, types.intp), codegen
 
     return copy
 
 
-#: masked_copy_panel_row(destination, destination_offset, source, source_offset, mask, mask_offset):
-#: destination[destination_offset + j] = source[source_offset + j] where mask[mask_offset + j] is
-#: non-zero, else 0, for j < NR: one row of a packed B panel whose 16 columns read 16 consecutive
-#: inputs, the mask zeroing those on padding. A select, not a product with the mask: what lies
-#: under the padding (a neighbouring row, a row past the batch) may be inf or NaN. Written as
-#: 8-wide loads, selects and stores, since LLVM will not vectorise the loop itself (it cannot
-#: rule out that the arrays overlap). No bounds checks.
-masked_copy_panel_row = _masked_copy(1)
-#: The same for columns reading every other input (stride 2): source[source_offset + 2*j],
-#: loading the 2*NR elements from source_offset on.
-masked_copy_panel_row_stride2 = _masked_copy(2)
+#: masked_copy_panel_row(destination, destination_offset, source, source_offset, stride, mask,
+#: mask_offset): destination[destination_offset + j] = source[source_offset + stride*j] where
+#: mask[mask_offset + j] is non-zero, else 0, for j < NR: one row of a packed B panel whose 16
+#: columns read inputs ``stride`` apart (1 to MAX_VECTOR_STRIDE; any other stride copies
+#: nothing), the mask zeroing those on padding. Loads the stride*NR elements from source_offset
+#: on. A select, not a product with the mask: what lies under the padding (a neighbouring row, a
+#: row past the batch) may be inf or NaN. Written as 8-wide loads, shuffles, selects and stores,
+#: since LLVM will not vectorise the loop itself (it cannot rule out that the arrays overlap). No
+#: bounds checks.
+masked_copy_panel_row = _masked_copy(two_runs=False)
 #: masked_copy_panel_row_two_runs(destination, destination_offset, source, source_offset,
-#: second_offset, split, mask, mask_offset): as masked_copy_panel_row, but the columns j >= split
-#: read source[second_offset + j] instead: a panel whose columns run over the end of one output
-#: row into the next. Loads NR elements from each offset.
-masked_copy_panel_row_two_runs = _masked_copy(1, two_runs=True)
-#: The same at stride 2: source[source_offset + 2*j] for j < split, else source[second_offset + 2*j],
-#: loading 2*NR elements from each offset.
-masked_copy_panel_row_two_runs_stride2 = _masked_copy(2, two_runs=True)
+#: second_offset, split, stride, mask, mask_offset): as masked_copy_panel_row, but the columns
+#: j >= split read source[second_offset + stride*j] instead: a panel whose columns run over the
+#: end of one output row into the next. Loads stride*NR elements from each offset.
+masked_copy_panel_row_two_runs = _masked_copy(two_runs=True)
 
 
 @njit(**SCALAR_FUNCTION)
 def masked_copy_panel_row_runs(one_run, stride, destination, destination_offset, source, source_offset,
                                second_offset, split, mask, mask_offset):
     """The masked copy of one packed B row whose columns read one run of inputs (``one_run``) or
-    two (the second from column ``split`` on, at second_offset), ``stride`` (1 or 2) apart: the
-    matching one of the four above."""
-    if one_run and stride == 1:
-        masked_copy_panel_row(destination, destination_offset, source, source_offset, mask, mask_offset)
-    elif one_run:
-        masked_copy_panel_row_stride2(destination, destination_offset, source, source_offset, mask, mask_offset)
-    elif stride == 1:
-        masked_copy_panel_row_two_runs(destination, destination_offset, source, source_offset, second_offset, split,
-                                       mask, mask_offset)
+    two (the second from column ``split`` on, at second_offset), ``stride`` apart: the matching
+    one of the two above."""
+    if one_run:
+        masked_copy_panel_row(destination, destination_offset, source, source_offset, stride, mask, mask_offset)
     else:
-        masked_copy_panel_row_two_runs_stride2(destination, destination_offset, source, source_offset,
-                                               second_offset, split, mask, mask_offset)
+        masked_copy_panel_row_two_runs(destination, destination_offset, source, source_offset, second_offset, split,
+                                       stride, mask, mask_offset)
