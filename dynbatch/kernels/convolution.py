@@ -220,7 +220,8 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                 low, high = (base, base) if one_run else (min(base, second_base), max(base, second_base))
                 if vector and low + lowest >= 0 and high + highest + span <= x_flat.shape[0]:
                     # A literal stride per call, so that the copy's choice by stride folds away
-                    # and the row loop has no branch.
+                    # and the row loop has no branch (a vector panel's stride is at most
+                    # MAX_VECTOR_STRIDE, 4).
                     if stride_w == 1:
                         pack_panel_rows(one_run, 1, packed, start, x_flat, base, second_base, split, inside, first,
                                         row_offset, row_tap, pc, kc, task_columns)
