@@ -49,15 +49,17 @@ SETS = {
 }
 
 
-def load_revision(revision: str):
-    """REVISION's convolution module, importable beside the working tree's."""
-    for name in ("convolution", "gemm"):
+def load_revision(revision: str, modules=("convolution", "gemm")):
+    """REVISION's kernel module ``modules[0]`` (importing its sibling ``modules[1:]`` from the
+    same revision), importable beside the working tree's."""
+    for name in modules:
         source = subprocess.run(["git", "-C", ROOT, "show", f"{revision}:dynbatch/kernels/{name}.py"],
                                 check=True, capture_output=True, text=True).stdout
-        source = source.replace("from .gemm import", "from ._ab_gemm import")
+        for sibling in modules[1:]:
+            source = source.replace(f"from .{sibling} import", f"from ._ab_{sibling} import")
         with open(os.path.join(KERNELS, f"_ab_{name}.py"), "w") as handle:
             handle.write(source)
-    return importlib.import_module("dynbatch.kernels._ab_convolution")
+    return importlib.import_module(f"dynbatch.kernels._ab_{modules[0]}")
 
 
 def remove_revision():
