@@ -9,7 +9,7 @@ single input row ih with ih*sh = oh + ph0 - i*dh (if any), so no two iterations 
 import numpy as np
 from numba import njit, prange
 
-from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
+from ..config import CHUNK, PARALLEL_KERNEL, SCALAR_FUNCTION
 from .convolution import columns_in_range
 from .views import as_4d, shape_4d
 
@@ -74,8 +74,13 @@ def deconvolution_gemm_cpu(n, x, grouped_weights_t, biases, stride_h, stride_w, 
     to every (k, i, j): columns[(k*kh + i)*kw + j, t*H*W + ih*W + iw] = sum_c weights[c, k, i, j]
     * x[b0 + t, c, ih, iw] (the s samples' planes are first copied side by side into gathered;
     a lone sample's planes are used in place). Then col2im as a gather, in parallel over output
-    lines (t, k, oh): each line adds, for every kernel row i, the one input row ih with
-    ih*sh == oh + ph0 - i*dh, so no two iterations write one element."""
+    lines (t, k, oh), a few lines of one plane per task: each line adds, for every kernel row i,
+    the one input row ih with ih*sh == oh + ph0 - i*dh, so no two tasks write one element.
+
+    A line is summed phase by phase: output column ow = q*sw + r goes to acc[r, q], where the
+    input columns of one kernel column j land on consecutive q of one phase r. Each (i, j) then
+    adds a contiguous run, which vectorizes, where adding into the line itself would step sw
+    apart; the line is copied out of acc once at the end."""
     group, group_rows, group_in_channels = grouped_weights_t.shape
     height, width = x.shape[2], x.shape[3]
     pixels = height * width
@@ -88,10 +93,20 @@ def deconvolution_gemm_cpu(n, x, grouped_weights_t, biases, stride_h, stride_w, 
     for oh in range(out_height):
         for i in range(kernel_h):
             source_rows[oh, i] = source_row(oh, i, pad_top, dilation_h, stride_h, height)
+    # Kernel column j's input columns iw land on phase r of acc at q = iw + (shift - r) / sw.
+    phase_width = (out_width + stride_w - 1) // stride_w
     column_ranges = np.empty((kernel_w, 2), np.intp)
+    phase_offset = np.empty(kernel_w, np.intp)
     for j in range(kernel_w):
-        begin, end = columns_in_range(j * dilation_w - pad_left, stride_w, out_width, width)
+        shift = j * dilation_w - pad_left
+        begin, end = columns_in_range(shift, stride_w, out_width, width)
         column_ranges[j, 0], column_ranges[j, 1] = begin, end
+        phase = shift % stride_w  # in [0, sw): Python's modulo
+        phase_offset[j] = phase * phase_width + (shift - phase) // stride_w
+    # Lines per task: about CHUNK additions, enough to pay for the task's acc.
+    line_work = max(1, out_width * max(1, (kernel_h * kernel_w) // (stride_h * stride_w)))
+    lines_per_task = max(1, min(out_height, CHUNK // line_work))
+    tasks_per_plane = (out_height + lines_per_task - 1) // lines_per_task
     for first in range(0, n, samples_per_gemm):
         samples = min(samples_per_gemm, n - first)
         contributions = columns[:group_rows * samples * pixels].reshape((group_rows, samples * pixels))
@@ -107,27 +122,35 @@ def deconvolution_gemm_cpu(n, x, grouped_weights_t, biases, stride_h, stride_w, 
                     c, t = task // samples, task % samples
                     planes[c, t * pixels:(t + 1) * pixels] = x[first + t, first_in_channel + c].reshape(pixels)
             np.dot(grouped_weights_t[g], planes, contributions)
-            for line in prange(samples * group_out_channels * out_height):
-                t = line // (group_out_channels * out_height)
-                k, oh = (line // out_height) % group_out_channels, line % out_height
+            for task in prange(samples * group_out_channels * tasks_per_plane):
+                plane = task // tasks_per_plane
+                t, k = plane // group_out_channels, plane % group_out_channels
                 out_channel = g * group_out_channels + k
                 # Indexed in full, not through a view per (line, i, j): each view would take a
                 # reference on its array, an atomic the threads contend for.
-                b, channel, row = np.uintp(first + t), np.uintp(out_channel), np.uintp(oh)
+                b, channel = np.uintp(first + t), np.uintp(out_channel)
                 bias = biases[out_channel]
-                for ow in range(np.uintp(out_width)):
-                    out[b, channel, row, ow] = bias
-                for i in range(kernel_h):
-                    ih = source_rows[oh, i]
-                    if ih < 0:
-                        continue
-                    for j in range(kernel_w):
-                        shift = j * dilation_w - pad_left
-                        contribution_row = np.uintp((k * kernel_h + i) * kernel_w + j)
-                        row_start = np.uintp(t * pixels + ih * width)
-                        for iw in range(np.uintp(column_ranges[j, 0]), np.uintp(column_ranges[j, 1])):
-                            out[b, channel, row, iw * np.uintp(stride_w) + np.uintp(shift)] += contributions[
-                                contribution_row, row_start + iw]
+                acc = np.empty(stride_w * phase_width, np.float32)
+                first_line = (task % tasks_per_plane) * lines_per_task
+                for oh in range(first_line, min(first_line + lines_per_task, out_height)):
+                    for a in range(acc.shape[0]):
+                        acc[a] = bias
+                    for i in range(kernel_h):
+                        ih = source_rows[oh, i]
+                        if ih < 0:
+                            continue
+                        row_start = t * pixels + ih * width
+                        for j in range(kernel_w):
+                            contribution_row = np.uintp((k * kernel_h + i) * kernel_w + j)
+                            target = phase_offset[j]
+                            # Unsigned indices (never negative here) spare Numba's negative-index
+                            # wraparound, which would keep LLVM from vectorizing.
+                            for iw in range(column_ranges[j, 0], column_ranges[j, 1]):
+                                acc[np.uintp(target + iw)] += contributions[contribution_row, np.uintp(row_start + iw)]
+                    row = np.uintp(oh)
+                    for r in range(min(stride_w, out_width)):
+                        for q in range((out_width - r + stride_w - 1) // stride_w):
+                            out[b, channel, row, np.uintp(q * stride_w + r)] = acc[np.uintp(r * phase_width + q)]
 
 
 # Below these sizes a GEMM call costs more than it saves.

@@ -1,0 +1,110 @@
+"""The CPU kernels of one layer type (pooling or deconvolution) at a git revision against the
+working tree's, layer by layer, in one process (as ``convolution_ab.py``, whose revision loading
+it shares):
+
+    python benchmarks/layer_ab.py REVISION [--layer pooling|deconvolution] [--method max|avg]
+        [--batch 8] [--calls 61] [--threads 2]
+
+The pooling layers are those of ``compare.py``'s networks (``--method`` picks max or avg); the
+deconvolutions FCN's 8x8 stride-4 upsampling and three common shapes. Both kernels are bound to
+the same input, their calls alternate and each time is the median of ``--calls``. The outputs
+must agree.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from convolution_ab import load_revision, remove_revision
+
+# name: (channels, input side, kernel, stride, pad, ceil rounding)
+POOLING = [("squeezenet 64x55 3x3 s2", 64, 55, 3, 2, 0, True), ("squeezenet 128x27 3x3 s2", 128, 27, 3, 2, 0, True),
+           ("resnet 64x56 3x3 s2 p1", 64, 56, 3, 2, 1, False), ("googlenet 256x14 3x3 s1 p1", 256, 14, 3, 1, 1, False),
+           ("googlenet 480x14 3x3 s2", 480, 14, 3, 2, 0, True), ("fcn 32x64 2x2 s2", 32, 64, 2, 2, 0, False)]
+# name: (in channels, out channels, kernel, input side, stride, pad)
+DECONVOLUTION = [("fcn 21->21 8x8 s4 16", 21, 21, 8, 16, 4, 0), ("2x2 s2 64->32 28", 64, 32, 2, 28, 2, 0),
+                 ("4x4 s2 p1 64->64 16", 64, 64, 4, 16, 2, 1), ("3x3 s1 p1 32->32 16", 32, 32, 3, 16, 1, 1)]
+
+
+def pooling_layers(rng, n, method):
+    """(name, attrs, x, out shape) of each pooling layer."""
+    for name, channels, side, kernel, stride, pad, ceil in POOLING:
+        span = side + 2 * pad - kernel
+        out_side = (-(-span // stride) if ceil else span // stride) + 1
+        pad_end = max(0, (out_side - 1) * stride + kernel - side - pad)
+        attrs = dict(kernel=(kernel, kernel), strides=(stride, stride), pads_begin=(pad, pad),
+                     pads_end=(pad_end, pad_end), pool_method=method, exclude_pad=False)
+        x = rng.standard_normal((n, channels, side, side)).astype(np.float32)
+        yield name, attrs, x, (n, channels, out_side, out_side)
+
+
+def deconvolution_layers(rng, n, method):
+    for name, channels, out_channels, kernel, side, stride, pad in DECONVOLUTION:
+        attrs = dict(weights=rng.standard_normal((channels, out_channels, kernel, kernel)).astype(np.float32) * 0.1,
+                     biases=rng.standard_normal(out_channels).astype(np.float32), strides=(stride, stride),
+                     dilations=(1, 1), pads_begin=(pad, pad), pads_end=(pad, pad), output_padding=(0, 0), group=1)
+        out_side = (side - 1) * stride - 2 * pad + kernel
+        x = rng.standard_normal((n, channels, side, side)).astype(np.float32)
+        yield name, attrs, x, (n, out_channels, out_side, out_side)
+
+
+LAYERS = {"pooling": (pooling_layers, ("pooling",)),
+          "deconvolution": (deconvolution_layers, ("deconvolution", "convolution", "gemm"))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("revision")
+    parser.add_argument("--layer", default="pooling", choices=sorted(LAYERS))
+    parser.add_argument("--method", default="max", choices=("max", "avg"))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=61)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import importlib
+
+    import numba
+
+    numba.set_num_threads(args.threads)
+    new = importlib.import_module(f"dynbatch.kernels.{args.layer}")
+    layers, modules = LAYERS[args.layer]
+    try:
+        run(load_revision(args.revision, modules), new, layers, args)
+    finally:
+        remove_revision()
+
+
+def run(old, new, layers, args):
+    n = args.batch
+    totals = {"old": 0.0, "new": 0.0}
+    kind = f"{args.method} pooling" if args.layer == "pooling" else args.layer
+    print(f"{kind} at {args.revision} (old) against the working tree (new), n = {n}, "
+          f"{args.threads} threads, median of {args.calls} alternating calls")
+    for name, attrs, x, out_shape in layers(np.random.default_rng(0), n, args.method):
+        bound, outputs = {}, {}
+        for label, module in (("old", old), ("new", new)):
+            outputs[label] = np.empty(out_shape, np.float32)
+            kernel_fn, kernel_args = module.cpu_step(attrs, [x], [outputs[label]])
+            kernel_fn(n, *kernel_args)
+            bound[label] = (kernel_fn, kernel_args)
+        np.testing.assert_allclose(outputs["new"], outputs["old"], rtol=1e-5, atol=1e-5)
+        times = {label: [] for label in bound}
+        for _ in range(args.calls):
+            for label, (kernel_fn, kernel_args) in bound.items():
+                start = time.perf_counter()
+                kernel_fn(n, *kernel_args)
+                times[label].append(time.perf_counter() - start)
+        median = {label: statistics.median(values) for label, values in times.items()}
+        for label in totals:
+            totals[label] += median[label]
+        print(f"{name:28s} old {median['old'] * 1e6:7.0f} us  new {median['new'] * 1e6:7.0f} us  "
+              f"new/old {median['new'] / median['old']:.2f}", flush=True)
+    print(f"{'in all':28s} old {totals['old'] * 1e6:7.0f} us  new {totals['new'] * 1e6:7.0f} us  "
+          f"new/old {totals['new'] / totals['old']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
