@@ -66,7 +66,7 @@ class Core:
             raise ConfigError(f"unknown config key(s) {unknown}; known keys: {list(KNOWN_CONFIG_KEYS)}")
         dynamic_batch = _yes_no(KEY_DYN_BATCH_ENABLED, config.get(KEY_DYN_BATCH_ENABLED, NO))
         check_topology(network, dynamic_batch)
-        return ExecutableNetwork(compile_network(network), device_name, dynamic_batch)
+        return ExecutableNetwork(compile_network(network, device_name), device_name, dynamic_batch)
 
 
 class ExecutableNetwork:
@@ -254,7 +254,9 @@ class InferRequest:
         """{layer name: {"layer_type", "exec_type", "status", "real_time_us"}} of the last inference,
         for every layer of the network in order (on GPU: each layer's device time, from CUDA
         events). A layer merged into its producer at load (``dynbatch.graph.fusion``) has status
-        "OPTIMIZED_OUT", exec_type "fused into <producer>" and no time of its own."""
+        "OPTIMIZED_OUT", exec_type "fused into <producer>" and no time of its own; so has a
+        Concatenation whose inputs are written into its output in place ("written in place by
+        <producers>")."""
         times = self._device.layer_seconds() if self._device is not None else self._times
         run = {
             step.layer.name: {
@@ -266,10 +268,16 @@ class InferRequest:
             for step, seconds in zip(self._steps, times)
         }
         compiled = self._network._compiled
+
+        def optimized_out(layer):
+            if layer.name in compiled.in_place:
+                return f"written in place by {', '.join(compiled.in_place[layer.name])}"
+            return f"fused into {compiled.fused_into[layer.name]}"
+
         return {
             layer.name: run.get(layer.name) or {
                 "layer_type": layer.type,
-                "exec_type": f"fused into {compiled.fused_into[layer.name]}",
+                "exec_type": optimized_out(layer),
                 "status": "OPTIMIZED_OUT",
                 "real_time_us": 0.0,
             }

@@ -1,6 +1,7 @@
 """Hypothesis strategies that build random valid networks from the 14 supported layer types:
-chains with branches, Split/Concatenation, Eltwise joins (with and without broadcasting), and a
-fully connected head. Weights are scaled by 1/sqrt(fan-in) so values stay O(1) through depth."""
+chains with branches, Split/Concatenation, convolutions joined by a Concatenation (which the CPU
+writes in place), Eltwise joins (with and without broadcasting), and a fully connected head.
+Weights are scaled by 1/sqrt(fan-in) so values stay O(1) through depth."""
 import math
 
 import numpy as np
@@ -33,7 +34,7 @@ def networks(draw, max_layers: int = 8, max_batch: int = 6, max_channels: int = 
     for _ in range(draw(st.integers(1, max_layers), label="layers")):
         kind = draw(st.sampled_from([
             "Convolution", "Deconvolution", "Activation", "LRN", "Pooling", "BatchNormalization",
-            "Power", "Eltwise", "SplitConcat", "Concatenation", "Crop", "Copy", "SoftMax",
+            "Power", "Eltwise", "SplitConcat", "Concatenation", "ConvConcat", "Crop", "Copy", "SoftMax",
         ]), label="layer")
         source = pick(4)
         n, c, h, w = net.shape(source)
@@ -93,6 +94,26 @@ def networks(draw, max_layers: int = 8, max_batch: int = 6, max_channels: int = 
             partners = [t for t in tensors if all(a == b for d, (a, b) in enumerate(zip(net.shape(t), (n, c, h, w))) if d != axis)
                         and len(net.shape(t)) == 4]
             out = net.add_layer("Concatenation", [source, draw(st.sampled_from(partners))], axis=axis)
+        elif kind == "ConvConcat":
+            # 3x3 "same" convolutions big enough for the GEMM kernel (>= 8 outputs, reduction
+            # >= 16), joined along channels: on the CPU they write into the Concatenation's
+            # output in place, unless a later layer reads one of them too.
+            if c * 9 < 16:
+                continue
+            branches = []
+            for _ in range(draw(st.integers(2, 3), label="branches")):
+                k = draw(st.sampled_from([8, 9, 12]), label="branch channels")
+                # A deep branch writes a tensor of its own between the branches' convolutions.
+                deep = draw(st.booleans(), label="deep branch")
+                branch_input = net.add_layer("Activation", [source], type="tanh") if deep else source
+                branch = net.add_layer("Convolution", [branch_input], weights=_weights(rng, (k, c, 3, 3), c * 9),
+                                       biases=_weights(rng, (k,), 1), pads_begin=1, pads_end=1)
+                if draw(st.booleans(), label="branch relu"):
+                    branch = net.add_layer("Activation", [branch], type="relu")
+                branches.append(branch)
+            out = net.add_layer("Concatenation", branches, axis=1)
+            if draw(st.booleans(), label="branches readable"):
+                tensors.extend(branches)
         elif kind == "Crop":
             if h < 2 or w < 2:
                 continue

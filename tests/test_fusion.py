@@ -1,5 +1,6 @@
 """The fusion pass (dynbatch.graph.fusion): BatchNormalization folded into a Convolution, relu /
-relu6 / clamp computed by the Convolution's or FullyConnected's epilogue. Fused networks must equal
+relu6 / clamp computed by the Convolution's or FullyConnected's epilogue; and Concatenations whose
+convolutions write their inputs in place (dynbatch.graph.compiler, CPU). Fused networks must equal
 the naive reference network (which runs every layer unfused) at every batch, on every device; and
 a merge must not happen where another layer, or the caller, reads the tensor in between."""
 import numpy as np
@@ -193,3 +194,81 @@ def test_merged_convolution_runs_after_its_residual():
     # conv_a comes first in the network, but adds the projection's output: it must run second.
     assert [layer.name for layer in exe._compiled.layers] == ["projection", "conv_a"]
     assert exe._compiled.layers[1].inputs == ("data", "projection")
+
+
+def joined_branches(branches, extra_reader=None, expose=None, axis=1, max_batch=4):
+    """data (16 channels) -> Concatenation(axis) of one layer per entry of ``branches``, each on
+    data: "gemm" (a 3x3 convolution with 8 outputs, big enough for the GEMM kernel, then a relu
+    it fuses), "gemm1x1" (a 1x1 one with 12 outputs), "direct" (a depthwise convolution, which
+    runs the direct kernel), "deep" (a 1x1 convolution then a 3x3 one: a tensor of its own is
+    written between the branches), "residual" (a GEMM convolution with an Eltwise sum merged
+    into it), "pool", or "twice" (the previous branch's tensor again). extra_reader / expose: the index of
+    a branch that a Power layer also reads / that is a network output too."""
+    rng = np.random.default_rng(11)
+    net = db.Network("joined")
+    x = net.add_input("data", (max_batch, 16, 6, 6))
+
+    def conv(name, k, side, group=1, source=x):
+        return net.add_layer("Convolution", [source], name=name, group=group,
+                             weights=rng.standard_normal((k, 16 // group, side, side)) * 0.2,
+                             biases=rng.standard_normal(k), pads_begin=side // 2, pads_end=side // 2)
+
+    outputs = []
+    for index, kind in enumerate(branches):
+        name = f"branch{index}"
+        if kind == "gemm":
+            y = net.add_layer("Activation", [conv(name, 8, 3)], name=f"relu{index}", type="relu")
+        elif kind == "gemm1x1":
+            y = conv(name, 12, 1)
+        elif kind == "deep":
+            y = conv(name, 8, 3, source=conv(f"reduce{index}", 16, 1))
+        elif kind == "direct":
+            y = conv(name, 16, 3, group=16)
+        elif kind == "residual":
+            y = net.add_layer("Eltwise", [conv(name, 16, 3), x], name=f"add{index}", operation="sum")
+        elif kind == "pool":
+            y = net.add_layer("Pooling", [x], name=name, pool_method="max", kernel=3, strides=1,
+                              pads_begin=1, pads_end=1)
+        else:  # "twice"
+            y = outputs[-1]
+        outputs.append(y)
+    net.add_output(net.add_layer("Concatenation", outputs, name="join", axis=axis))
+    if extra_reader is not None:
+        net.add_output(net.add_layer("Power", [outputs[extra_reader]], name="reader", scale=2.0))
+    if expose is not None:
+        net.add_output(outputs[expose])
+    return net
+
+
+@pytest.mark.parametrize("branches", [("gemm", "gemm"), ("gemm", "gemm1x1", "deep", "gemm")])
+def test_concatenation_of_gemm_convolutions_is_written_in_place(device, branches):
+    net = joined_branches(branches)
+    statuses = run_and_compare(net, device)
+    exe = db.Core().load_network(net, device, {db.KEY_DYN_BATCH_ENABLED: db.YES})
+    counts = exe.create_infer_request().get_performance_counts()
+    if device == "CPU":
+        assert statuses["join"] == "OPTIMIZED_OUT"
+        writers = ", ".join(f"branch{index}" for index in range(len(branches)))
+        assert counts["join"]["exec_type"] == f"written in place by {writers}"
+        plan = exe._compiled.plan
+        assert set(plan.aliases) == {net.layers[-1].inputs[i] for i in range(len(branches))}
+        assert "join" not in [layer.name for layer in exe._compiled.layers]
+        # The aliases take no memory of their own; the output lives from the first branch on.
+        assert set(plan.shapes) == {"data", "join"} | {f"reduce{i}" for i, kind in enumerate(branches) if kind == "deep"}
+        assert plan.lifetimes["join"] == (0, len(exe._compiled.layers))
+    else:  # the GPU kernels write only whole tensors
+        assert statuses["join"] == "EXECUTED"
+
+
+@pytest.mark.parametrize("branches, extra_reader, expose, axis", [
+    (("gemm", "direct"), None, None, 1),     # a depthwise convolution runs the direct kernel
+    (("gemm", "pool"), None, None, 1),       # not a convolution
+    (("gemm", "residual"), None, None, 1),   # a residual's index is the convolution's own
+    (("gemm", "twice"), None, None, 1),      # one tensor in two places
+    (("gemm", "gemm"), 1, None, 1),          # another layer reads a branch
+    (("gemm", "gemm"), None, 0, 1),          # a branch is a network output
+    (("gemm", "gemm"), None, None, 2),       # joined along the rows
+])
+def test_concatenation_runs_where_an_input_cannot_be_written_in_place(branches, extra_reader, expose, axis):
+    statuses = run_and_compare(joined_branches(branches, extra_reader, expose, axis), "CPU")
+    assert statuses["join"] == "EXECUTED"

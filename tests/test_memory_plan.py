@@ -106,16 +106,21 @@ def test_plan_within_1_2x_of_the_peak_onnx_models(name):
 @given(pair=networks(max_layers=12))
 def test_tensors_alive_together_never_overlap_in_the_arena(pair):
     network, _ = pair
-    plan = plan_buffers(network)
-    sizes = {name: -(-int(np.prod(shape)) // ALIGNMENT) * ALIGNMENT for name, shape in plan.shapes.items()}
-    names = sorted(plan.shapes)
-    for index, a in enumerate(names):
-        assert 0 <= plan.offsets[a] and plan.offsets[a] + sizes[a] <= plan.arena_elements
-        for b in names[index + 1:]:
-            (sa, ea), (sb, eb) = plan.lifetimes[a], plan.lifetimes[b]
-            if sa <= eb and sb <= ea:
-                assert plan.offsets[a] + sizes[a] <= plan.offsets[b] or plan.offsets[b] + sizes[b] <= plan.offsets[a], (a, b)
-    assert plan.peak_live_bytes <= plan.planned_bytes
+    # As built, and as run on the CPU: fused, with Concatenations written in place, whose inputs
+    # are aliases of their output's channels.
+    for plan in (plan_buffers(network), compile_network(network).plan):
+        sizes = {name: -(-int(np.prod(shape)) // ALIGNMENT) * ALIGNMENT for name, shape in plan.shapes.items()}
+        names = sorted(plan.shapes)
+        for index, a in enumerate(names):
+            assert 0 <= plan.offsets[a] and plan.offsets[a] + sizes[a] <= plan.arena_elements
+            for b in names[index + 1:]:
+                (sa, ea), (sb, eb) = plan.lifetimes[a], plan.lifetimes[b]
+                if sa <= eb and sb <= ea:
+                    assert plan.offsets[a] + sizes[a] <= plan.offsets[b] or plan.offsets[b] + sizes[b] <= plan.offsets[a], (a, b)
+        for alias, (whole, first, shape) in plan.aliases.items():
+            assert alias not in plan.shapes and whole in plan.shapes
+            assert first + shape[1] <= plan.shapes[whole][1] and shape[2:] == plan.shapes[whole][2:]
+        assert plan.peak_live_bytes <= plan.planned_bytes
 
 
 def test_scratch_is_the_largest_any_layer_needs():

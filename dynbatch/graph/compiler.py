@@ -1,8 +1,10 @@
 """From a checked network to a runnable plan: buffers planned by liveness, kernels bound to them.
 
 ``compile_network`` runs once per ``load_network``. It merges layers into their producers where a
-kernel can compute both (``fusion``), then gives every tensor an offset in one float32 arena sized
-for the maximum batch, letting tensors whose lifetimes do not overlap share memory.
+kernel can compute both (``fusion``), lets the convolutions that feed a channel Concatenation write
+straight into its output (``concatenations_in_place``, CPU), then gives every tensor an offset in
+one float32 arena sized for the maximum batch, letting tensors whose lifetimes do not overlap
+share memory.
 ``CompiledNetwork.bind`` then runs once per infer request: given that request's arena (and one
 scratch buffer its BLAS-based Deconvolution kernels share), it asks each layer's kernel module
 for ``(kernel, args)`` over views of it, so an inference is just ``kernel(n, *args)`` for each
@@ -11,12 +13,15 @@ device memory (``dynbatch.gpu``) and the steps come from each module's ``gpu_ste
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..kernels import KERNELS
+from ..kernels.convolution import choose_algorithm as choose_convolution
 from .fusion import FusedGraph, fuse
 from .network import Layer, Network
 
@@ -34,6 +39,9 @@ class BufferPlan:
     #: {tensor: (first step alive, last step alive)}, both inclusive, as ``plan_buffers`` reckons
     #: them (network inputs from step -1, network outputs to ``len(layers)``).
     lifetimes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Tensors without memory of their own: {tensor: (the tensor it is part of, first channel,
+    #: its shape)}, the inputs of a Concatenation written in place.
+    aliases: dict[str, tuple[str, int, tuple[int, ...]]] = field(default_factory=dict)
 
     @property
     def planned_bytes(self) -> int:
@@ -60,16 +68,21 @@ class BufferPlan:
 
     @property
     def naive_bytes(self) -> int:
-        """What one buffer per tensor would take."""
-        return sum(_aligned(math.prod(shape)) for shape in self.shapes.values()) * 4
+        """What one buffer per tensor would take (the aliased ones too)."""
+        shapes = list(self.shapes.values()) + [shape for _, _, shape in self.aliases.values()]
+        return sum(_aligned(math.prod(shape)) for shape in shapes) * 4
 
     def allocate(self) -> dict[str, np.ndarray]:
-        """A fresh arena and a C-contiguous max-batch view of it per tensor."""
+        """A fresh arena and a C-contiguous max-batch view of it per tensor; an aliased tensor is
+        its channels of the tensor it is part of (a strided view)."""
         arena = np.zeros(self.arena_elements, np.float32)
-        return {
+        buffers = {
             name: arena[offset: offset + math.prod(shape)].reshape(shape)
             for name, (offset, shape) in ((n, (self.offsets[n], self.shapes[n])) for n in self.shapes)
         }
+        for name, (whole, first, shape) in self.aliases.items():
+            buffers[name] = buffers[whole][:, first:first + shape[1]]
+        return buffers
 
 
 @dataclass(frozen=True)
@@ -89,7 +102,8 @@ class BoundStep:
 class CompiledNetwork:
     """The layers to run after fusion (``dynbatch.graph.fusion``), their buffer plan and the
     scratch the Deconvolution GEMM kernels share. ``all_layers``: every layer of the network, fused
-    or not; ``fused_into``: {absorbed layer: the layer that computes it}."""
+    or not; ``fused_into``: {absorbed layer: the layer that computes it}; ``in_place``:
+    {Concatenation written in place: the layers writing its inputs}."""
 
     name: str
     layers: tuple[Layer, ...]
@@ -98,6 +112,7 @@ class CompiledNetwork:
     plan: BufferPlan
     all_layers: tuple[Layer, ...] = ()
     fused_into: dict[str, str] = field(default_factory=dict)
+    in_place: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Float32 elements of the one scratch buffer a request's CPU kernels share (they run one
     #: after the other): the largest any layer asks for through its module's ``scratch_elements``.
     scratch_elements: int = 0
@@ -113,6 +128,9 @@ class CompiledNetwork:
             outputs = [buffers[name] for name in layer.outputs]
             if device == "GPU":
                 kernel, args = module.gpu_step(layer.normalized, inputs, outputs)
+            elif layer.outputs[0] in self.plan.aliases:  # into its channels of a Concatenation
+                whole, first, _ = self.plan.aliases[layer.outputs[0]]
+                kernel, args = module.cpu_step(layer.normalized, inputs, outputs, destination=(buffers[whole], first))
             elif hasattr(module, "scratch_elements"):
                 kernel, args = module.cpu_step(layer.normalized, inputs, outputs, scratch=scratch)
             else:
@@ -125,9 +143,12 @@ def _aligned(elements: int) -> int:
     return -(-elements // ALIGNMENT) * ALIGNMENT
 
 
-def plan_buffers(network: Network | FusedGraph) -> BufferPlan:
+def plan_buffers(network: Network | FusedGraph, concatenations: tuple[Layer, ...] = ()) -> BufferPlan:
     """Greedy offset assignment over the tensor lifetimes of ``network``'s layers (after fusion,
-    a ``FusedGraph``), the best of a few orders.
+    a ``FusedGraph``), the best of a few orders. ``concatenations``: Concatenation layers taken
+    out of ``network`` because their inputs are written in place (``concatenations_in_place``):
+    each input becomes an alias of its channels of the output, which lives from the first step
+    that writes one of them.
 
     A tensor lives from the step that writes it (inputs: before step 0) to the last step that
     reads it (outputs: past the last step). Tensors are placed one by one, each at the lowest
@@ -141,10 +162,24 @@ def plan_buffers(network: Network | FusedGraph) -> BufferPlan:
     first_write = {name: -1 for name in network.inputs}
     last_read = {name: -1 for name in network.inputs}
     shapes = dict(network.inputs)
+    written = {name: shape for layer in network.layers for name, shape in zip(layer.outputs, layer.output_shapes)}
+    aliases, whole_shapes = {}, {}
+    for concatenation in concatenations:
+        whole = concatenation.outputs[0]
+        whole_shapes[whole] = concatenation.output_shapes[0]
+        first = 0
+        for name in concatenation.inputs:
+            aliases[name] = (whole, first, written[name])
+            first += written[name][1]
     for step, layer in enumerate(network.layers):
         for name in layer.inputs:
             last_read[name] = step
         for name, shape in zip(layer.outputs, layer.output_shapes):
+            if name in aliases:
+                name, shape = aliases[name][0], whole_shapes[aliases[name][0]]
+                if name in shapes:  # written before, by another of its inputs' layers
+                    last_read[name] = max(last_read[name], step)
+                    continue
             first_write[name], last_read[name], shapes[name] = step, step, shape
     for name in network.outputs:
         last_read[name] = end_of_run
@@ -163,7 +198,7 @@ def plan_buffers(network: Network | FusedGraph) -> BufferPlan:
         offsets, arena = _place(sorted(shapes, key=order), sizes, lifetimes)
         if best is None or arena < best[1]:
             best = offsets, arena
-    return BufferPlan(shapes, best[0], best[1], lifetimes)
+    return BufferPlan(shapes, best[0], best[1], lifetimes, aliases)
 
 
 def _place(names, sizes: dict[str, int], lifetimes: dict[str, tuple[int, int]]) -> tuple[dict[str, int], int]:
@@ -183,13 +218,46 @@ def _place(names, sizes: dict[str, int], lifetimes: dict[str, tuple[int, int]]) 
     return offsets, max((offset + size for offset, size, _, _ in placed), default=0)
 
 
-def compile_network(network: Network) -> CompiledNetwork:
-    """Fuse, then plan the buffers of a network that passed ``check_topology``."""
+def concatenations_in_place(graph: FusedGraph) -> tuple[Layer, ...]:
+    """The Concatenation layers of ``graph`` that need not run: those along channels (axis 1) of
+    4-d tensors whose every input is written by a GEMM Convolution without residual, read by
+    nothing else and not a network output. Each such convolution can write its output straight
+    into its channels of the Concatenation's (``convolution.cpu_step``'s ``destination``), which
+    saves the copy: SqueezeNet's fire modules and GoogLeNet's inception modules end this way."""
+    readers = Counter(name for layer in graph.layers for name in layer.inputs)
+    writer = {name: layer for layer in graph.layers for name in layer.outputs}
+    shapes = dict(graph.inputs) | {name: shape for layer in graph.layers
+                                   for name, shape in zip(layer.outputs, layer.output_shapes)}
+    outputs = set(graph.outputs)
+
+    def written_in_place(tensor):
+        layer = writer.get(tensor)
+        return (layer is not None and layer.type == "Convolution" and layer.normalized is not None
+                and len(layer.inputs) == 1 and len(layer.outputs) == 1 and readers[tensor] == 1
+                and tensor not in outputs
+                and choose_convolution(layer.normalized, shapes[layer.inputs[0]]) == "gemm")
+
+    return tuple(
+        layer for layer in graph.layers
+        if layer.type == "Concatenation" and layer.normalized is not None and layer.normalized["axis"] == 1
+        and len(layer.output_shapes[0]) == 4 and len(set(layer.inputs)) == len(layer.inputs)
+        and all(written_in_place(name) for name in layer.inputs)
+    )
+
+
+def compile_network(network: Network, device: str = "CPU") -> CompiledNetwork:
+    """Fuse, then plan the buffers of a network that passed ``check_topology`` (on the CPU, with
+    the ``concatenations_in_place`` written in place)."""
     fused = fuse(network)
-    shapes = dict(network.inputs)
+    in_place = concatenations_in_place(fused) if device == "CPU" else ()
+    if in_place:
+        skipped = {layer.name for layer in in_place}
+        fused = dataclasses.replace(fused, layers=tuple(layer for layer in fused.layers if layer.name not in skipped))
+    writers = {name: layer.name for layer in fused.layers for name in layer.outputs}
+    shapes = dict(network.inputs) | {name: shape for layer in network.layers
+                                     for name, shape in zip(layer.outputs, layer.output_shapes)}
     scratch = 0
     for layer in fused.layers:
-        shapes.update(zip(layer.outputs, layer.output_shapes))
         module = KERNELS[layer.type]
         if hasattr(module, "scratch_elements"):
             needed = module.scratch_elements(layer.normalized, [shapes[name] for name in layer.inputs], layer.output_shapes)
@@ -199,8 +267,9 @@ def compile_network(network: Network) -> CompiledNetwork:
         layers=fused.layers,
         input_names=tuple(network.inputs),
         output_names=tuple(network.outputs),
-        plan=plan_buffers(fused),
+        plan=plan_buffers(fused, in_place),
         all_layers=tuple(network.layers),
         fused_into=fused.fused_into,
+        in_place={layer.name: tuple(writers[name] for name in layer.inputs) for layer in in_place},
         scratch_elements=scratch,
     )

@@ -84,13 +84,15 @@ def pack_panel_rows(one_run, stride, packed, start, x_flat, base, second_base, s
 @njit(**PARALLEL_KERNEL)
 def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w, pad_top, pad_left,
                          out_width, row_offset, row_tap, tap_dy, tap_dx, in_place, task_columns,
-                         min_tasks, residual, has_residual, activation, alpha, beta, out):
+                         min_tasks, residual, has_residual, activation, alpha, beta, first_out_channel, out):
     """Any convolution as one GEMM per group, out[k, (b, pixel)] = sum_r W[k, r] * patch[r, (b, pixel)]
     over the n samples' pixels side by side, packing the patches straight from x (no im2col
     matrix) for the register-blocked micro-kernel of ``gemm``.
 
     x: (max_batch, C, H, W); packed_weights: ``gemm.pack_weights`` of the (group, K/group, R)
-    weights, R = C/group*kh*kw; biases (K,); out: (max_batch, K, OH*OW); row_offset, row_tap (R,):
+    weights, R = C/group*kh*kw; biases (K,); out: (max_batch, T, OH*OW), of whose T >= K channels
+    this convolution writes [first_out_channel, first_out_channel + K) (T > K: the output of a
+    Concatenation that its inputs' convolutions write in place); row_offset, row_tap (R,):
     for reduction row r = (c, i, j), its input offset (c*H + i*dh)*W + j*dw and its tap i*kw + j;
     tap_dy, tap_dx (kh*kw,): each tap's shifts i*dh, j*dw; in_place: a 1x1, stride 1, unpadded
     convolution (of at most IN_PLACE_MAX_ROWS channels per group), whose patches are x's own
@@ -108,7 +110,8 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     (n = 1, small images), the output channels are split too, so that every core has work.
     """
     max_batch, channels, height, width = x.shape
-    out_channels, pixels = out.shape[1], out.shape[2]
+    out_channels, pixels = biases.shape[0], out.shape[2]
+    buffer_channels = out.shape[1]  # out's channels: out_channels, or a Concatenation's
     group_rows, group_channels = out_channels // group, channels // group
     reduction, taps = row_offset.shape[0], tap_dy.shape[0]
     panels, _, padded_rows = panel_layout(group_rows)
@@ -131,8 +134,8 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     # reference on the buffer, an atomic the threads contend for.
     x_flat = x.reshape(max_batch * channels * plane)
     span = stride_w * NR  # what a vectorised panel-row copy loads from each run's start
-    out_flat = out.reshape(max_batch * out_channels * pixels)
-    residual_flat = residual.reshape(max_batch * out_channels * pixels)
+    out_flat = out.reshape(max_batch * buffer_channels * pixels)
+    residual_flat = residual.reshape(max_batch * buffer_channels * pixels)  # (shaped as out)
     for task in prange(group * splits * chunks):
         chunk, split, g = task % chunks, (task // chunks) % splits, task // (chunks * splits)
         first_panel = split * panels_per_split
@@ -193,7 +196,8 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
         for jp in range(column_panels):
             first = first_column + jp * NR
             if jp * NR + NR <= chunk_columns and first // pixels == (first + NR - 1) // pixels:
-                direct_out[jp] = ((first // pixels) * out_channels + g * group_rows) * pixels + first % pixels
+                direct_out[jp] = (((first // pixels) * buffer_channels + first_out_channel + g * group_rows) * pixels
+                                  + first % pixels)
         packed = np.empty(min(KC, reduction) * task_columns, np.float32)
         product = np.empty((end_panel - first_panel) * MR * task_columns, np.float32)
         a_group = g * padded_rows * reduction
@@ -286,7 +290,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                 while column < end_column:  # one stretch per sample
                     b, pixel = column // pixels, column % pixels
                     length = min(end_column - column, pixels - pixel)
-                    at = (b * out_channels + k) * pixels + pixel
+                    at = (b * buffer_channels + first_out_channel + k) * pixels + pixel
                     epilogue_at(product, line + column - first_column, out_flat, at, length, biases[k],
                                 residual_flat, at, has_residual, activation, alpha, beta)
                     column += length
@@ -344,11 +348,21 @@ def window_rows(x_shape, weights_shape, dilations):
     return tuple(np.ascontiguousarray(a, dtype=np.intp) for a in (row_offset, row_tap, tap_dy, tap_dx))
 
 
-def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_tasks=None):
+def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_tasks=None, destination=None):
     """Bind to the algorithm ``choose_algorithm`` picks (tests may force one, and the GEMM's
-    columns per task and least task count, which only change how the work is split)."""
+    columns per task and least task count, which only change how the work is split).
+
+    destination: (buffer, first channel), to write the output into channels [first, first + K)
+    of the C-contiguous (max_batch, T, OH, OW) buffer instead of outputs[0]: a Concatenation's
+    output, which its inputs' convolutions write in place (``graph.compiler``). GEMM algorithm,
+    no residual."""
     x, out = as_4d(inputs[0]), as_4d(outputs[0])
     algorithm = algorithm or choose_algorithm(attrs, x.shape)
+    first_out_channel = 0
+    if destination is not None:
+        out, first_out_channel = destination
+        if algorithm != "gemm" or len(inputs) > 1:
+            raise ValueError("only a GEMM convolution without residual writes into a destination")
     stride_h, stride_w = attrs["strides"]
     dilation_h, dilation_w = attrs["dilations"]
     pad_top, pad_left = attrs["pads_begin"]
@@ -373,7 +387,8 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             and k // group <= IN_PLACE_MAX_ROWS,
             int(columns_per_task or task_width(k // group, weights[0].size)),
             int(min_tasks or numba.get_num_threads()),
-            residual.reshape(max_batch, k, pixels), *epilogue, out.reshape(max_batch, k, pixels),
+            residual.reshape(max_batch, -1, pixels), *epilogue, int(first_out_channel),
+            out.reshape(max_batch, -1, pixels),
         )
     return convolution_cpu, (
         x, weights, biases,
