@@ -227,7 +227,7 @@ def deconvolution_case(rng, max_batch, n, group, group_in, group_out, size, kern
     return attrs, inputs, outputs
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "gemm"])
+@pytest.mark.parametrize("algorithm", ["direct", "gemm", "packed"])
 @given(data=st.data())
 def test_deconvolution_matches_reference(algorithm, data):
     max_batch, n = draw_batches(data)
@@ -257,9 +257,19 @@ def test_deconvolution_compiles_once():
     rng = np.random.default_rng(0)
     attrs, inputs, outputs = deconvolution_case(rng, 5, 5, 2, 2, 3, (5, 4), (3, 2), (2, 3), (1, 2),
                                                 (1, 0), (0, 2), (1, 1))
-    for algorithm in ("direct", "gemm"):
+    for algorithm in ("direct", "gemm", "packed"):
         kernel, args = deconvolution.cpu_step(attrs, inputs, outputs, algorithm=algorithm)
         check_compiles_once(kernel, args, 5)
+
+
+def test_packed_deconvolution_splits_long_reductions():
+    """More input channels per group than a packed reduction block (gemm.KC): the blocks after the
+    first accumulate onto the product; 7x7 pixels end in a partial panel, copied out with zeros."""
+    rng = np.random.default_rng(4)
+    attrs, inputs, outputs = deconvolution_case(rng, 3, 2, 2, 300, 3, (7, 7), (3, 3), (2, 2), (1, 1),
+                                                (1, 1), (0, 1), (1, 0))
+    run_step(deconvolution, attrs, inputs, outputs, 2, algorithm="packed")
+    check_outputs(outputs, REFERENCES["Deconvolution"]([inputs[0][:2]], attrs), 2)
 
 
 # Pooling
