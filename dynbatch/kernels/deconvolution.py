@@ -3,8 +3,11 @@ OH = (H-1)*sh - ph0 - ph1 + dh*(kh-1) + oph + 1 (likewise OW). Each input pixel 
 output: x[b, c, ih, iw] * weights[c, k, i, j] adds into y[b, g*K/group + k, ih*sh - ph0 + i*dh,
 iw*sw - pw0 + j*dw], for c in group g; weights are (C, K/group, kh, kw), plus biases[k].
 
-The kernel computes that sum as a gather: each output line collects, for every kernel row i, the
-single input row ih with ih*sh = oh + ph0 - i*dh (if any), so no two iterations write one element.
+Every kernel computes that sum as a gather: each output line collects, for every kernel row i,
+the single input row ih with ih*sh = oh + ph0 - i*dh (if any), so no two iterations write one
+element. Three CPU algorithms, chosen by ``choose_algorithm`` from the shapes: ``direct`` (groups
+of few channels), ``packed`` (the micro-kernel of ``gemm``, one output plane per task) and
+``gemm`` (BLAS over whole groups, then col2im).
 """
 import numpy as np
 from numba import njit, prange
