@@ -1,12 +1,13 @@
-"""The CPU kernels of one layer type (pooling or deconvolution) at a git revision against the
-working tree's, layer by layer, in one process (as ``convolution_ab.py``, whose revision loading
-it shares):
+"""The CPU kernels of one layer type (pooling, deconvolution or fully connected) at a git revision
+against the working tree's, layer by layer, in one process (as ``convolution_ab.py``, whose
+revision loading it shares):
 
-    python benchmarks/layer_ab.py REVISION [--layer pooling|deconvolution] [--method max|avg]
-        [--batch 8] [--calls 61] [--threads 2]
+    python benchmarks/layer_ab.py REVISION [--layer pooling|deconvolution|fully_connected]
+        [--method max|avg] [--batch 8] [--calls 61] [--threads 2]
 
 The pooling layers are those of ``compare.py``'s networks (``--method`` picks max or avg); the
-deconvolutions FCN's 8x8 stride-4 upsampling and three common shapes. Both kernels are bound to
+deconvolutions FCN's 8x8 stride-4 upsampling and three common shapes; the fully connected layers
+those of compare.py's networks and LeNet's first. Both kernels are bound to
 the same input, their calls alternate and each time is the median of ``--calls``. The outputs
 must agree.
 """
@@ -51,8 +52,22 @@ def deconvolution_layers(rng, n, method):
         yield name, attrs, x, (n, out_channels, out_side, out_side)
 
 
+# name: (in features, out features)
+FULLY_CONNECTED = [("resnet 512->1000", 512, 1000), ("googlenet 832->1000", 832, 1000),
+                   ("alexnet 2304->1024", 2304, 1024), ("alexnet 1024->1000", 1024, 1000), ("lenet 400->120", 400, 120)]
+
+
+def fully_connected_layers(rng, n, method):
+    for name, in_features, out_features in FULLY_CONNECTED:
+        attrs = dict(weights=rng.standard_normal((out_features, in_features)).astype(np.float32) / np.sqrt(in_features),
+                     biases=rng.standard_normal(out_features).astype(np.float32))
+        x = rng.standard_normal((n, in_features)).astype(np.float32)
+        yield name, attrs, x, (n, out_features)
+
+
 LAYERS = {"pooling": (pooling_layers, ("pooling",)),
-          "deconvolution": (deconvolution_layers, ("deconvolution", "convolution", "gemm"))}
+          "deconvolution": (deconvolution_layers, ("deconvolution", "convolution", "gemm")),
+          "fully_connected": (fully_connected_layers, ("fully_connected", "gemm", "epilogue"))}
 
 
 def main():

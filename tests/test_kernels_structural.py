@@ -93,6 +93,24 @@ def test_fully_connected_matches_reference(rank, data):
     check_outputs(outputs, expected, n, atol=1e-5 * (1.0 + magnitude.max()))
 
 
+@pytest.mark.parametrize("n", [1, 5, 7, 13])
+@pytest.mark.parametrize("activation", [None, {"type": "relu", "alpha": 0.1, "beta": 0.0}])
+def test_fully_connected_blocks_match_reference(n, activation):
+    """Sizes past every block of the kernel: rows in several micro-kernel panels (the last of 4
+    rows or fewer), more inputs than a packed reduction block (gemm.KC) and outputs ending in a
+    partial panel of NR, with and without a fused activation."""
+    rng = np.random.default_rng(n)
+    attrs, inputs, outputs = fully_connected_case(rng, 16, n, (3, 10, 10), 37)
+    if activation is not None:
+        attrs["activation"] = activation
+    run_step(fully_connected, attrs, inputs, outputs, n)
+    expected = REFERENCES["FullyConnected"]([inputs[0][:n]], {k: v for k, v in attrs.items() if k != "activation"})[0]
+    if activation is not None:
+        expected = np.where(expected > 0, expected, np.float32(0.1) * expected)
+    magnitude = np.abs(inputs[0][:n].reshape(n, -1)) @ np.abs(attrs["weights"]).T
+    check_outputs(outputs, [expected], n, atol=1e-5 * (1.0 + magnitude.max()))
+
+
 def test_fully_connected_compiles_once():
     rng = np.random.default_rng(0)
     attrs, inputs, outputs = fully_connected_case(rng, 5, 5, (3, 4, 5), 7)

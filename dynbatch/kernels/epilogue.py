@@ -76,24 +76,6 @@ def epilogue_span(source, destination, bias, residual, has_residual, activation,
     epilogue_at(source, 0, destination, 0, source.shape[0], bias, residual, 0, has_residual, activation, alpha, beta)
 
 
-@njit(**SCALAR_FUNCTION)
-def biases_activation_span(source, destination, biases, activation, alpha, beta):
-    """destination[i] = f(source[i] + biases[i]) over whole 1-d views of one length:
-    ``bias_activation_at`` with a bias per element (a FullyConnected row)."""
-    if activation == NO_ACTIVATION:
-        for i in range(source.shape[0]):
-            destination[i] = source[i] + biases[i]
-    elif activation == RELU:
-        for i in range(source.shape[0]):
-            destination[i] = activation_value(source[i] + biases[i], RELU, alpha, beta)
-    elif activation == RELU6:
-        for i in range(source.shape[0]):
-            destination[i] = activation_value(source[i] + biases[i], RELU6, alpha, beta)
-    else:
-        for i in range(source.shape[0]):
-            destination[i] = activation_value(source[i] + biases[i], CLAMP, alpha, beta)
-
-
 def fused_activation(attrs) -> tuple[int, np.float32, np.float32]:
     """(code, alpha, beta) of the activation the fusion pass put in a layer's ``attrs["activation"]``
     (an Activation layer's normalized attributes), or NO_ACTIVATION. Float32 parameters, so the

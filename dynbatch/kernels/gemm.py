@@ -209,6 +209,9 @@ def _micro_kernel(mr: int):
 micro_kernel_6 = _micro_kernel(6)
 #: The same for 4-row panels: the last panel of a channel count that leaves 1 to 4 rows.
 micro_kernel_4 = _micro_kernel(4)
+#: The same for one row, whose A is any contiguous run (``a[a_offset + p]``): a matrix-vector
+#: product, such as a FullyConnected layer's at n = 1.
+micro_kernel_1 = _micro_kernel(1)
 
 
 @njit(**SCALAR_FUNCTION)
