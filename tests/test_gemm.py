@@ -12,7 +12,7 @@ from numba import njit
 from dynbatch.kernels.activation import ACTIVATION_CODES, CLAMP, RELU, RELU6
 from dynbatch.kernels.epilogue import NO_ACTIVATION
 from dynbatch.kernels.gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, masked_copy_panel_row, masked_copy_panel_row_two_runs,
-                                   micro_kernel_4, micro_kernel_6, pack_weights, panel_rows)
+                                   micro_kernel_1, micro_kernel_4, micro_kernel_6, pack_weights, panel_rows)
 from tests.naive import REFERENCES
 
 
@@ -22,8 +22,11 @@ def call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, r
     if mr == 6:
         micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
-    else:
+    elif mr == 4:
         micro_kernel_4(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    else:
+        micro_kernel_1(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
 
 
@@ -46,7 +49,7 @@ def activate(values, code, alpha, beta):
                          list(itertools.product([False, True], [False, True], [False, True],
                                                 [NO_ACTIVATION, RELU, RELU6, CLAMP])))
 @settings(deadline=None, max_examples=12)
-@given(mr=st.sampled_from([4, 6]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7),
+@given(mr=st.sampled_from([1, 4, 6]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7),
        rows_missing=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
 def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, accumulate, finish, has_residual,
                                     activation, seed):
