@@ -62,6 +62,32 @@ def load_revision(revision: str, modules=("convolution", "gemm")):
     return importlib.import_module(f"dynbatch.kernels._ab_{modules[0]}")
 
 
+def time_old_and_new(old, new, bind, out_shape, n, calls, tolerance):
+    """{"old": seconds, "new": seconds}: each module's kernel bound by ``bind(module, output)`` to
+    an output of ``out_shape``, run once (their outputs must agree within ``tolerance``), then
+    timed by ``alternating_medians``."""
+    bound, outputs = {}, {}
+    for label, module in (("old", old), ("new", new)):
+        outputs[label] = np.empty(out_shape, np.float32)
+        kernel_fn, kernel_args = bind(module, outputs[label])
+        kernel_fn(n, *kernel_args)
+        bound[label] = (kernel_fn, kernel_args)
+    np.testing.assert_allclose(outputs["new"], outputs["old"], rtol=tolerance, atol=tolerance)
+    return alternating_medians(bound, n, calls)
+
+
+def alternating_medians(bound, n, calls):
+    """{label: median seconds of kernel(n, *args)} for each bound {label: (kernel, args)}, their
+    calls alternating, so that a slow phase of the machine hits them all."""
+    times = {label: [] for label in bound}
+    for _ in range(calls):
+        for label, (kernel_fn, kernel_args) in bound.items():
+            start = time.perf_counter()
+            kernel_fn(n, *kernel_args)
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
 def remove_revision():
     for path in glob.glob(os.path.join(KERNELS, "_ab_*.py")) + glob.glob(os.path.join(KERNELS, "__pycache__", "_ab_*")):
         os.remove(path)
@@ -102,20 +128,9 @@ def run(old, new, args):
         inputs = [rng.standard_normal((n, c, side, side)).astype(np.float32)]
         if "+res" in name:
             inputs.append(rng.standard_normal((n, k, out_side, out_side)).astype(np.float32))
-        bound, outputs = {}, {}
-        for label, module in (("old", old), ("new", new)):
-            outputs[label] = np.empty((n, k, out_side, out_side), np.float32)
-            kernel_fn, kernel_args = module.cpu_step(attrs, inputs, [outputs[label]], algorithm="gemm")
-            kernel_fn(n, *kernel_args)
-            bound[label] = (kernel_fn, kernel_args)
-        np.testing.assert_allclose(outputs["new"], outputs["old"], rtol=1e-4, atol=1e-4)
-        times = {label: [] for label in bound}
-        for _ in range(args.calls):
-            for label, (kernel_fn, kernel_args) in bound.items():
-                start = time.perf_counter()
-                kernel_fn(n, *kernel_args)
-                times[label].append(time.perf_counter() - start)
-        median = {label: statistics.median(values) for label, values in times.items()}
+        median = time_old_and_new(
+            old, new, lambda module, output: module.cpu_step(attrs, inputs, [output], algorithm="gemm"),
+            (n, k, out_side, out_side), n, args.calls, 1e-4)
         for label in totals:
             totals[label] += median[label]
         flops = 2 * k * (c // group) * kernel * kernel * out_side * out_side * n

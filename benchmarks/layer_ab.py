@@ -14,12 +14,10 @@ must agree.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
-from convolution_ab import load_revision, remove_revision
+from convolution_ab import load_revision, remove_revision, time_old_and_new
 
 # name: (channels, input side, kernel, stride, pad, ceil rounding)
 POOLING = [("squeezenet 64x55 3x3 s2", 64, 55, 3, 2, 0, True), ("squeezenet 128x27 3x3 s2", 128, 27, 3, 2, 0, True),
@@ -99,20 +97,8 @@ def run(old, new, layers, args):
     print(f"{kind} at {args.revision} (old) against the working tree (new), n = {n}, "
           f"{args.threads} threads, median of {args.calls} alternating calls")
     for name, attrs, x, out_shape in layers(np.random.default_rng(0), n, args.method):
-        bound, outputs = {}, {}
-        for label, module in (("old", old), ("new", new)):
-            outputs[label] = np.empty(out_shape, np.float32)
-            kernel_fn, kernel_args = module.cpu_step(attrs, [x], [outputs[label]])
-            kernel_fn(n, *kernel_args)
-            bound[label] = (kernel_fn, kernel_args)
-        np.testing.assert_allclose(outputs["new"], outputs["old"], rtol=1e-5, atol=1e-5)
-        times = {label: [] for label in bound}
-        for _ in range(args.calls):
-            for label, (kernel_fn, kernel_args) in bound.items():
-                start = time.perf_counter()
-                kernel_fn(n, *kernel_args)
-                times[label].append(time.perf_counter() - start)
-        median = {label: statistics.median(values) for label, values in times.items()}
+        median = time_old_and_new(old, new, lambda module, output: module.cpu_step(attrs, [x], [output]),
+                                  out_shape, n, args.calls, 1e-5)
         for label in totals:
             totals[label] += median[label]
         print(f"{name:28s} old {median['old'] * 1e6:7.0f} us  new {median['new'] * 1e6:7.0f} us  "
