@@ -131,8 +131,8 @@ def pool_windows(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left
     That row is padded (-inf, which loses every max, or 0 for a sum), so every window reads kw
     cells of it and no loop tests a bound. A parallel iteration pools several output lines of one
     plane, enough to pay for its scratch: rows 0 and 1 for the rows pooled, row 2 (an average's
-    only) for the number of columns of each window that it divides by. x and out are indexed in full through
-    2-d views, as in global_pooling_cpu."""
+    only) for the number of columns of each window that it divides by. x and out are indexed in
+    full through 2-d views, as in global_pooling_cpu."""
     max_batch, channels, height, width = x.shape
     out_height, out_width = out.shape[2], out.shape[3]
     x_rows = x.reshape((max_batch * channels * height, width))
