@@ -253,7 +253,8 @@ def choose_algorithm(attrs, input_shape) -> str:
     it declines, 1.8x); else 'gemm' when each group has enough input channels for BLAS; else
     'direct'."""
     channels, _, kernel_h, kernel_w = attrs["weights"].shape
-    group_channels, pixels = channels // attrs["group"], input_shape[-2] * input_shape[-1]
+    height, width = shape_4d(input_shape)[2:]
+    group_channels, pixels = channels // attrs["group"], height * width
     if group_channels < GEMM_MIN_CHANNELS:
         return "direct"
     taps = kernel_h * kernel_w
