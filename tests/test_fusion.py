@@ -202,8 +202,8 @@ def joined_branches(branches, extra_reader=None, expose=None, axis=1, max_batch=
     it fuses), "gemm1x1" (a 1x1 one with 12 outputs), "direct" (a depthwise convolution, which
     runs the direct kernel), "deep" (a 1x1 convolution then a 3x3 one: a tensor of its own is
     written between the branches), "residual" (a GEMM convolution with an Eltwise sum merged
-    into it), "pool", or "twice" (the previous branch's tensor again). extra_reader / expose: the index of
-    a branch that a Power layer also reads / that is a network output too."""
+    into it), "pool", or "twice" (the previous branch's tensor again). extra_reader / expose:
+    the index of a branch that a Power layer also reads / that is a network output too."""
     rng = np.random.default_rng(11)
     net = db.Network("joined")
     x = net.add_input("data", (max_batch, 16, 6, 6))
