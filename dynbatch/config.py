@@ -70,10 +70,11 @@ def _load_pip_tbb() -> None:
 
 
 # OpenBLAS (SciPy's copy, which Numba's np.dot calls in the Deconvolution kernel's BLAS
-# algorithm; FullyConnected no longer calls it) keeps its worker threads spinning for about 2**28 cycles after each call, so through
-# every TBB-parallel kernel after a GEMM they take cycles from Numba's workers. Letting them
-# sleep at once (the smallest timeout, 2**4 cycles) measured 1.1x to 1.7x faster on ResNet and
-# GoogLeNet, both on a quiet machine and with another process busy on one of the 2 cores
+# algorithm; FullyConnected no longer calls it) keeps its worker threads spinning for about
+# 2**28 cycles after each call, so through every TBB-parallel kernel after a GEMM they take
+# cycles from Numba's workers. Letting them sleep at once (the smallest timeout, 2**4 cycles)
+# measured 1.1x to 1.7x faster on ResNet and GoogLeNet when their FullyConnected layers still
+# called BLAS, both on a quiet machine and with another process busy on one of the 2 cores
 # (benchmarks/openblas_timeout.py). It takes effect only where SciPy's OpenBLAS is not loaded
 # yet (importing dynbatch does not load it); a value the user set is kept. NumPy's own OpenBLAS
 # is a separate library, loaded earlier.

@@ -98,8 +98,8 @@ class ExecutableNetwork:
     def memory(self) -> dict[str, int]:
         """Bytes per request: the activations as planned by liveness, with one buffer per tensor,
         and the most bytes of tensors alive at one step (the lower bound any plan has to meet);
-        and the scratch the CPU Deconvolution GEMM kernels share (none on GPU; convolutions pack
-        their patches into scratch of their own per parallel task instead, a few KB to a few
+        and the scratch the CPU Deconvolution kernels that call BLAS share (none on GPU; the
+        other kernels take scratch of their own per parallel task instead, a few KB to a few
         hundred KB while the task runs)."""
         plan = self._compiled.plan
         return {"planned_bytes": plan.planned_bytes, "naive_bytes": plan.naive_bytes,

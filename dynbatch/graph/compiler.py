@@ -143,6 +143,11 @@ def _aligned(elements: int) -> int:
     return -(-elements // ALIGNMENT) * ALIGNMENT
 
 
+def _tensor_shapes(inputs: dict, layers) -> dict[str, tuple[int, ...]]:
+    """{tensor: shape} of the network inputs and of every output of ``layers``."""
+    return dict(inputs) | {name: shape for layer in layers for name, shape in zip(layer.outputs, layer.output_shapes)}
+
+
 def plan_buffers(network: Network | FusedGraph, concatenations: tuple[Layer, ...] = ()) -> BufferPlan:
     """Greedy offset assignment over the tensor lifetimes of ``network``'s layers (after fusion,
     a ``FusedGraph``), the best of a few orders. ``concatenations``: Concatenation layers taken
@@ -162,7 +167,7 @@ def plan_buffers(network: Network | FusedGraph, concatenations: tuple[Layer, ...
     first_write = {name: -1 for name in network.inputs}
     last_read = {name: -1 for name in network.inputs}
     shapes = dict(network.inputs)
-    written = {name: shape for layer in network.layers for name, shape in zip(layer.outputs, layer.output_shapes)}
+    written = _tensor_shapes(network.inputs, network.layers)
     aliases, whole_shapes = {}, {}
     for concatenation in concatenations:
         whole = concatenation.outputs[0]
@@ -226,8 +231,7 @@ def concatenations_in_place(graph: FusedGraph) -> tuple[Layer, ...]:
     saves the copy: SqueezeNet's fire modules and GoogLeNet's inception modules end this way."""
     readers = Counter(name for layer in graph.layers for name in layer.inputs)
     writer = {name: layer for layer in graph.layers for name in layer.outputs}
-    shapes = dict(graph.inputs) | {name: shape for layer in graph.layers
-                                   for name, shape in zip(layer.outputs, layer.output_shapes)}
+    shapes = _tensor_shapes(graph.inputs, graph.layers)
     outputs = set(graph.outputs)
 
     def written_in_place(tensor):
@@ -254,8 +258,7 @@ def compile_network(network: Network, device: str = "CPU") -> CompiledNetwork:
         skipped = {layer.name for layer in in_place}
         fused = dataclasses.replace(fused, layers=tuple(layer for layer in fused.layers if layer.name not in skipped))
     writers = {name: layer.name for layer in fused.layers for name in layer.outputs}
-    shapes = dict(network.inputs) | {name: shape for layer in network.layers
-                                     for name, shape in zip(layer.outputs, layer.output_shapes)}
+    shapes = _tensor_shapes(network.inputs, network.layers)  # (those of the layers fusion merged too)
     scratch = 0
     for layer in fused.layers:
         module = KERNELS[layer.type]

@@ -205,7 +205,7 @@ def deconvolution_packed_cpu(n, x, packed_weights, biases, stride_h, stride_w, d
         b, out_channel = np.uintp(task // out_channels), np.uintp(task % out_channels)
         first_in_channel = (out_channel // group_out_channels) * group_in_channels
         product = np.empty(padded_rows * row_length, np.float32)
-        tail = np.zeros(min(KC, group_in_channels) * NR, np.float32)
+        tail = np.zeros(min(KC, group_in_channels) * NR if pixels % NR else 0, np.float32)
         acc = np.empty(stride_w * phase_width, np.float32)
         a_plane = out_channel * padded_rows * group_in_channels
         for pc in range(0, group_in_channels, KC):
