@@ -317,12 +317,14 @@ def task_width(group_outputs: int, reduction: int) -> int:
     return int(min(MAX_COLUMNS_PER_TASK, max(COLUMNS_PER_TASK, wanted)))
 
 
-#: A 1x1, stride-1, unpadded convolution reads its input rows in place while a group has at most
-#: this many output channels. With more, each 16-column panel of input meets so many panels of
-#: weights that a packed copy (16 KB, aligned, in L1) pays for itself. Side by side at n = 8:
-#: 256 -> 1000 on 13x13 took 0.92x the time packed; 64 -> 256 and 128 -> 512 0.98x-1.02x;
-#: 256 -> 64 and 192 -> 64 1.26x.
-IN_PLACE_MAX_ROWS = 511
+#: A 1x1, stride-1, unpadded convolution reads its input rows in place while a group's A panels
+#: make one block of PANELS_PER_BLOCK (96 output channels): each 16-column panel of x is then read
+#: once and multiplied by every panel of weights while it is in L1. With more blocks, a strided
+#: panel of x would be fetched again for each, and a packed copy (contiguous, aligned) pays for
+#: itself. Side by side, packed against in place: 64 -> 256 on 28x28 0.90x-0.92x at n = 1 and 8,
+#: 256 -> 128 0.89x-0.96x, 480 -> 192 on 14x14 0.92x-0.96x, 256 -> 1000 on 13x13 0.92x; 256 -> 64
+#: and 192 -> 64 0.96x-1.26x (in place wins).
+IN_PLACE_MAX_ROWS = PANELS_PER_BLOCK * MR
 
 
 def choose_algorithm(attrs, input_shape) -> str:
