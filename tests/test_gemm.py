@@ -12,7 +12,8 @@ from numba import njit
 from dynbatch.kernels.activation import ACTIVATION_CODES, CLAMP, RELU, RELU6
 from dynbatch.kernels.epilogue import NO_ACTIVATION
 from dynbatch.kernels.gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, masked_copy_panel_row, masked_copy_panel_row_two_runs,
-                                   micro_kernel_1, micro_kernel_4, micro_kernel_6, pack_weights, panel_rows)
+                                   micro_kernel_1, micro_kernel_4, micro_kernel_6, micro_kernel_12x8, pack_weights,
+                                   panel_rows)
 from tests.naive import REFERENCES
 
 
@@ -22,6 +23,9 @@ def call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, r
     if mr == 6:
         micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    elif mr == 12:
+        micro_kernel_12x8(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                          biases, bias_offset, residual, has_residual, activation, alpha, beta)
     elif mr == 4:
         micro_kernel_4(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
@@ -49,11 +53,12 @@ def activate(values, code, alpha, beta):
                          list(itertools.product([False, True], [False, True], [False, True],
                                                 [NO_ACTIVATION, RELU, RELU6, CLAMP])))
 @settings(deadline=None, max_examples=12)
-@given(mr=st.sampled_from([1, 4, 6]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7),
+@given(mr=st.sampled_from([1, 4, 6, 12]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7),
        rows_missing=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
 def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, accumulate, finish, has_residual,
                                     activation, seed):
     rng = np.random.default_rng(seed)
+    nr = 8 if mr == 12 else NR  # the 12-row kernel: 8 columns, A as two 6-row panels
     ldb, ldc = NR + ldb_extra, NR + ldc_extra
     rows = max(1, mr - rows_missing)
     a_offset, b_offset, c_offset, bias_offset = 3, 5, 7, 2
@@ -66,16 +71,18 @@ def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, 
     before = c.copy()
     call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
-    panel = a[a_offset:].reshape(kc, mr).T.astype(np.float64)           # (mr, kc)
-    columns = b[b_offset:].reshape(kc, ldb)[:, :NR].astype(np.float64)  # (kc, NR)
+    # (mr, kc): one panel, a[p * mr + i]; or for 12 rows two, the second 6 * kc floats on
+    panels = a[a_offset:].reshape(-1, kc, min(mr, MR))
+    panel = np.concatenate([q.T for q in panels]).astype(np.float64)
+    columns = b[b_offset:].reshape(kc, ldb)[:, :nr].astype(np.float64)  # (kc, nr)
     expected = before.copy()
     for i in range(rows):
         at = c_offset + i * ldc
-        value = panel[i] @ columns + (before[at:at + NR] if accumulate else 0.0)
+        value = panel[i] @ columns + (before[at:at + nr] if accumulate else 0.0)
         if finish:
-            value = value + (residual[at:at + NR] if has_residual else 0.0) + biases[bias_offset + i]
+            value = value + (residual[at:at + nr] if has_residual else 0.0) + biases[bias_offset + i]
             value = activate(value, activation, alpha, beta)
-        expected[at:at + NR] = value
+        expected[at:at + nr] = value
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)  # rows >= rows and the gaps untouched
 
 

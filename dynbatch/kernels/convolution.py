@@ -13,7 +13,7 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_4,
-                   micro_kernel_6, pack_weights, panel_layout)
+                   micro_kernel_6, micro_kernel_12x8, pack_weights, panel_layout)
 from .views import as_4d, shape_4d
 
 
@@ -260,7 +260,12 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                         b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
                     else:
                         b_source, b_offset, ldb = packed, jp * kc * NR, NR
-                    for panel in range(block, min(end_panel, block + PANELS_PER_BLOCK)):
+                    # A last panel of at most 8 columns (a small image at n = 1: 36 pixels are
+                    # 16 + 16 + 4) takes two panels of A per call of the 12 x 8 kernel.
+                    narrow = jp == column_panels - 1 and chunk_columns - jp * NR <= NR // 2
+                    block_end = min(end_panel, block + PANELS_PER_BLOCK)
+                    panel = block
+                    while panel < block_end:
                         a_offset = a_group + pc * padded_rows + panel * MR * kc
                         k = g * group_rows + panel * MR
                         if direct_out[jp] >= 0:  # straight into out, through the epilogue
@@ -269,6 +274,12 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                         else:
                             c, ldc, finish = product, task_columns, False
                             c_offset = (panel - first_panel) * MR * task_columns + jp * NR
+                        if narrow and panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows:
+                            micro_kernel_12x8(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
+                                              min(2 * MR, group_rows - panel * MR), pc > 0, finish, biases, k,
+                                              residual_flat, has_residual, activation, alpha, beta)
+                            panel += 2
+                            continue
                         rows = min(MR, group_rows - panel * MR)
                         if panel * MR + MR <= padded_rows:  # a full panel (else the last, of 4 rows)
                             micro_kernel_6(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
@@ -278,6 +289,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                             micro_kernel_4(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
                                            rows, pc > 0, finish, biases, k, residual_flat, has_residual,
                                            activation, alpha, beta)
+                        panel += 1
         # The panels that span two samples or end the batch went to the product: their epilogue.
         for jp in range(column_panels):
             if direct_out[jp] >= 0:

@@ -111,8 +111,10 @@ def _branch_on_activation(builder, activation, emit):
     rest([RELU, RELU6, CLAMP])
 
 
-def _micro_kernel(mr: int):
-    """The intrinsic computing an ``mr`` x ``NR`` block, see ``micro_kernel_6``."""
+def _micro_kernel(mr: int, nr: int = NR):
+    """The intrinsic computing an ``mr`` x ``nr`` block, see ``micro_kernel_6``. Where mr > MR,
+    its A is consecutive MR-row panels (``micro_kernel_12x8``)."""
+    a_step = min(mr, MR)  # floats of A per reduction step, in one panel
 
     @intrinsic
     def kernel(typingctx, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
@@ -132,7 +134,7 @@ def _micro_kernel(mr: int):
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
                                                  "llvm.fma.v8f32")
             # Allocas in the entry block: LLVM promotes them to registers.
-            accumulators = [[cgutils.alloca_once_value(builder, _ZERO) for _ in range(NR // 8)] for _ in range(mr)]
+            accumulators = [[cgutils.alloca_once_value(builder, _ZERO) for _ in range(nr // 8)] for _ in range(mr)]
             # The block's rows of c (and of the residual) lie a whole row of the output apart, far
             # from each other and from anything the loop touches: fetch their cache lines now, so
             # that the loop hides the misses the stores would wait for.
@@ -143,7 +145,7 @@ def _micro_kernel(mr: int):
             def fetch(pointer, write):
                 for i in range(mr):
                     row = builder.gep(pointer, [builder.mul(ldc, ir.Constant(ldc.type, i))])
-                    for last in (0, NR - 1):  # (an unaligned row spans two lines)
+                    for last in (0, nr - 1):  # (an unaligned row spans two lines)
                         address = builder.bitcast(builder.gep(row, [ir.Constant(ldc.type, last)]),
                                                   ir.IntType(8).as_pointer())
                         builder.call(prefetch, [address, ir.Constant(ir.IntType(32), write),
@@ -155,10 +157,13 @@ def _micro_kernel(mr: int):
                 fetch(residual_ptr, 0)
             with cgutils.for_range(builder, kc) as loop:
                 b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
-                b_vectors = [builder.load(_vector_at(builder, b_row, 8 * h), align=4) for h in range(NR // 8)]
-                a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(kc.type, mr))])
+                b_vectors = [builder.load(_vector_at(builder, b_row, 8 * h), align=4) for h in range(nr // 8)]
+                a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(kc.type, a_step))])
                 for i in range(mr):
-                    a_vector = _splat(builder, builder.load(builder.gep(a_row, [ir.Constant(kc.type, i)])))
+                    # Row i of A: in panel i // MR (each MR * kc floats), at i % MR.
+                    at = builder.add(builder.mul(kc, ir.Constant(kc.type, (i // a_step) * a_step)),
+                                     ir.Constant(kc.type, i % a_step)) if i >= a_step else ir.Constant(kc.type, i)
+                    a_vector = _splat(builder, builder.load(builder.gep(a_row, [at])))
                     for h, b_vector in enumerate(b_vectors):
                         total = builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i][h])])
                         builder.store(total, accumulators[i][h])
@@ -172,7 +177,7 @@ def _micro_kernel(mr: int):
                         c_row, residual_row = builder.gep(c_ptr, [offset]), builder.gep(residual_ptr, [offset])
                         if finishing:
                             bias = _splat(builder, builder.load(builder.gep(bias_ptr, [ir.Constant(ldc.type, i)])))
-                        for h in range(NR // 8):
+                        for h in range(nr // 8):
                             total = builder.load(accumulators[i][h])
                             if add_partial:
                                 total = builder.fadd(builder.load(_vector_at(builder, c_row, 8 * h), align=4), total)
@@ -209,6 +214,10 @@ def _micro_kernel(mr: int):
 micro_kernel_6 = _micro_kernel(6)
 #: The same for 4-row panels: the last panel of a channel count that leaves 1 to 4 rows.
 micro_kernel_4 = _micro_kernel(4)
+#: The same for 12 rows (two consecutive 6-row panels of A, the second 6*kc floats after the
+#: first) by 8 columns (j < 8; B's rows still ldb apart): a panel of B whose valid columns are
+#: 8 or fewer (the tail of a small image at n = 1) costs half the 6 x 16 calls it would take.
+micro_kernel_12x8 = _micro_kernel(12, 8)
 #: The same for one row, whose A is any contiguous run (``a[a_offset + p]``): a matrix-vector
 #: product, such as a FullyConnected layer's at n = 1.
 micro_kernel_1 = _micro_kernel(1)
