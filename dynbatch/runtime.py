@@ -3,8 +3,9 @@ weights; each ``InferRequest`` owns its buffers and runs the bound kernel steps 
 
 One inference, start to end: ``InferRequest.infer`` validates and copies the inputs into the
 first n rows of the request's input buffers, then ``_run_steps`` calls ``kernel(n, *args)`` for each
-layer (``dynbatch.graph.compiler.BoundStep``), and the outputs are the first n rows of the output
-buffers. Nothing is compiled on that path, and no tensor buffer is allocated.
+layer (``dynbatch.graph.compiler.BoundStep``; the kernel's machine code, compiled at load, called
+past Numba's dispatcher), and the outputs are the first n rows of the output buffers. Nothing is
+compiled on that path, and no tensor buffer is allocated.
 
 On "GPU" (``dynbatch.gpu``) the request's buffers are device memory and its input and output
 buffers are pinned host rows: ``_run_steps`` queues the copy of the n input rows, every layer's
@@ -136,6 +137,9 @@ class InferRequest:
             self._steps = compiled.bind(self._buffers)
             self._input_buffers = {name: self._buffers[name] for name in compiled.input_names}
             self._output_buffers = {name: self._buffers[name] for name in compiled.output_names}
+        # (kernel's compiled code, args) per step: what _run_steps calls (the kernels were
+        # compiled by ExecutableNetwork._compile_kernels for these very argument types).
+        self._calls = [(step.compiled_call(), step.args) for step in self._steps]
         self._batch = network.max_batch
         self._times = [None] * len(self._steps)
         self._busy = threading.Lock()
@@ -231,9 +235,9 @@ class InferRequest:
             return
         times = self._times
         clock = time.perf_counter
-        for index, step in enumerate(self._steps):
+        for index, (call, args) in enumerate(self._calls):
             start = clock()
-            step.kernel(n, *step.args)
+            call(n, *args)
             times[index] = clock() - start
 
     # -- results ---------------------------------------------------------------------------------

@@ -137,6 +137,18 @@ def test_batch_changes_in_any_order_compile_nothing(network, executable, device,
         assert len(step.kernel.signatures) == compiled, step.layer.name
 
 
+def test_cpu_steps_call_their_compiled_code_past_the_dispatcher():
+    """Each CPU step calls the machine code compiled at load for its arguments, not Numba's
+    dispatcher (which would type every argument again per call), with the same results."""
+    network = small_network()
+    request = db.Core().load_network(network, "CPU", config={db.KEY_DYN_BATCH_ENABLED: db.YES}).create_infer_request()
+    for (call, _), step in zip(request._calls, request._steps):
+        assert call is not step.kernel and call is step.kernel.overloads[step.kernel.signatures[0]].entry_point
+    request.set_batch(3)
+    x = samples(3, SIZES["CPU"])
+    np.testing.assert_allclose(request.infer({"data": x})["prob"], expected(network, x)["prob"], rtol=1e-4, atol=1e-5)
+
+
 def test_requests_own_their_buffers(network, executable, size):
     a, b = executable.create_infer_request(), executable.create_infer_request()
     a.set_batch(2)
