@@ -75,8 +75,9 @@ def pack_panel_rows(one_run, stride, packed, start, x_flat, base, second_base, s
     """Rows pc..pc+kc of one packed B panel by ``gemm.masked_copy_panel_row_runs``, whose loads
     the caller has checked stay inside x."""
     for p in range(kc):
-        offset = row_offset[pc + p]
-        mask = np.uintp(row_tap[pc + p] * task_columns) + first
+        row = np.uintp(pc + p)  # (unsigned: no negative-index wraparound on the two loads)
+        offset = row_offset[row]
+        mask = np.uintp(row_tap[row] * task_columns) + first
         masked_copy_panel_row_runs(one_run, stride, packed, start + np.uintp(p * NR), x_flat, base + offset,
                                    second_base + offset, split, inside, mask)
 
