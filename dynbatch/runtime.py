@@ -131,15 +131,16 @@ class InferRequest:
             self._steps = self._device.steps
             self._input_buffers = self._device.host_inputs
             self._output_buffers = self._device.host_outputs
+            self._calls = []
         else:
             self._device = None
             self._buffers = compiled.plan.allocate()
             self._steps = compiled.bind(self._buffers)
             self._input_buffers = {name: self._buffers[name] for name in compiled.input_names}
             self._output_buffers = {name: self._buffers[name] for name in compiled.output_names}
-        # (kernel's compiled code, args) per step: what _run_steps calls (the kernels were
-        # compiled by ExecutableNetwork._compile_kernels for these very argument types).
-        self._calls = [(step.compiled_call(), step.args) for step in self._steps]
+            # (kernel's compiled code, args) per step: what _run_steps calls (the kernels were
+            # compiled by ExecutableNetwork._compile_kernels for these very argument types).
+            self._calls = [(step.compiled_call(), step.args) for step in self._steps]
         self._batch = network.max_batch
         self._times = [None] * len(self._steps)
         self._busy = threading.Lock()

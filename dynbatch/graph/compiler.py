@@ -101,7 +101,7 @@ class BoundStep:
         """The machine code ``kernel`` compiled for these arguments (n an int), called without
         Numba's dispatcher, which would type all of them again on every call (2-3 us for a
         convolution's 23, as much as a small layer's work at n = 1); ``kernel`` itself where no
-        such code is compiled yet (or for a CUDA kernel)."""
+        such code is compiled yet or ``kernel`` is not a Numba CPU dispatcher."""
         overloads = getattr(self.kernel, "overloads", None)
         typeof = getattr(self.kernel, "typeof_pyval", None)
         if not overloads or typeof is None:
