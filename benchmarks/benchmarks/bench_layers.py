@@ -65,6 +65,7 @@ class Layer:
         buffers["data"][:] = np.random.default_rng(1).standard_normal(buffers["data"].shape)
         (self.step,) = compiled.bind(buffers)
         self.step.kernel(batch, *self.step.args)  # compile, or load from Numba's cache
+        self.call = self.step.compiled_call()  # what InferRequest calls: past Numba's dispatcher
 
     def time_kernel(self, layer, batch):
-        self.step.kernel(batch, *self.step.args)
+        self.call(batch, *self.step.args)
