@@ -12,8 +12,8 @@ from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
-from .gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_4,
-                   micro_kernel_6, micro_kernel_12x8, pack_weights, panel_layout)
+from .gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_12x8,
+                   micro_kernel_panel, pack_weights, panel_layout)
 from .views import as_4d, shape_4d
 
 
@@ -281,15 +281,9 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                                               residual_flat, has_residual, activation, alpha, beta)
                             panel += 2
                             continue
-                        rows = min(MR, group_rows - panel * MR)
-                        if panel * MR + MR <= padded_rows:  # a full panel (else the last, of 4 rows)
-                            micro_kernel_6(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
-                                           rows, pc > 0, finish, biases, k, residual_flat, has_residual,
-                                           activation, alpha, beta)
-                        else:
-                            micro_kernel_4(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
-                                           rows, pc > 0, finish, biases, k, residual_flat, has_residual,
-                                           activation, alpha, beta)
+                        micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source,
+                                           b_offset, ldb, c, c_offset, ldc, min(MR, group_rows - panel * MR), pc > 0,
+                                           finish, biases, k, residual_flat, has_residual, activation, alpha, beta)
                         panel += 1
         # The panels that span two samples or end the batch went to the product: their epilogue.
         for jp in range(column_panels):

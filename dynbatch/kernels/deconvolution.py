@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from ..config import CHUNK, PARALLEL_KERNEL, SCALAR_FUNCTION
 from .convolution import columns_in_range
-from .gemm import KC, MR, NR, micro_kernel_4, micro_kernel_6, pack_weights, panel_layout
+from .gemm import KC, MR, NR, micro_kernel_panel, pack_weights, panel_layout
 from .views import as_4d, shape_4d
 
 
@@ -222,15 +222,9 @@ def deconvolution_packed_cpu(n, x, packed_weights, biases, stride_h, stride_w, d
                     b_source, b_offset, ldb = tail, 0, NR
                 for panel in range(panels):
                     a_offset = a_plane + pc * padded_rows + panel * MR * kc
-                    rows = min(MR, taps - panel * MR)
-                    c_offset = panel * MR * row_length + first
-                    if panel * MR + MR <= padded_rows:
-                        micro_kernel_6(kc, packed_weights, a_offset, b_source, b_offset, ldb, product, c_offset,
-                                       row_length, rows, pc > 0, False, biases, 0, product, False, 0,
-                                       np.float32(0.0), np.float32(0.0))
-                    else:
-                        micro_kernel_4(kc, packed_weights, a_offset, b_source, b_offset, ldb, product, c_offset,
-                                       row_length, rows, pc > 0, False, biases, 0, product, False, 0,
+                    micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source,
+                                       b_offset, ldb, product, panel * MR * row_length + first, row_length,
+                                       min(MR, taps - panel * MR), pc > 0, False, biases, 0, product, False, 0,
                                        np.float32(0.0), np.float32(0.0))
         for oh in range(out_height):
             col2im_line(product, 0, row_length, 0, width, kernel_h, kernel_w, stride_w, source_rows, column_ranges,

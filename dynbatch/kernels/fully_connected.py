@@ -8,7 +8,7 @@ from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
 from .epilogue import epilogue_value, fused_activation
-from .gemm import KC, MR, NR, micro_kernel_1, micro_kernel_4, micro_kernel_6, panel_layout
+from .gemm import KC, MR, NR, micro_kernel_1, micro_kernel_panel, panel_layout
 from .views import as_rows
 
 
@@ -70,12 +70,8 @@ def fully_connected_cpu(n, source, packed_weights, biases, activation, alpha, be
                     c, c_offset, ldc = destination_flat, m0 * out_features + first, out_features
                 else:
                     c, c_offset, ldc = block, 0, NR
-                if m0 + MR <= padded_rows:
-                    micro_kernel_6(kc, rows_packed, a_offset, weights_flat, b_offset, NR, c, c_offset, ldc, rows,
-                                   pc > 0, False, biases, 0, c, False, 0, alpha, beta)
-                else:
-                    micro_kernel_4(kc, rows_packed, a_offset, weights_flat, b_offset, NR, c, c_offset, ldc, rows,
-                                   pc > 0, False, biases, 0, c, False, 0, alpha, beta)
+                micro_kernel_panel(m0 + MR <= padded_rows, kc, rows_packed, a_offset, weights_flat, b_offset, NR, c,
+                                   c_offset, ldc, rows, pc > 0, False, biases, 0, c, False, 0, alpha, beta)
             for i in range(rows):
                 if columns == NR:
                     row_at = (m0 + i) * out_features + first

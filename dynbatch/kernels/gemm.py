@@ -1,6 +1,7 @@
 """A register-blocked GEMM micro-kernel and the weight packing it reads, for the convolution
 kernel that packs its input itself (``convolution.convolution_gemm_cpu``) and the deconvolution
-kernel that keeps each output plane's product in cache (``deconvolution.deconvolution_packed_cpu``).
+kernel that keeps each output plane's product in cache (``deconvolution.deconvolution_packed_cpu``),
+and FullyConnected (``fully_connected.fully_connected_cpu``).
 
 BLAS multiplies two ready matrices; a convolution would first have to unfold its input (im2col)
 into one, and BLAS then copies that into its own packed panels again. Packing straight from the
@@ -13,8 +14,9 @@ B. Numba has no vector types of its own, so it is written in LLVM IR (``numba.ex
 LLVM then keeps the 12 accumulators in registers and emits fused multiply-adds on AVX2 (or
 splits each 8-wide operation in two where the CPU has only SSE: slower, still right).
 
-Numba caches a kernel on disk keyed on its own source file: after editing this file, delete the
-``__pycache__`` of ``convolution.py`` too, or its kernels keep the old micro-kernel.
+Numba caches a kernel on disk keyed on its own source file: after editing this file, delete
+``dynbatch/kernels/__pycache__``, or the convolution, deconvolution and FullyConnected kernels
+keep the old micro-kernel.
 
 Packed layouts (element offsets into 1-d float32 arrays):
 - A (the weights, packed once at load by ``pack_weights``): per group, per reduction block of
@@ -221,6 +223,19 @@ micro_kernel_12x8 = _micro_kernel(12, 8)
 #: The same for one row, whose A is any contiguous run (``a[a_offset + p]``): a matrix-vector
 #: product, such as a FullyConnected layer's at n = 1.
 micro_kernel_1 = _micro_kernel(1)
+
+
+@njit(**SCALAR_FUNCTION)
+def micro_kernel_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                       biases, bias_offset, residual, has_residual, activation, alpha, beta):
+    """``micro_kernel_6`` where A's panel is a full one of MR rows (``full``), else
+    ``micro_kernel_4``: the last panel of a row count that leaves 1 to 4 (``panel_layout``)."""
+    if full:
+        micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    else:
+        micro_kernel_4(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
 
 
 @njit(**SCALAR_FUNCTION)
