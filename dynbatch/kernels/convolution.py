@@ -82,6 +82,154 @@ def pack_panel_rows(one_run, stride, packed, start, x_flat, base, second_base, s
                                    second_base + offset, split, inside, mask)
 
 
+@njit(**SCALAR_FUNCTION)
+def split_tasks(columns, task_columns, min_tasks, panels, group):
+    """How ``convolution_gemm_cpu`` shares out ``columns`` output columns by ``panels`` panels
+    of A per group: (column_panels, chunks, splits, panels_per_split),
+    group * splits * chunks tasks (``task_share``). Columns per task: at most task_columns, in
+    whole panels, spread evenly (13 panels run as 3 + 3 + 3 + 4, not 4 + 4 + 4 + 1), and as many
+    chunks as a multiple of min_tasks where there are more, so that each thread gets the same
+    share; where the chunks make fewer than min_tasks tasks (n = 1, small images), the panels of
+    A are split too, so that every core has work."""
+    column_panels = (columns + NR - 1) // NR
+    chunks = (columns + task_columns - 1) // task_columns
+    if chunks > min_tasks:
+        chunks = min(column_panels, -(-chunks // min_tasks) * min_tasks)
+    splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))  # (n = 0: no tasks)
+    panels_per_split = -(-panels // splits)
+    return column_panels, chunks, -(-panels // panels_per_split), panels_per_split
+
+
+@njit(**SCALAR_FUNCTION)
+def task_share(task, columns, panels, column_panels, chunks, splits, panels_per_split):
+    """Task ``task`` of ``split_tasks``' share: (group, first panel, end panel, first column,
+    its column count)."""
+    chunk, split, g = task % chunks, (task // chunks) % splits, task // (chunks * splits)
+    first_panel = split * panels_per_split
+    first_column = NR * (chunk * column_panels // chunks)
+    chunk_columns = min(NR * ((chunk + 1) * column_panels // chunks), columns) - first_column
+    return g, first_panel, min(panels, first_panel + panels_per_split), first_column, chunk_columns
+
+
+@njit(**SCALAR_FUNCTION)
+def task_patches(first_column, chunk_columns, task_columns, pixels, out_width, stride_h, stride_w, pad_top,
+                 pad_left, sample_size, first_offset, height, width, tap_dy, tap_dx):
+    """Where the patches of a task's columns (output pixels first_column.. of the batch, ``pixels``
+    a sample, ``out_width`` a row) lie in x, for ``pack_patches``: (column_base, inside,
+    panel_one_run, panel_split, panel_second).
+
+    column_base[j]: the offset in x of column j's window (its top-left tap, which may lie in
+    the padding): sample * sample_size + first_offset + top * width + left. inside[t *
+    task_columns + j]: 1.0 where tap t of column j falls inside the image, 0.0 on padding;
+    columns past the batch read as padding. A panel whose 16 columns read inputs stride_w
+    apart (one output row, or consecutive rows of a stride-1 "same" convolution), stride_w <=
+    MAX_VECTOR_STRIDE, packs each row with contiguous loads and its mask: vectorised, no gather
+    (panel_one_run). So does one whose columns make two such runs, the second starting at column
+    panel_split (> 0) in the next output row: lane j of it reads from panel_second + j *
+    stride_w instead. Any other panel: element by element."""
+    taps = tap_dy.shape[0]
+    # Pixel coordinates are stepped, not divided out per column: 64-bit divisions would cost
+    # more than the rest.
+    column_base = np.zeros(task_columns, np.intp)
+    column_top = np.full(task_columns, -(1 << 30), np.intp)
+    column_left = np.zeros(task_columns, np.intp)
+    b, pixel = first_column // pixels, first_column % pixels
+    oh, ow = pixel // out_width, pixel % out_width
+    for j in range(chunk_columns):
+        column_top[j] = oh * stride_h - pad_top
+        column_left[j] = ow * stride_w - pad_left
+        column_base[j] = b * sample_size + first_offset + column_top[j] * width + column_left[j]
+        ow += 1
+        if ow == out_width:
+            ow, oh = 0, oh + 1
+            if oh * out_width == pixels:
+                oh, b = 0, b + 1
+    # Window tops and lefts whose every tap lies inside the image (the dilated kernel's extent).
+    interior_rows = np.uintp(max(0, height - tap_dy[taps - 1]))
+    interior_columns = np.uintp(max(0, width - tap_dx[taps - 1]))
+    inside = np.ones(taps * task_columns, np.float32)
+    for j in range(task_columns):
+        # Unsigned compares: one test each for both sides of the image. Most columns see no
+        # padding at any tap and keep their ones.
+        if (np.uintp(column_top[j]) < interior_rows) and (np.uintp(column_left[j]) < interior_columns):
+            continue
+        for t in range(taps):
+            inside[t * task_columns + j] = (np.uintp(column_top[j] + tap_dy[t]) < np.uintp(height)) & (
+                np.uintp(column_left[j] + tap_dx[t]) < np.uintp(width))
+    panel_one_run = np.zeros(task_columns // NR, np.bool_)
+    panel_split = np.zeros(task_columns // NR, np.intp)
+    panel_second = np.zeros(task_columns // NR, np.intp)
+    for jp in range((chunk_columns + NR - 1) // NR):
+        first = jp * NR
+        if first + NR <= chunk_columns and stride_w <= MAX_VECTOR_STRIDE:
+            breaks, split = 0, 0
+            for j in range(1, NR):
+                if column_base[first + j] != column_base[first + j - 1] + stride_w:
+                    breaks, split = breaks + 1, j
+            if breaks == 0:
+                panel_one_run[jp] = True
+            elif breaks == 1:
+                panel_split[jp] = split
+                panel_second[jp] = column_base[first + split] - split * stride_w
+    return column_base, inside, panel_one_run, panel_split, panel_second
+
+
+@njit(**SCALAR_FUNCTION)
+def pack_patches(packed, x_flat, pc, kc, column_panels, task_columns, stride_w, in_place, row_offset, row_tap,
+                 column_base, inside, panel_one_run, panel_split, panel_second):
+    """Reduction rows pc..pc+kc of the task's column panels (``task_patches``) into packed, panel
+    jp from jp * kc * NR on (``gemm``'s B layout); an in-place panel (``in_place`` and one run)
+    is skipped, the micro-kernel reading it from x."""
+    span = stride_w * NR  # what a vectorised panel-row copy loads from each run's start
+    # The block's lowest and highest input offsets, which decide below whether a panel's vector
+    # loads stay inside x for every row of the block.
+    lowest, highest = row_offset[pc], row_offset[pc]
+    for p in range(pc + 1, pc + kc):
+        lowest, highest = min(lowest, row_offset[p]), max(highest, row_offset[p])
+    for jp in range(column_panels):
+        one_run, split = panel_one_run[jp], panel_split[jp]
+        if in_place and one_run:
+            continue
+        first = np.uintp(jp * NR)
+        base, second_base = column_base[first], panel_second[jp]
+        start = np.uintp(jp * kc * NR)
+        # A row packs with vector loads (span elements from each run's start) where the panel
+        # has a vector path and the loads stay inside x: for the whole block at once where they
+        # do at its lowest and highest offsets (the common case: no test per row), else row by
+        # row (panels at the start or end of the batch, whose padding rows lie outside x). Any
+        # other row: element by element.
+        vector = one_run or split > 0
+        low, high = (base, base) if one_run else (min(base, second_base), max(base, second_base))
+        if vector and low + lowest >= 0 and high + highest + span <= x_flat.shape[0]:
+            # A literal stride per call, so that the copy's choice by stride folds away and the
+            # row loop has no branch (a vector panel's stride is at most MAX_VECTOR_STRIDE, 4).
+            if stride_w == 1:
+                pack_panel_rows(one_run, 1, packed, start, x_flat, base, second_base, split, inside, first,
+                                row_offset, row_tap, pc, kc, task_columns)
+            elif stride_w == 2:
+                pack_panel_rows(one_run, 2, packed, start, x_flat, base, second_base, split, inside, first,
+                                row_offset, row_tap, pc, kc, task_columns)
+            elif stride_w == 3:
+                pack_panel_rows(one_run, 3, packed, start, x_flat, base, second_base, split, inside, first,
+                                row_offset, row_tap, pc, kc, task_columns)
+            else:
+                pack_panel_rows(one_run, 4, packed, start, x_flat, base, second_base, split, inside, first,
+                                row_offset, row_tap, pc, kc, task_columns)
+            continue
+        for p in range(kc):
+            at = start + np.uintp(p * NR)
+            offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
+            if vector and low + offset >= 0 and high + offset + span <= x_flat.shape[0]:
+                masked_copy_panel_row_runs(one_run, stride_w, packed, at, x_flat, base + offset,
+                                           second_base + offset, split, inside, mask)
+            else:
+                for j in range(NR):
+                    if inside[mask + np.uintp(j)] != 0.0:
+                        packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
+                    else:
+                        packed[at + np.uintp(j)] = 0.0
+
+
 @njit(**PARALLEL_KERNEL)
 def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w, pad_top, pad_left,
                          out_width, row_offset, row_tap, tap_dy, tap_dx, in_place, task_columns,
@@ -103,94 +251,34 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     ``epilogue``. Rows >= n are neither read nor written.
 
     Each parallel task owns up to ``task_columns`` output columns and a block of A panels of one
-    group. It packs those columns' patches KC reduction rows at a time (a few KB, in L1/L2; a 1x1
-    convolution reads whole 16-column panels of x in place instead) and multiplies them by every
-    panel of its block. The micro-kernel stores a panel that lies within one sample straight
-    into out through the epilogue; a panel spanning two samples goes to a task-local product,
-    written to out by ``epilogue_at`` at the end. Where the columns alone make too few tasks
-    (n = 1, small images), the output channels are split too, so that every core has work.
+    group (``split_tasks``). It packs those columns' patches KC reduction rows at a time (a few
+    KB, in L1/L2; a 1x1 convolution reads whole 16-column panels of x in place instead) and
+    multiplies them by every panel of its block. The micro-kernel stores a panel that lies
+    within one sample straight into out through the epilogue; a panel spanning two samples goes
+    to a task-local product, written to out by ``epilogue_at`` at the end.
     """
     max_batch, channels, height, width = x.shape
     out_channels, pixels = biases.shape[0], out.shape[2]
     buffer_channels = out.shape[1]  # out's channels: out_channels, or a Concatenation's
     group_rows, group_channels = out_channels // group, channels // group
-    reduction, taps = row_offset.shape[0], tap_dy.shape[0]
+    reduction = row_offset.shape[0]
     panels, _, padded_rows = panel_layout(group_rows)
     columns = n * pixels
-    # Columns per task: at most task_columns, in whole panels, spread evenly over the tasks (13
-    # panels run as 3 + 3 + 3 + 4, not 4 + 4 + 4 + 1), and as many tasks as a multiple of
-    # min_tasks where there are more, so that each thread gets the same share.
-    column_panels_total = (columns + NR - 1) // NR
-    chunks = (columns + task_columns - 1) // task_columns
-    if chunks > min_tasks:
-        chunks = min(column_panels_total, -(-chunks // min_tasks) * min_tasks)
-    splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))  # (n = 0: no tasks)
-    panels_per_split = -(-panels // splits)
-    splits = -(-panels // panels_per_split)
+    column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels,
+                                                                        group)
     plane = height * width
-    # Window tops and lefts whose every tap lies inside the image (the dilated kernel's extent).
-    interior_rows = np.uintp(max(0, height - tap_dy[taps - 1]))
-    interior_columns = np.uintp(max(0, width - tap_dx[taps - 1]))
     # Flat views taken once, outside the parallel loop: a view per task or line would take a
     # reference on the buffer, an atomic the threads contend for.
     x_flat = x.reshape(max_batch * channels * plane)
-    span = stride_w * NR  # what a vectorised panel-row copy loads from each run's start
     out_flat = out.reshape(max_batch * buffer_channels * pixels)
     residual_flat = residual.reshape(max_batch * buffer_channels * pixels)  # (shaped as out)
     for task in prange(group * splits * chunks):
-        chunk, split, g = task % chunks, (task // chunks) % splits, task // (chunks * splits)
-        first_panel = split * panels_per_split
-        end_panel = min(panels, first_panel + panels_per_split)
-        first_column = NR * (chunk * column_panels_total // chunks)
-        chunk_columns = min(NR * ((chunk + 1) * column_panels_total // chunks), columns) - first_column
+        g, first_panel, end_panel, first_column, chunk_columns = task_share(
+            task, columns, panels, column_panels_total, chunks, splits, panels_per_split)
         column_panels = (chunk_columns + NR - 1) // NR
-        # Where each column's window starts in x, and per tap which columns fall inside the image
-        # (1.0) or on padding (0.0); columns past the batch read as padding. Pixel coordinates
-        # are stepped, not divided out per column: 64-bit divisions would cost more than the rest.
-        column_base = np.zeros(task_columns, np.intp)
-        column_top = np.full(task_columns, -(1 << 30), np.intp)
-        column_left = np.zeros(task_columns, np.intp)
-        b, pixel = first_column // pixels, first_column % pixels
-        oh, ow = pixel // out_width, pixel % out_width
-        for j in range(chunk_columns):
-            column_top[j] = oh * stride_h - pad_top
-            column_left[j] = ow * stride_w - pad_left
-            column_base[j] = (b * channels + g * group_channels) * plane + column_top[j] * width + column_left[j]
-            ow += 1
-            if ow == out_width:
-                ow, oh = 0, oh + 1
-                if oh * out_width == pixels:
-                    oh, b = 0, b + 1
-        inside = np.ones(taps * task_columns, np.float32)
-        for j in range(task_columns):
-            # Unsigned compares: one test each for both sides of the image. Most columns see no
-            # padding at any tap and keep their ones.
-            if (np.uintp(column_top[j]) < interior_rows) and (np.uintp(column_left[j]) < interior_columns):
-                continue
-            for t in range(taps):
-                inside[t * task_columns + j] = (np.uintp(column_top[j] + tap_dy[t]) < np.uintp(height)) & (
-                    np.uintp(column_left[j] + tap_dx[t]) < np.uintp(width))
-        # A panel whose 16 columns read inputs stride_w apart (one output row, or consecutive rows
-        # of a stride-1 "same" convolution), stride_w <= MAX_VECTOR_STRIDE, packs each row with
-        # contiguous loads and its mask: vectorised, no gather (panel_one_run). So does one whose
-        # columns make two such runs, the second starting at column panel_split (> 0) in the next
-        # output row: lane j of it reads from panel_second + j * stride_w instead. Any other
-        # panel: element by element.
-        panel_one_run = np.zeros(task_columns // NR, np.bool_)
-        panel_split = np.zeros(task_columns // NR, np.intp)
-        panel_second = np.zeros(task_columns // NR, np.intp)
-        for jp in range(column_panels):
-            first = jp * NR
-            if first + NR <= chunk_columns and stride_w <= MAX_VECTOR_STRIDE:
-                breaks, split = 0, 0
-                for j in range(1, NR):
-                    if column_base[first + j] != column_base[first + j - 1] + stride_w:
-                        breaks, split = breaks + 1, j
-                if breaks == 0:
-                    panel_one_run[jp] = True
-                elif breaks == 1:
-                    panel_split[jp] = split
-                    panel_second[jp] = column_base[first + split] - split * stride_w
+        column_base, inside, panel_one_run, panel_split, panel_second = task_patches(
+            first_column, chunk_columns, task_columns, pixels, out_width, stride_h, stride_w, pad_top, pad_left,
+            channels * plane, g * group_channels * plane, height, width, tap_dy, tap_dx)
         # A whole panel within one sample is written straight into out (its row-0 offset there);
         # -1: through the product and the epilogue loop below.
         direct_out = np.full(task_columns // NR, -1, np.intp)
@@ -204,54 +292,8 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
         a_group = g * padded_rows * reduction
         for pc in range(0, reduction, KC):
             kc = min(KC, reduction - pc)
-            # The block's lowest and highest input offsets, which decide below whether a panel's
-            # vector loads stay inside x for every row of the block.
-            lowest, highest = row_offset[pc], row_offset[pc]
-            for p in range(pc + 1, pc + kc):
-                lowest, highest = min(lowest, row_offset[p]), max(highest, row_offset[p])
-            for jp in range(column_panels):
-                one_run, split = panel_one_run[jp], panel_split[jp]
-                if in_place and one_run:
-                    continue
-                first = np.uintp(jp * NR)
-                base, second_base = column_base[first], panel_second[jp]
-                start = np.uintp(jp * kc * NR)
-                # A row packs with vector loads (span elements from each run's start) where the
-                # panel has a vector path and the loads stay inside x: for the whole block at
-                # once where they do at its lowest and highest offsets (the common case: no test
-                # per row), else row by row (panels at the start or end of the batch, whose
-                # padding rows lie outside x). Any other row: element by element.
-                vector = one_run or split > 0
-                low, high = (base, base) if one_run else (min(base, second_base), max(base, second_base))
-                if vector and low + lowest >= 0 and high + highest + span <= x_flat.shape[0]:
-                    # A literal stride per call, so that the copy's choice by stride folds away
-                    # and the row loop has no branch (a vector panel's stride is at most
-                    # MAX_VECTOR_STRIDE, 4).
-                    if stride_w == 1:
-                        pack_panel_rows(one_run, 1, packed, start, x_flat, base, second_base, split, inside, first,
-                                        row_offset, row_tap, pc, kc, task_columns)
-                    elif stride_w == 2:
-                        pack_panel_rows(one_run, 2, packed, start, x_flat, base, second_base, split, inside, first,
-                                        row_offset, row_tap, pc, kc, task_columns)
-                    elif stride_w == 3:
-                        pack_panel_rows(one_run, 3, packed, start, x_flat, base, second_base, split, inside, first,
-                                        row_offset, row_tap, pc, kc, task_columns)
-                    else:
-                        pack_panel_rows(one_run, 4, packed, start, x_flat, base, second_base, split, inside, first,
-                                        row_offset, row_tap, pc, kc, task_columns)
-                    continue
-                for p in range(kc):
-                    at = start + np.uintp(p * NR)
-                    offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
-                    if vector and low + offset >= 0 and high + offset + span <= x_flat.shape[0]:
-                        masked_copy_panel_row_runs(one_run, stride_w, packed, at, x_flat, base + offset,
-                                                   second_base + offset, split, inside, mask)
-                    else:
-                        for j in range(NR):
-                            if inside[mask + np.uintp(j)] != 0.0:
-                                packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
-                            else:
-                                packed[at + np.uintp(j)] = 0.0
+            pack_patches(packed, x_flat, pc, kc, column_panels, task_columns, stride_w, in_place, row_offset, row_tap,
+                         column_base, inside, panel_one_run, panel_split, panel_second)
             # A few A panels at a time (they stay in L2) against every B panel (each in L1): a
             # 1000-channel layer would otherwise stream all its weights from L3 per B panel.
             last_block = pc + KC >= reduction
