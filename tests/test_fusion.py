@@ -199,9 +199,9 @@ def test_merged_convolution_runs_after_its_residual():
 def joined_branches(branches, extra_reader=None, expose=None, axis=1, max_batch=4):
     """data (16 channels) -> Concatenation(axis) of one layer per entry of ``branches``, each on
     data: "gemm" (a 3x3 convolution with 8 outputs, big enough for the GEMM kernel, then a relu
-    it fuses), "gemm1x1" (a 1x1 one with 12 outputs), "direct" (a depthwise convolution, which
+    it fuses), "winograd" (the same with 16 outputs, which takes the Winograd kernel), "gemm1x1" (a 1x1 one with 12 outputs), "direct" (a depthwise convolution, which
     runs the direct kernel), "deep" (a 1x1 convolution then a 3x3 one: a tensor of its own is
-    written between the branches), "residual" (a GEMM convolution with an Eltwise sum merged
+    written between the branches), "residual" (a convolution with an Eltwise sum merged
     into it), "pool", or "twice" (the previous branch's tensor again). extra_reader / expose:
     the index of a branch that a Power layer also reads / that is a network output too."""
     rng = np.random.default_rng(11)
@@ -218,6 +218,8 @@ def joined_branches(branches, extra_reader=None, expose=None, axis=1, max_batch=
         name = f"branch{index}"
         if kind == "gemm":
             y = net.add_layer("Activation", [conv(name, 8, 3)], name=f"relu{index}", type="relu")
+        elif kind == "winograd":
+            y = net.add_layer("Activation", [conv(name, 16, 3)], name=f"relu{index}", type="relu")
         elif kind == "gemm1x1":
             y = conv(name, 12, 1)
         elif kind == "deep":
@@ -240,7 +242,7 @@ def joined_branches(branches, extra_reader=None, expose=None, axis=1, max_batch=
     return net
 
 
-@pytest.mark.parametrize("branches", [("gemm", "gemm"), ("gemm", "gemm1x1", "deep", "gemm")])
+@pytest.mark.parametrize("branches", [("gemm", "gemm"), ("gemm", "gemm1x1", "deep", "gemm"), ("winograd", "gemm")])
 def test_concatenation_of_gemm_convolutions_is_written_in_place(device, branches):
     net = joined_branches(branches)
     statuses = run_and_compare(net, device)
@@ -250,6 +252,10 @@ def test_concatenation_of_gemm_convolutions_is_written_in_place(device, branches
         assert statuses["join"] == "OPTIMIZED_OUT"
         writers = ", ".join(f"branch{index}" for index in range(len(branches)))
         assert counts["join"]["exec_type"] == f"written in place by {writers}"
+        kernels = {"gemm": "convolution_gemm_cpu", "winograd": "convolution_winograd_cpu"}
+        for index, kind in enumerate(branches):
+            if kind in kernels:
+                assert counts[f"branch{index}"]["exec_type"] == kernels[kind]
         plan = exe._compiled.plan
         assert set(plan.aliases) == {net.layers[-1].inputs[i] for i in range(len(branches))}
         assert "join" not in [layer.name for layer in exe._compiled.layers]

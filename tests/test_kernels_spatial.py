@@ -11,6 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dynbatch.kernels import convolution, deconvolution, lrn, pooling
+from dynbatch.kernels.gemm import PANELS_PER_BLOCK
 from tests.naive import REFERENCES
 
 SPATIAL = st.integers(1, 10)
@@ -138,21 +139,25 @@ def test_pointwise_convolution_matches_reference(data):
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n)
 
 
-@pytest.mark.parametrize("kernel, pads, strides, size", [
-    ((3, 3), (1, 1), (1, 1), (5, 6)),    # 16-column panels spanning output rows, read contiguously
-    ((1, 1), (0, 0), (1, 1), (5, 6)),    # panels read in place
-    ((3, 3), (1, 1), (2, 2), (5, 40)),   # 20 outputs per row: panels read every other input
-    ((3, 3), (1, 1), (3, 3), (5, 60)),   # 20 outputs per row, inputs 3 apart
-    ((5, 5), (2, 2), (4, 4), (6, 30)),   # 8 outputs per row: two runs, inputs 4 apart
+@pytest.mark.parametrize("algorithm, kernel, pads, strides, size", [
+    ("gemm", (3, 3), (1, 1), (1, 1), (5, 6)),     # 16-column panels spanning output rows, read contiguously
+    ("gemm", (1, 1), (0, 0), (1, 1), (5, 6)),     # panels read in place
+    ("gemm", (3, 3), (1, 1), (2, 2), (5, 40)),    # 20 outputs per row: panels read every other input
+    ("gemm", (3, 3), (1, 1), (3, 3), (5, 60)),    # 20 outputs per row, inputs 3 apart
+    ("gemm", (5, 5), (2, 2), (4, 4), (6, 30)),    # 8 outputs per row: two runs, inputs 4 apart
+    ("winograd", (3, 3), (1, 1), (1, 1), (5, 6)),   # 2x2 tiles, half of the last row's outside
+    ("winograd", (3, 3), (1, 1), (1, 1), (6, 40)),  # 20 tiles per row: panels of one run
 ])
-def test_convolution_gemm_long_reduction_and_padding(kernel, pads, strides, size):
+def test_convolution_gemm_long_reduction_and_padding(algorithm, kernel, pads, strides, size):
     """More reduction rows than one packed block (KC), a last panel of 1 channel padded to 4, and
-    inf in the input: padding must read as zero, never as 0 * (whatever lies beside the image)."""
+    inf in the input: padding must read as zero, never as 0 * (whatever lies beside the image).
+    Winograd's transforms mix each 4x4 input tile, but an inf still reaches exactly the outputs
+    whose 3x3 windows hold it (each row and column of B^T meets those of A^T where they do)."""
     rng = np.random.default_rng(3)
     attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 300, 13, size, kernel, strides, (1, 1), pads, pads)
     inputs[0][0, 7, 2, -1] = np.inf  # the last column: the next row's left padding lies beside it
     inputs[0][1, 299, 4, 0] = -np.inf
-    run_step(convolution, attrs, inputs, outputs, 2, algorithm="gemm", min_tasks=3)
+    run_step(convolution, attrs, inputs, outputs, 2, algorithm=algorithm, min_tasks=3)
     with np.errstate(invalid="ignore"):
         expected = REFERENCES["Convolution"]([inputs[0][:2]], attrs)[0]
     got, finite = outputs[0][:2], np.isfinite(expected)
@@ -190,6 +195,61 @@ def test_convolution_gemm_epilogue_matches_reference(data):
     if activation is not None:
         expected = REFERENCES["Activation"]([expected], activation)[0]
     check_outputs(outputs, [expected], n)
+
+
+@given(data=st.data())
+def test_winograd_convolution_matches_reference(data):
+    """F(2x2, 3x3) on any sizes (odd ones leave a last tile half outside the output), any padding
+    on each side (tiles reading past the image), more channels than one packed block of 16, a
+    last panel of 1 to 4 output channels, tasks of several panels or split by output channels,
+    and the fused residual and activation."""
+    max_batch, n = draw_batches(data)
+    channels = data.draw(st.integers(1, 40), label="channels")
+    out_channels = data.draw(st.integers(1, 20), label="out_channels")
+    size = draw_pair(data, st.integers(1, 12), "size")
+    pads_begin = draw_pair(data, PAD, "pads_begin")
+    pads_end = draw_pair(data, PAD, "pads_end")
+    for a in range(2):
+        assume(size[a] + pads_begin[a] + pads_end[a] >= 3)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, out_channels, size, (3, 3), (1, 1),
+                                              (1, 1), pads_begin, pads_end)
+    residual = data.draw(st.booleans(), label="residual")
+    if residual:
+        inputs.append(poisoned_input(rng, outputs[0].shape, n))
+    attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
+    run_step(convolution, attrs, inputs, outputs, n, algorithm="winograd", **gemm_split(data))
+    expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
+    if residual:
+        expected = expected + inputs[1][:n]
+    if attrs["activation"] is not None:
+        expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
+    check_outputs(outputs, [expected], n)
+
+
+@pytest.mark.parametrize("min_tasks", [1, 3])
+def test_winograd_convolution_takes_output_channels_a_block_at_a_time(min_tasks):
+    """More output channels than one block of PANELS_PER_BLOCK panels, whose products the task
+    keeps in cache one block at a time; with min_tasks 3, the blocks of a split that starts
+    past panel 0."""
+    rng = np.random.default_rng(6)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 20, 6 * PANELS_PER_BLOCK + 13, (5, 7), (3, 3), (1, 1),
+                                              (1, 1), (1, 1), (1, 1))
+    run_step(convolution, attrs, inputs, outputs, 2, algorithm="winograd", min_tasks=min_tasks)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
+
+
+@pytest.mark.parametrize("shape, algorithm", [
+    ((64, 64, 3, 3), "winograd"), ((16, 16, 3, 3), "winograd"),
+    ((64, 15, 3, 3), "gemm"),      # too few input channels for Winograd's short GEMMs
+    ((8, 64, 3, 3), "gemm"),       # too few output channels
+    ((64, 64, 5, 5), "gemm"), ((64, 64, 1, 1), "gemm"),
+])
+def test_convolution_chooses_winograd_for_3x3_stride_1(shape, algorithm):
+    attrs = {"weights": np.zeros(shape, np.float32), "strides": (1, 1), "dilations": (1, 1), "group": 1}
+    assert convolution.choose_algorithm(attrs, (1, shape[1], 8, 8)) == algorithm
+    for other in ({"strides": (2, 2)}, {"dilations": (1, 2)}, {"group": 2}):
+        assert convolution.choose_algorithm({**attrs, **other}, (1, shape[1], 8, 8)) != "winograd"
 
 
 def test_depthwise_convolution_matches_reference():

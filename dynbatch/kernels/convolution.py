@@ -15,6 +15,8 @@ from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_12x8,
                    micro_kernel_panel, pack_weights, panel_layout)
 from .views import as_4d, shape_4d
+from .winograd import (ELEMENTS, RUN_OUTPUTS, copy_vectors, input_transform, output_transform, store_run,
+                       transform_weights)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -84,8 +86,8 @@ def pack_panel_rows(one_run, stride, packed, start, x_flat, base, second_base, s
 
 @njit(**SCALAR_FUNCTION)
 def split_tasks(columns, task_columns, min_tasks, panels, group):
-    """How ``convolution_gemm_cpu`` shares out ``columns`` output columns by ``panels`` panels
-    of A per group: (column_panels, chunks, splits, panels_per_split),
+    """How ``convolution_gemm_cpu`` and ``convolution_winograd_cpu`` share out ``columns`` output
+    columns by ``panels`` panels of A per group: (column_panels, chunks, splits, panels_per_split),
     group * splits * chunks tasks (``task_share``). Columns per task: at most task_columns, in
     whole panels, spread evenly (13 panels run as 3 + 3 + 3 + 4, not 4 + 4 + 4 + 1), and as many
     chunks as a multiple of min_tasks where there are more, so that each thread gets the same
@@ -345,6 +347,152 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                     column += length
 
 
+@njit(**SCALAR_FUNCTION)
+def store_output_run(source, source_at, out_flat, at, length, bias, residual_flat, has_residual, activation, alpha,
+                     beta):
+    """``epilogue_at`` for one run of at most RUN_OUTPUTS outputs: ``winograd.store_run`` for its
+    whole vectors, then the rest one by one."""
+    whole = length - length % 8
+    store_run(source, source_at, out_flat, at, whole, bias, residual_flat, has_residual, activation, alpha, beta)
+    for i in range(whole, length):
+        value = source[source_at + i] + residual_flat[at + i] if has_residual else source[source_at + i]
+        out_flat[at + i] = epilogue_value(value + bias, activation, alpha, beta)
+
+
+@njit(**SCALAR_FUNCTION)
+def copy_run(source, source_at, destination, at, length):
+    """destination[at + i] = source[source_at + i] for i < length (at most RUN_OUTPUTS)."""
+    if length >= 8:
+        copy_vectors(source, source_at, destination, at, length)
+    else:
+        for i in range(length):
+            destination[at + i] = source[source_at + i]
+
+
+@njit(**PARALLEL_KERNEL)
+def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_width, row_offset, row_tap, tap_dy,
+                             tap_dx, task_columns, min_tasks, residual, has_residual, activation, alpha, beta,
+                             first_out_channel, out):
+    """A 3x3, stride-1, ungrouped convolution by Winograd's F(2x2, 3x3) (``winograd``): 2.25x
+    fewer multiply-adds than ``convolution_gemm_cpu``, the same micro-kernel.
+
+    x: (max_batch, C, H, W); packed_u: ``winograd.transform_weights`` of the (K, C, 3, 3)
+    weights; biases (K,); out: (max_batch, T, OH*OW), rows OH = pixels / out_width, channels
+    [first_out_channel, first_out_channel + K) of T (as ``convolution_gemm_cpu``); row_offset,
+    row_tap, tap_dy, tap_dx: ``window_rows`` of a 4x4 window, which a 2x2 tile of the output
+    reads; task_columns: the most tiles a task takes (a multiple of NR); min_tasks, residual,
+    has_residual, activation, alpha, beta: as ``convolution_gemm_cpu``. Rows >= n are neither
+    read nor written.
+
+    The tiles of the n samples are the columns of a GEMM as the pixels are in
+    ``convolution_gemm_cpu``, shared out among the tasks the same way: their 4x4 windows are
+    patches of a 4x4, stride-2 convolution, packed 16 channels at a time by ``pack_patches``.
+    Each task transforms its tiles' patches into V (16 x C x its tiles, in L2), multiplies each
+    of the 16 by the matching U for a block of output channels at a time into M, and transforms
+    M back into 2x2 output blocks, written row run by row run through the epilogue.
+    """
+    max_batch, channels, height, width = x.shape
+    out_channels, pixels = biases.shape[0], out.shape[2]
+    buffer_channels = out.shape[1]
+    out_height = pixels // out_width
+    tiles_wide = (out_width + 1) // 2
+    tiles = ((out_height + 1) // 2) * tiles_wide  # per sample
+    panels, _, padded_rows = panel_layout(out_channels)
+    columns = n * tiles
+    column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels, 1)
+    plane = height * width
+    x_flat = x.reshape(max_batch * channels * plane)
+    out_flat = out.reshape(max_batch * buffer_channels * pixels)
+    residual_flat = residual.reshape(max_batch * buffer_channels * pixels)
+    block_channels = KC // ELEMENTS  # channels per packed block of KC rows
+    for task in prange(splits * chunks):
+        _, first_panel, end_panel, first_column, chunk_columns = task_share(
+            task, columns, panels, column_panels_total, chunks, splits, panels_per_split)
+        column_panels = (chunk_columns + NR - 1) // NR
+        column_base, inside, panel_one_run, panel_split, panel_second = task_patches(
+            first_column, chunk_columns, task_columns, tiles, tiles_wide, 2, 2, pad_top, pad_left, channels * plane,
+            0, height, width, tap_dy, tap_dx)
+        # Each run of a task's tiles along one row of tiles: its first column, where its top
+        # output row starts in out (channel 0), how many outputs wide it is (the last tile of an
+        # odd width has one column) and whether it has a second output row.
+        run_column = np.empty(task_columns + 1, np.intp)
+        run_out = np.empty(task_columns, np.intp)
+        run_length = np.empty(task_columns, np.intp)
+        run_two_rows = np.empty(task_columns, np.bool_)
+        runs = 0
+        b, tile = first_column // tiles, first_column % tiles
+        ty, tx = tile // tiles_wide, tile % tiles_wide
+        j = 0
+        while j < chunk_columns:
+            count = min(tiles_wide - tx, NR - j % NR, chunk_columns - j)  # (a run stays in one panel)
+            run_column[runs] = j
+            run_out[runs] = (b * buffer_channels + first_out_channel) * pixels + 2 * ty * out_width + 2 * tx
+            run_length[runs] = min(2 * count, out_width - 2 * tx)
+            run_two_rows[runs] = 2 * ty + 1 < out_height
+            runs += 1
+            j += count
+            tx += count
+            if tx == tiles_wide:
+                tx, ty = 0, ty + 1
+                if ty * tiles_wide == tiles:
+                    ty, b = 0, b + 1
+        run_column[runs] = chunk_columns
+        # V[xi]: the transformed patches in ``gemm``'s B layout, panel jp's rows (channels) from
+        # xi * v_stride + jp * channels * NR on. (+ NR: a stride of a multiple of 4 KB would put
+        # the 16 rows the transforms write or read together in one set of the L1 cache.)
+        v_stride = column_panels * channels * NR + NR
+        v = np.empty(ELEMENTS * v_stride, np.float32)
+        packed = np.empty(KC * task_columns, np.float32)
+        for c0 in range(0, channels, block_channels):
+            block = min(block_channels, channels - c0)
+            pack_patches(packed, x_flat, c0 * ELEMENTS, block * ELEMENTS, column_panels, task_columns, 2, False,
+                         row_offset, row_tap, column_base, inside, panel_one_run, panel_split, panel_second)
+            for jp in range(column_panels):
+                for c in range(block):
+                    input_transform(packed, (jp * block * ELEMENTS + c * ELEMENTS) * NR, v,
+                                    (jp * channels + c0 + c) * NR, v_stride)
+        # M[xi] for up to PANELS_PER_BLOCK panels of output channels at a time (in L2), row i of
+        # the block from xi * m_stride + i * m_columns on.
+        m_columns = column_panels * NR
+        block_rows = min(end_panel - first_panel, PANELS_PER_BLOCK) * MR
+        m_stride = block_rows * m_columns + NR
+        m = np.empty(ELEMENTS * m_stride, np.float32)
+        transformed = np.empty(2 * RUN_OUTPUTS, np.float32)  # one panel's two output rows
+        for first_block_panel in range(first_panel, end_panel, PANELS_PER_BLOCK):
+            end_block_panel = min(end_panel, first_block_panel + PANELS_PER_BLOCK)
+            for xi in range(ELEMENTS):
+                for pc in range(0, channels, KC):
+                    kc = min(KC, channels - pc)
+                    for panel in range(first_block_panel, end_block_panel):
+                        a_offset = xi * padded_rows * channels + pc * padded_rows + panel * MR * kc
+                        c_offset = xi * m_stride + (panel - first_block_panel) * MR * m_columns
+                        for jp in range(column_panels):
+                            micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
+                                               xi * v_stride + (jp * channels + pc) * NR, NR, m,
+                                               c_offset + jp * NR, m_columns, MR, pc > 0, False, biases, 0, m,
+                                               False, 0, alpha, beta)
+            for k in range(first_block_panel * MR, min(out_channels, end_block_panel * MR)):
+                row = (k - first_block_panel * MR) * m_columns
+                r = 0
+                for jp in range(column_panels):
+                    # Without a residual, the transform applies the bias and activation, and the runs
+                    # are plain copies.
+                    output_transform(m, row + jp * NR, m_stride, transformed, 0, not has_residual, biases[k],
+                                     activation, alpha, beta)
+                    while run_column[r] < min(chunk_columns, (jp + 1) * NR):
+                        source = 2 * (run_column[r] - jp * NR)
+                        at = run_out[r] + k * pixels
+                        for top in range(2 if run_two_rows[r] else 1):
+                            if has_residual:
+                                store_output_run(transformed, source + top * RUN_OUTPUTS, out_flat,
+                                                 at + top * out_width, run_length[r], biases[k], residual_flat,
+                                                 has_residual, activation, alpha, beta)
+                            else:
+                                copy_run(transformed, source + top * RUN_OUTPUTS, out_flat, at + top * out_width,
+                                         run_length[r])
+                        r += 1
+
+
 # Below these sizes the GEMM's panels would be mostly padding (measured on depthwise and tiny groups).
 GEMM_MIN_REDUCTION = 16
 GEMM_MIN_GROUP_OUTPUTS = 8
@@ -376,10 +524,27 @@ def task_width(group_outputs: int, reduction: int) -> int:
 IN_PLACE_MAX_ROWS = PANELS_PER_BLOCK * MR
 
 
+#: A 3x3 convolution takes ``convolution_winograd_cpu`` from this many input and output channels:
+#: with fewer, its 16 GEMMs run reductions too short to pay for the transforms.
+WINOGRAD_MIN_CHANNELS = 16
+#: Floats of transformed input (16 x C x tiles) a Winograd task keeps in L2: its tile count.
+WINOGRAD_TASK_FLOATS = 1 << 15
+
+
+def winograd_task_width(channels: int) -> int:
+    """Tiles per task of ``convolution_winograd_cpu``: 1 to 4 panels of NR, as many as keep its
+    transformed input within WINOGRAD_TASK_FLOATS."""
+    return NR * int(min(4, max(1, WINOGRAD_TASK_FLOATS // (ELEMENTS * channels * NR))))
+
+
 def choose_algorithm(attrs, input_shape) -> str:
-    """'gemm' where each group's matrices are big enough for the micro-kernel's 6 x 16 blocks,
-    else 'direct' (depthwise and small groups)."""
+    """'winograd' for a 3x3, stride-1, undilated, ungrouped convolution of at least
+    WINOGRAD_MIN_CHANNELS channels in and out; else 'gemm' where each group's matrices are big
+    enough for the micro-kernel's 6 x 16 blocks; else 'direct' (depthwise and small groups)."""
     k, c_per_group, kh, kw = attrs["weights"].shape
+    if ((kh, kw) == (3, 3) and tuple(attrs["strides"]) == (1, 1) and tuple(attrs["dilations"]) == (1, 1)
+            and attrs["group"] == 1 and min(k, c_per_group) >= WINOGRAD_MIN_CHANNELS):
+        return "winograd"
     if c_per_group * kh * kw >= GEMM_MIN_REDUCTION and k // attrs["group"] >= GEMM_MIN_GROUP_OUTPUTS:
         return "gemm"
     return "direct"
@@ -399,21 +564,25 @@ def window_rows(x_shape, weights_shape, dilations):
     return tuple(np.ascontiguousarray(a, dtype=np.intp) for a in (row_offset, row_tap, tap_dy, tap_dx))
 
 
+#: The algorithms that can write a Concatenation's channels in place (``cpu_step``'s destination).
+WRITES_DESTINATION = ("gemm", "winograd")
+
+
 def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_tasks=None, destination=None):
     """Bind to the algorithm ``choose_algorithm`` picks (tests may force one, and the GEMM's
     columns per task and least task count, which only change how the work is split).
 
     destination: (buffer, first channel), to write the output into channels [first, first + K)
     of the C-contiguous (max_batch, T, OH, OW) buffer instead of outputs[0]: a Concatenation's
-    output, which its inputs' convolutions write in place (``graph.compiler``). GEMM algorithm,
-    no residual."""
+    output, which its inputs' convolutions write in place (``graph.compiler``). GEMM or Winograd
+    algorithm, no residual."""
     x, out = as_4d(inputs[0]), as_4d(outputs[0])
     algorithm = algorithm or choose_algorithm(attrs, x.shape)
     first_out_channel = 0
     if destination is not None:
         out, first_out_channel = destination
-        if algorithm != "gemm" or len(inputs) > 1:
-            raise ValueError("only a GEMM convolution without residual writes into a destination")
+        if algorithm not in WRITES_DESTINATION or len(inputs) > 1:
+            raise ValueError("only a GEMM or Winograd convolution without residual writes into a destination")
     stride_h, stride_w = attrs["strides"]
     dilation_h, dilation_w = attrs["dilations"]
     pad_top, pad_left = attrs["pads_begin"]
@@ -428,8 +597,17 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
     k, _, kernel_h, kernel_w = weights.shape
     group = int(attrs["group"])
     max_batch, _, out_height, out_width = out.shape
+    pixels = out_height * out_width
+    if algorithm == "winograd":
+        return convolution_winograd_cpu, (
+            x, transform_weights(weights), biases, int(pad_top), int(pad_left), int(out_width),
+            *window_rows(x.shape, (k, weights.shape[1], 4, 4), (1, 1)),
+            int(columns_per_task or winograd_task_width(weights.shape[1])),
+            int(min_tasks or numba.get_num_threads()),
+            residual.reshape(max_batch, -1, pixels), *epilogue, int(first_out_channel),
+            out.reshape(max_batch, -1, pixels),
+        )
     if algorithm == "gemm":
-        pixels = out_height * out_width
         return convolution_gemm_cpu, (
             x, pack_weights(weights.reshape(group, k // group, -1)), biases, group,
             int(stride_h), int(stride_w), int(pad_top), int(pad_left), int(out_width),
