@@ -23,6 +23,12 @@ PARALLEL_KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
 #: numba.cuda already use; it also holds where the CUDA simulator calls these functions directly.
 SCALAR_FUNCTION = dict(cache=True, nogil=True, fastmath=FASTMATH, inline="always", error_model="numpy")
 
+#: Options for a CPU kernel's larger steps that several kernels share (the convolutions' patch
+#: setup and packing): compiled once, each kernel calling the same code, where an inlined copy
+#: would be typed and lowered again in every kernel (seconds of a cold load each). LLVM may
+#: still inline them in the machine code.
+SHARED_STEP = dict(SCALAR_FUNCTION, inline="never")
+
 #: Elements per parallel chunk in the elementwise kernels: big enough to amortise scheduling,
 #: small enough that n = 1 still splits across cores.
 CHUNK = 4096

@@ -10,10 +10,10 @@ import numpy as np
 import numba
 from numba import njit, prange
 
-from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
+from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_12x8,
-                   micro_kernel_panel, pack_weights, panel_layout)
+                   micro_kernel_panel, pack_weights, panel_layout, product_panel)
 from .views import as_4d, shape_4d
 from .winograd import (ELEMENTS, RUN_OUTPUTS, copy_vectors, input_transform, output_transform, store_run,
                        transform_weights)
@@ -113,7 +113,7 @@ def task_share(task, columns, panels, column_panels, chunks, splits, panels_per_
     return g, first_panel, min(panels, first_panel + panels_per_split), first_column, chunk_columns
 
 
-@njit(**SCALAR_FUNCTION)
+@njit(**SHARED_STEP)
 def task_patches(first_column, chunk_columns, task_columns, pixels, out_width, stride_h, stride_w, pad_top,
                  pad_left, sample_size, first_offset, height, width, tap_dy, tap_dx):
     """Where the patches of a task's columns (output pixels first_column.. of the batch, ``pixels``
@@ -176,7 +176,7 @@ def task_patches(first_column, chunk_columns, task_columns, pixels, out_width, s
     return column_base, inside, panel_one_run, panel_split, panel_second
 
 
-@njit(**SCALAR_FUNCTION)
+@njit(**SHARED_STEP)
 def pack_patches(packed, x_flat, pc, kc, column_panels, task_columns, stride_w, in_place, row_offset, row_tap,
                  column_base, inside, panel_one_run, panel_split, panel_second):
     """Reduction rows pc..pc+kc of the task's column panels (``task_patches``) into packed, panel
@@ -467,10 +467,9 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
                         a_offset = xi * padded_rows * channels + pc * padded_rows + panel * MR * kc
                         c_offset = xi * m_stride + (panel - first_block_panel) * MR * m_columns
                         for jp in range(column_panels):
-                            micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
-                                               xi * v_stride + (jp * channels + pc) * NR, NR, m,
-                                               c_offset + jp * NR, m_columns, MR, pc > 0, False, biases, 0, m,
-                                               False, 0, alpha, beta)
+                            product_panel(panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
+                                          xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
+                                          m_columns, MR, pc > 0)
             for k in range(first_block_panel * MR, min(out_channels, end_block_panel * MR)):
                 row = (k - first_block_panel * MR) * m_columns
                 r = 0

@@ -113,9 +113,11 @@ def _branch_on_activation(builder, activation, emit):
     rest([RELU, RELU6, CLAMP])
 
 
-def _micro_kernel(mr: int, nr: int = NR):
+def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
     """The intrinsic computing an ``mr`` x ``nr`` block, see ``micro_kernel_6``. Where mr > MR,
-    its A is consecutive MR-row panels (``micro_kernel_12x8``)."""
+    its A is consecutive MR-row panels (``micro_kernel_12x8``). Without ``epilogue``, ``finish``
+    is taken as False and only the two plain store sequences are made (half the code of a
+    kernel that calls it, and of its compile time, is the epilogue's sixteen)."""
     a_step = min(mr, MR)  # floats of A per reduction step, in one panel
 
     @intrinsic
@@ -153,10 +155,13 @@ def _micro_kernel(mr: int, nr: int = NR):
                         builder.call(prefetch, [address, ir.Constant(ir.IntType(32), write),
                                                 ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
 
+            if not epilogue:
+                finish = ir.Constant(ir.IntType(1), 0)
             with builder.if_then(builder.or_(accumulate, finish)):
                 fetch(c_ptr, 1)
-            with builder.if_then(builder.and_(finish, has_residual)):
-                fetch(residual_ptr, 0)
+            if epilogue:
+                with builder.if_then(builder.and_(finish, has_residual)):
+                    fetch(residual_ptr, 0)
             with cgutils.for_range(builder, kc) as loop:
                 b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
                 b_vectors = [builder.load(_vector_at(builder, b_row, 8 * h), align=4) for h in range(nr // 8)]
@@ -194,6 +199,9 @@ def _micro_kernel(mr: int, nr: int = NR):
                 _branch(builder, has_residual, lambda add_residual: _branch_on_activation(
                     builder, activation, lambda code: store(add_partial, True, add_residual, code)))
 
+            if not epilogue:
+                _branch(builder, accumulate, lambda add_partial: store(add_partial, False, False, None))
+                return context.get_dummy_value()
             _branch(builder, finish, lambda finishing: _branch(
                 builder, accumulate,
                 (lambda add_partial: finished(add_partial)) if finishing
@@ -236,6 +244,24 @@ def micro_kernel_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc
     else:
         micro_kernel_4(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
+
+
+#: micro_kernel_6 and micro_kernel_4 without the epilogue (``finish`` ignored): for a product
+#: that is transformed before it is stored (``convolution.convolution_winograd_cpu``).
+micro_kernel_6_product = _micro_kernel(6, epilogue=False)
+micro_kernel_4_product = _micro_kernel(4, epilogue=False)
+
+
+@njit(**SCALAR_FUNCTION)
+def product_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate):
+    """``micro_kernel_panel`` without the epilogue: c[c_offset + i*ldc + j] = (c[...] if
+    accumulate else 0) + P[i, j] for i < rows."""
+    if full:
+        micro_kernel_6_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, False,
+                               c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
+    else:
+        micro_kernel_4_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, False,
+                               c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
 
 
 @njit(**SCALAR_FUNCTION)
