@@ -399,6 +399,9 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
     tiles = ((out_height + 1) // 2) * tiles_wide  # per sample
     panels, _, padded_rows = panel_layout(out_channels)
     columns = n * tiles
+    # Narrower tasks before split ones: a split transforms the same tiles again (a quarter of
+    # the work), a narrower task only reuses each panel of U over fewer tiles.
+    task_columns = min(task_columns, NR * max(1, (columns + NR - 1) // NR // min_tasks))
     column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels, 1)
     plane = height * width
     x_flat = x.reshape(max_batch * channels * plane)
