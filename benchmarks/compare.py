@@ -1,11 +1,13 @@
 """dynbatch against ONNX Runtime and OpenVINO on the same ONNX networks, in one process.
 
     pip install -e ".[bench]" && python benchmarks/compare.py [--batches 1,2,4,8,16,32] [--networks alexnet,googlenet]
-        [--threads 2] [--repeats 5] [--rounds 3] [--plot benchmarks/compare.png] [--json FILE]
+        [--threads 2] [--repeats 5] [--rounds 5] [--plot benchmarks/compare.png] [--json FILE]
 
 For each network and batch n: milliseconds per image of each runtime (float32, the same thread
-count, the same inputs; the median over ``--rounds`` sweeps of the median of ``--repeats``
-calls), the ratios to dynbatch, and a check that the outputs agree (relative L2 error). dynbatch
+count, the same inputs; the runtimes take turns at each batch, and each cell is the median over
+``--rounds`` turns of the median of ``--repeats`` calls), dynbatch's time over each other
+runtime's (the median of the turns' ratios), and a check that the outputs agree (relative L2
+error). dynbatch
 and OpenVINO load once for the maximum batch (OpenVINO with a bounded dynamic batch, 1..max) and
 run n; ONNX Runtime runs its session at n (dim 0 is symbolic).
 Where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set they slow BLAS: unset both for this command.
@@ -165,6 +167,10 @@ def fcn(size=64):
 NETWORKS = {"alexnet": alexnet, "googlenet": googlenet, "resnet": resnet, "squeezenet": squeezenet, "fcn": fcn}
 
 
+#: Seconds between two runtimes' turns: longer than their worker threads spin after a call.
+PAUSE_S = 0.05
+
+
 def median_ms(run, repeats: int) -> float:
     run()
     times = []
@@ -223,7 +229,7 @@ def main():
     parser.add_argument("--batches", default="1,2,4,8,16,32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3, help="sweeps over the runtimes; each cell is their median")
+    parser.add_argument("--rounds", type=int, default=5, help="turns of every runtime at every batch; each cell is their median")
     parser.add_argument("--plot")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -242,23 +248,27 @@ def main():
                 reference = found["onnxruntime"](inputs[n])
                 for runtime, run in found.items():
                     rows[n][f"{runtime}_error"] = relative_l2(run(inputs[n]), reference)
-        # One runtime at a time over every batch, so that one runtime's spinning worker threads
-        # do not steal the cores while the next one is timed; the whole sweep ``--rounds`` times,
-        # each cell the median of its rounds, so that a burst from another process on this shared
-        # machine spoils one round of one runtime, not the table.
+        # The runtimes take turns at each batch, ``--rounds`` times over: this shared machine runs
+        # 1.3x slower for seconds to minutes at a time, and what one runtime loses to such a
+        # phase the others then lose too, in the same round. A pause before each turn lets the
+        # previous runtime's worker threads stop spinning (they would steal the cores). Each cell
+        # is the median of its rounds; each ratio the median of its rounds' ratios.
         sweeps = {runtime: {n: [] for n in batches} for runtime in found}
         for _ in range(args.rounds):
-            for runtime, run in found.items():
-                for n in batches:
+            for n in batches:
+                for runtime, run in found.items():
+                    time.sleep(PAUSE_S)
                     sweeps[runtime][n].append(median_ms(lambda: run(inputs[n]), args.repeats) / n)
-                time.sleep(0.5)
         for runtime in found:
             for n in batches:
                 rows[n][runtime] = statistics.median(sweeps[runtime][n])
+                rows[n][f"dynbatch_over_{runtime}"] = statistics.median(
+                    d / t for d, t in zip(sweeps["dynbatch"][n], sweeps[runtime][n]))
         for n in batches:
             row = rows[n]
             results.append(row)
-            ratios = "  ".join(f"{r} {row[r]:8.3f} ms/img" + (f" ({row[r] / row['dynbatch']:.2f}x)" if r != "dynbatch" else "")
+            ratios = "  ".join(f"{r} {row[r]:8.3f} ms/img" + (f" (dynbatch / it {row[f'dynbatch_over_{r}']:.2f}x)"
+                                                              if r != "dynbatch" else "")
                                for r in found)
             errors = max((row.get(f"{r}_error", 0.0) for r in found), default=0.0)
             print(f"{name:10s} n={n:3d}  {ratios}  max rel. L2 vs ORT {errors:.1e}", flush=True)
