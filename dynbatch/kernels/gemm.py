@@ -1,7 +1,8 @@
 """A register-blocked GEMM micro-kernel and the weight packing it reads, for the convolution
-kernel that packs its input itself (``convolution.convolution_gemm_cpu``) and the deconvolution
-kernel that keeps each output plane's product in cache (``deconvolution.deconvolution_packed_cpu``),
-and FullyConnected (``fully_connected.fully_connected_cpu``).
+kernel that packs its input itself (``convolution.convolution_gemm_cpu``) and its Winograd variant
+(``convolution.convolution_winograd_cpu``, through ``product_panel``), the deconvolution kernel
+that keeps each output plane's product in cache (``deconvolution.deconvolution_packed_cpu``), and
+FullyConnected (``fully_connected.fully_connected_cpu``).
 
 BLAS multiplies two ready matrices; a convolution would first have to unfold its input (im2col)
 into one, and BLAS then copies that into its own packed panels again. Packing straight from the
