@@ -8,8 +8,9 @@ its input d, per output channel k:
 (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). The sum over input
 channels is, for each of the 16 elements xi of the 4x4 matrices, a matrix product
 M[xi] = U[xi] V[xi] with U[xi] (K, C) the transformed weights and V[xi] (C, tiles) the
-transformed input: 16 GEMMs of C steps each in place of one of 9 C steps for 4 times the pixels,
-2.25x fewer multiply-adds. The transforms themselves are additions only.
+transformed input. Per tile and pair of channels that is 16 multiply-adds where the direct
+convolution's GEMM takes 36 (9 for each of the 4 outputs): 2.25x fewer. The transforms themselves
+are additions only.
 
 The input and output transforms here work on 16 tiles at once, one per lane of the GEMM's
 16-column panels (two 8-wide vectors), written in LLVM IR as ``gemm``'s micro-kernel is (Numba
