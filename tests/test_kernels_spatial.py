@@ -148,7 +148,7 @@ def test_pointwise_convolution_matches_reference(data):
     ("winograd", (3, 3), (1, 1), (1, 1), (5, 6)),   # 2x2 tiles, half of the last row's outside
     ("winograd", (3, 3), (1, 1), (1, 1), (6, 40)),  # 20 tiles per row: panels of one run
 ])
-def test_convolution_gemm_long_reduction_and_padding(algorithm, kernel, pads, strides, size):
+def test_convolution_long_reduction_and_padding(algorithm, kernel, pads, strides, size):
     """More reduction rows than one packed block (KC), a last panel of 1 channel padded to 4, and
     inf in the input: padding must read as zero, never as 0 * (whatever lies beside the image).
     Winograd's transforms mix each 4x4 input tile, but an inf still reaches exactly the outputs
