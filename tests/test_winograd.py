@@ -9,8 +9,7 @@ from numba import njit
 from dynbatch.kernels.activation import ACTIVATION_CODES
 from dynbatch.kernels.epilogue import NO_ACTIVATION
 from dynbatch.kernels.gemm import NR
-from dynbatch.kernels.winograd import (RUN_OUTPUTS, copy_vectors, input_transform, output_transform, store_run,
-                                       transform_weights)
+from dynbatch.kernels.winograd import RUN_OUTPUTS, copy_vectors, input_transform, output_transform, transform_weights
 from tests.naive import REFERENCES
 
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
@@ -31,11 +30,6 @@ def call_output_transform(source, stride, destination, finish, bias, activation,
 @njit
 def call_copy_vectors(source, destination, at, length):
     copy_vectors(source, 1, destination, at, length)
-
-
-@njit
-def call_store_run(source, destination, at, length, bias, residual, has_residual, activation, alpha, beta):
-    store_run(source, 3, destination, at, length, bias, residual, has_residual, activation, alpha, beta)
 
 
 def test_transforms_compute_a_3x3_correlation():
@@ -96,26 +90,6 @@ def test_copy_vectors_copies_exactly_length_elements(length, at):
     call_copy_vectors(source, destination, at, length)
     np.testing.assert_array_equal(destination[at:at + length], source[1:1 + length])
     assert (destination[:at] == -1).all() and (destination[at + length:] == -1).all()
-
-
-@pytest.mark.parametrize("has_residual", [False, True])
-@pytest.mark.parametrize("activation", [None, {"type": "relu", "alpha": 0.1, "beta": 0.0},
-                                        {"type": "clamp", "alpha": -0.5, "beta": 0.75}])
-@pytest.mark.parametrize("length", [0, 8, 16, 24, 32])
-def test_store_run_is_the_epilogue_of_whole_vectors(length, activation, has_residual):
-    rng = np.random.default_rng(4)
-    source = rng.standard_normal(3 + RUN_OUTPUTS).astype(np.float32)
-    residual = rng.standard_normal(RUN_OUTPUTS + 8).astype(np.float32)
-    destination = np.full(RUN_OUTPUTS + 8, np.nan, np.float32)
-    code = NO_ACTIVATION if activation is None else ACTIVATION_CODES[activation["type"]]
-    alpha, beta = (0.0, 0.0) if activation is None else (activation["alpha"], activation["beta"])
-    call_store_run(source, destination, 4, length, np.float32(0.25), residual, has_residual, code,
-                   np.float32(alpha), np.float32(beta))
-    want = source[3:3 + length] + (residual[4:4 + length] if has_residual else 0) + np.float32(0.25)
-    if activation is not None:
-        want = REFERENCES["Activation"]([want], activation)[0]
-    np.testing.assert_allclose(destination[4:4 + length], want, rtol=1e-6)
-    assert np.isnan(destination[:4]).all() and np.isnan(destination[4 + length:]).all()
 
 
 def test_transform_weights_packs_g_g_gt_by_element():

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..kernels import KERNELS
-from ..kernels.convolution import WRITES_DESTINATION
-from ..kernels.convolution import choose_algorithm as choose_convolution
+from ..kernels.convolution import WRITES_DESTINATION, choose_algorithm as choose_convolution
 from .fusion import FusedGraph, fuse
 from .network import Layer, Network
 
@@ -238,8 +237,8 @@ def _place(names, sizes: dict[str, int], lifetimes: dict[str, tuple[int, int]]) 
 
 def concatenations_in_place(graph: FusedGraph) -> tuple[Layer, ...]:
     """The Concatenation layers of ``graph`` that need not run: those along channels (axis 1) of
-    4-d tensors whose every input is written by a GEMM or Winograd Convolution without residual, read by
-    nothing else and not a network output. Each such convolution can write its output straight
+    4-d tensors whose every input is written by a GEMM or Winograd Convolution without residual,
+    read by nothing else and not a network output. Each such convolution can write its output straight
     into its channels of the Concatenation's (``convolution.cpu_step``'s ``destination``), which
     saves the copy: SqueezeNet's fire modules and GoogLeNet's inception modules end this way."""
     readers = Counter(name for layer in graph.layers for name in layer.inputs)

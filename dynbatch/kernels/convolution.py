@@ -15,8 +15,7 @@ from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_12x8,
                    micro_kernel_panel, pack_weights, panel_layout, product_panel)
 from .views import as_4d, shape_4d
-from .winograd import (ELEMENTS, RUN_OUTPUTS, copy_vectors, input_transform, output_transform, store_run,
-                       transform_weights)
+from .winograd import ELEMENTS, RUN_OUTPUTS, copy_vectors, input_transform, output_transform, transform_weights
 
 
 @njit(**SCALAR_FUNCTION)
@@ -348,18 +347,6 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
 
 
 @njit(**SCALAR_FUNCTION)
-def store_output_run(source, source_at, out_flat, at, length, bias, residual_flat, has_residual, activation, alpha,
-                     beta):
-    """``epilogue_at`` for one run of at most RUN_OUTPUTS outputs: ``winograd.store_run`` for its
-    whole vectors, then the rest one by one."""
-    whole = length - length % 8
-    store_run(source, source_at, out_flat, at, whole, bias, residual_flat, has_residual, activation, alpha, beta)
-    for i in range(whole, length):
-        value = source[source_at + i] + residual_flat[at + i] if has_residual else source[source_at + i]
-        out_flat[at + i] = epilogue_value(value + bias, activation, alpha, beta)
-
-
-@njit(**SCALAR_FUNCTION)
 def copy_run(source, source_at, destination, at, length):
     """destination[at + i] = source[source_at + i] for i < length (at most RUN_OUTPUTS)."""
     if length >= 8:
@@ -478,7 +465,7 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
                 r = 0
                 for jp in range(column_panels):
                     # Without a residual, the transform applies the bias and activation, and the runs
-                    # are plain copies.
+                    # are plain copies; a residual (rare after a 3x3 layer) goes through epilogue_at.
                     output_transform(m, row + jp * NR, m_stride, transformed, 0, not has_residual, biases[k],
                                      activation, alpha, beta)
                     while run_column[r] < min(chunk_columns, (jp + 1) * NR):
@@ -486,9 +473,9 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
                         at = run_out[r] + k * pixels
                         for top in range(2 if run_two_rows[r] else 1):
                             if has_residual:
-                                store_output_run(transformed, source + top * RUN_OUTPUTS, out_flat,
-                                                 at + top * out_width, run_length[r], biases[k], residual_flat,
-                                                 has_residual, activation, alpha, beta)
+                                epilogue_at(transformed, source + top * RUN_OUTPUTS, out_flat, at + top * out_width,
+                                            run_length[r], biases[k], residual_flat, at + top * out_width,
+                                            has_residual, activation, alpha, beta)
                             else:
                                 copy_run(transformed, source + top * RUN_OUTPUTS, out_flat, at + top * out_width,
                                          run_length[r])

@@ -131,43 +131,6 @@ def output_transform(typingctx, source, source_offset, source_stride, destinatio
 
 
 @intrinsic
-def store_run(typingctx, source, source_offset, destination, destination_offset, length, bias, residual,
-              has_residual, activation, alpha, beta):
-    """store_run(source, source_offset, destination, destination_offset, length, bias, residual,
-    has_residual, activation, alpha, beta): for i < length, a multiple of 8 up to RUN_OUTPUTS,
-    destination[destination_offset + i] = f(source[source_offset + i] (+ residual[destination_offset
-    + i] where has_residual) + bias), f the ``epilogue``'s activation: ``epilogue.epilogue_at`` for
-    the whole vectors of one run of outputs, as straight-line 8-wide code where that loop, with
-    its short trip count, would stay scalar. (Not masked stores for the tail: on AMD's Zen they
-    are microcoded and cost more than the scalar tail.) No bounds checks."""
-    sig = types.void(source, types.intp, destination, types.intp, types.intp, types.float32, residual,
-                     types.boolean, types.intp, types.float32, types.float32)
-
-    def codegen(context, builder, signature, args):
-        (source, source_offset, destination, destination_offset, length, bias, residual, has_residual,
-         activation, alpha, beta) = args
-        source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
-        destination_ptr = _float_pointer(context, builder, signature.args[2], destination, destination_offset)
-        residual_ptr = _float_pointer(context, builder, signature.args[6], residual, destination_offset)
-        bias_vector = _splat(builder, bias)
-
-        def emit(add_residual, code):
-            for q in range(RUN_OUTPUTS // 8):
-                with builder.if_then(builder.icmp_signed("<", ir.Constant(length.type, 8 * q), length)):
-                    value = builder.load(_vector_at(builder, source_ptr, 8 * q), align=4)
-                    if add_residual:
-                        value = builder.fadd(value, builder.load(_vector_at(builder, residual_ptr, 8 * q), align=4))
-                    value = _activate(builder, builder.fadd(value, bias_vector), code, alpha, beta)
-                    builder.store(value, _vector_at(builder, destination_ptr, 8 * q), align=4)
-
-        _branch(builder, has_residual, lambda add_residual: _branch_on_activation(
-            builder, activation, lambda code: emit(add_residual, code)))
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
 def copy_vectors(typingctx, source, source_offset, destination, destination_offset, length):
     """copy_vectors(source, source_offset, destination, destination_offset, length):
     destination[destination_offset + i] = source[source_offset + i] for i < length, 8 <= length
