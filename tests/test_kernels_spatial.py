@@ -167,6 +167,20 @@ def test_convolution_long_reduction_and_padding(algorithm, kernel, pads, strides
     assert np.isnan(outputs[0][2:]).all(), "a row >= n was written"
 
 
+@pytest.mark.parametrize("kernel, pads", [((1, 1), (0, 0)), ((3, 3), (1, 1))])
+def test_convolution_gemm_splits_uneven_columns_by_output_channels(kernel, pads):
+    """11 panels of columns (a 13x13 image) over 2 threads: whole panels would give one thread 6
+    and the other 5, so each takes half of the 34 panels of output channels over all the columns
+    instead (a split that the hypothesis tests' few channels rarely reach)."""
+    assert convolution.split_tasks.py_func(169, 64, 2, 34, 1, True)[2:] == (2, 17)
+    assert convolution.split_tasks.py_func(169, 64, 2, 34, 1, False)[2] == 1  # (Winograd: by columns)
+    assert convolution.split_tasks.py_func(169, 64, 2, 10, 1, True)[2] == 1  # too few outputs to pay for it
+    rng = np.random.default_rng(8)
+    attrs, inputs, outputs = convolution_case(rng, 2, 1, 1, 8, 200, (13, 13), kernel, (1, 1), (1, 1), pads, pads)
+    run_step(convolution, attrs, inputs, outputs, 1, algorithm="gemm", columns_per_task=64, min_tasks=2)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:1]], attrs), 1)
+
+
 EPILOGUES = [None, {"type": "relu", "alpha": 0.0, "beta": 0.0}, {"type": "relu", "alpha": 0.1, "beta": 0.0},
              {"type": "relu6", "alpha": 0.0, "beta": 0.0}, {"type": "clamp", "alpha": -0.5, "beta": 0.75}]
 

@@ -83,21 +83,48 @@ def pack_panel_rows(one_run, stride, packed, start, x_flat, base, second_base, s
                                    second_base + offset, split, inside, mask)
 
 
+#: What packing one reduction row of one column costs, in multiply-adds of one output channel
+#: (the GEMM's packing: about 0.75 cycles a float, 12 multiply-adds): the price of splitting a
+#: layer's output channels, each split packing the same columns again.
+PACK_COST_ROWS = 12
+
+
 @njit(**SCALAR_FUNCTION)
-def split_tasks(columns, task_columns, min_tasks, panels, group):
+def split_tasks(columns, task_columns, min_tasks, panels, group, balance_by_outputs):
     """How ``convolution_gemm_cpu`` and ``convolution_winograd_cpu`` share out ``columns`` output
     columns by ``panels`` panels of A per group: (column_panels, chunks, splits, panels_per_split),
     group * splits * chunks tasks (``task_share``). Columns per task: at most task_columns, in
     whole panels, spread evenly (13 panels run as 3 + 3 + 3 + 4, not 4 + 4 + 4 + 1), and as many
     chunks as a multiple of min_tasks where there are more, so that each thread gets the same
     share; where the chunks make fewer than min_tasks tasks (n = 1, small images), the panels of
-    A are split too, so that every core has work."""
+    A are split too, so that every core has work.
+
+    Whole panels cannot always be shared evenly: 11 panels of columns (a 13x13 image) give one
+    of 2 threads 6. With ``balance_by_outputs`` (one group), each of min_tasks threads then
+    takes its share of the output channels over all the columns instead, where that costs less
+    by the count of multiply-adds and packing (PACK_COST_ROWS) of the busiest thread. (Numba
+    gives each of its threads one run of consecutive tasks, the first ones one more where they
+    do not divide evenly.)"""
     column_panels = (columns + NR - 1) // NR
     chunks = (columns + task_columns - 1) // task_columns
     if chunks > min_tasks:
         chunks = min(column_panels, -(-chunks // min_tasks) * min_tasks)
-    splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))  # (n = 0: no tasks)
+    splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))
     panels_per_split = -(-panels // splits)
+    if balance_by_outputs and group == 1 and splits == 1 and 1 < min_tasks <= panels:
+        # The busiest thread's columns (the last panel counted as 8 where the 12 x 8 kernel
+        # takes it) under the split by columns, against all of them under a split by outputs.
+        padded_columns = min(NR * column_panels, -(-columns // (NR // 2)) * (NR // 2))
+        busiest = 0
+        first_chunk = 0
+        for thread in range(min_tasks):
+            end_chunk = first_chunk + chunks // min_tasks + (1 if thread < chunks % min_tasks else 0)
+            first, end = NR * (first_chunk * column_panels // chunks), NR * (end_chunk * column_panels // chunks)
+            busiest = max(busiest, min(end, padded_columns) - first)
+            first_chunk = end_chunk
+        by_outputs = -(-panels // min_tasks)
+        if padded_columns * (by_outputs * MR + PACK_COST_ROWS) < busiest * (panels * MR + PACK_COST_ROWS):
+            return column_panels, (columns + task_columns - 1) // task_columns, -(-panels // by_outputs), by_outputs
     return column_panels, chunks, -(-panels // panels_per_split), panels_per_split
 
 
@@ -266,7 +293,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     panels, _, padded_rows = panel_layout(group_rows)
     columns = n * pixels
     column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels,
-                                                                        group)
+                                                                        group, True)
     plane = height * width
     # Flat views taken once, outside the parallel loop: a view per task or line would take a
     # reference on the buffer, an atomic the threads contend for.
@@ -389,7 +416,8 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
     # Narrower tasks before split ones: a split transforms the same tiles again (a quarter of
     # the work), a narrower task only reuses each panel of U over fewer tiles.
     task_columns = min(task_columns, NR * max(1, (columns + NR - 1) // NR // min_tasks))
-    column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels, 1)
+    column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels, 1,
+                                                                        False)
     plane = height * width
     x_flat = x.reshape(max_batch * channels * plane)
     out_flat = out.reshape(max_batch * buffer_channels * pixels)
