@@ -72,13 +72,13 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
 
 @njit(**SCALAR_FUNCTION)
 def pack_panel_rows(one_run, stride, packed, start, x_flat, base, second_base, split, inside, first, row_offset,
-                    row_tap, pc, kc, task_columns):
+                    row_tap, pc, kc, panel_columns):
     """Rows pc..pc+kc of one packed B panel by ``gemm.masked_copy_panel_row_runs``, whose loads
     the caller has checked stay inside x."""
     for p in range(kc):
         row = np.uintp(pc + p)  # (unsigned: no negative-index wraparound on the two loads)
         offset = row_offset[row]
-        mask = np.uintp(row_tap[row] * task_columns) + first
+        mask = np.uintp(row_tap[row] * panel_columns) + first
         masked_copy_panel_row_runs(one_run, stride, packed, start + np.uintp(p * NR), x_flat, base + offset,
                                    second_base + offset, split, inside, mask)
 
@@ -140,15 +140,16 @@ def task_share(task, columns, panels, column_panels, chunks, splits, panels_per_
 
 
 @njit(**SHARED_STEP)
-def task_patches(first_column, chunk_columns, task_columns, pixels, out_width, stride_h, stride_w, pad_top,
+def task_patches(first_column, chunk_columns, panel_columns, pixels, out_width, stride_h, stride_w, pad_top,
                  pad_left, sample_size, first_offset, height, width, tap_dy, tap_dx):
     """Where the patches of a task's columns (output pixels first_column.. of the batch, ``pixels``
     a sample, ``out_width`` a row) lie in x, for ``pack_patches``: (column_base, inside,
-    panel_one_run, panel_split, panel_second).
+    panel_one_run, panel_split, panel_second), for its chunk_columns rounded up to whole panels
+    (panel_columns).
 
     column_base[j]: the offset in x of column j's window (its top-left tap, which may lie in
     the padding): sample * sample_size + first_offset + top * width + left. inside[t *
-    task_columns + j]: 1.0 where tap t of column j falls inside the image, 0.0 on padding;
+    panel_columns + j]: 1.0 where tap t of column j falls inside the image, 0.0 on padding;
     columns past the batch read as padding. A panel whose 16 columns read inputs stride_w
     apart (one output row, or consecutive rows of a stride-1 "same" convolution), stride_w <=
     MAX_VECTOR_STRIDE, packs each row with contiguous loads and its mask: vectorised, no gather
@@ -158,9 +159,9 @@ def task_patches(first_column, chunk_columns, task_columns, pixels, out_width, s
     taps = tap_dy.shape[0]
     # Pixel coordinates are stepped, not divided out per column: 64-bit divisions would cost
     # more than the rest.
-    column_base = np.zeros(task_columns, np.intp)
-    column_top = np.full(task_columns, -(1 << 30), np.intp)
-    column_left = np.zeros(task_columns, np.intp)
+    column_base = np.zeros(panel_columns, np.intp)
+    column_top = np.full(panel_columns, -(1 << 30), np.intp)
+    column_left = np.zeros(panel_columns, np.intp)
     b, pixel = first_column // pixels, first_column % pixels
     oh, ow = pixel // out_width, pixel % out_width
     for j in range(chunk_columns):
@@ -175,18 +176,18 @@ def task_patches(first_column, chunk_columns, task_columns, pixels, out_width, s
     # Window tops and lefts whose every tap lies inside the image (the dilated kernel's extent).
     interior_rows = np.uintp(max(0, height - tap_dy[taps - 1]))
     interior_columns = np.uintp(max(0, width - tap_dx[taps - 1]))
-    inside = np.ones(taps * task_columns, np.float32)
-    for j in range(task_columns):
+    inside = np.ones(taps * panel_columns, np.float32)
+    for j in range(panel_columns):
         # Unsigned compares: one test each for both sides of the image. Most columns see no
         # padding at any tap and keep their ones.
         if (np.uintp(column_top[j]) < interior_rows) and (np.uintp(column_left[j]) < interior_columns):
             continue
         for t in range(taps):
-            inside[t * task_columns + j] = (np.uintp(column_top[j] + tap_dy[t]) < np.uintp(height)) & (
+            inside[t * panel_columns + j] = (np.uintp(column_top[j] + tap_dy[t]) < np.uintp(height)) & (
                 np.uintp(column_left[j] + tap_dx[t]) < np.uintp(width))
-    panel_one_run = np.zeros(task_columns // NR, np.bool_)
-    panel_split = np.zeros(task_columns // NR, np.intp)
-    panel_second = np.zeros(task_columns // NR, np.intp)
+    panel_one_run = np.zeros(panel_columns // NR, np.bool_)
+    panel_split = np.zeros(panel_columns // NR, np.intp)
+    panel_second = np.zeros(panel_columns // NR, np.intp)
     for jp in range((chunk_columns + NR - 1) // NR):
         first = jp * NR
         if first + NR <= chunk_columns and stride_w <= MAX_VECTOR_STRIDE:
@@ -203,7 +204,7 @@ def task_patches(first_column, chunk_columns, task_columns, pixels, out_width, s
 
 
 @njit(**SHARED_STEP)
-def pack_patches(packed, x_flat, pc, kc, column_panels, task_columns, stride_w, in_place, row_offset, row_tap,
+def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w, in_place, row_offset, row_tap,
                  column_base, inside, panel_one_run, panel_split, panel_second):
     """Reduction rows pc..pc+kc of the task's column panels (``task_patches``) into packed, panel
     jp from jp * kc * NR on (``gemm``'s B layout); an in-place panel (``in_place`` and one run)
@@ -233,20 +234,20 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, task_columns, stride_w, 
             # row loop has no branch (a vector panel's stride is at most MAX_VECTOR_STRIDE, 4).
             if stride_w == 1:
                 pack_panel_rows(one_run, 1, packed, start, x_flat, base, second_base, split, inside, first,
-                                row_offset, row_tap, pc, kc, task_columns)
+                                row_offset, row_tap, pc, kc, panel_columns)
             elif stride_w == 2:
                 pack_panel_rows(one_run, 2, packed, start, x_flat, base, second_base, split, inside, first,
-                                row_offset, row_tap, pc, kc, task_columns)
+                                row_offset, row_tap, pc, kc, panel_columns)
             elif stride_w == 3:
                 pack_panel_rows(one_run, 3, packed, start, x_flat, base, second_base, split, inside, first,
-                                row_offset, row_tap, pc, kc, task_columns)
+                                row_offset, row_tap, pc, kc, panel_columns)
             else:
                 pack_panel_rows(one_run, 4, packed, start, x_flat, base, second_base, split, inside, first,
-                                row_offset, row_tap, pc, kc, task_columns)
+                                row_offset, row_tap, pc, kc, panel_columns)
             continue
         for p in range(kc):
             at = start + np.uintp(p * NR)
-            offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * task_columns) + first
+            offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * panel_columns) + first
             if vector and low + offset >= 0 and high + offset + span <= x_flat.shape[0]:
                 masked_copy_panel_row_runs(one_run, stride_w, packed, at, x_flat, base + offset,
                                            second_base + offset, split, inside, mask)
@@ -304,23 +305,24 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
         g, first_panel, end_panel, first_column, chunk_columns = task_share(
             task, columns, panels, column_panels_total, chunks, splits, panels_per_split)
         column_panels = (chunk_columns + NR - 1) // NR
+        panel_columns = column_panels * NR  # (the task's scratch is sized by these, not task_columns)
         column_base, inside, panel_one_run, panel_split, panel_second = task_patches(
-            first_column, chunk_columns, task_columns, pixels, out_width, stride_h, stride_w, pad_top, pad_left,
+            first_column, chunk_columns, panel_columns, pixels, out_width, stride_h, stride_w, pad_top, pad_left,
             channels * plane, g * group_channels * plane, height, width, tap_dy, tap_dx)
         # A whole panel within one sample is written straight into out (its row-0 offset there);
         # -1: through the product and the epilogue loop below.
-        direct_out = np.full(task_columns // NR, -1, np.intp)
+        direct_out = np.full(column_panels, -1, np.intp)
         for jp in range(column_panels):
             first = first_column + jp * NR
             if jp * NR + NR <= chunk_columns and first // pixels == (first + NR - 1) // pixels:
                 direct_out[jp] = (((first // pixels) * buffer_channels + first_out_channel + g * group_rows) * pixels
                                   + first % pixels)
-        packed = np.empty(min(KC, reduction) * task_columns, np.float32)
-        product = np.empty((end_panel - first_panel) * MR * task_columns, np.float32)
+        packed = np.empty(min(KC, reduction) * panel_columns, np.float32)
+        product = np.empty((end_panel - first_panel) * MR * panel_columns, np.float32)
         a_group = g * padded_rows * reduction
         for pc in range(0, reduction, KC):
             kc = min(KC, reduction - pc)
-            pack_patches(packed, x_flat, pc, kc, column_panels, task_columns, stride_w, in_place, row_offset, row_tap,
+            pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w, in_place, row_offset, row_tap,
                          column_base, inside, panel_one_run, panel_split, panel_second)
             # A few A panels at a time (they stay in L2) against every B panel (each in L1): a
             # 1000-channel layer would otherwise stream all its weights from L3 per B panel.
@@ -343,8 +345,8 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
                             c, ldc, finish = out_flat, pixels, last_block
                             c_offset = direct_out[jp] + panel * MR * pixels
                         else:
-                            c, ldc, finish = product, task_columns, False
-                            c_offset = (panel - first_panel) * MR * task_columns + jp * NR
+                            c, ldc, finish = product, panel_columns, False
+                            c_offset = (panel - first_panel) * MR * panel_columns + jp * NR
                         if narrow and panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows:
                             micro_kernel_12x8(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
                                               min(2 * MR, group_rows - panel * MR), pc > 0, finish, biases, k,
@@ -362,7 +364,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
             end_column = first_column + min(chunk_columns, (jp + 1) * NR)
             for row in range(first_panel * MR, min(group_rows, end_panel * MR)):
                 k = g * group_rows + row
-                line = (row - first_panel * MR) * task_columns
+                line = (row - first_panel * MR) * panel_columns
                 column = first_column + jp * NR
                 while column < end_column:  # one stretch per sample
                     b, pixel = column // pixels, column % pixels
@@ -427,16 +429,17 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
         _, first_panel, end_panel, first_column, chunk_columns = task_share(
             task, columns, panels, column_panels_total, chunks, splits, panels_per_split)
         column_panels = (chunk_columns + NR - 1) // NR
+        panel_columns = column_panels * NR  # (the task's scratch is sized by these, not task_columns)
         column_base, inside, panel_one_run, panel_split, panel_second = task_patches(
-            first_column, chunk_columns, task_columns, tiles, tiles_wide, 2, 2, pad_top, pad_left, channels * plane,
+            first_column, chunk_columns, panel_columns, tiles, tiles_wide, 2, 2, pad_top, pad_left, channels * plane,
             0, height, width, tap_dy, tap_dx)
         # Each run of a task's tiles along one row of tiles: its first column, where its top
         # output row starts in out (channel 0), how many outputs wide it is (the last tile of an
         # odd width has one column) and whether it has a second output row.
-        run_column = np.empty(task_columns + 1, np.intp)
-        run_out = np.empty(task_columns, np.intp)
-        run_length = np.empty(task_columns, np.intp)
-        run_two_rows = np.empty(task_columns, np.bool_)
+        run_column = np.empty(panel_columns + 1, np.intp)
+        run_out = np.empty(panel_columns, np.intp)
+        run_length = np.empty(panel_columns, np.intp)
+        run_two_rows = np.empty(panel_columns, np.bool_)
         runs = 0
         b, tile = first_column // tiles, first_column % tiles
         ty, tx = tile // tiles_wide, tile % tiles_wide
@@ -460,10 +463,10 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
         # the 16 rows the transforms write or read together in one set of the L1 cache.)
         v_stride = column_panels * channels * NR + NR
         v = np.empty(ELEMENTS * v_stride, np.float32)
-        packed = np.empty(KC * task_columns, np.float32)
+        packed = np.empty(KC * panel_columns, np.float32)
         for c0 in range(0, channels, block_channels):
             block = min(block_channels, channels - c0)
-            pack_patches(packed, x_flat, c0 * ELEMENTS, block * ELEMENTS, column_panels, task_columns, 2, False,
+            pack_patches(packed, x_flat, c0 * ELEMENTS, block * ELEMENTS, column_panels, panel_columns, 2, False,
                          row_offset, row_tap, column_base, inside, panel_one_run, panel_split, panel_second)
             for jp in range(column_panels):
                 for c in range(block):
