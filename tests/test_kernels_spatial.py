@@ -139,6 +139,17 @@ def test_pointwise_convolution_matches_reference(data):
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n)
 
 
+@pytest.mark.parametrize("pads_end", [(2, 0), (0, 3), (1, 1)])
+def test_pointwise_convolution_with_end_padding_reads_no_input_past_the_image(pads_end):
+    """A 1x1, stride-1 convolution padded at the end only (found by hypothesis): its output is
+    larger than its input, so its panels of x cannot be read in place (they would run into the
+    next sample, poisoned with NaN here); the padding rows and columns are the bias alone."""
+    rng = np.random.default_rng(9)
+    attrs, inputs, outputs = convolution_case(rng, 2, 1, 1, 1, 1, (1, 6), (1, 1), (1, 1), (1, 1), (0, 0), pads_end)
+    run_step(convolution, attrs, inputs, outputs, 1, algorithm="gemm", columns_per_task=16, min_tasks=1)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:1]], attrs), 1)
+
+
 @pytest.mark.parametrize("algorithm, kernel, pads, strides, size", [
     ("gemm", (3, 3), (1, 1), (1, 1), (5, 6)),     # 16-column panels spanning output rows, read contiguously
     ("gemm", (1, 1), (0, 0), (1, 1), (5, 6)),     # panels read in place

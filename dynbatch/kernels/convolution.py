@@ -632,8 +632,9 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             x, pack_weights(weights.reshape(group, k // group, -1)), biases, group,
             int(stride_h), int(stride_w), int(pad_top), int(pad_left), int(out_width),
             *window_rows(x.shape, weights.shape, (dilation_h, dilation_w)),
+            # (the output the input's own size: padding at the end would read past x's rows)
             (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left) == (1, 1, 1, 1, 0, 0)
-            and k // group <= IN_PLACE_MAX_ROWS,
+            and tuple(attrs["pads_end"]) == (0, 0) and k // group <= IN_PLACE_MAX_ROWS,
             int(columns_per_task or task_width(k // group, weights[0].size)),
             int(min_tasks or numba.get_num_threads()),
             residual.reshape(max_batch, -1, pixels), *epilogue, int(first_out_channel),
