@@ -186,6 +186,7 @@ def test_convolution_gemm_splits_uneven_columns_by_output_channels(kernel, pads)
     assert convolution.split_tasks.py_func(169, 64, 2, 34, 1, True)[2:] == (2, 17)
     assert convolution.split_tasks.py_func(169, 64, 2, 34, 1, False)[2] == 1  # (Winograd: by columns)
     assert convolution.split_tasks.py_func(169, 64, 2, 10, 1, True)[2] == 1  # too few outputs to pay for it
+    assert convolution.split_tasks.py_func(0, 64, 2, 34, 1, True)[1] == 0  # n = 0: no tasks
     rng = np.random.default_rng(8)
     attrs, inputs, outputs = convolution_case(rng, 2, 1, 1, 8, 200, (13, 13), kernel, (1, 1), (1, 1), pads, pads)
     run_step(convolution, attrs, inputs, outputs, 1, algorithm="gemm", columns_per_task=64, min_tasks=2)

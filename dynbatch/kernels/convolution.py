@@ -109,9 +109,9 @@ def split_tasks(columns, task_columns, min_tasks, panels, group, balance_by_outp
     chunks = (columns + task_columns - 1) // task_columns
     if chunks > min_tasks:
         chunks = min(column_panels, -(-chunks // min_tasks) * min_tasks)
-    splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))
+    splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))  # (n = 0: no tasks)
     panels_per_split = -(-panels // splits)
-    if balance_by_outputs and group == 1 and splits == 1 and 1 < min_tasks <= panels:
+    if balance_by_outputs and group == 1 and splits == 1 and 1 < min_tasks <= panels and columns > 0:
         # The busiest thread's columns (the last panel counted as 8 where the 12 x 8 kernel
         # takes it) under the split by columns, against all of them under a split by outputs.
         padded_columns = min(NR * column_panels, -(-columns // (NR // 2)) * (NR // 2))
