@@ -7,9 +7,8 @@ For each network and batch n: milliseconds per image of each runtime (float32, t
 count, the same inputs; the runtimes take turns at each batch, and each cell is the median over
 ``--rounds`` turns of the median of ``--repeats`` calls), dynbatch's time over each other
 runtime's (the median of the turns' ratios), and a check that the outputs agree (relative L2
-error). dynbatch
-and OpenVINO load once for the maximum batch (OpenVINO with a bounded dynamic batch, 1..max) and
-run n; ONNX Runtime runs its session at n (dim 0 is symbolic).
+error). dynbatch and OpenVINO load once for the maximum batch (OpenVINO with a bounded dynamic
+batch, 1..max) and run n; ONNX Runtime runs its session at n (dim 0 is symbolic).
 Where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set they slow BLAS: unset both for this command.
 """
 from __future__ import annotations

@@ -35,6 +35,7 @@ def make_probe():
             total = 0.0
             for k in range(20000):
                 total += np.sqrt(k + half + 0.5)
+            # (the sum feeds the result, so that the loop that keeps the thread busy is kept)
             out[half] = numba.get_thread_id() + (0.0 if total > -1.0 else 1.0)
         return 1.0 if out[0] == out[1] else 0.0
 

@@ -106,7 +106,8 @@ def split_tasks(columns, task_columns, min_tasks, panels, group, balance_by_outp
     gives each of its threads one run of consecutive tasks, the first ones one more where they
     do not divide evenly.)"""
     column_panels = (columns + NR - 1) // NR
-    chunks = (columns + task_columns - 1) // task_columns
+    widest_chunks = (columns + task_columns - 1) // task_columns  # chunks of task_columns
+    chunks = widest_chunks
     if chunks > min_tasks:
         chunks = min(column_panels, -(-chunks // min_tasks) * min_tasks)
     splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))  # (n = 0: no tasks)
@@ -124,7 +125,7 @@ def split_tasks(columns, task_columns, min_tasks, panels, group, balance_by_outp
             first_chunk = end_chunk
         by_outputs = -(-panels // min_tasks)
         if padded_columns * (by_outputs * MR + PACK_COST_ROWS) < busiest * (panels * MR + PACK_COST_ROWS):
-            return column_panels, (columns + task_columns - 1) // task_columns, -(-panels // by_outputs), by_outputs
+            return column_panels, widest_chunks, -(-panels // by_outputs), by_outputs
     return column_panels, chunks, -(-panels // panels_per_split), panels_per_split
 
 
@@ -632,7 +633,8 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             x, pack_weights(weights.reshape(group, k // group, -1)), biases, group,
             int(stride_h), int(stride_w), int(pad_top), int(pad_left), int(out_width),
             *window_rows(x.shape, weights.shape, (dilation_h, dilation_w)),
-            # (the output the input's own size: padding at the end would read past x's rows)
+            # (unpadded at both ends: end padding makes the output larger than x, and panels read
+            # in place would run past its rows)
             (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left) == (1, 1, 1, 1, 0, 0)
             and tuple(attrs["pads_end"]) == (0, 0) and k // group <= IN_PLACE_MAX_ROWS,
             int(columns_per_task or task_width(k // group, weights[0].size)),

@@ -109,7 +109,7 @@ def output_transform(typingctx, source, source_offset, source_stride, destinatio
         def emit(code):
             for h in range(NR // 8):
                 m = [_lanes(builder, builder.gep(source_ptr, [builder.mul(stride, ir.Constant(stride.type, xi))]), h)
-                     for xi in range(16)]
+                     for xi in range(ELEMENTS)]
                 columns = [a_transpose([m[4 * a + b] for a in range(4)]) for b in range(4)]  # (A^T M)[r][b]
                 for r in range(2):
                     y = a_transpose([columns[b][r] for b in range(4)])
@@ -126,8 +126,6 @@ def output_transform(typingctx, source, source_offset, source_stride, destinatio
         return context.get_dummy_value()
 
     return sig, codegen
-
-
 
 
 @intrinsic
