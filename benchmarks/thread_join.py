@@ -63,8 +63,8 @@ def join_probe(slots, joined, max_polls):
                 break
 
 
-def polls_per_microsecond(slots) -> float:
-    """How many polls one iteration makes per microsecond, from a loop run on one thread."""
+def polls_per_microsecond(threads: int) -> float:
+    """How many polls one iteration makes per microsecond, timed on one thread (then ``threads`` again)."""
     numba.set_num_threads(1)
     single, joined = np.zeros(2, np.int64), np.zeros(2, np.int64)
     join_probe(single, joined, 10)
@@ -72,7 +72,7 @@ def polls_per_microsecond(slots) -> float:
     single[:] = 0
     join_probe(single, joined, 200_000)  # the second slot is marked only after the first gave up
     elapsed = time.perf_counter() - start
-    numba.set_num_threads(slots.shape[0])
+    numba.set_num_threads(threads)
     return 200_000 / (elapsed * 1e6)
 
 
@@ -83,8 +83,7 @@ def main():
     parser.add_argument("--max-wait-us", type=float, default=5000.0)
     args = parser.parse_args()
     slots, joined = np.zeros(args.threads, np.int64), np.zeros(args.threads, np.int64)
-    max_polls = int(args.max_wait_us * polls_per_microsecond(slots))
-    numba.set_num_threads(args.threads)
+    max_polls = int(args.max_wait_us * polls_per_microsecond(args.threads))
     join_probe(slots, joined, 10)
 
     def busy(seconds):
