@@ -260,6 +260,16 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
                         packed[at + np.uintp(j)] = 0.0
 
 
+@njit(**SCALAR_FUNCTION)
+def gemm_split(n, biases, group, task_columns, min_tasks, out):
+    """How ``convolution_gemm_cpu`` shares out a batch of n: (tasks, column_panels_total, chunks,
+    splits, panels_per_split), ``split_tasks`` of its output columns and panels of A."""
+    panels, _, _ = panel_layout(biases.shape[0] // group)
+    column_panels_total, chunks, splits, panels_per_split = split_tasks(n * out.shape[2], task_columns, min_tasks,
+                                                                        panels, group, True)
+    return group * splits * chunks, column_panels_total, chunks, splits, panels_per_split
+
+
 @njit(**PARALLEL_KERNEL)
 def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w, pad_top, pad_left,
                          out_width, row_offset, row_tap, tap_dy, tap_dx, in_place, task_columns,
@@ -287,6 +297,26 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     within one sample straight into out through the epilogue; a panel spanning two samples goes
     to a task-local product, written to out by ``epilogue_at`` at the end.
     """
+    tasks, column_panels_total, chunks, splits, panels_per_split = gemm_split(n, biases, group, task_columns,
+                                                                              min_tasks, out)
+    # Flat views taken once, outside the parallel loop: a view per task or line would take a
+    # reference on the buffer, an atomic the threads contend for.
+    x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
+    for task in prange(tasks):
+        # (an int64 index, as the chain's: a parallel loop's own is unsigned, and a second type
+        # would compile the task a second time)
+        gemm_task(np.int64(task), n, x, x_flat, packed_weights, biases, group, stride_h, stride_w, pad_top, pad_left,
+                  out_width, row_offset, row_tap, tap_dy, tap_dx, in_place, residual_flat, has_residual, activation,
+                  alpha, beta, first_out_channel, out, out_flat, column_panels_total, chunks, splits, panels_per_split)
+
+
+@njit(**SHARED_STEP)
+def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, stride_w, pad_top, pad_left, out_width,
+              row_offset, row_tap, tap_dy, tap_dx, in_place, residual_flat, has_residual, activation, alpha, beta,
+              first_out_channel, out, out_flat, column_panels_total, chunks, splits, panels_per_split):
+    """Task ``task`` of ``convolution_gemm_cpu`` (its arguments, with x, out and residual also as
+    flat views, and ``gemm_split``'s share), on whichever thread runs it: also a step of
+    ``chain.convolution_chain_cpu``."""
     max_batch, channels, height, width = x.shape
     out_channels, pixels = biases.shape[0], out.shape[2]
     buffer_channels = out.shape[1]  # out's channels: out_channels, or a Concatenation's
@@ -294,86 +324,78 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     reduction = row_offset.shape[0]
     panels, _, padded_rows = panel_layout(group_rows)
     columns = n * pixels
-    column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels,
-                                                                        group, True)
     plane = height * width
-    # Flat views taken once, outside the parallel loop: a view per task or line would take a
-    # reference on the buffer, an atomic the threads contend for.
-    x_flat = x.reshape(max_batch * channels * plane)
-    out_flat = out.reshape(max_batch * buffer_channels * pixels)
-    residual_flat = residual.reshape(max_batch * buffer_channels * pixels)  # (shaped as out)
-    for task in prange(group * splits * chunks):
-        g, first_panel, end_panel, first_column, chunk_columns = task_share(
-            task, columns, panels, column_panels_total, chunks, splits, panels_per_split)
-        column_panels = (chunk_columns + NR - 1) // NR
-        panel_columns = column_panels * NR  # (the task's scratch is sized by these, not task_columns)
-        column_base, inside, panel_one_run, panel_split, panel_second = task_patches(
-            first_column, chunk_columns, panel_columns, pixels, out_width, stride_h, stride_w, pad_top, pad_left,
-            channels * plane, g * group_channels * plane, height, width, tap_dy, tap_dx)
-        # A whole panel within one sample is written straight into out (its row-0 offset there);
-        # -1: through the product and the epilogue loop below.
-        direct_out = np.full(column_panels, -1, np.intp)
-        for jp in range(column_panels):
-            first = first_column + jp * NR
-            if jp * NR + NR <= chunk_columns and first // pixels == (first + NR - 1) // pixels:
-                direct_out[jp] = (((first // pixels) * buffer_channels + first_out_channel + g * group_rows) * pixels
-                                  + first % pixels)
-        packed = np.empty(min(KC, reduction) * panel_columns, np.float32)
-        product = np.empty((end_panel - first_panel) * MR * panel_columns, np.float32)
-        a_group = g * padded_rows * reduction
-        for pc in range(0, reduction, KC):
-            kc = min(KC, reduction - pc)
-            pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w, in_place, row_offset, row_tap,
-                         column_base, inside, panel_one_run, panel_split, panel_second)
-            # A few A panels at a time (they stay in L2) against every B panel (each in L1): a
-            # 1000-channel layer would otherwise stream all its weights from L3 per B panel.
-            last_block = pc + KC >= reduction
-            for block in range(first_panel, end_panel, PANELS_PER_BLOCK):
-                for jp in range(column_panels):
-                    if in_place and panel_one_run[jp]:  # x's rows pc.. of these columns, plane apart
-                        b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
+    g, first_panel, end_panel, first_column, chunk_columns = task_share(
+        task, columns, panels, column_panels_total, chunks, splits, panels_per_split)
+    column_panels = (chunk_columns + NR - 1) // NR
+    panel_columns = column_panels * NR  # (the task's scratch is sized by these, not task_columns)
+    column_base, inside, panel_one_run, panel_split, panel_second = task_patches(
+        first_column, chunk_columns, panel_columns, pixels, out_width, stride_h, stride_w, pad_top, pad_left,
+        channels * plane, g * group_channels * plane, height, width, tap_dy, tap_dx)
+    # A whole panel within one sample is written straight into out (its row-0 offset there);
+    # -1: through the product and the epilogue loop below.
+    direct_out = np.full(column_panels, -1, np.intp)
+    for jp in range(column_panels):
+        first = first_column + jp * NR
+        if jp * NR + NR <= chunk_columns and first // pixels == (first + NR - 1) // pixels:
+            direct_out[jp] = (((first // pixels) * buffer_channels + first_out_channel + g * group_rows) * pixels
+                              + first % pixels)
+    packed = np.empty(min(KC, reduction) * panel_columns, np.float32)
+    product = np.empty((end_panel - first_panel) * MR * panel_columns, np.float32)
+    a_group = g * padded_rows * reduction
+    for pc in range(0, reduction, KC):
+        kc = min(KC, reduction - pc)
+        pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w, in_place, row_offset, row_tap,
+                     column_base, inside, panel_one_run, panel_split, panel_second)
+        # A few A panels at a time (they stay in L2) against every B panel (each in L1): a
+        # 1000-channel layer would otherwise stream all its weights from L3 per B panel.
+        last_block = pc + KC >= reduction
+        for block in range(first_panel, end_panel, PANELS_PER_BLOCK):
+            for jp in range(column_panels):
+                if in_place and panel_one_run[jp]:  # x's rows pc.. of these columns, plane apart
+                    b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
+                else:
+                    b_source, b_offset, ldb = packed, jp * kc * NR, NR
+                # A last panel of at most 8 columns (a small image at n = 1: 36 pixels are
+                # 16 + 16 + 4) takes two panels of A per call of the 12 x 8 kernel.
+                narrow = jp == column_panels - 1 and chunk_columns - jp * NR <= NR // 2
+                block_end = min(end_panel, block + PANELS_PER_BLOCK)
+                panel = block
+                while panel < block_end:
+                    a_offset = a_group + pc * padded_rows + panel * MR * kc
+                    k = g * group_rows + panel * MR
+                    if direct_out[jp] >= 0:  # straight into out, through the epilogue
+                        c, ldc, finish = out_flat, pixels, last_block
+                        c_offset = direct_out[jp] + panel * MR * pixels
                     else:
-                        b_source, b_offset, ldb = packed, jp * kc * NR, NR
-                    # A last panel of at most 8 columns (a small image at n = 1: 36 pixels are
-                    # 16 + 16 + 4) takes two panels of A per call of the 12 x 8 kernel.
-                    narrow = jp == column_panels - 1 and chunk_columns - jp * NR <= NR // 2
-                    block_end = min(end_panel, block + PANELS_PER_BLOCK)
-                    panel = block
-                    while panel < block_end:
-                        a_offset = a_group + pc * padded_rows + panel * MR * kc
-                        k = g * group_rows + panel * MR
-                        if direct_out[jp] >= 0:  # straight into out, through the epilogue
-                            c, ldc, finish = out_flat, pixels, last_block
-                            c_offset = direct_out[jp] + panel * MR * pixels
-                        else:
-                            c, ldc, finish = product, panel_columns, False
-                            c_offset = (panel - first_panel) * MR * panel_columns + jp * NR
-                        if narrow and panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows:
-                            micro_kernel_12x8(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
-                                              min(2 * MR, group_rows - panel * MR), pc > 0, finish, biases, k,
-                                              residual_flat, has_residual, activation, alpha, beta)
-                            panel += 2
-                            continue
-                        micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source,
-                                           b_offset, ldb, c, c_offset, ldc, min(MR, group_rows - panel * MR), pc > 0,
-                                           finish, biases, k, residual_flat, has_residual, activation, alpha, beta)
-                        panel += 1
-        # The panels that span two samples or end the batch went to the product: their epilogue.
-        for jp in range(column_panels):
-            if direct_out[jp] >= 0:
-                continue
-            end_column = first_column + min(chunk_columns, (jp + 1) * NR)
-            for row in range(first_panel * MR, min(group_rows, end_panel * MR)):
-                k = g * group_rows + row
-                line = (row - first_panel * MR) * panel_columns
-                column = first_column + jp * NR
-                while column < end_column:  # one stretch per sample
-                    b, pixel = column // pixels, column % pixels
-                    length = min(end_column - column, pixels - pixel)
-                    at = (b * buffer_channels + first_out_channel + k) * pixels + pixel
-                    epilogue_at(product, line + column - first_column, out_flat, at, length, biases[k],
-                                residual_flat, at, has_residual, activation, alpha, beta)
-                    column += length
+                        c, ldc, finish = product, panel_columns, False
+                        c_offset = (panel - first_panel) * MR * panel_columns + jp * NR
+                    if narrow and panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows:
+                        micro_kernel_12x8(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
+                                          min(2 * MR, group_rows - panel * MR), pc > 0, finish, biases, k,
+                                          residual_flat, has_residual, activation, alpha, beta)
+                        panel += 2
+                        continue
+                    micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source,
+                                       b_offset, ldb, c, c_offset, ldc, min(MR, group_rows - panel * MR), pc > 0,
+                                       finish, biases, k, residual_flat, has_residual, activation, alpha, beta)
+                    panel += 1
+    # The panels that span two samples or end the batch went to the product: their epilogue.
+    for jp in range(column_panels):
+        if direct_out[jp] >= 0:
+            continue
+        end_column = first_column + min(chunk_columns, (jp + 1) * NR)
+        for row in range(first_panel * MR, min(group_rows, end_panel * MR)):
+            k = g * group_rows + row
+            line = (row - first_panel * MR) * panel_columns
+            column = first_column + jp * NR
+            while column < end_column:  # one stretch per sample
+                b, pixel = column // pixels, column % pixels
+                length = min(end_column - column, pixels - pixel)
+                at = (b * buffer_channels + first_out_channel + k) * pixels + pixel
+                epilogue_at(product, line + column - first_column, out_flat, at, length, biases[k],
+                            residual_flat, at, has_residual, activation, alpha, beta)
+                column += length
 
 
 @njit(**SCALAR_FUNCTION)
@@ -384,6 +406,22 @@ def copy_run(source, source_at, destination, at, length):
     else:
         for i in range(length):
             destination[at + i] = source[source_at + i]
+
+
+@njit(**SCALAR_FUNCTION)
+def winograd_split(n, biases, out_width, task_columns, min_tasks, out):
+    """How ``convolution_winograd_cpu`` shares out a batch of n: (tasks, column_panels_total,
+    chunks, splits, panels_per_split), ``split_tasks`` of its tiles and panels of U."""
+    pixels = out.shape[2]
+    tiles = ((pixels // out_width + 1) // 2) * ((out_width + 1) // 2)  # per sample
+    panels, _, _ = panel_layout(biases.shape[0])
+    columns = n * tiles
+    # Narrower tasks before split ones: a split transforms the same tiles again (a quarter of
+    # the work), a narrower task only reuses each panel of U over fewer tiles.
+    task_columns = min(task_columns, NR * max(1, (columns + NR - 1) // NR // min_tasks))
+    column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels, 1,
+                                                                        False)
+    return splits * chunks, column_panels_total, chunks, splits, panels_per_split
 
 
 @njit(**PARALLEL_KERNEL)
@@ -408,6 +446,20 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
     of the 16 by the matching U for a block of output channels at a time into M, and transforms
     M back into 2x2 output blocks, written row run by row run through the epilogue.
     """
+    tasks, column_panels_total, chunks, splits, panels_per_split = winograd_split(n, biases, out_width, task_columns,
+                                                                                  min_tasks, out)
+    x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
+    for task in prange(tasks):
+        winograd_task(np.int64(task), n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, row_offset,
+                      row_tap, tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta, first_out_channel,
+                      out, out_flat, column_panels_total, chunks, splits, panels_per_split)
+
+
+@njit(**SHARED_STEP)
+def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, row_offset, row_tap, tap_dy,
+                  tap_dx, residual_flat, has_residual, activation, alpha, beta, first_out_channel, out, out_flat,
+                  column_panels_total, chunks, splits, panels_per_split):
+    """Task ``task`` of ``convolution_winograd_cpu`` (as ``gemm_task`` is of the GEMM's)."""
     max_batch, channels, height, width = x.shape
     out_channels, pixels = biases.shape[0], out.shape[2]
     buffer_channels = out.shape[1]
@@ -416,102 +468,93 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
     tiles = ((out_height + 1) // 2) * tiles_wide  # per sample
     panels, _, padded_rows = panel_layout(out_channels)
     columns = n * tiles
-    # Narrower tasks before split ones: a split transforms the same tiles again (a quarter of
-    # the work), a narrower task only reuses each panel of U over fewer tiles.
-    task_columns = min(task_columns, NR * max(1, (columns + NR - 1) // NR // min_tasks))
-    column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels, 1,
-                                                                        False)
     plane = height * width
-    x_flat = x.reshape(max_batch * channels * plane)
-    out_flat = out.reshape(max_batch * buffer_channels * pixels)
-    residual_flat = residual.reshape(max_batch * buffer_channels * pixels)
     block_channels = KC // ELEMENTS  # channels per packed block of KC rows
-    for task in prange(splits * chunks):
-        _, first_panel, end_panel, first_column, chunk_columns = task_share(
-            task, columns, panels, column_panels_total, chunks, splits, panels_per_split)
-        column_panels = (chunk_columns + NR - 1) // NR
-        panel_columns = column_panels * NR  # (the task's scratch is sized by these, not task_columns)
-        column_base, inside, panel_one_run, panel_split, panel_second = task_patches(
-            first_column, chunk_columns, panel_columns, tiles, tiles_wide, 2, 2, pad_top, pad_left, channels * plane,
-            0, height, width, tap_dy, tap_dx)
-        # Each run of a task's tiles along one row of tiles: its first column, where its top
-        # output row starts in out (channel 0), how many outputs wide it is (the last tile of an
-        # odd width has one column) and whether it has a second output row.
-        run_column = np.empty(panel_columns + 1, np.intp)
-        run_out = np.empty(panel_columns, np.intp)
-        run_length = np.empty(panel_columns, np.intp)
-        run_two_rows = np.empty(panel_columns, np.bool_)
-        runs = 0
-        b, tile = first_column // tiles, first_column % tiles
-        ty, tx = tile // tiles_wide, tile % tiles_wide
-        j = 0
-        while j < chunk_columns:
-            count = min(tiles_wide - tx, NR - j % NR, chunk_columns - j)  # (a run stays in one panel)
-            run_column[runs] = j
-            run_out[runs] = (b * buffer_channels + first_out_channel) * pixels + 2 * ty * out_width + 2 * tx
-            run_length[runs] = min(2 * count, out_width - 2 * tx)
-            run_two_rows[runs] = 2 * ty + 1 < out_height
-            runs += 1
-            j += count
-            tx += count
-            if tx == tiles_wide:
-                tx, ty = 0, ty + 1
-                if ty * tiles_wide == tiles:
-                    ty, b = 0, b + 1
-        run_column[runs] = chunk_columns
-        # V[xi]: the transformed patches in ``gemm``'s B layout, panel jp's rows (channels) from
-        # xi * v_stride + jp * channels * NR on. (+ NR: a stride of a multiple of 4 KB would put
-        # the 16 rows the transforms write or read together in one set of the L1 cache.)
-        v_stride = column_panels * channels * NR + NR
-        v = np.empty(ELEMENTS * v_stride, np.float32)
-        packed = np.empty(KC * panel_columns, np.float32)
-        for c0 in range(0, channels, block_channels):
-            block = min(block_channels, channels - c0)
-            pack_patches(packed, x_flat, c0 * ELEMENTS, block * ELEMENTS, column_panels, panel_columns, 2, False,
-                         row_offset, row_tap, column_base, inside, panel_one_run, panel_split, panel_second)
+    _, first_panel, end_panel, first_column, chunk_columns = task_share(
+        task, columns, panels, column_panels_total, chunks, splits, panels_per_split)
+    column_panels = (chunk_columns + NR - 1) // NR
+    panel_columns = column_panels * NR  # (the task's scratch is sized by these, not task_columns)
+    column_base, inside, panel_one_run, panel_split, panel_second = task_patches(
+        first_column, chunk_columns, panel_columns, tiles, tiles_wide, 2, 2, pad_top, pad_left, channels * plane,
+        0, height, width, tap_dy, tap_dx)
+    # Each run of a task's tiles along one row of tiles: its first column, where its top
+    # output row starts in out (channel 0), how many outputs wide it is (the last tile of an
+    # odd width has one column) and whether it has a second output row.
+    run_column = np.empty(panel_columns + 1, np.intp)
+    run_out = np.empty(panel_columns, np.intp)
+    run_length = np.empty(panel_columns, np.intp)
+    run_two_rows = np.empty(panel_columns, np.bool_)
+    runs = 0
+    b, tile = first_column // tiles, first_column % tiles
+    ty, tx = tile // tiles_wide, tile % tiles_wide
+    j = 0
+    while j < chunk_columns:
+        count = min(tiles_wide - tx, NR - j % NR, chunk_columns - j)  # (a run stays in one panel)
+        run_column[runs] = j
+        run_out[runs] = (b * buffer_channels + first_out_channel) * pixels + 2 * ty * out_width + 2 * tx
+        run_length[runs] = min(2 * count, out_width - 2 * tx)
+        run_two_rows[runs] = 2 * ty + 1 < out_height
+        runs += 1
+        j += count
+        tx += count
+        if tx == tiles_wide:
+            tx, ty = 0, ty + 1
+            if ty * tiles_wide == tiles:
+                ty, b = 0, b + 1
+    run_column[runs] = chunk_columns
+    # V[xi]: the transformed patches in ``gemm``'s B layout, panel jp's rows (channels) from
+    # xi * v_stride + jp * channels * NR on. (+ NR: a stride of a multiple of 4 KB would put
+    # the 16 rows the transforms write or read together in one set of the L1 cache.)
+    v_stride = column_panels * channels * NR + NR
+    v = np.empty(ELEMENTS * v_stride, np.float32)
+    packed = np.empty(KC * panel_columns, np.float32)
+    for c0 in range(0, channels, block_channels):
+        block = min(block_channels, channels - c0)
+        pack_patches(packed, x_flat, c0 * ELEMENTS, block * ELEMENTS, column_panels, panel_columns, 2, False,
+                     row_offset, row_tap, column_base, inside, panel_one_run, panel_split, panel_second)
+        for jp in range(column_panels):
+            for c in range(block):
+                input_transform(packed, (jp * block * ELEMENTS + c * ELEMENTS) * NR, v,
+                                (jp * channels + c0 + c) * NR, v_stride)
+    # M[xi] for up to PANELS_PER_BLOCK panels of output channels at a time (in L2), row i of
+    # the block from xi * m_stride + i * m_columns on.
+    m_columns = column_panels * NR
+    block_rows = min(end_panel - first_panel, PANELS_PER_BLOCK) * MR
+    m_stride = block_rows * m_columns + NR
+    m = np.empty(ELEMENTS * m_stride, np.float32)
+    transformed = np.empty(2 * RUN_OUTPUTS, np.float32)  # one panel's two output rows
+    for first_block_panel in range(first_panel, end_panel, PANELS_PER_BLOCK):
+        end_block_panel = min(end_panel, first_block_panel + PANELS_PER_BLOCK)
+        for xi in range(ELEMENTS):
+            for pc in range(0, channels, KC):
+                kc = min(KC, channels - pc)
+                for panel in range(first_block_panel, end_block_panel):
+                    a_offset = xi * padded_rows * channels + pc * padded_rows + panel * MR * kc
+                    c_offset = xi * m_stride + (panel - first_block_panel) * MR * m_columns
+                    for jp in range(column_panels):
+                        product_panel(panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
+                                      xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
+                                      m_columns, MR, pc > 0)
+        for k in range(first_block_panel * MR, min(out_channels, end_block_panel * MR)):
+            row = (k - first_block_panel * MR) * m_columns
+            r = 0
             for jp in range(column_panels):
-                for c in range(block):
-                    input_transform(packed, (jp * block * ELEMENTS + c * ELEMENTS) * NR, v,
-                                    (jp * channels + c0 + c) * NR, v_stride)
-        # M[xi] for up to PANELS_PER_BLOCK panels of output channels at a time (in L2), row i of
-        # the block from xi * m_stride + i * m_columns on.
-        m_columns = column_panels * NR
-        block_rows = min(end_panel - first_panel, PANELS_PER_BLOCK) * MR
-        m_stride = block_rows * m_columns + NR
-        m = np.empty(ELEMENTS * m_stride, np.float32)
-        transformed = np.empty(2 * RUN_OUTPUTS, np.float32)  # one panel's two output rows
-        for first_block_panel in range(first_panel, end_panel, PANELS_PER_BLOCK):
-            end_block_panel = min(end_panel, first_block_panel + PANELS_PER_BLOCK)
-            for xi in range(ELEMENTS):
-                for pc in range(0, channels, KC):
-                    kc = min(KC, channels - pc)
-                    for panel in range(first_block_panel, end_block_panel):
-                        a_offset = xi * padded_rows * channels + pc * padded_rows + panel * MR * kc
-                        c_offset = xi * m_stride + (panel - first_block_panel) * MR * m_columns
-                        for jp in range(column_panels):
-                            product_panel(panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
-                                          xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
-                                          m_columns, MR, pc > 0)
-            for k in range(first_block_panel * MR, min(out_channels, end_block_panel * MR)):
-                row = (k - first_block_panel * MR) * m_columns
-                r = 0
-                for jp in range(column_panels):
-                    # Without a residual, the transform applies the bias and activation, and the runs
-                    # are plain copies; a residual (rare after a 3x3 layer) goes through epilogue_at.
-                    output_transform(m, row + jp * NR, m_stride, transformed, 0, not has_residual, biases[k],
-                                     activation, alpha, beta)
-                    while run_column[r] < min(chunk_columns, (jp + 1) * NR):
-                        source = 2 * (run_column[r] - jp * NR)
-                        at = run_out[r] + k * pixels
-                        for top in range(2 if run_two_rows[r] else 1):
-                            if has_residual:
-                                epilogue_at(transformed, source + top * RUN_OUTPUTS, out_flat, at + top * out_width,
-                                            run_length[r], biases[k], residual_flat, at + top * out_width,
-                                            has_residual, activation, alpha, beta)
-                            else:
-                                copy_run(transformed, source + top * RUN_OUTPUTS, out_flat, at + top * out_width,
-                                         run_length[r])
-                        r += 1
+                # Without a residual, the transform applies the bias and activation, and the runs
+                # are plain copies; a residual (rare after a 3x3 layer) goes through epilogue_at.
+                output_transform(m, row + jp * NR, m_stride, transformed, 0, not has_residual, biases[k],
+                                 activation, alpha, beta)
+                while run_column[r] < min(chunk_columns, (jp + 1) * NR):
+                    source = 2 * (run_column[r] - jp * NR)
+                    at = run_out[r] + k * pixels
+                    for top in range(2 if run_two_rows[r] else 1):
+                        if has_residual:
+                            epilogue_at(transformed, source + top * RUN_OUTPUTS, out_flat, at + top * out_width,
+                                        run_length[r], biases[k], residual_flat, at + top * out_width,
+                                        has_residual, activation, alpha, beta)
+                        else:
+                            copy_run(transformed, source + top * RUN_OUTPUTS, out_flat, at + top * out_width,
+                                     run_length[r])
+                    r += 1
 
 
 # Below these sizes the GEMM's panels would be mostly padding (measured on depthwise and tiny groups).
