@@ -1,0 +1,241 @@
+"""A run of consecutive convolution steps in one parallel loop: ``convolution_chain_cpu``.
+
+Each Numba parallel loop is a new TBB task arena that the worker thread joins 7 to 18 us after
+the loop starts, even when loops follow each other closely (``benchmarks/thread_join.py``). A
+layer that takes 20-40 us at n = 1 (SqueezeNet's small 1x1 layers) spends much of it on one core.
+Run as one loop, the worker joins once for the whole run of layers and then stays.
+
+Inside the loop every thread runs the steps in order. For each step it takes tasks (those of
+``convolution.gemm_task`` or ``convolution.winograd_task``) from its own share first, the one
+the step's kernel would give it alone, then from the others' shares. Each take is one atomic
+add on that share's counter, so no task runs twice. It then waits until the step's count of
+finished tasks reaches its task count, since the next step reads what this one wrote. A thread
+waits only for tasks that a running thread has taken, so the loop ends even where a worker never
+comes (TBB does not promise one): the master then takes every task itself.
+
+The steps' arrays are passed as their addresses and shapes in one int64 array (``chain_step``),
+which Numba's parallel loop can take where it cannot take a tuple of arrays; the loop rebuilds
+them with ``numba.carray``. The arrays belong to the infer request's buffers and to the bound
+steps, which the chain's arguments keep alive.
+"""
+import platform
+import time
+
+import llvmlite.ir as ir
+import numpy as np
+from numba import carray, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
+from .convolution import (convolution_gemm_cpu, convolution_winograd_cpu, gemm_split, gemm_task, winograd_split,
+                          winograd_task)
+
+GEMM_STEP, WINOGRAD_STEP = 0, 1
+#: The kernels whose steps a chain can take, and each one's step kind.
+CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP}
+
+# Columns of a step's row of ``ints``: its kind, where its arrays are (address, then shape or
+# length), and its scalar arguments.
+KIND, X, X_SHAPE, WEIGHTS, WEIGHTS_LENGTH, BIASES, BIASES_LENGTH = 0, 1, 2, 6, 7, 8, 9
+ROW_OFFSET, ROW_TAP, TAP_DY, TAP_DX = 10, 12, 14, 16  # each (address, length)
+RESIDUAL, RESIDUAL_SHAPE, OUT, OUT_SHAPE = 18, 19, 22, 23
+GROUP, STRIDE_H, STRIDE_W, PAD_TOP, PAD_LEFT, OUT_WIDTH, IN_PLACE = 26, 27, 28, 29, 30, 31, 32
+TASK_COLUMNS, MIN_TASKS, HAS_RESIDUAL, ACTIVATION, FIRST_OUT_CHANNEL = 33, 34, 35, 36, 37
+INTS = 38
+
+
+@intrinsic
+def _fetch_add(typingctx, counters, index, value):
+    """counters[index] += value atomically (an int64 array), returning the value before."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", builder.gep(data, [args[1]]), args[2], "acq_rel")
+
+    return types.int64(counters, types.intp, types.int64), codegen
+
+
+@intrinsic
+def _load_acquire(typingctx, counters, index):
+    """counters[index] (an int64 array), read atomically: the loads it orders after it see the
+    writes ordered before the adds that made its value."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.load_atomic(builder.gep(data, [args[1]]), "acquire", 8)
+
+    return types.int64(counters, types.intp), codegen
+
+
+#: x86's time-stamp counter ticks at a fixed rate and user code may read it; elsewhere (where
+#: reading the cycle counter may trap) the chain's layers share their time unsplit.
+HAS_CYCLE_COUNTER = platform.machine().lower() in ("x86_64", "amd64")
+
+
+@intrinsic
+def _cycles(typingctx):
+    """The time-stamp counter (0 without ``HAS_CYCLE_COUNTER``)."""
+    def codegen(context, builder, signature, args):
+        if not HAS_CYCLE_COUNTER:
+            return ir.Constant(ir.IntType(64), 0)
+        counter = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                                 "llvm.readcyclecounter")
+        return builder.call(counter, [])
+
+    return types.int64(), codegen
+
+
+def _pointer_intrinsic(dtype):
+    @intrinsic
+    def pointer(typingctx, address):
+        """The int64 ``address`` as a pointer to ``dtype``, for ``numba.carray``."""
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+        return types.CPointer(dtype)(types.int64), codegen
+
+    return pointer
+
+
+_float_pointer = _pointer_intrinsic(types.float32)
+_index_pointer = _pointer_intrinsic(types.intp)
+
+
+@njit(**SCALAR_FUNCTION)
+def _index_array(ints, s, column):
+    """The int64 array whose (address, length) step s's row holds from ``column``."""
+    return carray(_index_pointer(ints[s, column]), (ints[s, column + 1],))
+
+
+@njit(**PARALLEL_KERNEL)
+def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
+    """Steps 0.. of ``chain_step``'s rows, in order, inside one parallel loop of ``threads``
+    iterations. ints: (steps, INTS) int64, a row per step (its kind, its arrays' addresses and
+    shapes, its scalar arguments); floats: (steps, 2), each step's epilogue alpha and beta;
+    counters: (steps * (threads + 1),) int64, zeroed here: for each step, the tasks taken from
+    each thread's share, then the tasks finished; cycles: (steps + 1,) int64, the cycle counter
+    before the loop and when iteration 0 saw each step finished (``step_seconds``). Reads and
+    writes rows < n of every step, as its own kernel would."""
+    steps = ints.shape[0]
+    stride = threads + 1
+    for i in range(counters.shape[0]):  # (a loop: Numba would make a slice assignment parallel)
+        counters[i] = 0
+    cycles[0] = _cycles()
+    for thread in prange(threads):
+        for s in range(steps):
+            x = carray(_float_pointer(ints[s, X]), (ints[s, X_SHAPE], ints[s, X_SHAPE + 1], ints[s, X_SHAPE + 2],
+                                                     ints[s, X_SHAPE + 3]))
+            weights = carray(_float_pointer(ints[s, WEIGHTS]), (ints[s, WEIGHTS_LENGTH],))
+            biases = carray(_float_pointer(ints[s, BIASES]), (ints[s, BIASES_LENGTH],))
+            residual_flat = carray(_float_pointer(ints[s, RESIDUAL]), (ints[s, RESIDUAL_SHAPE] * ints[
+                s, RESIDUAL_SHAPE + 1] * ints[s, RESIDUAL_SHAPE + 2],))
+            out = carray(_float_pointer(ints[s, OUT]), (ints[s, OUT_SHAPE], ints[s, OUT_SHAPE + 1],
+                                                         ints[s, OUT_SHAPE + 2]))
+            row_offset, row_tap = _index_array(ints, s, ROW_OFFSET), _index_array(ints, s, ROW_TAP)
+            tap_dy, tap_dx = _index_array(ints, s, TAP_DY), _index_array(ints, s, TAP_DX)
+            x_flat, out_flat = x.reshape(x.size), out.reshape(out.size)
+            group, out_width, first_out_channel = ints[s, GROUP], ints[s, OUT_WIDTH], ints[s, FIRST_OUT_CHANNEL]
+            pad_top, pad_left = ints[s, PAD_TOP], ints[s, PAD_LEFT]
+            has_residual, activation = ints[s, HAS_RESIDUAL], ints[s, ACTIVATION]  # (int64, as bound)
+            alpha, beta = floats[s, 0], floats[s, 1]
+            gemm = ints[s, KIND] == GEMM_STEP
+            if gemm:
+                tasks, column_panels, chunks, splits, panels_per_split = gemm_split(
+                    n, biases, group, ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out)
+            else:
+                tasks, column_panels, chunks, splits, panels_per_split = winograd_split(
+                    n, biases, out_width, ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out)
+            done = s * stride + threads
+            for k in range(threads):
+                owner = (thread + k) % threads  # its own share first, then the next threads'
+                first, end = owner * tasks // threads, (owner + 1) * tasks // threads
+                while True:
+                    task = first + _fetch_add(counters, s * stride + owner, 1)
+                    if task >= end:
+                        break
+                    if gemm:
+                        gemm_task(task, n, x, x_flat, weights, biases, group, ints[s, STRIDE_H], ints[s, STRIDE_W],
+                                  pad_top, pad_left, out_width, row_offset, row_tap, tap_dy, tap_dx,
+                                  ints[s, IN_PLACE] != 0, residual_flat, has_residual, activation, alpha, beta,
+                                  first_out_channel, out, out_flat, column_panels, chunks, splits, panels_per_split)
+                    else:
+                        winograd_task(task, n, x, x_flat, weights, biases, pad_top, pad_left, out_width, row_offset,
+                                      row_tap, tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta,
+                                      first_out_channel, out, out_flat, column_panels, chunks, splits,
+                                      panels_per_split)
+                    _fetch_add(counters, done, 1)
+            while _load_acquire(counters, done) < tasks:
+                pass
+            if thread == 0:
+                cycles[s + 1] = _cycles()
+
+
+def _address(array: np.ndarray, dtype) -> int:
+    """Where ``array``'s data starts: the chain rebuilds it from that and its shape alone."""
+    if array.dtype != dtype or not array.flags.c_contiguous:
+        layout = "C-contiguous" if array.flags.c_contiguous else "not C-contiguous"
+        raise ValueError(f"a chained step's arrays must be C-contiguous {np.dtype(dtype)}: got a {layout} "
+                         f"{array.dtype} array of shape {array.shape}")
+    return array.ctypes.data
+
+
+def chain_step(steps, threads: int):
+    """(convolution_chain_cpu, args) running ``steps`` ([(kernel, args)] of ``CHAINED_KERNELS``,
+    as ``convolution.cpu_step`` binds them) in one parallel loop of ``threads`` iterations. The
+    args hold the steps' arrays by address only: the caller keeps ``steps`` alive as long."""
+    ints = np.zeros((len(steps), INTS), np.int64)
+    floats = np.zeros((len(steps), 2), np.float32)
+    for s, (kernel, args) in enumerate(steps):
+        if CHAINED_KERNELS[kernel] == GEMM_STEP:
+            (x, weights, biases, group, stride_h, stride_w, pad_top, pad_left, out_width, row_offset, row_tap,
+             tap_dy, tap_dx, in_place, task_columns, min_tasks, residual, has_residual, activation, alpha, beta,
+             first_out_channel, out) = args
+        else:
+            (x, weights, biases, pad_top, pad_left, out_width, row_offset, row_tap, tap_dy, tap_dx, task_columns,
+             min_tasks, residual, has_residual, activation, alpha, beta, first_out_channel, out) = args
+            group, stride_h, stride_w, in_place = 1, 1, 1, False
+        row = ints[s]
+        row[KIND] = CHAINED_KERNELS[kernel]
+        row[X], row[X_SHAPE:X_SHAPE + 4] = _address(x, np.float32), x.shape
+        row[WEIGHTS], row[WEIGHTS_LENGTH] = _address(weights, np.float32), weights.size
+        row[BIASES], row[BIASES_LENGTH] = _address(biases, np.float32), biases.size
+        for column, array in ((ROW_OFFSET, row_offset), (ROW_TAP, row_tap), (TAP_DY, tap_dy), (TAP_DX, tap_dx)):
+            row[column], row[column + 1] = _address(array, np.intp), array.size
+        row[RESIDUAL], row[RESIDUAL_SHAPE:RESIDUAL_SHAPE + 3] = _address(residual, np.float32), residual.shape
+        row[OUT], row[OUT_SHAPE:OUT_SHAPE + 3] = _address(out, np.float32), out.shape
+        row[GROUP:FIRST_OUT_CHANNEL + 1] = (group, stride_h, stride_w, pad_top, pad_left, out_width, in_place,
+                                            task_columns, min_tasks, has_residual, activation, first_out_channel)
+        floats[s] = alpha, beta
+    counters = np.zeros(len(steps) * (threads + 1), np.int64)
+    cycles = np.zeros(len(steps) + 1, np.int64)
+    return convolution_chain_cpu, (int(threads), counters, cycles, ints, floats)
+
+
+@njit(cache=True, nogil=True)
+def _read_cycles():
+    return _cycles()
+
+
+_cycles_per_second = None
+
+
+def cycles_per_second() -> float:
+    """The cycle counter's rate, measured once against ``time.perf_counter`` over 20 ms."""
+    global _cycles_per_second
+    if _cycles_per_second is None:
+        _read_cycles()
+        start, start_cycles = time.perf_counter(), _read_cycles()
+        time.sleep(0.02)
+        end, end_cycles = time.perf_counter(), _read_cycles()
+        _cycles_per_second = (end_cycles - start_cycles) / (end - start)
+    return _cycles_per_second
+
+
+def step_seconds(args) -> list[float] | None:
+    """Each step's time in the last call of the chain bound to ``args`` (``chain_step``'s): from
+    the end of the step before (or the loop's start) to when iteration 0 saw it finished. None
+    without ``HAS_CYCLE_COUNTER``."""
+    if not HAS_CYCLE_COUNTER:
+        return None
+    cycles = args[2]
+    rate = cycles_per_second()
+    return [max(0.0, float(cycles[s + 1] - cycles[s]) / rate) for s in range(len(cycles) - 1)]

@@ -1,0 +1,130 @@
+"""``chain.convolution_chain_cpu``: a run of convolution steps in one parallel loop computes what
+the steps compute one after the other, whatever the batch, the thread count, and however many of
+the loop's iterations get a thread of their own.
+
+Each chain here is built from ``convolution.cpu_step`` bindings, as ``graph.compiler`` builds
+them; the same steps called one by one (their own kernels) give the expected output, itself
+checked against the naive reference. Buffers start as NaN past row n: a chain that read or wrote
+a row >= n would show it.
+"""
+import numba
+import numpy as np
+import pytest
+
+from dynbatch.kernels import convolution
+from dynbatch.kernels.chain import CHAINED_KERNELS, chain_step, step_seconds
+from tests.naive import REFERENCES
+
+MAX_BATCH = 4
+RELU = {"type": "relu", "alpha": 0.0, "beta": 0.0}
+
+
+def layer(rng, channels, out_channels, kernel, stride=1, group=1, activation=None):
+    pad = kernel // 2
+    attrs = {"weights": rng.uniform(-0.5, 0.5, (out_channels, channels // group, kernel, kernel)).astype(np.float32),
+             "biases": rng.uniform(-0.5, 0.5, out_channels).astype(np.float32), "strides": (stride, stride),
+             "dilations": (1, 1), "pads_begin": (pad, pad), "pads_end": (pad, pad), "group": group}
+    if activation:
+        attrs["activation"] = activation
+    return attrs
+
+
+def poisoned(shape, n, rng=None):
+    array = np.full(shape, np.nan, np.float32)
+    if rng is not None:
+        array[:n] = rng.uniform(-1.0, 1.0, (n,) + shape[1:])
+    return array
+
+
+def fire_chain(rng, n, size=9):
+    """SqueezeNet's fire module twice (a 1x1 squeeze, then a 1x1 and a 3x3 (Winograd) expand
+    written into the channels of one output), a strided grouped 3x3 GEMM between, and a 1x1 step
+    with a residual: the step kinds and bindings a network's chains hold. Returns (steps, the
+    input, every buffer the steps write, the final output)."""
+    x = poisoned((MAX_BATCH, 24, size, size), n, rng)
+    squeezed = poisoned((MAX_BATCH, 16, size, size), n)
+    joined = poisoned((MAX_BATCH, 64, size, size), n)
+    strided = poisoned((MAX_BATCH, 32, (size + 1) // 2, (size + 1) // 2), n)
+    squeezed2 = poisoned((MAX_BATCH, 16, (size + 1) // 2, (size + 1) // 2), n)
+    joined2 = poisoned((MAX_BATCH, 48, (size + 1) // 2, (size + 1) // 2), n)
+    last = poisoned((MAX_BATCH, 48, (size + 1) // 2, (size + 1) // 2), n)
+    first = layer(rng, 24, 16, 1, activation=RELU)
+    steps = [
+        convolution.cpu_step(first, [x], [squeezed]),
+        convolution.cpu_step(layer(rng, 16, 32, 1, activation=RELU), [squeezed], [joined[:, :32]],
+                             destination=(joined, 0)),
+        convolution.cpu_step(layer(rng, 16, 32, 3, activation=RELU), [squeezed], [joined[:, 32:]],
+                             destination=(joined, 32)),
+        convolution.cpu_step(layer(rng, 64, 32, 3, stride=2, group=2), [joined], [strided]),
+        convolution.cpu_step(layer(rng, 32, 16, 1, activation=RELU), [strided], [squeezed2]),
+        convolution.cpu_step(layer(rng, 16, 24, 1), [squeezed2], [joined2[:, :24]], destination=(joined2, 0)),
+        convolution.cpu_step(layer(rng, 16, 24, 3), [squeezed2], [joined2[:, 24:]], destination=(joined2, 24)),
+        convolution.cpu_step({**layer(rng, 48, 48, 1), "activation": RELU}, [joined2, joined2], [last]),
+    ]
+    kinds = [CHAINED_KERNELS[kernel] for kernel, _ in steps]
+    assert kinds == [0, 0, 1, 0, 0, 0, 1, 0], kinds  # (GEMM and Winograd steps both)
+    return steps, first, x, [squeezed, joined, strided, squeezed2, joined2, last], last
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, MAX_BATCH])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chain_computes_what_its_steps_compute_one_by_one(n, threads):
+    rng = np.random.default_rng(n * 10 + threads)
+    steps, first, x, written, last = fire_chain(rng, n)
+    for kernel, args in steps:
+        kernel(n, *args)
+    expected = [buffer.copy() for buffer in written]
+    # (the steps' own kernels are checked against the naive reference in test_kernels_spatial;
+    # here the first one is, so that this test cannot pass on outputs that are all wrong)
+    reference = REFERENCES["Activation"](REFERENCES["Convolution"]([x[:n]], first), RELU)[0]
+    np.testing.assert_allclose(expected[0][:n], reference, rtol=1e-4, atol=1e-5)
+    for buffer in written:
+        buffer[:] = np.nan
+    kernel, args = chain_step(steps, threads)
+    kernel(n, *args)
+    for got, want in zip(written, expected):
+        np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6)
+        assert np.isnan(got[n:]).all(), "a row >= n was written"
+    assert np.isfinite(last[:n]).all()
+    seconds = step_seconds(args)
+    assert len(seconds) == len(steps) and all(s >= 0.0 for s in seconds)
+
+
+def test_chain_finishes_when_its_iterations_share_one_thread():
+    """A chain bound for 3 threads run where Numba has 1: its iterations run one after the other,
+    and the first takes every task (none waits for a thread that never comes)."""
+    rng = np.random.default_rng(7)
+    steps, _, _, written, _ = fire_chain(rng, 2)
+    for kernel, args in steps:
+        kernel(2, *args)
+    expected = [buffer.copy() for buffer in written]
+    kernel, args = chain_step(steps, 3)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        kernel(2, *args)
+    finally:
+        numba.set_num_threads(previous)
+    for got, want in zip(written, expected):
+        np.testing.assert_allclose(got[:2], want[:2], rtol=1e-5, atol=1e-6)
+
+
+def test_chain_compiles_once_for_every_batch_and_chain():
+    rng = np.random.default_rng(3)
+    steps, _, _, _, _ = fire_chain(rng, MAX_BATCH)
+    kernel, args = chain_step(steps, 2)
+    other_kernel, other_args = chain_step(steps[3:5], 2)  # another length and mix
+    for n in (MAX_BATCH, 1, 3, 0):
+        kernel(n, *args)
+        other_kernel(n, *other_args)
+    assert other_kernel is kernel and len(kernel.signatures) == 1
+
+
+def test_chain_rejects_arrays_it_cannot_address():
+    rng = np.random.default_rng(4)
+    steps, _, _, _, _ = fire_chain(rng, 1)
+    kernel, args = steps[0]
+    strided = list(args)
+    strided[0] = np.asarray(args[0])[:, ::2]  # not C-contiguous: no address covers it
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        chain_step([(kernel, tuple(strided))], 2)
