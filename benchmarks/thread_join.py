@@ -4,7 +4,7 @@
 
 Every convolution, pooling or other parallel step of an inference is one Numba parallel loop,
 and with TBB each loop is a new task arena that the worker threads must join. The probe here is
-a parallel loop of one iteration per thread: each marks its slot (an atomic store), then waits,
+a parallel loop of one iteration per thread: each marks its slot (an atomic add), then waits,
 polling the others' slots, until every slot is marked. The master thread runs the first
 iteration, so the loop's time is how long the last worker took to arrive (the polls stop after
 ``--max-wait-us``; a worker that never came leaves its iteration to the master).
@@ -22,29 +22,9 @@ import time
 
 import numpy as np
 import numba
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
-
-@intrinsic
-def load_acquire(typingctx, array, index):
-    """array[index] (an int64 array), read with acquire ordering: never hoisted out of a loop."""
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.load_atomic(builder.gep(data, [args[1]]), "acquire", 8)
-
-    return types.int64(array, types.intp), codegen
-
-
-@intrinsic
-def store_release(typingctx, array, index, value):
-    """array[index] = value (an int64 array), with release ordering."""
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        builder.store_atomic(args[2], builder.gep(data, [args[1]]), "release", 8)
-        return context.get_dummy_value()
-
-    return types.void(array, types.intp, types.int64), codegen
+from dynbatch.kernels.chain import fetch_add, load_acquire
 
 
 @njit(parallel=True, nogil=True)
@@ -52,7 +32,7 @@ def join_probe(slots, joined, max_polls):
     """One parallel iteration per slot: each marks its slot, then polls (at most max_polls times)
     until all are marked, and sets joined[slot] to 1 if they were (0: it gave up waiting)."""
     for slot in prange(slots.shape[0]):
-        store_release(slots, slot, 1)
+        fetch_add(slots, slot, 1)  # (its slot: 0 before)
         joined[slot] = 0
         for _ in range(max_polls):
             arrived = 0

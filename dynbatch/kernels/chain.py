@@ -16,7 +16,7 @@ comes (TBB does not promise one): the master then takes every task itself.
 The steps' arrays are passed as their addresses and shapes in one int64 array (``chain_step``),
 which Numba's parallel loop can take where it cannot take a tuple of arrays; the loop rebuilds
 them with ``numba.carray``. The arrays belong to the infer request's buffers and to the bound
-steps, which the chain's arguments keep alive.
+steps, which the chain's step keeps as its members (``graph.compiler.chain_convolutions``).
 """
 import platform
 import time
@@ -46,7 +46,7 @@ INTS = 38
 
 
 @intrinsic
-def _fetch_add(typingctx, counters, index, value):
+def fetch_add(typingctx, counters, index, value):
     """counters[index] += value atomically (an int64 array), returning the value before."""
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
@@ -56,7 +56,7 @@ def _fetch_add(typingctx, counters, index, value):
 
 
 @intrinsic
-def _load_acquire(typingctx, counters, index):
+def load_acquire(typingctx, counters, index):
     """counters[index] (an int64 array), read atomically: the loads it orders after it see the
     writes ordered before the adds that made its value."""
     def codegen(context, builder, signature, args):
@@ -149,7 +149,7 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                 owner = (thread + k) % threads  # its own share first, then the next threads'
                 first, end = owner * tasks // threads, (owner + 1) * tasks // threads
                 while True:
-                    task = first + _fetch_add(counters, s * stride + owner, 1)
+                    task = first + fetch_add(counters, s * stride + owner, 1)
                     if task >= end:
                         break
                     if gemm:
@@ -162,8 +162,8 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                                       row_tap, tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta,
                                       first_out_channel, out, out_flat, column_panels, chunks, splits,
                                       panels_per_split)
-                    _fetch_add(counters, done, 1)
-            while _load_acquire(counters, done) < tasks:
+                    fetch_add(counters, done, 1)
+            while load_acquire(counters, done) < tasks:
                 pass
             if thread == 0:
                 cycles[s + 1] = _cycles()
