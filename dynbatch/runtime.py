@@ -258,10 +258,11 @@ class InferRequest:
     def get_performance_counts(self) -> dict[str, dict]:
         """{layer name: {"layer_type", "exec_type", "status", "real_time_us"}} of the last inference,
         for every layer of the network in order (on GPU: each layer's device time, from CUDA
-        events). A layer merged into its producer at load (``dynbatch.graph.fusion``) has status
-        "OPTIMIZED_OUT", exec_type "fused into <producer>" and no time of its own; so has a
-        Concatenation whose inputs are written into its output in place ("written in place by
-        <producers>")."""
+        events; for a convolution run in a chain, its part of the chain's time, from the CPU's
+        time-stamp counter). A layer merged into its producer at load (``dynbatch.graph.fusion``)
+        has status "OPTIMIZED_OUT", exec_type "fused into <producer>" and no time of its own; so
+        has a Concatenation whose inputs are written into its output in place ("written in place
+        by <producers>")."""
         times = self._device.layer_seconds() if self._device is not None else self._times
         run = {
             step.layer.name: {

@@ -128,3 +128,44 @@ def test_chain_rejects_arrays_it_cannot_address():
     strided[0] = np.asarray(args[0])[:, ::2]  # not C-contiguous: no address covers it
     with pytest.raises(ValueError, match="C-contiguous float32"):
         chain_step([(kernel, tuple(strided))], 2)
+
+
+def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
+    """A network's consecutive GEMM and Winograd convolutions bind as one chain step (a pooling
+    layer between two runs ends the first); its outputs match the unchained steps', and
+    get_performance_counts times every layer of a chain on its own."""
+    import dynbatch as db
+    from dynbatch.graph import compiler
+
+    rng = np.random.default_rng(5)
+    net = db.Network("chained")
+    y, channels = net.add_input("data", (MAX_BATCH, 16, 12, 12)), 16
+    for index, (out_channels, side) in enumerate([(32, 1), (16, 3), (24, 3)]):  # GEMM, Winograd, Winograd
+        y = net.add_layer("Convolution", [y], name=f"conv{index}",
+                          weights=rng.standard_normal((out_channels, channels, side, side)) * 0.1,
+                          biases=rng.standard_normal(out_channels), pads_begin=side // 2, pads_end=side // 2)
+        channels = out_channels
+    y = net.add_layer("Pooling", [y], name="pool", pool_method="max", kernel=2, strides=2)
+    y = net.add_layer("Convolution", [y], name="last", weights=rng.standard_normal((16, 24, 1, 1)) * 0.1,
+                      biases=rng.standard_normal(16))
+    net.add_output(y)
+    exe = db.Core().load_network(net, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES})
+    request = exe.create_infer_request()
+    steps = request._steps
+    assert [[member.layer.name for member in step.members] for step in steps] == [
+        ["conv0", "conv1", "conv2"], [], ["last"]]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compiler, "chain_convolutions", lambda bound: bound)
+        unchained = exe.create_infer_request()
+    x = rng.uniform(-1.0, 1.0, (3, 16, 12, 12)).astype(np.float32)
+    for n in (3, 1, 2):
+        request.set_batch(n)
+        unchained.set_batch(n)
+        np.testing.assert_allclose(request.infer({"data": x[:n]})["last"], unchained.infer({"data": x[:n]})["last"],
+                                   rtol=1e-5, atol=1e-6)
+    counts = request.get_performance_counts()
+    kernels = {"conv0": "convolution_gemm_cpu", "conv1": "convolution_winograd_cpu",
+               "conv2": "convolution_winograd_cpu", "last": "convolution_gemm_cpu"}
+    for name, kernel in kernels.items():
+        assert counts[name]["status"] == "EXECUTED" and counts[name]["exec_type"] == kernel
+        assert counts[name]["real_time_us"] > 0.0

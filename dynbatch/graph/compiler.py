@@ -8,7 +8,8 @@ share memory.
 ``CompiledNetwork.bind`` then runs once per infer request: given that request's arena (and one
 scratch buffer its BLAS-based Deconvolution kernels share), it asks each layer's kernel module
 for ``(kernel, args)`` over views of it, so an inference is just ``kernel(n, *args)`` for each
-step, in order, with nothing looked up and no tensor buffer allocated. On the GPU the arena is
+step, in order, with nothing looked up and no tensor buffer allocated. On the CPU each run of
+consecutive GEMM or Winograd convolutions is one step (``chain_convolutions``). On the GPU the arena is
 device memory (``dynbatch.gpu``) and the steps come from each module's ``gpu_step``.
 """
 from __future__ import annotations
