@@ -19,6 +19,7 @@ them with ``numba.carray``. The arrays belong to the infer request's buffers and
 steps, which the chain's step keeps as its members (``graph.compiler.chain_convolutions``).
 """
 import platform
+import sys
 import time
 
 import llvmlite.ir as ir
@@ -82,6 +83,26 @@ def _cycles(typingctx):
         return builder.call(counter, [])
 
     return types.int64(), codegen
+
+
+#: Polls of a layer's count of finished tasks before a waiting thread starts giving its core away
+#: (about 20-50 us): a wait is one task at most, unless the thread running it lost its core to
+#: another process or request, which the waiting one's spinning would then delay further.
+SPINS_BEFORE_YIELD = 2000
+_HAS_SCHED_YIELD = sys.platform != "win32"
+
+
+@intrinsic
+def _yield_core(typingctx):
+    """sched_yield(): let another runnable thread have this core (nothing on Windows)."""
+    def codegen(context, builder, signature, args):
+        if _HAS_SCHED_YIELD:
+            sched_yield = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
+                                                         "sched_yield")
+            builder.call(sched_yield, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 def _pointer_intrinsic(dtype):
@@ -163,8 +184,11 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                                       first_out_channel, out, out_flat, column_panels, chunks, splits,
                                       panels_per_split)
                     fetch_add(counters, done, 1)
+            polls = 0
             while load_acquire(counters, done) < tasks:
-                pass
+                polls += 1
+                if polls > SPINS_BEFORE_YIELD:
+                    _yield_core()
             if thread == 0:
                 cycles[s + 1] = _cycles()
 
