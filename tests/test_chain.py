@@ -169,4 +169,5 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
                "conv2": "convolution_winograd_cpu", "last": "convolution_gemm_cpu"}
     for name, kernel in kernels.items():
         assert counts[name]["status"] == "EXECUTED" and counts[name]["exec_type"] == kernel
-        assert counts[name]["real_time_us"] > 0.0
+        # (without a time-stamp counter, the chain's first layer takes all of its time)
+        assert counts[name]["real_time_us"] > 0.0 or (not HAS_CYCLE_COUNTER and name in ("conv1", "conv2"))
