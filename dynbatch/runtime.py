@@ -271,8 +271,8 @@ class InferRequest:
                 "status": "NOT_RUN" if seconds is None else "EXECUTED",
                 "real_time_us": 0.0 if seconds is None else seconds * 1e6,
             }
-            for bound, step_seconds in zip(self._steps, times)
-            for step, seconds in bound.layer_seconds(step_seconds)
+            for bound, bound_seconds in zip(self._steps, times)
+            for step, seconds in bound.layer_seconds(bound_seconds)
         }
         compiled = self._network._compiled
 

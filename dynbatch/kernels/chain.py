@@ -18,6 +18,7 @@ which Numba's parallel loop can take where it cannot take a tuple of arrays; the
 them with ``numba.carray``. The arrays belong to the infer request's buffers and to the bound
 steps, which the chain's step keeps as its members (``graph.compiler.chain_convolutions``).
 """
+import inspect
 import platform
 import sys
 import time
@@ -33,6 +34,8 @@ from .convolution import (convolution_gemm_cpu, convolution_winograd_cpu, gemm_s
                           winograd_task)
 
 GEMM_STEP, WINOGRAD_STEP = 0, 1
+#: The GEMM kernel's arguments that the Winograd kernel (3x3, stride 1, ungrouped) fixes.
+WINOGRAD_FIXED = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False}
 #: The kernels whose steps a chain can take, and each one's step kind.
 CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP}
 
@@ -209,26 +212,24 @@ def chain_step(steps, threads: int):
     ints = np.zeros((len(steps), INTS), np.int64)
     floats = np.zeros((len(steps), 2), np.float32)
     for s, (kernel, args) in enumerate(steps):
-        if CHAINED_KERNELS[kernel] == GEMM_STEP:
-            (x, weights, biases, group, stride_h, stride_w, pad_top, pad_left, out_width, row_offset, row_tap,
-             tap_dy, tap_dx, in_place, task_columns, min_tasks, residual, has_residual, activation, alpha, beta,
-             first_out_channel, out) = args
-        else:
-            (x, weights, biases, pad_top, pad_left, out_width, row_offset, row_tap, tap_dy, tap_dx, task_columns,
-             min_tasks, residual, has_residual, activation, alpha, beta, first_out_channel, out) = args
-            group, stride_h, stride_w, in_place = 1, 1, 1, False
+        # The arguments by the kernel's own parameter names (after n), so that the order is
+        # written once, in the kernel; WINOGRAD_FIXED fills in what the Winograd kernel does not take.
+        named = {**WINOGRAD_FIXED, **dict(zip(list(inspect.signature(kernel.py_func).parameters)[1:], args))}
+        x, biases, residual, out = named["x"], named["biases"], named["residual"], named["out"]
+        weights = named["packed_weights"] if "packed_weights" in named else named["packed_u"]
         row = ints[s]
         row[KIND] = CHAINED_KERNELS[kernel]
         row[X], row[X_SHAPE:X_SHAPE + 4] = _address(x, np.float32), x.shape
         row[WEIGHTS], row[WEIGHTS_LENGTH] = _address(weights, np.float32), weights.size
         row[BIASES], row[BIASES_LENGTH] = _address(biases, np.float32), biases.size
-        for column, array in ((ROW_OFFSET, row_offset), (ROW_TAP, row_tap), (TAP_DY, tap_dy), (TAP_DX, tap_dx)):
-            row[column], row[column + 1] = _address(array, np.intp), array.size
+        for column, name in ((ROW_OFFSET, "row_offset"), (ROW_TAP, "row_tap"), (TAP_DY, "tap_dy"), (TAP_DX, "tap_dx")):
+            row[column], row[column + 1] = _address(named[name], np.intp), named[name].size
         row[RESIDUAL], row[RESIDUAL_SHAPE:RESIDUAL_SHAPE + 3] = _address(residual, np.float32), residual.shape
         row[OUT], row[OUT_SHAPE:OUT_SHAPE + 3] = _address(out, np.float32), out.shape
-        row[GROUP:FIRST_OUT_CHANNEL + 1] = (group, stride_h, stride_w, pad_top, pad_left, out_width, in_place,
-                                            task_columns, min_tasks, has_residual, activation, first_out_channel)
-        floats[s] = alpha, beta
+        row[GROUP:FIRST_OUT_CHANNEL + 1] = [named[name] for name in (
+            "group", "stride_h", "stride_w", "pad_top", "pad_left", "out_width", "in_place", "task_columns",
+            "min_tasks", "has_residual", "activation", "first_out_channel")]
+        floats[s] = named["alpha"], named["beta"]
     counters = np.zeros(len(steps) * (threads + 1), np.int64)
     cycles = np.zeros(len(steps) + 1, np.int64)
     return convolution_chain_cpu, (int(threads), counters, cycles, ints, floats)
