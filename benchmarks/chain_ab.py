@@ -44,7 +44,7 @@ def main():
         chained = exe.create_infer_request()
         with mock.patch.object(compiler, "chain_convolutions", lambda steps: steps):
             per_layer = exe.create_infer_request()
-        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+        shape = compare.sample_shape(model)
         for n in [int(b) for b in args.batches.split(",")]:
             x = np.random.default_rng(0).standard_normal([n] + shape).astype(np.float32)
             for request in (chained, per_layer):

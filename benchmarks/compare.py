@@ -184,6 +184,20 @@ def relative_l2(a, b) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
 
 
+def sample_shape(model) -> list[int]:
+    """The shape of one sample of the model's first input (its dims after the batch)."""
+    return [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+
+
+def onnxruntime_options(threads: int):
+    """ONNX Runtime session options for ``threads`` intra-op threads, as every benchmark here runs it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return options
+
+
 def runtimes(model, max_batch: int, threads: int):
     """{name: run(x) -> output} for each runtime found, loaded once for max_batch."""
     import numba
@@ -201,9 +215,8 @@ def runtimes(model, max_batch: int, threads: int):
     try:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(), onnxruntime_options(threads),
+                                       providers=["CPUExecutionProvider"])
         found["onnxruntime"] = lambda x: session.run(None, {"data": x})[0]
     except ImportError:
         print("onnxruntime not installed: skipped", file=sys.stderr)
@@ -238,7 +251,7 @@ def main():
     for name in args.networks.split(","):
         model = NETWORKS[name]()
         found = runtimes(model, max(batches), args.threads)
-        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+        shape = sample_shape(model)
         samples = rng.standard_normal([max(batches)] + shape).astype(np.float32)
         inputs = {n: np.ascontiguousarray(samples[:n]) for n in batches}
         rows = {n: {"network": name, "batch": n} for n in batches}

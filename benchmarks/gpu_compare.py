@@ -23,7 +23,7 @@ import numpy as np
 from onnx import helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import NETWORKS, median_ms, relative_l2  # noqa: E402
+from compare import NETWORKS, median_ms, relative_l2, sample_shape  # noqa: E402
 
 import dynbatch as db  # noqa: E402
 
@@ -140,7 +140,7 @@ def main():
 
         run_torch = torch_runner(model)
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+        shape = sample_shape(model)
         samples = rng.standard_normal([max(batches)] + shape).astype(np.float32)
         for n in batches:
             x = np.ascontiguousarray(samples[:n])

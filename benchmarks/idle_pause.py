@@ -54,7 +54,7 @@ def main():
     model = compare.NETWORKS[args.network]()
     found = compare.runtimes(model, args.batch, args.threads)
     found.pop("openvino", None)
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    shape = compare.sample_shape(model)
     x = np.random.default_rng(0).standard_normal([args.batch] + shape).astype(np.float32)
     probe, scratch = make_probe(), np.zeros(2)
     probe(scratch)

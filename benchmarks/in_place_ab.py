@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 import dynbatch as db
-from compare import NETWORKS
+from compare import NETWORKS, sample_shape
 from dynbatch.graph import compiler
 
 
@@ -42,7 +42,7 @@ def main():
     model = NETWORKS[args.network]()
     network = db.read_network(model, batch=32)
     requests = {label: load(network, label == "in place").create_infer_request() for label in ("copied", "in place")}
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    shape = sample_shape(model)
     print(f"{args.network}: Concatenations copied against written in place, {args.threads} threads, "
           f"median of {args.calls} alternating calls")
     for n in (int(value) for value in args.batches.split(",")):

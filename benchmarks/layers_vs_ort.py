@@ -46,12 +46,11 @@ def main():
                                  {db.KEY_DYN_BATCH_ENABLED: db.YES})
     request = exe.create_infer_request()
     request.set_batch(args.batch)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    options = compare.onnxruntime_options(args.threads)
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    shape = compare.sample_shape(model)
     x = np.random.default_rng(0).standard_normal([args.batch] + shape).astype(np.float32)
 
     ours, ends = {}, {"dynbatch": [], "onnxruntime": []}
