@@ -37,10 +37,11 @@ def poisoned(shape, n, rng=None):
 
 
 def fire_chain(rng, n, size=9):
-    """SqueezeNet's fire module twice (a 1x1 squeeze, then a 1x1 and a 3x3 (Winograd) expand
-    written into the channels of one output), a strided grouped 3x3 GEMM between, and a 1x1 step
-    with a residual: the step kinds and bindings a network's chains hold. Returns (steps, the
-    input, every buffer the steps write, the final output)."""
+    """SqueezeNet's fire module twice (a 1x1 squeeze, then a 1x1 and a 3x3 (Winograd, 4x4 tiles
+    in the first, 2x2 in the second) expand written into the channels of one output), a strided
+    grouped 3x3 GEMM between, and a 1x1 step with a residual: the step kinds and bindings a
+    network's chains hold. Returns (steps, the input, every buffer the steps write, the final
+    output)."""
     x = poisoned((MAX_BATCH, 24, size, size), n, rng)
     squeezed = poisoned((MAX_BATCH, 16, size, size), n)
     joined = poisoned((MAX_BATCH, 64, size, size), n)
@@ -54,11 +55,12 @@ def fire_chain(rng, n, size=9):
         convolution.cpu_step(layer(rng, 16, 32, 1, activation=RELU), [squeezed], [joined[:, :32]],
                              destination=(joined, 0)),
         convolution.cpu_step(layer(rng, 16, 32, 3, activation=RELU), [squeezed], [joined[:, 32:]],
-                             destination=(joined, 32)),
+                             destination=(joined, 32), tile=4),
         convolution.cpu_step(layer(rng, 64, 32, 3, stride=2, group=2), [joined], [strided]),
         convolution.cpu_step(layer(rng, 32, 16, 1, activation=RELU), [strided], [squeezed2]),
         convolution.cpu_step(layer(rng, 16, 24, 1), [squeezed2], [joined2[:, :24]], destination=(joined2, 0)),
-        convolution.cpu_step(layer(rng, 16, 24, 3), [squeezed2], [joined2[:, 24:]], destination=(joined2, 24)),
+        convolution.cpu_step(layer(rng, 16, 24, 3), [squeezed2], [joined2[:, 24:]], destination=(joined2, 24),
+                             tile=2),
         convolution.cpu_step({**layer(rng, 48, 48, 1), "activation": RELU}, [joined2, joined2], [last]),
     ]
     kinds = [CHAINED_KERNELS[kernel] for kernel, _ in steps]

@@ -57,11 +57,13 @@ def run_step(module, attrs, inputs, outputs, n, **options):
     return kernel, args
 
 
-def check_outputs(outputs, expected, n, rtol=1e-4, atol=1e-5):
+def check_outputs(outputs, expected, n, rtol=1e-4, atol=1e-5, scale=None):
+    """Each output's rows < n close to ``expected`` (atol relative to ``scale``, by default the
+    largest expected value, at least 1), and its rows >= n untouched (NaN)."""
     assert len(outputs) == len(expected)
     for got, want in zip(outputs, expected):
         assert got[:n].shape == want.shape
-        scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+        scale = scale or max(1.0, float(np.abs(want).max(initial=0.0)))
         np.testing.assert_allclose(got[:n], want, rtol=rtol, atol=atol * scale)
         assert np.isnan(got[n:]).all(), "a row >= n was written"
 
@@ -225,11 +227,13 @@ def test_convolution_gemm_epilogue_matches_reference(data):
 
 @given(data=st.data())
 def test_winograd_convolution_matches_reference(data):
-    """F(2x2, 3x3) on any sizes (odd ones leave a last tile half outside the output), any padding
-    on each side (tiles reading past the image), more channels than one packed block of 16, a
-    last panel of 1 to 4 output channels, tasks of several panels or split by output channels,
-    and the fused residual and activation."""
+    """F(2x2, 3x3) and F(4x4, 3x3) on any sizes (a last tile overhanging the output by 1 to 3),
+    any padding on each side (tiles reading past the image), more channels than one packed block
+    (16 or 7), a last panel of 1 to 4 output channels, tasks of several panels or split by output
+    channels, and the fused residual and activation. The tolerance is relative to the largest
+    sum before the activation, which F(4x4, 3x3)'s rounding scales with."""
     max_batch, n = draw_batches(data)
+    tile = data.draw(st.sampled_from([2, 4]), label="tile")
     channels = data.draw(st.integers(1, 40), label="channels")
     out_channels = data.draw(st.integers(1, 20), label="out_channels")
     size = draw_pair(data, st.integers(1, 12), "size")
@@ -244,25 +248,27 @@ def test_winograd_convolution_matches_reference(data):
     if residual:
         inputs.append(poisoned_input(rng, outputs[0].shape, n))
     attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
-    run_step(convolution, attrs, inputs, outputs, n, algorithm="winograd", **gemm_split(data))
+    run_step(convolution, attrs, inputs, outputs, n, algorithm="winograd", tile=tile, **gemm_split(data))
     expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
     if residual:
         expected = expected + inputs[1][:n]
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
     if attrs["activation"] is not None:
         expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
-    check_outputs(outputs, [expected], n)
+    check_outputs(outputs, [expected], n, atol=1e-5 if tile == 2 else 3e-5, scale=scale)
 
 
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("min_tasks", [1, 3])
-def test_winograd_convolution_takes_output_channels_a_block_at_a_time(min_tasks):
+def test_winograd_convolution_takes_output_channels_a_block_at_a_time(min_tasks, tile):
     """More output channels than one block of PANELS_PER_BLOCK panels, whose products the task
     keeps in cache one block at a time; with min_tasks 3, the blocks of a split that starts
     past panel 0."""
     rng = np.random.default_rng(6)
     attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 20, 6 * PANELS_PER_BLOCK + 13, (5, 7), (3, 3), (1, 1),
                                               (1, 1), (1, 1), (1, 1))
-    run_step(convolution, attrs, inputs, outputs, 2, algorithm="winograd", min_tasks=min_tasks)
-    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
+    run_step(convolution, attrs, inputs, outputs, 2, algorithm="winograd", min_tasks=min_tasks, tile=tile)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2, atol=1e-5 if tile == 2 else 3e-5)
 
 
 @pytest.mark.parametrize("shape, algorithm", [
@@ -276,6 +282,16 @@ def test_convolution_chooses_winograd_for_3x3_stride_1(shape, algorithm):
     assert convolution.choose_algorithm(attrs, (1, shape[1], 8, 8)) == algorithm
     for other in ({"strides": (2, 2)}, {"dilations": (1, 2)}, {"group": 2}):
         assert convolution.choose_algorithm({**attrs, **other}, (1, shape[1], 8, 8)) != "winograd"
+
+
+@pytest.mark.parametrize("side, tile", [
+    (28, 4), (27, 4), (14, 4), (13, 4), (11, 4),
+    (10, 2),  # nine 4x4 tiles, one panel: 36 x 16 element-columns against 16 x 32 for 25 2x2 tiles
+    (6, 2),   # four 4x4 tiles fill a quarter of a 16-tile panel: 36 x 16 against 16 x 16
+    (7, 2), (4, 2), (1, 2),
+])
+def test_winograd_takes_4x4_tiles_unless_one_sample_would_make_more_work(side, tile):
+    assert convolution.winograd_tile(side, side) == tile
 
 
 def test_depthwise_convolution_matches_reference():

@@ -34,8 +34,10 @@ from .convolution import (convolution_gemm_cpu, convolution_winograd_cpu, gemm_s
                           winograd_task)
 
 GEMM_STEP, WINOGRAD_STEP = 0, 1
-#: The GEMM kernel's arguments that the Winograd kernel (3x3, stride 1, ungrouped) fixes.
+#: The GEMM kernel's arguments that the Winograd kernel (3x3, stride 1, ungrouped) fixes, and the
+#: Winograd kernel's that the GEMM kernel does not take (its tile side).
 WINOGRAD_FIXED = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False}
+GEMM_FIXED = {"tile": 0}
 #: The kernels whose steps a chain can take, and each one's step kind.
 CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP}
 
@@ -45,8 +47,8 @@ KIND, X, X_SHAPE, WEIGHTS, WEIGHTS_LENGTH, BIASES, BIASES_LENGTH = 0, 1, 2, 6, 7
 ROW_OFFSET, ROW_TAP, TAP_DY, TAP_DX = 10, 12, 14, 16  # each (address, length)
 RESIDUAL, RESIDUAL_SHAPE, OUT, OUT_SHAPE = 18, 19, 22, 23
 GROUP, STRIDE_H, STRIDE_W, PAD_TOP, PAD_LEFT, OUT_WIDTH, IN_PLACE = 26, 27, 28, 29, 30, 31, 32
-TASK_COLUMNS, MIN_TASKS, HAS_RESIDUAL, ACTIVATION, FIRST_OUT_CHANNEL = 33, 34, 35, 36, 37
-INTS = 38
+TASK_COLUMNS, MIN_TASKS, HAS_RESIDUAL, ACTIVATION, FIRST_OUT_CHANNEL, TILE = 33, 34, 35, 36, 37, 38
+INTS = 39
 
 
 @intrinsic
@@ -167,7 +169,7 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                     n, biases, group, ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out)
             else:
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(
-                    n, biases, out_width, ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out)
+                    n, biases, out_width, ints[s, TILE], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out)
             done = s * stride + threads
             for k in range(threads):
                 owner = (thread + k) % threads  # its own share first, then the next threads'
@@ -182,10 +184,10 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                                   ints[s, IN_PLACE] != 0, residual_flat, has_residual, activation, alpha, beta,
                                   first_out_channel, out, out_flat, column_panels, chunks, splits, panels_per_split)
                     else:
-                        winograd_task(task, n, x, x_flat, weights, biases, pad_top, pad_left, out_width, row_offset,
-                                      row_tap, tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta,
-                                      first_out_channel, out, out_flat, column_panels, chunks, splits,
-                                      panels_per_split)
+                        winograd_task(task, n, x, x_flat, weights, biases, pad_top, pad_left, out_width,
+                                      ints[s, TILE], row_offset, row_tap, tap_dy, tap_dx, residual_flat, has_residual,
+                                      activation, alpha, beta, first_out_channel, out, out_flat, column_panels, chunks,
+                                      splits, panels_per_split)
                     fetch_add(counters, done, 1)
             polls = 0
             while load_acquire(counters, done) < tasks:
@@ -214,7 +216,8 @@ def chain_step(steps, threads: int):
     for s, (kernel, args) in enumerate(steps):
         # The arguments by the kernel's own parameter names (after n), so that the order is
         # written once, in the kernel; WINOGRAD_FIXED fills in what the Winograd kernel does not take.
-        named = {**WINOGRAD_FIXED, **dict(zip(list(inspect.signature(kernel.py_func).parameters)[1:], args))}
+        named = {**WINOGRAD_FIXED, **GEMM_FIXED, **dict(zip(list(inspect.signature(kernel.py_func).parameters)[1:],
+                                                              args))}
         x, biases, residual, out = named["x"], named["biases"], named["residual"], named["out"]
         weights = named["packed_weights"] if "packed_weights" in named else named["packed_u"]
         row = ints[s]
@@ -226,9 +229,9 @@ def chain_step(steps, threads: int):
             row[column], row[column + 1] = _address(named[name], np.intp), named[name].size
         row[RESIDUAL], row[RESIDUAL_SHAPE:RESIDUAL_SHAPE + 3] = _address(residual, np.float32), residual.shape
         row[OUT], row[OUT_SHAPE:OUT_SHAPE + 3] = _address(out, np.float32), out.shape
-        row[GROUP:FIRST_OUT_CHANNEL + 1] = [named[name] for name in (
+        row[GROUP:TILE + 1] = [named[name] for name in (
             "group", "stride_h", "stride_w", "pad_top", "pad_left", "out_width", "in_place", "task_columns",
-            "min_tasks", "has_residual", "activation", "first_out_channel")]
+            "min_tasks", "has_residual", "activation", "first_out_channel", "tile")]
         floats[s] = named["alpha"], named["beta"]
     counters = np.zeros(len(steps) * (threads + 1), np.int64)
     cycles = np.zeros(len(steps) + 1, np.int64)

@@ -15,7 +15,8 @@ from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_12x8,
                    micro_kernel_panel, pack_weights, panel_layout, product_panel)
 from .views import as_4d, shape_4d
-from .winograd import ELEMENTS, RUN_OUTPUTS, copy_vectors, input_transform, output_transform, transform_weights
+from .winograd import (copy_vectors, input_transform_2, input_transform_4, output_transform_2, output_transform_4,
+                       run_outputs, tile_elements, transform_weights)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -400,7 +401,7 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
 
 @njit(**SCALAR_FUNCTION)
 def copy_run(source, source_at, destination, at, length):
-    """destination[at + i] = source[source_at + i] for i < length (at most RUN_OUTPUTS)."""
+    """destination[at + i] = source[source_at + i] for i < length (at most winograd.MAX_RUN_OUTPUTS)."""
     if length >= 8:
         copy_vectors(source, source_at, destination, at, length)
     else:
@@ -409,11 +410,11 @@ def copy_run(source, source_at, destination, at, length):
 
 
 @njit(**SCALAR_FUNCTION)
-def winograd_split(n, biases, out_width, task_columns, min_tasks, out):
+def winograd_split(n, biases, out_width, tile, task_columns, min_tasks, out):
     """How ``convolution_winograd_cpu`` shares out a batch of n: (tasks, column_panels_total,
     chunks, splits, panels_per_split), ``split_tasks`` of its tiles and panels of U."""
     pixels = out.shape[2]
-    tiles = ((pixels // out_width + 1) // 2) * ((out_width + 1) // 2)  # per sample
+    tiles = ((pixels // out_width + tile - 1) // tile) * ((out_width + tile - 1) // tile)  # per sample
     panels, _, _ = panel_layout(biases.shape[0])
     columns = n * tiles
     # Narrower tasks before split ones: a split transforms the same tiles again (a quarter of
@@ -425,75 +426,78 @@ def winograd_split(n, biases, out_width, task_columns, min_tasks, out):
 
 
 @njit(**PARALLEL_KERNEL)
-def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_width, row_offset, row_tap, tap_dy,
+def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_width, tile, row_offset, row_tap, tap_dy,
                              tap_dx, task_columns, min_tasks, residual, has_residual, activation, alpha, beta,
                              first_out_channel, out):
-    """A 3x3, stride-1, ungrouped convolution by Winograd's F(2x2, 3x3) (``winograd``): 2.25x
-    fewer multiply-adds than ``convolution_gemm_cpu``, the same micro-kernel.
+    """A 3x3, stride-1, ungrouped convolution by Winograd's F(m x m, 3x3), m = ``tile`` (2 or 4,
+    ``winograd``): 2.25x or 4x fewer multiply-adds than ``convolution_gemm_cpu``, the same
+    micro-kernel.
 
     x: (max_batch, C, H, W); packed_u: ``winograd.transform_weights`` of the (K, C, 3, 3)
-    weights; biases (K,); out: (max_batch, T, OH*OW), rows OH = pixels / out_width, channels
-    [first_out_channel, first_out_channel + K) of T (as ``convolution_gemm_cpu``); row_offset,
-    row_tap, tap_dy, tap_dx: ``window_rows`` of a 4x4 window, which a 2x2 tile of the output
-    reads; task_columns: the most tiles a task takes (a multiple of NR); min_tasks, residual,
-    has_residual, activation, alpha, beta: as ``convolution_gemm_cpu``. Rows >= n are neither
-    read nor written.
+    weights for this tile; biases (K,); out: (max_batch, T, OH*OW), rows OH = pixels /
+    out_width, channels [first_out_channel, first_out_channel + K) of T (as
+    ``convolution_gemm_cpu``); row_offset, row_tap, tap_dy, tap_dx: ``window_rows`` of an s x s
+    window (s = m + 2), which an m x m tile of the output reads; task_columns: the most tiles a
+    task takes (a multiple of NR); min_tasks, residual, has_residual, activation, alpha, beta: as
+    ``convolution_gemm_cpu``. Rows >= n are neither read nor written.
 
     The tiles of the n samples are the columns of a GEMM as the pixels are in
-    ``convolution_gemm_cpu``, shared out among the tasks the same way: their 4x4 windows are
-    patches of a 4x4, stride-2 convolution, packed 16 channels at a time by ``pack_patches``.
-    Each task transforms its tiles' patches into V (16 x C x its tiles, in L2), multiplies each
-    of the 16 by the matching U for a block of output channels at a time into M, and transforms
-    M back into 2x2 output blocks, written row run by row run through the epilogue.
+    ``convolution_gemm_cpu``, shared out among the tasks the same way: their s x s windows are
+    patches of an s x s, stride-m convolution, packed a few channels at a time by
+    ``pack_patches``. Each task transforms its tiles' patches into V (s*s x C x its tiles, in
+    L2), multiplies each of the s*s by the matching U for a block of output channels at a time
+    into M, and transforms M back into m x m output blocks, written row run by row run through
+    the epilogue.
     """
-    tasks, column_panels_total, chunks, splits, panels_per_split = winograd_split(n, biases, out_width, task_columns,
-                                                                                  min_tasks, out)
+    tasks, column_panels_total, chunks, splits, panels_per_split = winograd_split(n, biases, out_width, tile,
+                                                                                  task_columns, min_tasks, out)
     x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
     for task in prange(tasks):
-        winograd_task(np.int64(task), n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, row_offset,
+        winograd_task(np.int64(task), n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, tile, row_offset,
                       row_tap, tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta, first_out_channel,
                       out, out_flat, column_panels_total, chunks, splits, panels_per_split)
 
 
 @njit(**SHARED_STEP)
-def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, row_offset, row_tap, tap_dy,
-                  tap_dx, residual_flat, has_residual, activation, alpha, beta, first_out_channel, out, out_flat,
+def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, tile, row_offset, row_tap,
+                  tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta, first_out_channel, out, out_flat,
                   column_panels_total, chunks, splits, panels_per_split):
     """Task ``task`` of ``convolution_winograd_cpu`` (as ``gemm_task`` is of the GEMM's)."""
     max_batch, channels, height, width = x.shape
     out_channels, pixels = biases.shape[0], out.shape[2]
     buffer_channels = out.shape[1]
     out_height = pixels // out_width
-    tiles_wide = (out_width + 1) // 2
-    tiles = ((out_height + 1) // 2) * tiles_wide  # per sample
+    tiles_wide = (out_width + tile - 1) // tile
+    tiles = ((out_height + tile - 1) // tile) * tiles_wide  # per sample
+    elements, run = tile_elements(tile), run_outputs(tile)
     panels, _, padded_rows = panel_layout(out_channels)
     columns = n * tiles
     plane = height * width
-    block_channels = KC // ELEMENTS  # channels per packed block of KC rows
+    block_channels = KC // elements  # channels per packed block of KC rows
     _, first_panel, end_panel, first_column, chunk_columns = task_share(
         task, columns, panels, column_panels_total, chunks, splits, panels_per_split)
     column_panels = (chunk_columns + NR - 1) // NR
     panel_columns = column_panels * NR  # (the task's scratch is sized by these, not task_columns)
     column_base, inside, panel_one_run, panel_split, panel_second = task_patches(
-        first_column, chunk_columns, panel_columns, tiles, tiles_wide, 2, 2, pad_top, pad_left, channels * plane,
+        first_column, chunk_columns, panel_columns, tiles, tiles_wide, tile, tile, pad_top, pad_left, channels * plane,
         0, height, width, tap_dy, tap_dx)
     # Each run of a task's tiles along one row of tiles: its first column, where its top
-    # output row starts in out (channel 0), how many outputs wide it is (the last tile of an
-    # odd width has one column) and whether it has a second output row.
+    # output row starts in out (channel 0), how many outputs wide it is (the last tile of a
+    # row may overhang the output) and how many output rows it has (likewise).
     run_column = np.empty(panel_columns + 1, np.intp)
     run_out = np.empty(panel_columns, np.intp)
     run_length = np.empty(panel_columns, np.intp)
-    run_two_rows = np.empty(panel_columns, np.bool_)
+    run_rows = np.empty(panel_columns, np.intp)
     runs = 0
-    b, tile = first_column // tiles, first_column % tiles
-    ty, tx = tile // tiles_wide, tile % tiles_wide
+    b, first_tile = first_column // tiles, first_column % tiles
+    ty, tx = first_tile // tiles_wide, first_tile % tiles_wide
     j = 0
     while j < chunk_columns:
         count = min(tiles_wide - tx, NR - j % NR, chunk_columns - j)  # (a run stays in one panel)
         run_column[runs] = j
-        run_out[runs] = (b * buffer_channels + first_out_channel) * pixels + 2 * ty * out_width + 2 * tx
-        run_length[runs] = min(2 * count, out_width - 2 * tx)
-        run_two_rows[runs] = 2 * ty + 1 < out_height
+        run_out[runs] = (b * buffer_channels + first_out_channel) * pixels + tile * (ty * out_width + tx)
+        run_length[runs] = min(tile * count, out_width - tile * tx)
+        run_rows[runs] = min(tile, out_height - tile * ty)
         runs += 1
         j += count
         tx += count
@@ -506,26 +510,29 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
     # xi * v_stride + jp * channels * NR on. (+ NR: a stride of a multiple of 4 KB would put
     # the 16 rows the transforms write or read together in one set of the L1 cache.)
     v_stride = column_panels * channels * NR + NR
-    v = np.empty(ELEMENTS * v_stride, np.float32)
+    v = np.empty(elements * v_stride, np.float32)
     packed = np.empty(KC * panel_columns, np.float32)
     for c0 in range(0, channels, block_channels):
         block = min(block_channels, channels - c0)
-        pack_patches(packed, x_flat, c0 * ELEMENTS, block * ELEMENTS, column_panels, panel_columns, 2, False,
+        pack_patches(packed, x_flat, c0 * elements, block * elements, column_panels, panel_columns, tile, False,
                      row_offset, row_tap, column_base, inside, panel_one_run, panel_split, panel_second)
         for jp in range(column_panels):
             for c in range(block):
-                input_transform(packed, (jp * block * ELEMENTS + c * ELEMENTS) * NR, v,
-                                (jp * channels + c0 + c) * NR, v_stride)
+                source, destination = (jp * block + c) * elements * NR, (jp * channels + c0 + c) * NR
+                if tile == 2:
+                    input_transform_2(packed, source, v, destination, v_stride)
+                else:
+                    input_transform_4(packed, source, v, destination, v_stride)
     # M[xi] for up to PANELS_PER_BLOCK panels of output channels at a time (in L2), row i of
     # the block from xi * m_stride + i * m_columns on.
     m_columns = column_panels * NR
     block_rows = min(end_panel - first_panel, PANELS_PER_BLOCK) * MR
     m_stride = block_rows * m_columns + NR
-    m = np.empty(ELEMENTS * m_stride, np.float32)
-    transformed = np.empty(2 * RUN_OUTPUTS, np.float32)  # one panel's two output rows
+    m = np.empty(elements * m_stride, np.float32)
+    transformed = np.empty(tile * run, np.float32)  # one panel's output rows
     for first_block_panel in range(first_panel, end_panel, PANELS_PER_BLOCK):
         end_block_panel = min(end_panel, first_block_panel + PANELS_PER_BLOCK)
-        for xi in range(ELEMENTS):
+        for xi in range(elements):
             for pc in range(0, channels, KC):
                 kc = min(KC, channels - pc)
                 for panel in range(first_block_panel, end_block_panel):
@@ -539,21 +546,26 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
             row = (k - first_block_panel * MR) * m_columns
             r = 0
             for jp in range(column_panels):
-                # Without a residual, the transform applies the bias and activation, and the runs
-                # are plain copies; a residual (rare after a 3x3 layer) goes through epilogue_at.
-                output_transform(m, row + jp * NR, m_stride, transformed, 0, not has_residual, biases[k],
-                                 activation, alpha, beta)
+                # For 2x2 tiles without a residual, the transform applies the bias and activation,
+                # and the runs are plain copies; 4x4 tiles and a residual (rare after a 3x3
+                # layer) go through epilogue_at.
+                plain = tile == 2 and not has_residual
+                if tile == 2:
+                    output_transform_2(m, row + jp * NR, m_stride, transformed, 0, plain, biases[k], activation,
+                                       alpha, beta)
+                else:
+                    output_transform_4(m, row + jp * NR, m_stride, transformed, 0, False, biases[k], activation,
+                                       alpha, beta)
                 while run_column[r] < min(chunk_columns, (jp + 1) * NR):
-                    source = 2 * (run_column[r] - jp * NR)
+                    source = tile * (run_column[r] - jp * NR)
                     at = run_out[r] + k * pixels
-                    for top in range(2 if run_two_rows[r] else 1):
-                        if has_residual:
-                            epilogue_at(transformed, source + top * RUN_OUTPUTS, out_flat, at + top * out_width,
+                    for top in range(run_rows[r]):
+                        if plain:
+                            copy_run(transformed, source + top * run, out_flat, at + top * out_width, run_length[r])
+                        else:
+                            epilogue_at(transformed, source + top * run, out_flat, at + top * out_width,
                                         run_length[r], biases[k], residual_flat, at + top * out_width,
                                         has_residual, activation, alpha, beta)
-                        else:
-                            copy_run(transformed, source + top * RUN_OUTPUTS, out_flat, at + top * out_width,
-                                     run_length[r])
                     r += 1
 
 
@@ -591,14 +603,26 @@ IN_PLACE_MAX_ROWS = PANELS_PER_BLOCK * MR
 #: A 3x3 convolution takes ``convolution_winograd_cpu`` from this many input and output channels:
 #: with fewer, its 16 GEMMs run reductions too short to pay for the transforms.
 WINOGRAD_MIN_CHANNELS = 16
-#: Floats of transformed input (16 x C x tiles) a Winograd task keeps in L2: its tile count.
+#: Floats of transformed input ((m+2)^2 x C x tiles) a Winograd task keeps in L2: its tile count.
 WINOGRAD_TASK_FLOATS = 1 << 15
 
 
-def winograd_task_width(channels: int) -> int:
+def winograd_task_width(channels: int, tile: int) -> int:
     """Tiles per task of ``convolution_winograd_cpu``: 1 to 4 panels of NR, as many as keep its
     transformed input within WINOGRAD_TASK_FLOATS."""
-    return NR * int(min(4, max(1, WINOGRAD_TASK_FLOATS // (ELEMENTS * channels * NR))))
+    return NR * int(min(4, max(1, WINOGRAD_TASK_FLOATS // (tile_elements(tile) * channels * NR))))
+
+
+def winograd_tile(out_height: int, out_width: int) -> int:
+    """The tile side of a Winograd layer with this output: 4 (4x fewer multiply-adds than the
+    GEMM's, against 2.25x for 2) unless one sample's 4x4 tiles would make more multiply-adds,
+    panels of NR tiles included, than its 2x2 ones: small images at n = 1, such as 6x6, where
+    four 4x4 tiles (of 36 elements each) leave a 16-tile panel three-quarters empty."""
+    def work(tile):
+        tiles = -(-out_height // tile) * -(-out_width // tile)
+        return tile_elements(tile) * NR * -(-tiles // NR)
+
+    return 4 if work(4) < work(2) else 2
 
 
 def choose_algorithm(attrs, input_shape) -> str:
@@ -632,9 +656,11 @@ def window_rows(x_shape, weights_shape, dilations):
 WRITES_DESTINATION = ("gemm", "winograd")
 
 
-def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_tasks=None, destination=None):
-    """Bind to the algorithm ``choose_algorithm`` picks (tests may force one, and the GEMM's
-    columns per task and least task count, which only change how the work is split).
+def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_tasks=None, destination=None,
+             tile=None):
+    """Bind to the algorithm ``choose_algorithm`` picks (tests may force one, Winograd's tile side,
+    and the GEMM's columns per task and least task count, which only change how the work is
+    split; the tile side, as ``winograd_tile`` picks it, also the rounding).
 
     destination: (buffer, first channel), to write the output into channels [first, first + K)
     of the C-contiguous (max_batch, T, OH, OW) buffer instead of outputs[0]: a Concatenation's
@@ -663,10 +689,11 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
     max_batch, _, out_height, out_width = out.shape
     pixels = out_height * out_width
     if algorithm == "winograd":
+        tile = int(tile or winograd_tile(out_height, out_width))
         return convolution_winograd_cpu, (
-            x, transform_weights(weights), biases, int(pad_top), int(pad_left), int(out_width),
-            *window_rows(x.shape, (k, weights.shape[1], 4, 4), (1, 1)),
-            int(columns_per_task or winograd_task_width(weights.shape[1])),
+            x, transform_weights(weights, tile), biases, int(pad_top), int(pad_left), int(out_width), tile,
+            *window_rows(x.shape, (k, weights.shape[1], tile + 2, tile + 2), (1, 1)),
+            int(columns_per_task or winograd_task_width(weights.shape[1], tile)),
             int(min_tasks or numba.get_num_threads()),
             residual.reshape(max_batch, -1, pixels), *epilogue, int(first_out_channel),
             out.reshape(max_batch, -1, pixels),

@@ -1,46 +1,75 @@
-"""Winograd's F(2x2, 3x3) transforms, for ``convolution.convolution_winograd_cpu``.
+"""Winograd's F(2x2, 3x3) and F(4x4, 3x3) transforms, for ``convolution.convolution_winograd_cpu``.
 
-A 3x3, stride-1 convolution computes each 2x2 block of its output (a tile) from a 4x4 block of
-its input d, per output channel k:
+A 3x3, stride-1 convolution computes each m x m block of its output (a tile, m = 2 or 4) from an
+(m+2) x (m+2) block of its input d, per output channel k:
 
-    Y = A^T [ sum_c (G g[k, c] G^T) * (B^T d[c] B) ] A        (* elementwise on 4x4 matrices)
+    Y = A^T [ sum_c (G g[k, c] G^T) * (B^T d[c] B) ] A        (* elementwise)
 
-(Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). The sum over input
-channels is, for each of the 16 elements xi of the 4x4 matrices, a matrix product
-M[xi] = U[xi] V[xi] with U[xi] (K, C) the transformed weights and V[xi] (C, tiles) the
-transformed input. Per tile and pair of channels that is 16 multiply-adds where the direct
-convolution's GEMM takes 36 (9 for each of the 4 outputs): 2.25x fewer. The transforms themselves
-are additions only.
+(Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016; F(4x4, 3x3) with the
+interpolation points 0, 1, -1, 2, -2). The sum over input channels is, for each of the (m+2)^2
+elements xi of the matrices, a matrix product M[xi] = U[xi] V[xi] with U[xi] (K, C) the
+transformed weights and V[xi] (C, tiles) the transformed input. Per pair of channels, a tile
+takes (m+2)^2 multiply-adds for its m^2 outputs where the direct convolution's GEMM takes 9 per
+output: 2.25x fewer for m = 2, 4x fewer for m = 4. The price of m = 4 is a larger float32
+rounding error (about 1e-6 relative against 2e-7, ``tests/test_winograd.py``) and tiles that
+overhang small images further (a 6x6 output is 4 tiles of 16 outputs).
 
 The input and output transforms here work on 16 tiles at once, one per lane of the GEMM's
 16-column panels (two 8-wide vectors), written in LLVM IR as ``gemm``'s micro-kernel is (Numba
 would not vectorise them itself: it cannot tell that their source and destination do not
-overlap). Numba caches the kernels on disk keyed on their own source file: after editing this
+overlap), from the matrices below: additions where a coefficient is 1 or -1, multiply-adds
+otherwise. Numba caches the kernels on disk keyed on their own source file: after editing this
 file, delete ``dynbatch/kernels/__pycache__``.
 """
 import llvmlite.ir as ir
 import numpy as np
-from numba import types
+from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .gemm import (NR, _activate, _branch, _branch_on_activation, _float_pointer, _splat,
-                   _vector_at, pack_weights)
+from ..config import SCALAR_FUNCTION
+from .gemm import (_VECTOR, _activate, _branch, _branch_on_activation, _float_pointer, _splat,
+                   _vector_at, NR, pack_weights)
 
-#: The 4x3 matrix G of F(2x2, 3x3): U = G g G^T.
-G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-#: Input elements a tile reads along each side, and the elements of the transformed 4x4 matrices.
-TILE_INPUT = 4
-ELEMENTS = TILE_INPUT * TILE_INPUT
-#: Outputs of one row of a panel's 16 tiles, 2 columns each: the most one run of outputs has.
-RUN_OUTPUTS = 2 * NR
+#: The output tile sides m this module has transforms for.
+TILES = (2, 4)
+#: B^T ((m+2) x (m+2)), G ((m+2) x 3) and A^T (m x (m+2)) of F(m x m, 3x3), for each m.
+B_T = {2: np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
+       4: np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+                    [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64)}
+G = {2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64),
+     4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+                  [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)}
+A_T = {2: np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64),
+       4: np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)}
 
 
-def transform_weights(weights: np.ndarray) -> np.ndarray:
-    """(K, C, 3, 3) weights -> ``gemm.pack_weights`` of U (16, K, C), U[4a + b] = (G g G^T)[a, b]:
-    element xi's A panels are group xi of the packing (in float64, then rounded once)."""
+@njit(**SCALAR_FUNCTION)
+def tile_elements(tile):
+    """Elements xi of the transformed matrices of a tile of side ``tile``, which reads tile + 2
+    inputs along each side: the GEMMs per layer."""
+    return (tile + 2) * (tile + 2)
+
+
+@njit(**SCALAR_FUNCTION)
+def run_outputs(tile):
+    """Outputs of one row of a panel's 16 tiles, ``tile`` columns each: the most one run of
+    outputs has."""
+    return tile * NR
+
+
+#: The longest run of outputs of any tile side (``copy_vectors``).
+MAX_RUN_OUTPUTS = max(TILES) * NR
+
+
+def transform_weights(weights: np.ndarray, tile: int) -> np.ndarray:
+    """(K, C, 3, 3) weights -> ``gemm.pack_weights`` of U ((m+2)^2, K, C), U[(m+2)a + b] =
+    (G g G^T)[a, b] for m = ``tile``: element xi's A panels are group xi of the packing (in
+    float64, then rounded once)."""
     out_channels, channels = weights.shape[:2]
-    u = np.einsum("ai,kcij,bj->abkc", G, weights.astype(np.float64), G)
-    return pack_weights(u.reshape(ELEMENTS, out_channels, channels).astype(np.float32))
+    g = G[tile]
+    u = np.einsum("ai,kcij,bj->abkc", g, weights.astype(np.float64), g)
+    return pack_weights(u.reshape(tile_elements(tile), out_channels, channels).astype(np.float32))
 
 
 def _lanes(builder, row_pointer, h):
@@ -48,91 +77,129 @@ def _lanes(builder, row_pointer, h):
     return builder.load(_vector_at(builder, row_pointer, 8 * h), align=4)
 
 
-@intrinsic
-def input_transform(typingctx, source, source_offset, destination, destination_offset, destination_stride):
-    """input_transform(source, source_offset, destination, destination_offset, destination_stride):
-    V = B^T d B for 16 tiles, d[i][j] = source[source_offset + (4i + j) * 16 + lane] (the 16 rows
-    of one channel in a packed B panel of the tiles' 4x4 inputs), written as
-    destination[destination_offset + xi * destination_stride + lane] = V[xi], xi = 4a + b.
-    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]. No bounds checks."""
-    sig = types.void(source, types.intp, destination, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        source_ptr = _float_pointer(context, builder, signature.args[0], args[0], args[1])
-        destination_ptr = _float_pointer(context, builder, signature.args[2], args[2], args[3])
-        stride = args[4]
-
-        def b_transpose(v):  # (B^T v) for 4 values along one side
-            return [builder.fsub(v[0], v[2]), builder.fadd(v[1], v[2]), builder.fsub(v[2], v[1]),
-                    builder.fsub(v[1], v[3])]
-
-        for h in range(NR // 8):
-            d = [[_lanes(builder, builder.gep(source_ptr, [ir.Constant(ir.IntType(64), (4 * i + j) * NR)]), h)
-                  for j in range(4)] for i in range(4)]
-            columns = [b_transpose([d[i][j] for i in range(4)]) for j in range(4)]  # (B^T d)[a][j]
-            for a in range(4):
-                row = b_transpose([columns[j][a] for j in range(4)])  # ((B^T d) B)[a][b]
-                for b in range(4):
-                    at = builder.add(builder.mul(stride, ir.Constant(stride.type, 4 * a + b)),
-                                     ir.Constant(stride.type, 8 * h))
-                    builder.store(row[b], _vector_at(builder, destination_ptr, at), align=4)
-        return context.get_dummy_value()
-
-    return sig, codegen
+def _combine(builder, coefficients, values):
+    """sum_i coefficients[i] * values[i] (8-wide vectors) over the non-zero coefficients, a
+    positive one first: an addition or subtraction per coefficient of 1 or -1, a multiply-add
+    (or a product, first) per other one."""
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), "llvm.fma.v8f32")
+    terms = sorted(((float(c), v) for c, v in zip(coefficients, values) if c != 0), key=lambda term: term[0] < 0)
+    total = None
+    for coefficient, value in terms:
+        if total is None:
+            total = value if coefficient == 1 else builder.fmul(value, ir.Constant(_VECTOR, [coefficient] * 8))
+        elif abs(coefficient) == 1:
+            total = builder.fadd(total, value) if coefficient > 0 else builder.fsub(total, value)
+        else:
+            total = builder.call(fma, [value, ir.Constant(_VECTOR, [coefficient] * 8), total])
+    return total
 
 
-@intrinsic
-def output_transform(typingctx, source, source_offset, source_stride, destination, destination_offset, finish,
-                     bias, activation, alpha, beta):
-    """output_transform(source, source_offset, source_stride, destination, destination_offset,
-    finish, bias, activation, alpha, beta): Y = A^T M A (2x2) for 16 tiles, M[xi] =
-    source[source_offset + xi * source_stride + lane], written as two output rows of the 16
-    tiles side by side: destination[destination_offset + RUN_OUTPUTS * r + 2 * lane + c] =
-    Y[r][c], or where ``finish`` f(Y[r][c] + bias), f the ``epilogue``'s activation code
-    (relu, relu6, clamp or none) and its alpha, beta. A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
-    No bounds checks."""
-    sig = types.void(source, types.intp, types.intp, destination, types.intp, types.boolean, types.float32,
-                     types.intp, types.float32, types.float32)
+def _input_transform(tile: int):
+    """The intrinsic input_transform(source, source_offset, destination, destination_offset,
+    destination_stride) for tiles of side ``tile`` (s = tile + 2 inputs a side): V = B^T d B for
+    16 tiles, d[i][j] = source[source_offset + (s*i + j) * 16 + lane] (the s*s rows of one
+    channel in a packed B panel of the tiles' inputs), written as destination[destination_offset
+    + xi * destination_stride + lane] = V[xi], xi = s*a + b. No bounds checks."""
+    side, b_t = tile + 2, B_T[tile]
 
-    def codegen(context, builder, signature, args):
-        source, source_offset, stride, destination, destination_offset, finish, bias, activation, alpha, beta = args
-        source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
-        destination_ptr = _float_pointer(context, builder, signature.args[3], destination, destination_offset)
-        lane = ir.IntType(32)
-        # Y[r][0] and Y[r][1] of lanes 0-3 interleaved, then of lanes 4-7.
-        first_half = ir.Constant(ir.VectorType(lane, 8), [0, 8, 1, 9, 2, 10, 3, 11])
-        second_half = ir.Constant(ir.VectorType(lane, 8), [4, 12, 5, 13, 6, 14, 7, 15])
+    @intrinsic
+    def input_transform(typingctx, source, source_offset, destination, destination_offset, destination_stride):
+        sig = types.void(source, types.intp, destination, types.intp, types.intp)
 
-        def a_transpose(v):  # (A^T v) for 4 values along one side
-            return [builder.fadd(builder.fadd(v[0], v[1]), v[2]), builder.fsub(builder.fsub(v[1], v[2]), v[3])]
-
-        def emit(code):
+        def codegen(context, builder, signature, args):
+            source_ptr = _float_pointer(context, builder, signature.args[0], args[0], args[1])
+            destination_ptr = _float_pointer(context, builder, signature.args[2], args[2], args[3])
+            stride = args[4]
             for h in range(NR // 8):
-                m = [_lanes(builder, builder.gep(source_ptr, [builder.mul(stride, ir.Constant(stride.type, xi))]), h)
-                     for xi in range(ELEMENTS)]
-                columns = [a_transpose([m[4 * a + b] for a in range(4)]) for b in range(4)]  # (A^T M)[r][b]
-                for r in range(2):
-                    y = a_transpose([columns[b][r] for b in range(4)])
-                    if code is not False:
-                        y = [_activate(builder, builder.fadd(value, _splat(builder, bias)), code, alpha, beta)
-                             for value in y]
-                    for half, order in enumerate((first_half, second_half)):
-                        at = RUN_OUTPUTS * r + 16 * h + 8 * half
-                        builder.store(builder.shuffle_vector(y[0], y[1], order),
-                                      _vector_at(builder, destination_ptr, at), align=4)
+                d = [[_lanes(builder, builder.gep(source_ptr, [ir.Constant(ir.IntType(64), (side * i + j) * NR)]), h)
+                      for j in range(side)] for i in range(side)]
+                columns = [[_combine(builder, b_t[a], [d[i][j] for i in range(side)]) for a in range(side)]
+                           for j in range(side)]  # (B^T d)[a][j] as columns[j][a]
+                for a in range(side):
+                    for b in range(side):
+                        value = _combine(builder, b_t[b], [columns[j][a] for j in range(side)])  # ((B^T d) B)[a][b]
+                        at = builder.add(builder.mul(stride, ir.Constant(stride.type, side * a + b)),
+                                         ir.Constant(stride.type, 8 * h))
+                        builder.store(value, _vector_at(builder, destination_ptr, at), align=4)
+            return context.get_dummy_value()
 
-        _branch(builder, finish, lambda finishing: _branch_on_activation(builder, activation, emit) if finishing
-                else emit(False))
-        return context.get_dummy_value()
+        return sig, codegen
 
-    return sig, codegen
+    return input_transform
+
+
+def _output_transform(tile: int, epilogue: bool):
+    """The intrinsic output_transform(source, source_offset, source_stride, destination,
+    destination_offset, finish, bias, activation, alpha, beta) for tiles of side ``tile`` (s =
+    tile + 2): Y = A^T M A (tile x tile) for 16 tiles, M[xi] = source[source_offset + xi *
+    source_stride + lane], written as ``tile`` output rows of the 16 tiles side by side:
+    destination[destination_offset + run_outputs(tile) * r + tile * lane + c] = Y[r][c], or where
+    ``finish`` f(Y[r][c] + bias), f the ``epilogue``'s activation code (relu, relu6, clamp or
+    none) and its alpha, beta. Without ``epilogue`` only the first (finish is taken as False,
+    and the code made is a fifth). No bounds checks."""
+    side, a_t, run = tile + 2, A_T[tile], tile * NR
+    lane = ir.IntType(32)
+    # Y[r][c] of each lane side by side: output lane * tile + c from vector c's lane.
+    interleave = ir.Constant(ir.VectorType(lane, 8 * tile), [8 * c + j for j in range(8) for c in range(tile)])
+
+    @intrinsic
+    def output_transform(typingctx, source, source_offset, source_stride, destination, destination_offset, finish,
+                         bias, activation, alpha, beta):
+        sig = types.void(source, types.intp, types.intp, destination, types.intp, types.boolean, types.float32,
+                         types.intp, types.float32, types.float32)
+
+        def codegen(context, builder, signature, args):
+            source, source_offset, stride, destination, destination_offset, finish, bias, activation, alpha, beta = args
+            source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
+            destination_ptr = _float_pointer(context, builder, signature.args[3], destination, destination_offset)
+
+            def emit(code):
+                for h in range(NR // 8):
+                    m = [_lanes(builder, builder.gep(source_ptr, [builder.mul(stride, ir.Constant(stride.type, xi))]),
+                                h) for xi in range(side * side)]
+                    columns = [[_combine(builder, a_t[r], [m[side * a + b] for a in range(side)]) for r in range(tile)]
+                               for b in range(side)]  # (A^T M)[r][b] as columns[b][r]
+                    for r in range(tile):
+                        y = [_combine(builder, a_t[c], [columns[b][r] for b in range(side)]) for c in range(tile)]
+                        if code is not False:
+                            y = [_activate(builder, builder.fadd(value, _splat(builder, bias)), code, alpha, beta)
+                                 for value in y]
+                        while len(y) > 1:  # side by side in one vector of 8 * tile lanes
+                            width = y[0].type.count
+                            both = ir.Constant(ir.VectorType(lane, 2 * width), list(range(2 * width)))
+                            y = [builder.shuffle_vector(y[i], y[i + 1], both) for i in range(0, len(y), 2)]
+                        row = builder.shuffle_vector(y[0], ir.Constant(y[0].type, ir.Undefined), interleave)
+                        for q in range(tile):
+                            piece = builder.shuffle_vector(row, ir.Constant(row.type, ir.Undefined),
+                                                           ir.Constant(ir.VectorType(lane, 8), list(range(8 * q, 8 * q + 8))))
+                            at = run * r + 8 * tile * h + 8 * q
+                            builder.store(piece, _vector_at(builder, destination_ptr, at), align=4)
+
+            if epilogue:
+                _branch(builder, finish, lambda finishing: _branch_on_activation(builder, activation, emit)
+                        if finishing else emit(False))
+            else:
+                emit(False)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return output_transform
+
+
+#: input_transform_2 / _4: ``_input_transform`` for tiles of 2x2 and 4x4 outputs.
+input_transform_2, input_transform_4 = _input_transform(2), _input_transform(4)
+#: output_transform_2 with the epilogue; output_transform_4 without (its convolution applies the
+#: bias and activation as it copies the outputs out: sixteen 4x4 tiles through five store
+#: sequences would compile for seconds).
+output_transform_2, output_transform_4 = _output_transform(2, True), _output_transform(4, False)
 
 
 @intrinsic
 def copy_vectors(typingctx, source, source_offset, destination, destination_offset, length):
     """copy_vectors(source, source_offset, destination, destination_offset, length):
     destination[destination_offset + i] = source[source_offset + i] for i < length, 8 <= length
-    <= RUN_OUTPUTS, in whole 8-wide vectors, no loop: those from 0 on, then one ending at length
+    <= MAX_RUN_OUTPUTS, in whole 8-wide vectors, no loop: those from 0 on, then one ending at length
     (overlapping the one before: the same values again) where length is not a multiple of 8.
     No bounds checks."""
     sig = types.void(source, types.intp, destination, types.intp, types.intp)
@@ -146,7 +213,7 @@ def copy_vectors(typingctx, source, source_offset, destination, destination_offs
             value = builder.load(_vector_at(builder, source_ptr, at), align=4)
             builder.store(value, _vector_at(builder, destination_ptr, at), align=4)
 
-        for q in range(RUN_OUTPUTS // 8):
+        for q in range(MAX_RUN_OUTPUTS // 8):
             with builder.if_then(builder.icmp_signed("<=", ir.Constant(length.type, 8 * q + 8), length)):
                 copy(8 * q)
         ragged = builder.icmp_signed("!=", builder.and_(length, ir.Constant(length.type, 7)), ir.Constant(length.type, 0))
