@@ -426,8 +426,8 @@ def winograd_split(n, biases, out_width, tile, task_columns, min_tasks, out):
 
 
 @njit(**PARALLEL_KERNEL)
-def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_width, tile, row_offset, row_tap, tap_dy,
-                             tap_dx, task_columns, min_tasks, residual, has_residual, activation, alpha, beta,
+def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_width, tile, row_offset, row_tap,
+                             tap_dy, tap_dx, task_columns, min_tasks, residual, has_residual, activation, alpha, beta,
                              first_out_channel, out):
     """A 3x3, stride-1, ungrouped convolution by Winograd's F(m x m, 3x3), m = ``tile`` (2 or 4,
     ``winograd``): 2.25x or 4x fewer multiply-adds than ``convolution_gemm_cpu``, the same
@@ -460,8 +460,8 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
 
 @njit(**SHARED_STEP)
 def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, tile, row_offset, row_tap,
-                  tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta, first_out_channel, out, out_flat,
-                  column_panels_total, chunks, splits, panels_per_split):
+                  tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta, first_out_channel, out,
+                  out_flat, column_panels_total, chunks, splits, panels_per_split):
     """Task ``task`` of ``convolution_winograd_cpu`` (as ``gemm_task`` is of the GEMM's)."""
     max_batch, channels, height, width = x.shape
     out_channels, pixels = biases.shape[0], out.shape[2]
@@ -546,26 +546,24 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
             row = (k - first_block_panel * MR) * m_columns
             r = 0
             for jp in range(column_panels):
-                # For 2x2 tiles without a residual, the transform applies the bias and activation,
-                # and the runs are plain copies; 4x4 tiles and a residual (rare after a 3x3
-                # layer) go through epilogue_at.
-                plain = tile == 2 and not has_residual
+                # Without a residual, the transform applies the bias and activation, and the runs
+                # are plain copies; a residual (rare after a 3x3 layer) goes through epilogue_at.
                 if tile == 2:
-                    output_transform_2(m, row + jp * NR, m_stride, transformed, 0, plain, biases[k], activation,
-                                       alpha, beta)
+                    output_transform_2(m, row + jp * NR, m_stride, transformed, 0, not has_residual, biases[k],
+                                       activation, alpha, beta)
                 else:
-                    output_transform_4(m, row + jp * NR, m_stride, transformed, 0, False, biases[k], activation,
-                                       alpha, beta)
+                    output_transform_4(m, row + jp * NR, m_stride, transformed, 0, not has_residual, biases[k],
+                                       activation, alpha, beta)
                 while run_column[r] < min(chunk_columns, (jp + 1) * NR):
                     source = tile * (run_column[r] - jp * NR)
                     at = run_out[r] + k * pixels
                     for top in range(run_rows[r]):
-                        if plain:
-                            copy_run(transformed, source + top * run, out_flat, at + top * out_width, run_length[r])
-                        else:
+                        if has_residual:
                             epilogue_at(transformed, source + top * run, out_flat, at + top * out_width,
                                         run_length[r], biases[k], residual_flat, at + top * out_width,
                                         has_residual, activation, alpha, beta)
+                        else:
+                            copy_run(transformed, source + top * run, out_flat, at + top * out_width, run_length[r])
                     r += 1
 
 

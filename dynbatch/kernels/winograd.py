@@ -128,15 +128,14 @@ def _input_transform(tile: int):
     return input_transform
 
 
-def _output_transform(tile: int, epilogue: bool):
+def _output_transform(tile: int):
     """The intrinsic output_transform(source, source_offset, source_stride, destination,
     destination_offset, finish, bias, activation, alpha, beta) for tiles of side ``tile`` (s =
     tile + 2): Y = A^T M A (tile x tile) for 16 tiles, M[xi] = source[source_offset + xi *
     source_stride + lane], written as ``tile`` output rows of the 16 tiles side by side:
     destination[destination_offset + run_outputs(tile) * r + tile * lane + c] = Y[r][c], or where
     ``finish`` f(Y[r][c] + bias), f the ``epilogue``'s activation code (relu, relu6, clamp or
-    none) and its alpha, beta. Without ``epilogue`` only the first (finish is taken as False,
-    and the code made is a fifth). No bounds checks."""
+    none) and its alpha, beta. No bounds checks."""
     side, a_t, run = tile + 2, A_T[tile], tile * NR
     lane = ir.IntType(32)
     # Y[r][c] of each lane side by side: output lane * tile + c from vector c's lane.
@@ -170,16 +169,13 @@ def _output_transform(tile: int, epilogue: bool):
                             y = [builder.shuffle_vector(y[i], y[i + 1], both) for i in range(0, len(y), 2)]
                         row = builder.shuffle_vector(y[0], ir.Constant(y[0].type, ir.Undefined), interleave)
                         for q in range(tile):
-                            piece = builder.shuffle_vector(row, ir.Constant(row.type, ir.Undefined),
-                                                           ir.Constant(ir.VectorType(lane, 8), list(range(8 * q, 8 * q + 8))))
+                            eight = ir.Constant(ir.VectorType(lane, 8), list(range(8 * q, 8 * q + 8)))
+                            piece = builder.shuffle_vector(row, ir.Constant(row.type, ir.Undefined), eight)
                             at = run * r + 8 * tile * h + 8 * q
                             builder.store(piece, _vector_at(builder, destination_ptr, at), align=4)
 
-            if epilogue:
-                _branch(builder, finish, lambda finishing: _branch_on_activation(builder, activation, emit)
-                        if finishing else emit(False))
-            else:
-                emit(False)
+            _branch(builder, finish, lambda finishing: _branch_on_activation(builder, activation, emit)
+                    if finishing else emit(False))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -187,12 +183,9 @@ def _output_transform(tile: int, epilogue: bool):
     return output_transform
 
 
-#: input_transform_2 / _4: ``_input_transform`` for tiles of 2x2 and 4x4 outputs.
+#: ``_input_transform`` and ``_output_transform`` for tiles of 2x2 and 4x4 outputs.
 input_transform_2, input_transform_4 = _input_transform(2), _input_transform(4)
-#: output_transform_2 with the epilogue; output_transform_4 without (its convolution applies the
-#: bias and activation as it copies the outputs out: sixteen 4x4 tiles through five store
-#: sequences would compile for seconds).
-output_transform_2, output_transform_4 = _output_transform(2, True), _output_transform(4, False)
+output_transform_2, output_transform_4 = _output_transform(2), _output_transform(4)
 
 
 @intrinsic
