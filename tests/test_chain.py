@@ -134,11 +134,14 @@ def test_chain_rejects_arrays_it_cannot_address():
 
 
 def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
-    """A network's consecutive GEMM and Winograd convolutions bind as one chain step (a pooling
-    layer between two runs ends the first); its outputs match the unchained steps', and
-    get_performance_counts times every layer of a chain on its own."""
+    """A network's consecutive GEMM and Winograd convolutions (12x12 outputs: 4x4 tiles) bind as one
+    chain step (a pooling layer between two runs ends the first); its outputs match the unchained
+    steps' and the reference network's, and get_performance_counts times every layer of a chain on
+    its own."""
     import dynbatch as db
     from dynbatch.graph import compiler
+    from dynbatch.kernels.chain import TILE
+    from tests.reference_network import run_reference
 
     rng = np.random.default_rng(5)
     net = db.Network("chained")
@@ -157,6 +160,7 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
     steps = request._steps
     assert [[member.layer.name for member in step.members] for step in steps] == [
         ["conv0", "conv1", "conv2"], [], ["last"]]
+    assert list(steps[0].args[3][:, TILE]) == [0, 4, 4]  # (the chain's ints: GEMM, then 4x4 tiles)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(compiler, "chain_convolutions", lambda bound: bound)
         unchained = exe.create_infer_request()
@@ -164,8 +168,9 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
     for n in (3, 1, 2):
         request.set_batch(n)
         unchained.set_batch(n)
-        np.testing.assert_allclose(request.infer({"data": x[:n]})["last"], unchained.infer({"data": x[:n]})["last"],
-                                   rtol=1e-5, atol=1e-6)
+        got = request.infer({"data": x[:n]})["last"]
+        np.testing.assert_allclose(got, unchained.infer({"data": x[:n]})["last"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, run_reference(net, {"data": x[:n]})["last"], rtol=1e-4, atol=1e-5)
     counts = request.get_performance_counts()
     kernels = {"conv0": "convolution_gemm_cpu", "conv1": "convolution_winograd_cpu",
                "conv2": "convolution_winograd_cpu", "last": "convolution_gemm_cpu"}
