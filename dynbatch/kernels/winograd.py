@@ -11,8 +11,9 @@ elements xi of the matrices, a matrix product M[xi] = U[xi] V[xi] with U[xi] (K,
 transformed weights and V[xi] (C, tiles) the transformed input. Per pair of channels, a tile
 takes (m+2)^2 multiply-adds for its m^2 outputs where the direct convolution's GEMM takes 9 per
 output: 2.25x fewer for m = 2, 4x fewer for m = 4. The price of m = 4 is a larger float32
-rounding error (about 1e-6 relative against 2e-7, ``tests/test_winograd.py``) and tiles that
-overhang small images further (a 6x6 output is 4 tiles of 16 outputs).
+rounding error (about 4e-6 of the output's scale against 3e-7, measured against a float64 direct
+sum: benchmarks/README.md, "Winograd's 4x4 tiles") and tiles that overhang small images further
+(a 6x6 output is 4 tiles of 16 outputs, where 2x2 tiles make 9 of 4).
 
 The input and output transforms here work on 16 tiles at once, one per lane of the GEMM's
 16-column panels (two 8-wide vectors), written in LLVM IR as ``gemm``'s micro-kernel is (Numba
