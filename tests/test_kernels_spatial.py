@@ -59,11 +59,12 @@ def run_step(module, attrs, inputs, outputs, n, **options):
 
 def check_outputs(outputs, expected, n, rtol=1e-4, atol=1e-5, scale=None):
     """Each output's rows < n close to ``expected`` (atol relative to ``scale``, by default the
-    largest expected value, at least 1), and its rows >= n untouched (NaN)."""
+    largest finite expected value, at least 1; NaN and infinities where expected), and its rows
+    >= n untouched (NaN)."""
     assert len(outputs) == len(expected)
     for got, want in zip(outputs, expected):
         assert got[:n].shape == want.shape
-        scale = scale or max(1.0, float(np.abs(want).max(initial=0.0)))
+        scale = scale or max(1.0, float(np.abs(want[np.isfinite(want)]).max(initial=0.0)))
         np.testing.assert_allclose(got[:n], want, rtol=rtol, atol=atol * scale)
         assert np.isnan(got[n:]).all(), "a row >= n was written"
 
