@@ -73,7 +73,7 @@ def test_input_transform_is_bt_d_b_per_lane(tile):
     for lane in range(NR):
         want = B_T[tile] @ d[:, :, lane].astype(np.float64) @ B_T[tile].T
         got = np.array([destination[3 + xi * stride + lane] for xi in range(side * side)]).reshape(side, side)
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 if tile == 2 else 1e-5)  # (4x4: coefficients to 5)
     untouched = np.ones(destination.shape, bool)
     for xi in range(side * side):
         untouched[3 + xi * stride:3 + xi * stride + NR] = False
@@ -104,7 +104,7 @@ def test_output_transform_is_at_m_a_per_lane(tile, finish, activation):
             if activation is not None:
                 want = REFERENCES["Activation"]([want.astype(np.float32)], activation)[0]
         got = np.array([[destination[2 + run * r + tile * lane + c] for c in range(tile)] for r in range(tile)])
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 if tile == 2 else 1e-4)  # (4x4: coefficients to 8)
     assert np.isnan(destination[:2]).all() and np.isnan(destination[2 + tile * run:]).all()
 
 
