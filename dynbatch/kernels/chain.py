@@ -34,10 +34,9 @@ from .convolution import (convolution_gemm_cpu, convolution_winograd_cpu, gemm_s
                           winograd_task)
 
 GEMM_STEP, WINOGRAD_STEP = 0, 1
-#: The GEMM kernel's arguments that the Winograd kernel (3x3, stride 1, ungrouped) fixes, and the
-#: Winograd kernel's that the GEMM kernel does not take (its tile side).
-WINOGRAD_FIXED = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False}
-GEMM_FIXED = {"tile": 0}
+#: Arguments one chained kernel takes and the other does not, at the value that stands for it:
+#: the GEMM's that the Winograd kernel (3x3, stride 1, ungrouped) fixes, and Winograd's tile side.
+ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False, "tile": 0}
 #: The kernels whose steps a chain can take, and each one's step kind.
 CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP}
 
@@ -215,9 +214,8 @@ def chain_step(steps, threads: int):
     floats = np.zeros((len(steps), 2), np.float32)
     for s, (kernel, args) in enumerate(steps):
         # The arguments by the kernel's own parameter names (after n), so that the order is
-        # written once, in the kernel; WINOGRAD_FIXED fills in what the Winograd kernel does not take.
-        named = {**WINOGRAD_FIXED, **GEMM_FIXED, **dict(zip(list(inspect.signature(kernel.py_func).parameters)[1:],
-                                                              args))}
+        # written once, in the kernel; ABSENT_ARGUMENTS fills in what this kernel does not take.
+        named = {**ABSENT_ARGUMENTS, **dict(zip(list(inspect.signature(kernel.py_func).parameters)[1:], args))}
         x, biases, residual, out = named["x"], named["biases"], named["residual"], named["out"]
         weights = named["packed_weights"] if "packed_weights" in named else named["packed_u"]
         row = ints[s]

@@ -16,7 +16,7 @@ from .gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_
                    micro_kernel_panel, pack_weights, panel_layout, product_panel)
 from .views import as_4d, shape_4d
 from .winograd import (copy_vectors, input_transform_2, input_transform_4, output_transform_2, output_transform_4,
-                       run_outputs, tile_elements, transform_weights)
+                       run_outputs, sample_tiles, tile_elements, transform_weights)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -414,7 +414,7 @@ def winograd_split(n, biases, out_width, tile, task_columns, min_tasks, out):
     """How ``convolution_winograd_cpu`` shares out a batch of n: (tasks, column_panels_total,
     chunks, splits, panels_per_split), ``split_tasks`` of its tiles and panels of U."""
     pixels = out.shape[2]
-    tiles = ((pixels // out_width + tile - 1) // tile) * ((out_width + tile - 1) // tile)  # per sample
+    _, tiles = sample_tiles(pixels // out_width, out_width, tile)  # per sample
     panels, _, _ = panel_layout(biases.shape[0])
     columns = n * tiles
     # Narrower tasks before split ones: a split transforms the same tiles again (a quarter of
@@ -467,8 +467,7 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
     out_channels, pixels = biases.shape[0], out.shape[2]
     buffer_channels = out.shape[1]
     out_height = pixels // out_width
-    tiles_wide = (out_width + tile - 1) // tile
-    tiles = ((out_height + tile - 1) // tile) * tiles_wide  # per sample
+    tiles_wide, tiles = sample_tiles(out_height, out_width, tile)  # (tiles per sample)
     elements, run = tile_elements(tile), run_outputs(tile)
     panels, _, padded_rows = panel_layout(out_channels)
     columns = n * tiles
@@ -617,7 +616,7 @@ def winograd_tile(out_height: int, out_width: int) -> int:
     panels of NR tiles included, than its 2x2 ones: small images at n = 1, such as 6x6, where
     four 4x4 tiles (of 36 elements each) leave a 16-tile panel three-quarters empty."""
     def work(tile):
-        tiles = -(-out_height // tile) * -(-out_width // tile)
+        _, tiles = sample_tiles(out_height, out_width, tile)
         return tile_elements(tile) * NR * -(-tiles // NR)
 
     return 4 if work(4) < work(2) else 2

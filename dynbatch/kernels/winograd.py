@@ -53,6 +53,14 @@ def tile_elements(tile):
 
 
 @njit(**SCALAR_FUNCTION)
+def sample_tiles(out_height, out_width, tile):
+    """(tiles along an output row, tiles per sample) of an out_height x out_width output in tiles
+    of side ``tile``, the last of a row or column overhanging it where the side does not divide."""
+    tiles_wide = (out_width + tile - 1) // tile
+    return tiles_wide, ((out_height + tile - 1) // tile) * tiles_wide
+
+
+@njit(**SCALAR_FUNCTION)
 def run_outputs(tile):
     """Outputs of one row of a panel's 16 tiles, ``tile`` columns each: the most one run of
     outputs has."""
