@@ -41,6 +41,10 @@ SETS = {
     "alexnet": [("11x11 s4", 3, 64, 11, 112, 4, 2, 1), ("5x5 g2", 64, 192, 5, 13, 1, 2, 2),
                 ("3x3 192->384", 192, 384, 3, 6, 1, 1, 1), ("3x3 g2 384->256", 384, 256, 3, 6, 1, 1, 2),
                 ("3x3 256->256", 256, 256, 3, 6, 1, 1, 1)],
+    "googlenet": [("stem 7x7 s2", 3, 64, 7, 112, 2, 3, 1), ("3x3 64->192 28", 64, 192, 3, 28, 1, 1, 1),
+                  ("3x3 96->128 14", 96, 128, 3, 14, 1, 1, 1), ("5x5 16->32 14", 16, 32, 5, 14, 1, 2, 1),
+                  ("3x3 128->192 14", 128, 192, 3, 14, 1, 1, 1), ("5x5 32->96 14", 32, 96, 5, 14, 1, 2, 1),
+                  ("3x3 96->208 7", 96, 208, 3, 7, 1, 1, 1), ("5x5 16->48 7", 16, 48, 5, 7, 1, 2, 1)],
     "light": [("fcn 3x3 3->32 64", 3, 32, 3, 64, 1, 1, 1), ("fcn 3x3 32->64 32", 32, 64, 3, 32, 1, 1, 1),
               ("lenet 5x5 3->16 32", 3, 16, 5, 32, 1, 2, 1), ("lenet 3x3 16->32 16", 16, 32, 3, 16, 1, 1, 1)],
     "1x1": [("1x1 64->256 28 +res", 64, 256, 1, 28, 1, 0, 1), ("1x1 256->64 28", 256, 64, 1, 28, 1, 0, 1),
@@ -100,6 +104,8 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--calls", type=int, default=41)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--algorithm", default="gemm", choices=["gemm", "chosen"],
+                        help="the GEMM kernel for every layer, or the one the runtime picks (Winograd for most 3x3)")
     args = parser.parse_args()
     import numba
 
@@ -117,8 +123,9 @@ def run(old, new, args):
     rng = np.random.default_rng(0)
     n = args.batch
     totals = {"old": 0.0, "new": 0.0}
+    algorithm = None if args.algorithm == "chosen" else args.algorithm
     print(f"convolution at {args.revision} (old) against the working tree (new), n = {n}, "
-          f"{args.threads} threads, median of {args.calls} alternating calls")
+          f"{args.threads} threads, {args.algorithm} algorithm, median of {args.calls} alternating calls")
     for name, c, k, kernel, side, stride, pad, group in SETS[args.set]:
         attrs = dict(weights=rng.standard_normal((k, c // group, kernel, kernel)).astype(np.float32) * 0.1,
                      biases=rng.standard_normal(k).astype(np.float32), strides=(stride, stride), dilations=(1, 1),
@@ -129,7 +136,7 @@ def run(old, new, args):
         if "+res" in name:
             inputs.append(rng.standard_normal((n, k, out_side, out_side)).astype(np.float32))
         median = time_old_and_new(
-            old, new, lambda module, output: module.cpu_step(attrs, inputs, [output], algorithm="gemm"),
+            old, new, lambda module, output: module.cpu_step(attrs, inputs, [output], algorithm=algorithm),
             (n, k, out_side, out_side), n, args.calls, 1e-4)
         for label in totals:
             totals[label] += median[label]

@@ -11,9 +11,9 @@ from numba import njit
 
 from dynbatch.kernels.activation import ACTIVATION_CODES, CLAMP, RELU, RELU6
 from dynbatch.kernels.epilogue import NO_ACTIVATION
-from dynbatch.kernels.gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, masked_copy_panel_row, masked_copy_panel_row_two_runs,
-                                   micro_kernel_1, micro_kernel_4, micro_kernel_6, micro_kernel_12x8, pack_weights,
-                                   panel_rows)
+from dynbatch.kernels.gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, masked_copy_panel_row,
+                                   masked_copy_panel_row_two_runs, micro_kernel_1, micro_kernel_4, micro_kernel_6,
+                                   micro_kernel_12x8, pack_weights, panel_rows, transpose_copy_panel_rows)
 from tests.naive import REFERENCES
 
 
@@ -124,6 +124,39 @@ def test_strided_copies_read_every_stride_th_input(stride, two_runs, split, firs
     j = np.arange(NR)
     read = source[np.where((j < split) | (not two_runs), first, second) + stride * j]
     np.testing.assert_array_equal(destination, np.where(mask != 0, read, 0.0))
+
+
+@njit
+def call_transpose_copy(destination, destination_offset, source, offset, bases, bases_offset, mask, mask_offset,
+                        mask_stride, columns):
+    transpose_copy_panel_rows(destination, destination_offset, source, offset, bases, bases_offset, mask, mask_offset,
+                              mask_stride, columns)
+
+
+@given(columns=st.integers(1, MAX_TRANSPOSE_COLUMNS), offset=st.integers(0, 30), bases_offset=st.integers(0, 5),
+       mask_stride=st.integers(NR, 2 * NR), seed=st.integers(0, 2**32 - 1))
+def test_transposed_copy_packs_each_lanes_own_window_row(columns, offset, bases_offset, mask_stride, seed):
+    """Row c, lane j reads source[bases[j] + offset + c], each lane from anywhere (a panel of
+    windows over several image rows); the mask of row c starts c * mask_stride on and selects:
+    NaN and inf under a 0 become 0. Rows past ``columns`` and elements past the destination's
+    rows are not written."""
+    rng = np.random.default_rng(seed)
+    source = rng.uniform(-1, 1, 300).astype(np.float32)
+    source[rng.integers(0, source.size, 6)] = np.nan
+    source[rng.integers(0, source.size, 3)] = np.inf
+    bases = rng.integers(0, source.size - offset - MAX_TRANSPOSE_COLUMNS + 1, bases_offset + NR + 3).astype(np.intp)
+    mask = (rng.random(MAX_TRANSPOSE_COLUMNS * mask_stride + NR) < 0.7).astype(np.float32)
+    mask_offset = int(rng.integers(0, NR))
+    destination = np.full((MAX_TRANSPOSE_COLUMNS + 2) * NR, -7.0, np.float32)
+    call_transpose_copy(destination, NR, source, offset, bases, bases_offset, mask, mask_offset, mask_stride, columns)
+    lanes = bases[bases_offset:bases_offset + NR]
+    c = np.arange(columns)[:, None]
+    read = source[lanes[None, :] + offset + c]
+    kept = mask[mask_offset + c * mask_stride + np.arange(NR)[None, :]] != 0
+    rows = destination.reshape(-1, NR)
+    np.testing.assert_array_equal(rows[1:1 + columns], np.where(kept, read, 0.0))
+    np.testing.assert_array_equal(rows[0], -7.0)
+    np.testing.assert_array_equal(rows[1 + columns:], -7.0)
 
 
 @given(group=st.integers(1, 3), rows=st.integers(1, 20), reduction=st.integers(1, KC + 40))

@@ -181,6 +181,20 @@ def test_convolution_long_reduction_and_padding(algorithm, kernel, pads, strides
     assert np.isnan(outputs[0][2:]).all(), "a row >= n was written"
 
 
+@pytest.mark.parametrize("kernel, dilations, width", [
+    ((3, 3), (1, 1), 3), ((5, 5), (1, 1), 5), ((1, 8), (1, 1), 8), ((6, 6), (1, 1), 6),
+    ((1, 1), (1, 1), 0),   # one tap a row: nothing to transpose
+    ((3, 1), (1, 1), 0),
+    ((3, 3), (1, 2), 0),   # dilated: a kernel row's taps are not consecutive inputs
+    ((2, 9), (1, 1), 0),   # wider than one 8-wide load
+])
+def test_window_columns_counts_a_kernel_rows_consecutive_taps(kernel, dilations, width):
+    """The reduction rows packed by one transposed copy: a kernel row's taps, where they read
+    consecutive input columns and fit one 8-wide load (Winograd's 6x6 windows included)."""
+    *_, tap_dy, tap_dx = convolution.window_rows((1, 2, 20, 20), (1, 2, *kernel), dilations)
+    assert convolution.window_columns.py_func(tap_dy, tap_dx) == width
+
+
 @pytest.mark.parametrize("kernel, pads", [((1, 1), (0, 0)), ((3, 3), (1, 1))])
 def test_convolution_gemm_splits_uneven_columns_by_output_channels(kernel, pads):
     """11 panels of columns (a 13x13 image) over 2 threads: whole panels would give one thread 6

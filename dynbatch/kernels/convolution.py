@@ -12,8 +12,9 @@ from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
-from .gemm import (KC, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs, micro_kernel_12x8,
-                   micro_kernel_panel, pack_weights, panel_layout, product_panel)
+from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs,
+                   micro_kernel_12x8, micro_kernel_panel, pack_weights, panel_layout, product_panel,
+                   transpose_copy_panel_rows)
 from .views import as_4d, shape_4d
 from .winograd import (copy_vectors, input_transform_2, input_transform_4, output_transform_2, output_transform_4,
                        run_outputs, sample_tiles, tile_elements, transform_weights)
@@ -205,12 +206,43 @@ def task_patches(first_column, chunk_columns, panel_columns, pixels, out_width, 
     return column_base, inside, panel_one_run, panel_split, panel_second
 
 
+@njit(**SCALAR_FUNCTION)
+def window_columns(tap_dy, tap_dx):
+    """The taps of one kernel row where they read consecutive input columns (an undilated kernel)
+    and number 2 to MAX_TRANSPOSE_COLUMNS: how many consecutive reduction rows of a patch
+    ``gemm.transpose_copy_panel_rows`` packs at once (``pack_patches``); else 0."""
+    width = 1
+    while width < tap_dy.shape[0] and tap_dy[width] == tap_dy[0]:
+        width += 1
+    if width < 2 or width > MAX_TRANSPOSE_COLUMNS or tap_dx[1] - tap_dx[0] != 1:
+        return 0
+    return width
+
+
+@njit(**SCALAR_FUNCTION)
+def pack_row(packed, at, x_flat, offset, mask, vector, one_run, stride_w, base, second_base, split, low, high, span,
+             column_base, first, inside):
+    """One row of a packed B panel (its input offset and the start of its mask in inside): by
+    ``gemm.masked_copy_panel_row_runs`` where the panel has that vector path and its loads stay
+    inside x, else element by element."""
+    if vector and low + offset >= 0 and high + offset + span <= x_flat.shape[0]:
+        masked_copy_panel_row_runs(one_run, stride_w, packed, at, x_flat, base + offset, second_base + offset, split,
+                                   inside, mask)
+        return
+    for j in range(NR):
+        if inside[mask + np.uintp(j)] != 0.0:
+            packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
+        else:
+            packed[at + np.uintp(j)] = 0.0
+
+
 @njit(**SHARED_STEP)
-def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w, in_place, row_offset, row_tap,
-                 column_base, inside, panel_one_run, panel_split, panel_second):
+def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w, window_width, in_place, row_offset,
+                 row_tap, column_base, inside, panel_one_run, panel_split, panel_second):
     """Reduction rows pc..pc+kc of the task's column panels (``task_patches``) into packed, panel
     jp from jp * kc * NR on (``gemm``'s B layout); an in-place panel (``in_place`` and one run)
-    is skipped, the micro-kernel reading it from x."""
+    is skipped, the micro-kernel reading it from x. window_width: ``window_columns`` of the
+    kernel's taps (0: none)."""
     span = stride_w * NR  # what a vectorised panel-row copy loads from each run's start
     # The block's lowest and highest input offsets, which decide below whether a panel's vector
     # loads stay inside x for every row of the block.
@@ -231,6 +263,35 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
         # other row: element by element.
         vector = one_run or split > 0
         low, high = (base, base) if one_run else (min(base, second_base), max(base, second_base))
+        # The copies by runs load stride_w vectors per 8 columns, and again for a second run:
+        # from stride 3, and for two runs of stride 2, a window row packed by transposes costs
+        # less (one 8-wide load per column serves up to 8 rows), and so do panels of three runs
+        # or more (small images; Winograd's tiles on them), which would pack element by element.
+        # Per 16-column row: 4.4 ns one run of stride 4, 3.5 two of stride 2, 8.6 element by
+        # element; transposed 2.5 (4 rows at once) to 3.5 (6 rows).
+        if window_width > 0 and not ((one_run and stride_w <= 2) or (split > 0 and stride_w == 1)):
+            lane_low, lane_high = column_base[first], column_base[first]
+            for j in range(1, NR):
+                lane_low = min(lane_low, column_base[first + np.uintp(j)])
+                lane_high = max(lane_high, column_base[first + np.uintp(j)])
+            p = 0
+            while p < kc:
+                row = pc + p
+                offset, mask = row_offset[row], np.uintp(row_tap[row] * panel_columns) + first
+                at = start + np.uintp(p * NR)
+                # A whole row of the window whose loads stay inside x (at the start and end of
+                # the batch, padding rows may lie outside); else, and where a block's reduction
+                # rows start or end inside a window row, row by row.
+                if (row % window_width == 0 and p + window_width <= kc and lane_low + offset >= 0
+                        and lane_high + offset + MAX_TRANSPOSE_COLUMNS <= x_flat.shape[0]):
+                    transpose_copy_panel_rows(packed, at, x_flat, offset, column_base, first, inside, mask,
+                                              panel_columns, window_width)
+                    p += window_width
+                else:
+                    pack_row(packed, at, x_flat, offset, mask, vector, one_run, stride_w, base, second_base, split,
+                             low, high, span, column_base, first, inside)
+                    p += 1
+            continue
         if vector and low + lowest >= 0 and high + highest + span <= x_flat.shape[0]:
             # A literal stride per call, so that the copy's choice by stride folds away and the
             # row loop has no branch (a vector panel's stride is at most MAX_VECTOR_STRIDE, 4).
@@ -248,17 +309,10 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
                                 row_offset, row_tap, pc, kc, panel_columns)
             continue
         for p in range(kc):
-            at = start + np.uintp(p * NR)
-            offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * panel_columns) + first
-            if vector and low + offset >= 0 and high + offset + span <= x_flat.shape[0]:
-                masked_copy_panel_row_runs(one_run, stride_w, packed, at, x_flat, base + offset,
-                                           second_base + offset, split, inside, mask)
-            else:
-                for j in range(NR):
-                    if inside[mask + np.uintp(j)] != 0.0:
-                        packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
-                    else:
-                        packed[at + np.uintp(j)] = 0.0
+            row = pc + p
+            pack_row(packed, start + np.uintp(p * NR), x_flat, row_offset[row],
+                     np.uintp(row_tap[row] * panel_columns) + first, vector, one_run, stride_w, base, second_base,
+                     split, low, high, span, column_base, first, inside)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -342,12 +396,13 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
             direct_out[jp] = (((first // pixels) * buffer_channels + first_out_channel + g * group_rows) * pixels
                               + first % pixels)
     packed = np.empty(min(KC, reduction) * panel_columns, np.float32)
+    window_width = window_columns(tap_dy, tap_dx)
     product = np.empty((end_panel - first_panel) * MR * panel_columns, np.float32)
     a_group = g * padded_rows * reduction
     for pc in range(0, reduction, KC):
         kc = min(KC, reduction - pc)
-        pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w, in_place, row_offset, row_tap,
-                     column_base, inside, panel_one_run, panel_split, panel_second)
+        pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w, window_width, in_place,
+                     row_offset, row_tap, column_base, inside, panel_one_run, panel_split, panel_second)
         # A few A panels at a time (they stay in L2) against every B panel (each in L1): a
         # 1000-channel layer would otherwise stream all its weights from L3 per B panel.
         last_block = pc + KC >= reduction
@@ -511,10 +566,11 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
     v_stride = column_panels * channels * NR + NR
     v = np.empty(elements * v_stride, np.float32)
     packed = np.empty(KC * panel_columns, np.float32)
+    window_width = window_columns(tap_dy, tap_dx)
     for c0 in range(0, channels, block_channels):
         block = min(block_channels, channels - c0)
-        pack_patches(packed, x_flat, c0 * elements, block * elements, column_panels, panel_columns, tile, False,
-                     row_offset, row_tap, column_base, inside, panel_one_run, panel_split, panel_second)
+        pack_patches(packed, x_flat, c0 * elements, block * elements, column_panels, panel_columns, tile, window_width,
+                     False, row_offset, row_tap, column_base, inside, panel_one_run, panel_split, panel_second)
         for jp in range(column_panels):
             for c in range(block):
                 source, destination = (jp * block + c) * elements * NR, (jp * channels + c0 + c) * NR

@@ -392,6 +392,79 @@ masked_copy_panel_row = _masked_copy(two_runs=False)
 masked_copy_panel_row_two_runs = _masked_copy(two_runs=True)
 
 
+#: The most consecutive reduction rows ``transpose_copy_panel_rows`` packs in one call: the
+#: columns of one 8-wide load.
+MAX_TRANSPOSE_COLUMNS = 8
+
+
+def _transpose_8x8(builder, rows):
+    """The columns of 8 rows of 8 lanes (8-wide vectors): columns[c][l] = rows[l][c], in the
+    24 shuffles of the usual AVX transpose (pairs of rows interleaved, then pairs of pairs, then
+    128-bit halves swapped), which LLVM maps to unpack, shufps and vperm2f128."""
+    def shuffle(a, b, lanes):
+        return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_LANE, 8), lanes))
+
+    pairs = []
+    for k in range(0, 8, 2):  # rows k, k+1 interleaved: lanes 0, 1, 4, 5 of each, then 2, 3, 6, 7
+        pairs += [shuffle(rows[k], rows[k + 1], [0, 8, 1, 9, 4, 12, 5, 13]),
+                  shuffle(rows[k], rows[k + 1], [2, 10, 3, 11, 6, 14, 7, 15])]
+    low, high = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+    # quads[q]: columns q and q + 4 of rows 0-3 (q < 4) or of rows 4-7 (q >= 4), in 128-bit halves
+    quads = [shuffle(pairs[a], pairs[a + 2], half) for a in (0, 1, 4, 5) for half in (low, high)]
+    columns = [None] * 8
+    for c in range(4):
+        columns[c] = shuffle(quads[c], quads[c + 4], [0, 1, 2, 3, 8, 9, 10, 11])
+        columns[c + 4] = shuffle(quads[c], quads[c + 4], [4, 5, 6, 7, 12, 13, 14, 15])
+    return columns
+
+
+@intrinsic
+def transpose_copy_panel_rows(typingctx, destination, destination_offset, source, offset, bases, bases_offset, mask,
+                              mask_offset, mask_stride, columns):
+    """transpose_copy_panel_rows(destination, destination_offset, source, offset, bases,
+    bases_offset, mask, mask_offset, mask_stride, columns): destination[destination_offset + c*NR
+    + j] = source[bases[bases_offset + j] + offset + c] where mask[mask_offset + c*mask_stride +
+    j] is non-zero, else 0, for c < columns (1 to MAX_TRANSPOSE_COLUMNS), j < NR: ``columns``
+    consecutive rows of a packed B panel whose column j reads ``columns`` consecutive inputs from
+    its own start, wherever the columns' starts lie (a panel of windows over several rows of the
+    image, at any stride). One 8-wide load per column, 8 x 8 transposes, a select per row: no
+    gather and no branch per element. Loads the 8 elements from each bases[...] + offset on. No
+    bounds checks."""
+    sig = types.void(destination, types.intp, source, types.intp, bases, types.intp, mask, types.intp, types.intp,
+                     types.intp)
+
+    def codegen(context, builder, signature, args):
+        destination, destination_offset, source, offset, bases, bases_offset, mask, mask_offset, mask_stride, columns = args
+        destination_ptr = _float_pointer(context, builder, signature.args[0], destination, destination_offset)
+        source_ptr = _float_pointer(context, builder, signature.args[2], source, offset)
+        bases_ptr = builder.gep(context.make_array(signature.args[4])(context, builder, bases).data, [bases_offset])
+        mask_ptr = _float_pointer(context, builder, signature.args[6], mask, mask_offset)
+        # A copy per column count (the shuffles of the columns not stored are then left out); the
+        # count is a layer's kernel width, the same every call, so the branch is predicted.
+        done = builder.append_basic_block("copied")
+        switch = builder.switch(columns, done)
+        for count in range(1, MAX_TRANSPOSE_COLUMNS + 1):
+            block = builder.append_basic_block(f"columns_{count}")
+            switch.add_case(ir.Constant(columns.type, count), block)
+            builder.position_at_end(block)
+            for h in range(NR // 8):
+                starts = [builder.load(builder.gep(bases_ptr, [ir.Constant(ir.IntType(64), 8 * h + j)]))
+                          for j in range(8)]
+                column_values = _transpose_8x8(builder, [builder.load(_vector_at(builder, source_ptr, start), align=4)
+                                                         for start in starts])
+                for c in range(count):
+                    at = builder.add(builder.mul(mask_stride, ir.Constant(mask_stride.type, c)),
+                                     ir.Constant(mask_stride.type, 8 * h))
+                    keep = builder.fcmp_unordered("!=", builder.load(_vector_at(builder, mask_ptr, at), align=4), _ZERO)
+                    builder.store(builder.select(keep, column_values[c], _ZERO),
+                                  _vector_at(builder, destination_ptr, c * NR + 8 * h), align=4)
+            builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(**SCALAR_FUNCTION)
 def masked_copy_panel_row_runs(one_run, stride, destination, destination_offset, source, source_offset,
                                second_offset, split, mask, mask_offset):
