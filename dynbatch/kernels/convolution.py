@@ -220,20 +220,23 @@ def window_columns(tap_dy, tap_dx):
 
 
 @njit(**SCALAR_FUNCTION)
-def pack_row(packed, at, x_flat, offset, mask, vector, one_run, stride_w, base, second_base, split, low, high, span,
-             column_base, first, inside):
-    """One row of a packed B panel (its input offset and the start of its mask in inside): by
-    ``gemm.masked_copy_panel_row_runs`` where the panel has that vector path and its loads stay
-    inside x, else element by element."""
-    if vector and low + offset >= 0 and high + offset + span <= x_flat.shape[0]:
-        masked_copy_panel_row_runs(one_run, stride_w, packed, at, x_flat, base + offset, second_base + offset, split,
-                                   inside, mask)
-        return
-    for j in range(NR):
-        if inside[mask + np.uintp(j)] != 0.0:
-            packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
+def pack_rows(packed, start, x_flat, pc, p_begin, p_end, row_offset, row_tap, panel_columns, first, vector, one_run,
+              stride_w, base, second_base, split, low, high, span, column_base, inside):
+    """Rows pc + p_begin .. pc + p_end of one packed B panel (from start in packed), row by
+    row: by ``gemm.masked_copy_panel_row_runs`` where the panel has that vector path and the
+    row's loads stay inside x, else element by element."""
+    for p in range(p_begin, p_end):
+        at = start + np.uintp(p * NR)
+        offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * panel_columns) + first
+        if vector and low + offset >= 0 and high + offset + span <= x_flat.shape[0]:
+            masked_copy_panel_row_runs(one_run, stride_w, packed, at, x_flat, base + offset, second_base + offset,
+                                       split, inside, mask)
         else:
-            packed[at + np.uintp(j)] = 0.0
+            for j in range(NR):
+                if inside[mask + np.uintp(j)] != 0.0:
+                    packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
+                else:
+                    packed[at + np.uintp(j)] = 0.0
 
 
 @njit(**SHARED_STEP)
@@ -288,8 +291,8 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
                                               panel_columns, window_width)
                     p += window_width
                 else:
-                    pack_row(packed, at, x_flat, offset, mask, vector, one_run, stride_w, base, second_base, split,
-                             low, high, span, column_base, first, inside)
+                    pack_rows(packed, start, x_flat, pc, p, p + 1, row_offset, row_tap, panel_columns, first, vector,
+                              one_run, stride_w, base, second_base, split, low, high, span, column_base, inside)
                     p += 1
             continue
         if vector and low + lowest >= 0 and high + highest + span <= x_flat.shape[0]:
@@ -308,11 +311,8 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
                 pack_panel_rows(one_run, 4, packed, start, x_flat, base, second_base, split, inside, first,
                                 row_offset, row_tap, pc, kc, panel_columns)
             continue
-        for p in range(kc):
-            row = pc + p
-            pack_row(packed, start + np.uintp(p * NR), x_flat, row_offset[row],
-                     np.uintp(row_tap[row] * panel_columns) + first, vector, one_run, stride_w, base, second_base,
-                     split, low, high, span, column_base, first, inside)
+        pack_rows(packed, start, x_flat, pc, 0, kc, row_offset, row_tap, panel_columns, first, vector, one_run, stride_w,
+                  base, second_base, split, low, high, span, column_base, inside)
 
 
 @njit(**SCALAR_FUNCTION)
