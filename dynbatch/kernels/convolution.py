@@ -219,24 +219,37 @@ def window_columns(tap_dy, tap_dx):
     return width
 
 
-@njit(**SCALAR_FUNCTION)
-def pack_rows(packed, start, x_flat, pc, p_begin, p_end, row_offset, row_tap, panel_columns, first, vector, one_run,
-              stride_w, base, second_base, split, low, high, span, column_base, inside):
-    """Rows pc + p_begin .. pc + p_end of one packed B panel (from start in packed), row by
-    row: by ``gemm.masked_copy_panel_row_runs`` where the panel has that vector path and the
-    row's loads stay inside x, else element by element."""
-    for p in range(p_begin, p_end):
+@njit(**SHARED_STEP)
+def pack_window_rows(packed, start, x_flat, pc, kc, panel_columns, window_width, row_offset, row_tap, column_base, first,
+                     inside):
+    """Rows pc..pc+kc of the packed B panel whose first column is ``first`` (from start in
+    packed), ``window_width`` rows at a time by ``gemm.transpose_copy_panel_rows``: each whole
+    row of the kernel's window whose loads stay inside x (at the start and end of the batch,
+    padding rows may lie outside). The other rows (those, and where a block's reduction rows
+    start or end inside a window row) go element by element. Its own function, not inlined into
+    pack_patches: that one is compiled into every convolution kernel, and its cold compile grows
+    with its size."""
+    lane_low, lane_high = column_base[first], column_base[first]
+    for j in range(1, NR):
+        lane_low = min(lane_low, column_base[first + np.uintp(j)])
+        lane_high = max(lane_high, column_base[first + np.uintp(j)])
+    p = 0
+    while p < kc:
+        row = pc + p
+        offset, mask = row_offset[row], np.uintp(row_tap[row] * panel_columns) + first
         at = start + np.uintp(p * NR)
-        offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * panel_columns) + first
-        if vector and low + offset >= 0 and high + offset + span <= x_flat.shape[0]:
-            masked_copy_panel_row_runs(one_run, stride_w, packed, at, x_flat, base + offset, second_base + offset,
-                                       split, inside, mask)
+        if (row % window_width == 0 and p + window_width <= kc and lane_low + offset >= 0
+                and lane_high + offset + MAX_TRANSPOSE_COLUMNS <= x_flat.shape[0]):
+            transpose_copy_panel_rows(packed, at, x_flat, offset, column_base, first, inside, mask, panel_columns,
+                                      window_width)
+            p += window_width
         else:
             for j in range(NR):
                 if inside[mask + np.uintp(j)] != 0.0:
                     packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
                 else:
                     packed[at + np.uintp(j)] = 0.0
+            p += 1
 
 
 @njit(**SHARED_STEP)
@@ -273,27 +286,8 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
         # Per 16-column row: 4.4 ns one run of stride 4, 3.5 two of stride 2, 8.6 element by
         # element; transposed 2.5 (4 rows at once) to 3.5 (6 rows).
         if window_width > 0 and not ((one_run and stride_w <= 2) or (split > 0 and stride_w == 1)):
-            lane_low, lane_high = column_base[first], column_base[first]
-            for j in range(1, NR):
-                lane_low = min(lane_low, column_base[first + np.uintp(j)])
-                lane_high = max(lane_high, column_base[first + np.uintp(j)])
-            p = 0
-            while p < kc:
-                row = pc + p
-                offset, mask = row_offset[row], np.uintp(row_tap[row] * panel_columns) + first
-                at = start + np.uintp(p * NR)
-                # A whole row of the window whose loads stay inside x (at the start and end of
-                # the batch, padding rows may lie outside); else, and where a block's reduction
-                # rows start or end inside a window row, row by row.
-                if (row % window_width == 0 and p + window_width <= kc and lane_low + offset >= 0
-                        and lane_high + offset + MAX_TRANSPOSE_COLUMNS <= x_flat.shape[0]):
-                    transpose_copy_panel_rows(packed, at, x_flat, offset, column_base, first, inside, mask,
-                                              panel_columns, window_width)
-                    p += window_width
-                else:
-                    pack_rows(packed, start, x_flat, pc, p, p + 1, row_offset, row_tap, panel_columns, first, vector,
-                              one_run, stride_w, base, second_base, split, low, high, span, column_base, inside)
-                    p += 1
+            pack_window_rows(packed, start, x_flat, pc, kc, panel_columns, window_width, row_offset, row_tap,
+                             column_base, first, inside)
             continue
         if vector and low + lowest >= 0 and high + highest + span <= x_flat.shape[0]:
             # A literal stride per call, so that the copy's choice by stride folds away and the
@@ -311,8 +305,20 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
                 pack_panel_rows(one_run, 4, packed, start, x_flat, base, second_base, split, inside, first,
                                 row_offset, row_tap, pc, kc, panel_columns)
             continue
-        pack_rows(packed, start, x_flat, pc, 0, kc, row_offset, row_tap, panel_columns, first, vector, one_run, stride_w,
-                  base, second_base, split, low, high, span, column_base, inside)
+        for p in range(kc):
+            at = start + np.uintp(p * NR)
+            offset, mask = row_offset[pc + p], np.uintp(row_tap[pc + p] * panel_columns) + first
+            if vector and low + offset >= 0 and high + offset + span <= x_flat.shape[0]:
+                masked_copy_panel_row_runs(one_run, stride_w, packed, at, x_flat, base + offset,
+                                           second_base + offset, split, inside, mask)
+            else:
+                # (Element by element, written out: as an inlined function of its own, this loop
+                # ran the edge panels of padded 5x5 layers 1.1x-1.3x slower at n = 1.)
+                for j in range(NR):
+                    if inside[mask + np.uintp(j)] != 0.0:
+                        packed[at + np.uintp(j)] = x_flat[np.uintp(column_base[first + np.uintp(j)] + offset)]
+                    else:
+                        packed[at + np.uintp(j)] = 0.0
 
 
 @njit(**SCALAR_FUNCTION)

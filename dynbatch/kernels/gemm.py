@@ -439,27 +439,21 @@ def transpose_copy_panel_rows(typingctx, destination, destination_offset, source
         source_ptr = _float_pointer(context, builder, signature.args[2], source, offset)
         bases_ptr = builder.gep(context.make_array(signature.args[4])(context, builder, bases).data, [bases_offset])
         mask_ptr = _float_pointer(context, builder, signature.args[6], mask, mask_offset)
-        # A copy per column count (the shuffles of the columns not stored are then left out); the
-        # count is a layer's kernel width, the same every call, so the branch is predicted.
-        done = builder.append_basic_block("copied")
-        switch = builder.switch(columns, done)
-        for count in range(1, MAX_TRANSPOSE_COLUMNS + 1):
-            block = builder.append_basic_block(f"columns_{count}")
-            switch.add_case(ir.Constant(columns.type, count), block)
-            builder.position_at_end(block)
-            for h in range(NR // 8):
-                starts = [builder.load(builder.gep(bases_ptr, [ir.Constant(ir.IntType(64), 8 * h + j)]))
-                          for j in range(8)]
-                column_values = _transpose_8x8(builder, [builder.load(_vector_at(builder, source_ptr, start), align=4)
-                                                         for start in starts])
-                for c in range(count):
+        # One copy for every count: all 8 columns transposed, the first ``columns`` stored (the
+        # count is a layer's kernel width, the same every call, so the branches are predicted). A
+        # copy per count would skip the shuffles of the rest, but pack_patches is compiled into
+        # every convolution kernel, and eight copies added seconds to each one's cold compile.
+        for h in range(NR // 8):
+            starts = [builder.load(builder.gep(bases_ptr, [ir.Constant(ir.IntType(64), 8 * h + j)])) for j in range(8)]
+            column_values = _transpose_8x8(builder, [builder.load(_vector_at(builder, source_ptr, start), align=4)
+                                                     for start in starts])
+            for c in range(MAX_TRANSPOSE_COLUMNS):
+                with builder.if_then(builder.icmp_signed("<", ir.Constant(columns.type, c), columns)):
                     at = builder.add(builder.mul(mask_stride, ir.Constant(mask_stride.type, c)),
                                      ir.Constant(mask_stride.type, 8 * h))
                     keep = builder.fcmp_unordered("!=", builder.load(_vector_at(builder, mask_ptr, at), align=4), _ZERO)
                     builder.store(builder.select(keep, column_values[c], _ZERO),
                                   _vector_at(builder, destination_ptr, c * NR + 8 * h), align=4)
-            builder.branch(done)
-        builder.position_at_end(done)
         return context.get_dummy_value()
 
     return sig, codegen
