@@ -441,8 +441,8 @@ def transpose_copy_panel_rows(typingctx, destination, destination_offset, source
         mask_ptr = _float_pointer(context, builder, signature.args[6], mask, mask_offset)
         # One copy for every count: all 8 columns transposed, the first ``columns`` stored (the
         # count is a layer's kernel width, the same every call, so the branches are predicted). A
-        # copy per count would skip the shuffles of the rest, but pack_patches is compiled into
-        # every convolution kernel, and eight copies added seconds to each one's cold compile.
+        # copy per count would skip the shuffles of the rest, but every convolution kernel
+        # compiles its own copy of the packing, and would then compile eight of this.
         for h in range(NR // 8):
             starts = [builder.load(builder.gep(bases_ptr, [ir.Constant(ir.IntType(64), 8 * h + j)])) for j in range(8)]
             column_values = _transpose_8x8(builder, [builder.load(_vector_at(builder, source_ptr, start), align=4)
