@@ -85,7 +85,11 @@ def test_chain_computes_what_its_steps_compute_one_by_one(n, threads):
     kernel, args = chain_step(steps, threads)
     kernel(n, *args)
     for got, want in zip(written, expected):
-        np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6)
+        # The chain and the steps' own kernels are separately compiled copies of the same tasks,
+        # which may fuse different multiply-adds (fastmath "contract"): their roundings differ,
+        # the 4x4 tiles' by up to a few 1e-6 of the output's scale (seen: 2.9e-6 on outputs up to 51).
+        scale = max(1.0, float(np.abs(want[:n]).max())) if n else 1.0
+        np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6 * scale)
         assert np.isnan(got[n:]).all(), "a row >= n was written"
     assert np.isfinite(last[:n]).all()
     seconds = step_seconds(args)  # (None where there is no time-stamp counter to read)
