@@ -272,13 +272,6 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
         first = np.uintp(jp * NR)
         base, second_base = column_base[first], panel_second[jp]
         start = np.uintp(jp * kc * NR)
-        # A row packs with vector loads (span elements from each run's start) where the panel
-        # has a vector path and the loads stay inside x: for the whole block at once where they
-        # do at its lowest and highest offsets (the common case: no test per row), else row by
-        # row (panels at the start or end of the batch, whose padding rows lie outside x). Any
-        # other row: element by element.
-        vector = one_run or split > 0
-        low, high = (base, base) if one_run else (min(base, second_base), max(base, second_base))
         # The copies by runs load stride_w vectors per 8 columns, and again for a second run:
         # from stride 3, and for two runs of stride 2, a window row packed by transposes costs
         # less (one 8-wide load per column serves up to 8 rows), and so do panels of three runs
@@ -289,6 +282,13 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
             pack_window_rows(packed, start, x_flat, pc, kc, panel_columns, window_width, row_offset, row_tap,
                              column_base, first, inside)
             continue
+        # A row packs with vector loads (span elements from each run's start) where the panel
+        # has a vector path and the loads stay inside x: for the whole block at once where they
+        # do at its lowest and highest offsets (the common case: no test per row), else row by
+        # row (panels at the start or end of the batch, whose padding rows lie outside x). Any
+        # other row: element by element.
+        vector = one_run or split > 0
+        low, high = (base, base) if one_run else (min(base, second_base), max(base, second_base))
         if vector and low + lowest >= 0 and high + highest + span <= x_flat.shape[0]:
             # A literal stride per call, so that the copy's choice by stride folds away and the
             # row loop has no branch (a vector panel's stride is at most MAX_VECTOR_STRIDE, 4).
