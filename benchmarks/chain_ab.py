@@ -42,7 +42,7 @@ def main():
         model = compare.NETWORKS[name]()
         exe = db.Core().load_network(db.read_network(model, batch=32), "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES})
         chained = exe.create_infer_request()
-        with mock.patch.object(compiler, "chain_convolutions", lambda steps: steps):
+        with mock.patch.object(compiler, "chain_convolutions", lambda steps, link_tasks=True: steps):
             per_layer = exe.create_infer_request()
         shape = compare.sample_shape(model)
         for n in [int(b) for b in args.batches.split(",")]:

@@ -30,11 +30,18 @@ import convolution_ab  # noqa: E402  (a revision's kernel modules, importable be
 
 
 def revision_calls(request, old_chain, old_convolution):
-    """The request's (kernel, args) per step, each convolution kernel replaced by the revision's."""
+    """The request's (kernel, args) per step, each convolution kernel replaced by the revision's.
+    A chain's rows name its task functions by address (``chain.task_function``): the revision's chain
+    gets a copy of the rows naming its own, where it has them."""
     calls = []
     for step, (call, args) in zip(request._steps, request._calls):
         if step.exec_type == "convolution_chain_cpu":
             call = old_chain.convolution_chain_cpu
+            if hasattr(old_chain, "task_function"):
+                ints = args[3].copy()
+                for row in ints:
+                    row[old_chain.TASK] = old_chain.task_function(row[old_chain.KIND])
+                args = (*args[:3], ints, *args[4:])
         elif step.exec_type in ("convolution_gemm_cpu", "convolution_winograd_cpu"):
             call = getattr(old_convolution, step.exec_type)
         calls.append((call, args))

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from . import gpu
+from .compile_helper import compile_steps
 from .errors import BatchSizeError, ConfigError, DynBatchError, InputError, RequestBusyError
 from .graph.compiler import CompiledNetwork, compile_network
 from .graph.network import Network
@@ -92,8 +93,7 @@ class ExecutableNetwork:
         if self.device == "GPU":
             gpu.compile_kernels(self._compiled, self._device_weights)
             return
-        for step in self._compiled.bind(self._compiled.plan.allocate()):
-            step.kernel(0, *step.args)
+        compile_steps(self._compiled.bind(self._compiled.plan.allocate(), link_tasks=False))
 
     @property
     def memory(self) -> dict[str, int]:

@@ -113,7 +113,10 @@ def test_chain_finishes_when_its_iterations_share_one_thread():
     finally:
         numba.set_num_threads(previous)
     for got, want in zip(written, expected):
-        np.testing.assert_allclose(got[:2], want[:2], rtol=1e-5, atol=1e-6)
+        # (within the outputs' scale, as in test_chain_computes_what_its_steps_compute_one_by_one: seen 6.4e-6 on
+        # outputs up to 9, the chain's task functions being compiled apart from the steps' kernels)
+        scale = max(1.0, float(np.abs(want[:2]).max()))
+        np.testing.assert_allclose(got[:2], want[:2], rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_chain_compiles_once_for_every_batch_and_chain():
@@ -166,7 +169,7 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
         ["conv0", "conv1", "conv2"], [], ["last"]]
     assert list(steps[0].args[3][:, TILE]) == [0, 4, 4]  # (the chain's ints: GEMM, then 4x4 tiles)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(compiler, "chain_convolutions", lambda bound: bound)
+        patch.setattr(compiler, "chain_convolutions", lambda bound, link_tasks=True: bound)
         unchained = exe.create_infer_request()
     x = rng.uniform(-1.0, 1.0, (3, 16, 12, 12)).astype(np.float32)
     for n in (3, 1, 2):

@@ -148,9 +148,10 @@ class CompiledNetwork:
     #: after the other): the largest any layer asks for through its module's ``scratch_elements``.
     scratch_elements: int = 0
 
-    def bind(self, buffers: dict[str, np.ndarray], device: str = "CPU") -> list[BoundStep]:
+    def bind(self, buffers: dict[str, np.ndarray], device: str = "CPU", link_tasks: bool = True) -> list[BoundStep]:
         """Each layer's kernel and arguments over ``buffers``: its module's ``cpu_step`` over
-        NumPy views, or on "GPU" its ``gpu_step`` over device views."""
+        NumPy views, or on "GPU" its ``gpu_step`` over device views. link_tasks=False: steps
+        only to compile the kernels with (``chain.chain_step``)."""
         scratch = np.empty(self.scratch_elements, np.float32) if device == "CPU" else None
         steps = []
         for layer in self.layers:
@@ -167,10 +168,10 @@ class CompiledNetwork:
             else:
                 kernel, args = module.cpu_step(layer.normalized, inputs, outputs)
             steps.append(BoundStep(layer, kernel, args))
-        return chain_convolutions(steps) if device == "CPU" else steps
+        return chain_convolutions(steps, link_tasks) if device == "CPU" else steps
 
 
-def chain_convolutions(steps: list[BoundStep]) -> list[BoundStep]:
+def chain_convolutions(steps: list[BoundStep], link_tasks: bool = True) -> list[BoundStep]:
     """``steps`` with each run of consecutive GEMM or Winograd convolution steps (one step alone
     too) made one step of ``chain.convolution_chain_cpu``: one parallel loop for the run, which
     Numba's worker thread joins once rather than at every layer (7-18 us each time)."""
@@ -179,7 +180,7 @@ def chain_convolutions(steps: list[BoundStep]) -> list[BoundStep]:
 
     def close_run():
         if run:
-            kernel, args = chain_step([(step.kernel, step.args) for step in run], threads)
+            kernel, args = chain_step([(step.kernel, step.args) for step in run], threads, link_tasks)
             chained.append(BoundStep(run[0].layer, kernel, args, tuple(run)))
             run.clear()
 

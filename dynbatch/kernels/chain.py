@@ -14,9 +14,16 @@ waits only for tasks that a running thread has taken, so the loop ends even wher
 comes (TBB does not promise one): the master then takes every task itself.
 
 The steps' arrays are passed as their addresses and shapes in one int64 array (``chain_step``),
-which Numba's parallel loop can take where it cannot take a tuple of arrays; the loop rebuilds
-them with ``numba.carray``. The arrays belong to the infer request's buffers and to the bound
-steps, which the chain's step keeps as its members (``graph.compiler.chain_convolutions``).
+which Numba's parallel loop can take where it cannot take a tuple of arrays. The arrays belong to
+the infer request's buffers and to the bound steps, which the chain's step keeps as its members
+(``graph.compiler.chain_convolutions``).
+
+A task runs through a C function of its step's kind (``task_function``: a Numba ``cfunc`` that
+rebuilds the step's arrays from its row with ``numba.carray`` and calls the task), which the loop
+calls by the address that the row holds. Called directly, the tasks' code was linked into the
+chain's machine code and optimised again three times over (the loop's body, the loop's wrapper,
+the kernel): the chain's own compile took 19 s of a cold load of GoogLeNet, now 3 s (the load
+57-59 s against 66-67 s, alternating, without ``compile_helper``'s second process).
 """
 import inspect
 import platform
@@ -25,11 +32,11 @@ import time
 
 import llvmlite.ir as ir
 import numpy as np
-from numba import carray, njit, prange, types
+from numba import carray, cfunc, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
+from ..config import FASTMATH, PARALLEL_KERNEL, SCALAR_FUNCTION
 from .convolution import (convolution_gemm_cpu, convolution_winograd_cpu, gemm_split, gemm_task, winograd_split,
                           winograd_task)
 
@@ -47,7 +54,8 @@ ROW_OFFSET, ROW_TAP, TAP_DY, TAP_DX = 10, 12, 14, 16  # each (address, length)
 RESIDUAL, RESIDUAL_SHAPE, OUT, OUT_SHAPE = 18, 19, 22, 23
 GROUP, STRIDE_H, STRIDE_W, PAD_TOP, PAD_LEFT, OUT_WIDTH, IN_PLACE = 26, 27, 28, 29, 30, 31, 32
 TASK_COLUMNS, MIN_TASKS, HAS_RESIDUAL, ACTIVATION, FIRST_OUT_CHANNEL, TILE = 33, 34, 35, 36, 37, 38
-INTS = 39
+TASK = 39  # the address of the step kind's task function (``task_function``)
+INTS = 40
 
 
 @intrinsic
@@ -125,18 +133,90 @@ _float_pointer = _pointer_intrinsic(types.float32)
 _index_pointer = _pointer_intrinsic(types.intp)
 
 
+@intrinsic
+def _data_address(typingctx, array):
+    """Where ``array``'s data starts, as an int64."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.ptrtoint(data, ir.IntType(64))
+
+    return types.int64(array), codegen
+
+
+@intrinsic
+def _call_task(typingctx, address, task, n, row, alpha_beta, column_panels, chunks, splits, panels_per_split):
+    """Call the task function at ``address`` (``task_function``) with the other arguments."""
+    def codegen(context, builder, signature, args):
+        int64 = ir.IntType(64)
+        arguments = [context.cast(builder, value, kind, types.int64)
+                     for value, kind in zip(args[1:], signature.args[1:])]
+        function = builder.inttoptr(context.cast(builder, args[0], signature.args[0], types.int64),
+                                    ir.FunctionType(ir.VoidType(), [int64] * len(arguments)).as_pointer())
+        builder.call(function, arguments)
+        return context.get_dummy_value()
+
+    return types.void(address, task, n, row, alpha_beta, column_panels, chunks, splits, panels_per_split), codegen
+
+
 @njit(**SCALAR_FUNCTION)
-def _index_array(ints, s, column):
-    """The int64 array whose (address, length) step s's row holds from ``column``."""
-    return carray(_index_pointer(ints[s, column]), (ints[s, column + 1],))
+def _step_arrays(row):
+    """The arrays of the step whose ``ints`` row is ``row``: (x, weights, biases, residual_flat,
+    out, row_offset, row_tap, tap_dy, tap_dx)."""
+    x = carray(_float_pointer(row[X]), (row[X_SHAPE], row[X_SHAPE + 1], row[X_SHAPE + 2], row[X_SHAPE + 3]))
+    weights = carray(_float_pointer(row[WEIGHTS]), (row[WEIGHTS_LENGTH],))
+    biases = carray(_float_pointer(row[BIASES]), (row[BIASES_LENGTH],))
+    residual_flat = carray(_float_pointer(row[RESIDUAL]),
+                           (row[RESIDUAL_SHAPE] * row[RESIDUAL_SHAPE + 1] * row[RESIDUAL_SHAPE + 2],))
+    out = carray(_float_pointer(row[OUT]), (row[OUT_SHAPE], row[OUT_SHAPE + 1], row[OUT_SHAPE + 2]))
+    row_offset = carray(_index_pointer(row[ROW_OFFSET]), (row[ROW_OFFSET + 1],))
+    row_tap = carray(_index_pointer(row[ROW_TAP]), (row[ROW_TAP + 1],))
+    tap_dy = carray(_index_pointer(row[TAP_DY]), (row[TAP_DY + 1],))
+    tap_dx = carray(_index_pointer(row[TAP_DX]), (row[TAP_DX + 1],))
+    return x, weights, biases, residual_flat, out, row_offset, row_tap, tap_dy, tap_dx
+
+
+def gemm_step_task(task, n, row_address, alpha_beta_address, column_panels, chunks, splits, panels_per_split):
+    """Task ``task`` of a GEMM step, whose ``ints`` row and (alpha, beta) are at these addresses."""
+    row = carray(_index_pointer(row_address), (INTS,))
+    alpha_beta = carray(_float_pointer(alpha_beta_address), (2,))
+    x, weights, biases, residual_flat, out, row_offset, row_tap, tap_dy, tap_dx = _step_arrays(row)
+    gemm_task(task, n, x, x.reshape(x.size), weights, biases, row[GROUP], row[STRIDE_H], row[STRIDE_W], row[PAD_TOP],
+              row[PAD_LEFT], row[OUT_WIDTH], row_offset, row_tap, tap_dy, tap_dx, row[IN_PLACE] != 0, residual_flat,
+              row[HAS_RESIDUAL], row[ACTIVATION], alpha_beta[0], alpha_beta[1], row[FIRST_OUT_CHANNEL], out,
+              out.reshape(out.size), column_panels, chunks, splits, panels_per_split)
+
+
+def winograd_step_task(task, n, row_address, alpha_beta_address, column_panels, chunks, splits, panels_per_split):
+    """Task ``task`` of a Winograd step, as ``gemm_step_task``."""
+    row = carray(_index_pointer(row_address), (INTS,))
+    alpha_beta = carray(_float_pointer(alpha_beta_address), (2,))
+    x, weights, biases, residual_flat, out, row_offset, row_tap, tap_dy, tap_dx = _step_arrays(row)
+    winograd_task(task, n, x, x.reshape(x.size), weights, biases, row[PAD_TOP], row[PAD_LEFT], row[OUT_WIDTH],
+                  row[TILE], row_offset, row_tap, tap_dy, tap_dx, residual_flat, row[HAS_RESIDUAL], row[ACTIVATION],
+                  alpha_beta[0], alpha_beta[1], row[FIRST_OUT_CHANNEL], out, out.reshape(out.size), column_panels,
+                  chunks, splits, panels_per_split)
+
+
+_TASK_SIGNATURE = types.void(*([types.int64] * 8))
+_task_functions = {}
+
+
+def task_function(kind: int) -> int:
+    """The address of the C function that runs one task of a step of this kind, compiled (or
+    loaded from Numba's cache) on first use."""
+    if kind not in _task_functions:
+        python_function = gemm_step_task if kind == GEMM_STEP else winograd_step_task
+        _task_functions[kind] = cfunc(_TASK_SIGNATURE, cache=True, fastmath=FASTMATH,
+                                      error_model="numpy")(python_function)
+    return _task_functions[kind].address
 
 
 @njit(**PARALLEL_KERNEL)
 def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
     """Steps 0.. of ``chain_step``'s rows, in order, inside one parallel loop of ``threads``
     iterations. ints: (steps, INTS) int64, a row per step (its kind, its arrays' addresses and
-    shapes, its scalar arguments); floats: (steps, 2), each step's epilogue alpha and beta;
-    counters: (steps * (threads + 1),) int64, zeroed here: for each step, the tasks taken from
+    shapes, its scalar arguments, its task function's address); floats: (steps, 2), each step's
+    epilogue alpha and beta; counters: (steps * (threads + 1),) int64, zeroed here: for each step, the tasks taken from
     each thread's share, then the tasks finished; cycles: (steps + 1,) int64, the cycle counter
     before the loop and when iteration 0 saw each step finished (``step_seconds``). Reads and
     writes rows < n of every step, as its own kernel would."""
@@ -147,28 +227,16 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
     cycles[0] = _cycles()
     for thread in prange(threads):
         for s in range(steps):
-            x = carray(_float_pointer(ints[s, X]), (ints[s, X_SHAPE], ints[s, X_SHAPE + 1], ints[s, X_SHAPE + 2],
-                                                     ints[s, X_SHAPE + 3]))
-            weights = carray(_float_pointer(ints[s, WEIGHTS]), (ints[s, WEIGHTS_LENGTH],))
-            biases = carray(_float_pointer(ints[s, BIASES]), (ints[s, BIASES_LENGTH],))
-            residual_flat = carray(_float_pointer(ints[s, RESIDUAL]), (ints[s, RESIDUAL_SHAPE] * ints[
-                s, RESIDUAL_SHAPE + 1] * ints[s, RESIDUAL_SHAPE + 2],))
-            out = carray(_float_pointer(ints[s, OUT]), (ints[s, OUT_SHAPE], ints[s, OUT_SHAPE + 1],
-                                                         ints[s, OUT_SHAPE + 2]))
-            row_offset, row_tap = _index_array(ints, s, ROW_OFFSET), _index_array(ints, s, ROW_TAP)
-            tap_dy, tap_dx = _index_array(ints, s, TAP_DY), _index_array(ints, s, TAP_DX)
-            x_flat, out_flat = x.reshape(x.size), out.reshape(out.size)
-            group, out_width, first_out_channel = ints[s, GROUP], ints[s, OUT_WIDTH], ints[s, FIRST_OUT_CHANNEL]
-            pad_top, pad_left = ints[s, PAD_TOP], ints[s, PAD_LEFT]
-            has_residual, activation = ints[s, HAS_RESIDUAL], ints[s, ACTIVATION]  # (int64, as bound)
-            alpha, beta = floats[s, 0], floats[s, 1]
-            gemm = ints[s, KIND] == GEMM_STEP
-            if gemm:
+            biases_length, out_pixels = ints[s, BIASES_LENGTH], ints[s, OUT_SHAPE + 2]
+            if ints[s, KIND] == GEMM_STEP:
                 tasks, column_panels, chunks, splits, panels_per_split = gemm_split(
-                    n, biases, group, ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out)
+                    n, biases_length, ints[s, GROUP], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out_pixels)
             else:
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(
-                    n, biases, out_width, ints[s, TILE], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out)
+                    n, biases_length, ints[s, OUT_WIDTH], ints[s, TILE], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS],
+                    out_pixels)
+            # (the addresses of step s's int64 row and float32 pair)
+            row, alpha_beta = _data_address(ints) + s * INTS * 8, _data_address(floats) + s * 2 * 4
             done = s * stride + threads
             for k in range(threads):
                 owner = (thread + k) % threads  # its own share first, then the next threads'
@@ -177,16 +245,8 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                     task = first + fetch_add(counters, s * stride + owner, 1)
                     if task >= end:
                         break
-                    if gemm:
-                        gemm_task(task, n, x, x_flat, weights, biases, group, ints[s, STRIDE_H], ints[s, STRIDE_W],
-                                  pad_top, pad_left, out_width, row_offset, row_tap, tap_dy, tap_dx,
-                                  ints[s, IN_PLACE] != 0, residual_flat, has_residual, activation, alpha, beta,
-                                  first_out_channel, out, out_flat, column_panels, chunks, splits, panels_per_split)
-                    else:
-                        winograd_task(task, n, x, x_flat, weights, biases, pad_top, pad_left, out_width,
-                                      ints[s, TILE], row_offset, row_tap, tap_dy, tap_dx, residual_flat, has_residual,
-                                      activation, alpha, beta, first_out_channel, out, out_flat, column_panels, chunks,
-                                      splits, panels_per_split)
+                    _call_task(ints[s, TASK], task, n, row, alpha_beta, column_panels, chunks, splits,
+                               panels_per_split)
                     fetch_add(counters, done, 1)
             polls = 0
             while load_acquire(counters, done) < tasks:
@@ -195,6 +255,11 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                     _yield_core()
             if thread == 0:
                 cycles[s + 1] = _cycles()
+
+
+def task_kinds(args) -> list[int]:
+    """The kinds of step (GEMM_STEP, WINOGRAD_STEP) of the chain bound to ``args``."""
+    return sorted({int(kind) for kind in args[3][:, KIND]})
 
 
 def _address(array: np.ndarray, dtype) -> int:
@@ -206,10 +271,13 @@ def _address(array: np.ndarray, dtype) -> int:
     return array.ctypes.data
 
 
-def chain_step(steps, threads: int):
+def chain_step(steps, threads: int, link_tasks: bool = True):
     """(convolution_chain_cpu, args) running ``steps`` ([(kernel, args)] of ``CHAINED_KERNELS``,
     as ``convolution.cpu_step`` binds them) in one parallel loop of ``threads`` iterations. The
-    args hold the steps' arrays by address only: the caller keeps ``steps`` alive as long."""
+    args hold the steps' arrays by address only: the caller keeps ``steps`` alive as long.
+
+    link_tasks=False leaves the task functions' addresses 0 (``task_function`` not called, so
+    nothing compiled yet): a step bound so only compiles its kernel, by a call with n = 0."""
     ints = np.zeros((len(steps), INTS), np.int64)
     floats = np.zeros((len(steps), 2), np.float32)
     for s, (kernel, args) in enumerate(steps):
@@ -220,6 +288,7 @@ def chain_step(steps, threads: int):
         weights = named["packed_weights"] if "packed_weights" in named else named["packed_u"]
         row = ints[s]
         row[KIND] = CHAINED_KERNELS[kernel]
+        row[TASK] = task_function(row[KIND]) if link_tasks else 0
         row[X], row[X_SHAPE:X_SHAPE + 4] = _address(x, np.float32), x.shape
         row[WEIGHTS], row[WEIGHTS_LENGTH] = _address(weights, np.float32), weights.size
         row[BIASES], row[BIASES_LENGTH] = _address(biases, np.float32), biases.size

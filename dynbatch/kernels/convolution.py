@@ -322,11 +322,12 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
 
 
 @njit(**SCALAR_FUNCTION)
-def gemm_split(n, biases, group, task_columns, min_tasks, out):
-    """How ``convolution_gemm_cpu`` shares out a batch of n: (tasks, column_panels_total, chunks,
-    splits, panels_per_split), ``split_tasks`` of its output columns and panels of A."""
-    panels, _, _ = panel_layout(biases.shape[0] // group)
-    column_panels_total, chunks, splits, panels_per_split = split_tasks(n * out.shape[2], task_columns, min_tasks,
+def gemm_split(n, out_channels, group, task_columns, min_tasks, pixels):
+    """How ``convolution_gemm_cpu`` shares out a batch of n (of ``pixels`` outputs per channel):
+    (tasks, column_panels_total, chunks, splits, panels_per_split), ``split_tasks`` of its output
+    columns and panels of A."""
+    panels, _, _ = panel_layout(out_channels // group)
+    column_panels_total, chunks, splits, panels_per_split = split_tasks(n * pixels, task_columns, min_tasks,
                                                                         panels, group, True)
     return group * splits * chunks, column_panels_total, chunks, splits, panels_per_split
 
@@ -358,8 +359,8 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     within one sample straight into out through the epilogue; a panel spanning two samples goes
     to a task-local product, written to out by ``epilogue_at`` at the end.
     """
-    tasks, column_panels_total, chunks, splits, panels_per_split = gemm_split(n, biases, group, task_columns,
-                                                                              min_tasks, out)
+    tasks, column_panels_total, chunks, splits, panels_per_split = gemm_split(n, biases.shape[0], group, task_columns,
+                                                                              min_tasks, out.shape[2])
     # Flat views taken once, outside the parallel loop: a view per task or line would take a
     # reference on the buffer, an atomic the threads contend for.
     x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
@@ -471,12 +472,12 @@ def copy_run(source, source_at, destination, at, length):
 
 
 @njit(**SCALAR_FUNCTION)
-def winograd_split(n, biases, out_width, tile, task_columns, min_tasks, out):
-    """How ``convolution_winograd_cpu`` shares out a batch of n: (tasks, column_panels_total,
-    chunks, splits, panels_per_split), ``split_tasks`` of its tiles and panels of U."""
-    pixels = out.shape[2]
+def winograd_split(n, out_channels, out_width, tile, task_columns, min_tasks, pixels):
+    """How ``convolution_winograd_cpu`` shares out a batch of n (of ``pixels`` outputs per
+    channel): (tasks, column_panels_total, chunks, splits, panels_per_split), ``split_tasks`` of
+    its tiles and panels of U."""
     _, tiles = sample_tiles(pixels // out_width, out_width, tile)  # per sample
-    panels, _, _ = panel_layout(biases.shape[0])
+    panels, _, _ = panel_layout(out_channels)
     columns = n * tiles
     # Narrower tasks before split ones: a split transforms the same tiles again (a quarter of
     # the work), a narrower task only reuses each panel of U over fewer tiles.
@@ -510,8 +511,8 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
     into M, and transforms M back into m x m output blocks, written row run by row run through
     the epilogue.
     """
-    tasks, column_panels_total, chunks, splits, panels_per_split = winograd_split(n, biases, out_width, tile,
-                                                                                  task_columns, min_tasks, out)
+    tasks, column_panels_total, chunks, splits, panels_per_split = winograd_split(
+        n, biases.shape[0], out_width, tile, task_columns, min_tasks, out.shape[2])
     x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
     for task in prange(tasks):
         winograd_task(np.int64(task), n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, tile, row_offset,
