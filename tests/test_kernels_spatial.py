@@ -451,8 +451,9 @@ def test_pooling_matches_reference(method, exclude_pad, rounding, data):
 
 
 # The kernel has a path for windows spanning whole rows (global pooling among them), literal
-# window sizes for 2 or 3 columns at stride 1 or 2, and a general path: each against the reference,
-# at a size where the vector loops run full vectors as well as a remainder.
+# window sizes for 2 or 3 columns at stride 1 or 2, and a general path: each against the
+# reference, at sizes where the vector loops run full vectors as well as a remainder (13: 6 or 7
+# outputs a row; 37: 18 or 19).
 @pytest.mark.parametrize("window", [
     dict(kernel=(13, 13), strides=(1, 1), pads_begin=(0, 0), pads_end=(0, 0)),  # global
     dict(kernel=(3, 15), strides=(2, 1), pads_begin=(1, 1), pads_end=(1, 1)),  # whole rows, 7 lines
@@ -462,9 +463,10 @@ def test_pooling_matches_reference(method, exclude_pad, rounding, data):
     dict(kernel=(5, 4), strides=(3, 2), pads_begin=(2, 3), pads_end=(1, 2)),
 ], ids=["global", "whole_rows", "3x3s2", "3x3s1", "2x2s2", "5x4s3x2"])
 @pytest.mark.parametrize("method, exclude_pad", [("max", False), ("avg", False), ("avg", True)])
-def test_pooling_paths_match_reference(window, method, exclude_pad):
+@pytest.mark.parametrize("side", [13, 37])
+def test_pooling_paths_match_reference(window, method, exclude_pad, side):
     rng = np.random.default_rng(5)
-    size = (13, 13)
+    size = (side, side)
     out_size = tuple(pooled_extent(size[a], window["kernel"][a], window["strides"][a],
                                    window["pads_begin"][a], window["pads_end"][a], True) for a in range(2))
     attrs = {"pool_method": method, "exclude_pad": exclude_pad, **window}
@@ -472,7 +474,8 @@ def test_pooling_paths_match_reference(window, method, exclude_pad):
         inputs, outputs = pooling_case(rng, 3, n, 4, size, out_size)
         x = inputs[0]
         x[0, 1, 6, 5] = np.nan  # in the middle of windows
-        x[n - 1, 2, 12, 12] = np.nan  # in the last window of the plane
+        x[n - 1, 2, side - 1, side - 1] = np.nan  # in the last window of the plane
+        x[n - 1, 1, side // 2, 17 % side] = np.nan  # (37: an odd column, in the second 8 outputs' windows)
         x[0, 3, :2, :] = -np.inf  # a max over these cells alone is -inf: padding must not win it
         x[n - 1, 0, 4, 7] = np.inf
         run_step(pooling, attrs, inputs, outputs, n)
