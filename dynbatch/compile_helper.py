@@ -87,19 +87,20 @@ class _Helper:
         with self._lock:
             if self._stopped:
                 return
-            environment = dict(os.environ, **{HELPER_VARIABLE: "0"})
-            # The dynbatch this process imported, wherever it came from.
-            package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            environment["PYTHONPATH"] = os.pathsep.join(
-                [package_root] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p])
             try:
-                self._process = subprocess.Popen(
-                    [sys.executable, "-c", "from dynbatch.compile_helper import helper_main; helper_main()"],
-                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
-                self._process.stdin.write(pickle.dumps(self._jobs))
-                self._process.stdin.close()
-            except (OSError, ValueError):  # no usable interpreter, or it exited at once: compile alone
-                self._process = None
+                process = subprocess.Popen([sys.executable, "-c", HELPER_COMMAND], stdin=subprocess.PIPE,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                           env=dict(os.environ, **{HELPER_VARIABLE: "0"}))
+            except (OSError, ValueError):  # no usable interpreter: compile alone
+                return
+            self._process = process  # (stop() kills and reaps it, whatever happens below)
+            try:
+                # This process's import path first, so that the helper imports the same dynbatch
+                # and Numba (a source checkout, say), then the jobs.
+                process.stdin.write(pickle.dumps(list(sys.path)) + pickle.dumps(self._jobs))
+                process.stdin.close()
+            except OSError:  # it exited at once (it could not import dynbatch, say)
+                process.kill()
 
     def stop(self):
         with self._lock:
@@ -107,6 +108,12 @@ class _Helper:
             if self._process is not None:
                 self._process.kill()
                 self._process.wait()
+
+
+#: The helper process's program: the loading process's import path, read from standard input,
+#: then ``helper_main``.
+HELPER_COMMAND = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+                  "from dynbatch.compile_helper import helper_main; helper_main()")
 
 
 def helper_main():

@@ -46,11 +46,9 @@ def test_a_kernel_the_helper_compiled_is_loaded_from_the_cache(tmp_path):
     """))
     from numba import types
     signature = (types.int64, types.Array(types.float32, 1, "C"))
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
-    subprocess.run([sys.executable, "-c", "from dynbatch.compile_helper import helper_main; helper_main()"],
-                   input=pickle.dumps([("kernel", "helper_kernel", "double", signature),
-                                       ("kernel", "no_such_module", "f", signature)]),
-                   env=environment, check=True, timeout=300)
+    jobs = [("kernel", "helper_kernel", "double", signature), ("kernel", "no_such_module", "f", signature)]
+    subprocess.run([sys.executable, "-c", compile_helper.HELPER_COMMAND],
+                   input=pickle.dumps([str(tmp_path), *sys.path]) + pickle.dumps(jobs), check=True, timeout=300)
     sys.path.insert(0, str(tmp_path))
     try:
         import helper_kernel
