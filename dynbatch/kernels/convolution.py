@@ -15,7 +15,7 @@ from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs,
                    micro_kernel_12x8, micro_kernel_panel, pack_weights, panel_layout, product_panel,
                    transpose_copy_panel_rows)
-from .views import as_4d, shape_4d
+from .views import as_4d
 from .winograd import (copy_vectors, input_transform_2, input_transform_4, output_transform_2, output_transform_4,
                        run_outputs, sample_tiles, tile_elements, transform_weights)
 
