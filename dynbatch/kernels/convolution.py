@@ -13,7 +13,7 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs,
-                   micro_kernel_12x8, micro_kernel_panel, pack_weights, panel_layout, product_panel,
+                   micro_kernel_12x8, micro_kernel_panel, pack_weights, panel_layout, prefetch_rows, product_panel,
                    transpose_copy_panel_rows)
 from .views import as_4d
 from .winograd import (copy_vectors, input_transform_2, input_transform_4, output_transform_2, output_transform_4,
@@ -402,6 +402,21 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
         if jp * NR + NR <= chunk_columns and first // pixels == (first + NR - 1) // pixels:
             direct_out[jp] = (((first // pixels) * buffer_channels + first_out_channel + g * group_rows) * pixels
                               + first % pixels)
+    # A 1x1, unit-stride, unpadded layer reads each panel of x as kc rows a plane apart: more
+    # streams than the hardware prefetcher follows, so each row would be a miss the micro-kernel
+    # waits for (at large n, x is in DRAM). While it multiplies one panel, it prefetches the next
+    # one's rows, spread over the calls of the panel: in place, its own next panel; packed, the
+    # panel the next task (most likely this thread's next: Numba gives each thread a run of
+    # consecutive tasks) packs first.
+    pointwise = (row_offset.shape[0] == group_channels and stride_h == 1 and stride_w == 1 and pad_top == 0
+                 and pad_left == 0 and pixels == plane)
+    next_first, next_columns, next_group_offset = 0, 0, 0
+    if pointwise and task + 1 < group * splits * chunks:
+        next_g, _, _, next_first, next_columns = task_share(task + 1, columns, panels, column_panels_total, chunks,
+                                                            splits, panels_per_split)
+        next_group_offset = next_g * group_channels * plane
+        if next_first == first_column and next_g == g:  # (the same columns, other outputs: cached)
+            next_columns = 0
     packed = np.empty(min(KC, reduction) * panel_columns, np.float32)
     window_width = window_columns(tap_dy, tap_dx)
     product = np.empty((end_panel - first_panel) * MR * panel_columns, np.float32)
@@ -423,8 +438,23 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                 # 16 + 16 + 4) takes two panels of A per call of the 12 x 8 kernel.
                 narrow = jp == column_panels - 1 and chunk_columns - jp * NR <= NR // 2
                 block_end = min(end_panel, block + PANELS_PER_BLOCK)
+                fetch_at, fetch_count = -1, 0
+                if pointwise and block == first_panel:
+                    if in_place and jp + 1 < column_panels:
+                        if panel_one_run[jp + 1]:
+                            fetch_at, fetch_count = column_base[(jp + 1) * NR] + pc * plane, kc
+                    elif last_block and jp * NR < next_columns:  # in place: its last panel
+                        column = next_first + (0 if in_place else jp * NR)
+                        fetch_at = (column // pixels) * channels * plane + next_group_offset + column % pixels
+                        fetch_count = min(KC, reduction)
+                fetch_rows = -(-fetch_count // (block_end - block))
+                fetched = 0
                 panel = block
                 while panel < block_end:
+                    if fetched < fetch_count:
+                        count = min(fetch_rows, fetch_count - fetched)
+                        prefetch_rows(x_flat, fetch_at + fetched * plane, plane, count)
+                        fetched += count
                     a_offset = a_group + pc * padded_rows + panel * MR * kc
                     k = g * group_rows + panel * MR
                     if direct_out[jp] >= 0:  # straight into out, through the epilogue

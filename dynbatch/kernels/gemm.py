@@ -303,6 +303,31 @@ def pack_weights(weights: np.ndarray) -> np.ndarray:
     return packed
 
 
+@intrinsic
+def prefetch_rows(typingctx, array, offset, stride, rows):
+    """prefetch_rows(array, offset, stride, rows): ask for the cache lines of the NR floats from
+    array[offset + i*stride] on, for i < rows (a 1-d float32 array; a prefetch never faults, so
+    no bounds are checked)."""
+    sig = types.void(array, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        array, offset, stride, rows = args
+        base = _float_pointer(context, builder, signature.args[0], array, offset)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
+            "llvm.prefetch.p0i8")
+        with cgutils.for_range(builder, rows) as loop:
+            row = builder.gep(base, [builder.mul(loop.index, stride)])
+            for last in (0, NR - 1):  # (an unaligned run spans two lines)
+                address = builder.bitcast(builder.gep(row, [ir.Constant(ir.IntType(64), last)]),
+                                          ir.IntType(8).as_pointer())
+                builder.call(prefetch, [address, ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
+                                        ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 #: The largest stride whose panel rows pack with vector loads (``masked_copy_panel_row``); a
 #: convolution of a larger stride packs element by element.
 MAX_VECTOR_STRIDE = 4
