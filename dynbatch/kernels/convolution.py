@@ -443,7 +443,7 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                     if in_place and jp + 1 < column_panels:
                         if panel_one_run[jp + 1]:
                             fetch_at, fetch_count = column_base[(jp + 1) * NR] + pc * plane, kc
-                    elif last_block and jp * NR < next_columns:  # in place: its last panel
+                    elif last_block and jp * NR < next_columns:  # (in place: at its last panel)
                         column = next_first + (0 if in_place else jp * NR)
                         fetch_at = (column // pixels) * channels * plane + next_group_offset + column % pixels
                         fetch_count = min(KC, reduction)

@@ -65,6 +65,16 @@ def _vector_at(builder, pointer, offset):
     return builder.bitcast(builder.gep(pointer, [offset]), _VECTOR.as_pointer())
 
 
+def _prefetch(builder, pointer, write: bool):
+    """Ask for the cache line holding ``pointer`` (any LLVM pointer), to read or to write, into
+    every cache level. A prefetch never faults."""
+    function = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
+        "llvm.prefetch.p0i8")
+    flags = [ir.Constant(ir.IntType(32), value) for value in (int(write), 3, 1)]  # (rw, locality, data)
+    builder.call(function, [builder.bitcast(pointer, ir.IntType(8).as_pointer())] + flags)
+
+
 def _splat(builder, value):
     """An 8-wide vector of one float."""
     undef = ir.Constant(_VECTOR, ir.Undefined)
@@ -143,26 +153,19 @@ def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
             # The block's rows of c (and of the residual) lie a whole row of the output apart, far
             # from each other and from anything the loop touches: fetch their cache lines now, so
             # that the loop hides the misses the stores would wait for.
-            prefetch = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
-                "llvm.prefetch.p0i8")
-
             def fetch(pointer, write):
                 for i in range(mr):
                     row = builder.gep(pointer, [builder.mul(ldc, ir.Constant(ldc.type, i))])
                     for last in (0, nr - 1):  # (an unaligned row spans two lines)
-                        address = builder.bitcast(builder.gep(row, [ir.Constant(ldc.type, last)]),
-                                                  ir.IntType(8).as_pointer())
-                        builder.call(prefetch, [address, ir.Constant(ir.IntType(32), write),
-                                                ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+                        _prefetch(builder, builder.gep(row, [ir.Constant(ldc.type, last)]), write)
 
             if not epilogue:
                 finish = ir.Constant(ir.IntType(1), 0)
             with builder.if_then(builder.or_(accumulate, finish)):
-                fetch(c_ptr, 1)
+                fetch(c_ptr, True)
             if epilogue:
                 with builder.if_then(builder.and_(finish, has_residual)):
-                    fetch(residual_ptr, 0)
+                    fetch(residual_ptr, False)
             with cgutils.for_range(builder, kc) as loop:
                 b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
                 b_vectors = [builder.load(_vector_at(builder, b_row, 8 * h), align=4) for h in range(nr // 8)]
@@ -313,16 +316,10 @@ def prefetch_rows(typingctx, array, offset, stride, rows):
     def codegen(context, builder, signature, args):
         array, offset, stride, rows = args
         base = _float_pointer(context, builder, signature.args[0], array, offset)
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
-            "llvm.prefetch.p0i8")
         with cgutils.for_range(builder, rows) as loop:
             row = builder.gep(base, [builder.mul(loop.index, stride)])
             for last in (0, NR - 1):  # (an unaligned run spans two lines)
-                address = builder.bitcast(builder.gep(row, [ir.Constant(ir.IntType(64), last)]),
-                                          ir.IntType(8).as_pointer())
-                builder.call(prefetch, [address, ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
-                                        ir.Constant(ir.IntType(32), 1)])
+                _prefetch(builder, builder.gep(row, [ir.Constant(ir.IntType(64), last)]), False)
         return context.get_dummy_value()
 
     return sig, codegen
