@@ -1,12 +1,13 @@
-"""Whole networks with the convolution kernels of a git revision against the working tree's, in one
-process: a change to ``chain.py``, ``convolution.py`` or ``gemm.py`` measured end to end.
+"""Whole networks with the convolution and pooling kernels of a git revision against the working
+tree's, in one process: a change to ``chain.py``, ``convolution.py``, ``gemm.py`` or ``pooling.py``
+measured end to end.
 
     python benchmarks/network_ab.py REVISION [--networks resnet,squeezenet] [--batches 1,8,32]
         [--calls 41] [--threads 2]
 
 Each network (``compare.py``'s) is loaded once, by the working tree. The revision's ``chain.py``,
-``convolution.py`` and ``gemm.py`` are copied into the package under temporary names (as
-``convolution_ab.py`` does), and its kernels are called with the very arguments the working tree's
+``convolution.py``, ``gemm.py`` and ``pooling.py`` are copied into the package under temporary
+names (as ``convolution_ab.py`` does), and its kernels are called with the very arguments the working tree's
 steps were bound to: the same buffers, weights and step tables, so this compares kernel code only
 (it needs the two revisions to agree on those arguments). Each call writes the input and runs every
 step, as ``InferRequest.infer`` does without its checks and output copy; the two take turns, in
@@ -29,8 +30,9 @@ import compare  # noqa: E402  (the benchmark networks)
 import convolution_ab  # noqa: E402  (a revision's kernel modules, importable beside the working tree's)
 
 
-def revision_calls(request, old_chain, old_convolution):
-    """The request's (kernel, args) per step, each convolution kernel replaced by the revision's.
+def revision_calls(request, old_chain, old_convolution, old_pooling):
+    """The request's (kernel, args) per step, each convolution and pooling kernel replaced by the
+    revision's (a pooling kernel the revision lacks by the one its ``choose_cpu_kernel`` picks).
     A chain's rows name its task functions by address (``chain.task_function``): the revision's chain
     gets a copy of the rows naming its own, where it has them."""
     calls = []
@@ -44,6 +46,10 @@ def revision_calls(request, old_chain, old_convolution):
                 args = (*args[:3], ints, *args[4:])
         elif step.exec_type in ("convolution_gemm_cpu", "convolution_winograd_cpu"):
             call = getattr(old_convolution, step.exec_type)
+        elif step.layer.type == "Pooling":
+            x, out = args[0], args[-1]
+            call = getattr(old_pooling, step.exec_type, None) or old_pooling.choose_cpu_kernel(
+                step.layer.normalized, x.shape, out.shape)
         calls.append((call, args))
     return calls
 
@@ -71,16 +77,17 @@ def main():
     numba.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     try:
-        old_chain = convolution_ab.load_revision(args.revision, modules=("chain", "convolution", "gemm"))
+        old_chain = convolution_ab.load_revision(args.revision, modules=("chain", "convolution", "gemm", "pooling"))
         old_convolution = importlib.import_module("dynbatch.kernels._ab_convolution")
-        print(f"convolution kernels at {args.revision} (old) against the working tree (new), {args.threads} threads, "
+        old_pooling = importlib.import_module("dynbatch.kernels._ab_pooling")
+        print(f"convolution and pooling kernels at {args.revision} (old) against the working tree (new), {args.threads} threads, "
               f"median of {args.calls} alternating calls (fewer at n = 32)")
         for name in args.networks.split(","):
             model = compare.NETWORKS[name]()
             network = db.read_network(model, batch=max(batches))
             request = db.Core().load_network(network, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES}).create_infer_request()
             x = np.random.default_rng(0).standard_normal((max(batches), *compare.sample_shape(model))).astype(np.float32)
-            versions = {"old": revision_calls(request, old_chain, old_convolution), "new": request._calls}
+            versions = {"old": revision_calls(request, old_chain, old_convolution, old_pooling), "new": request._calls}
             for n in batches:
                 request.set_batch(n)
                 outputs = {}

@@ -484,6 +484,35 @@ def test_pooling_paths_match_reference(window, method, exclude_pad, side):
         assert np.isnan(outputs[0][n:]).all(), "a row >= n was written"
 
 
+@given(data=st.data())
+def test_max_pooling_3_wide_matches_reference(data):
+    """The 8-wide vector kernel for 3-wide max windows (``max_pooling_3_wide_cpu``): rows of 8 to
+    40 outputs (a whole number of vectors and a ragged last one), windows 1 to 3 high clipped by
+    the padding, strides 1 and 2 across, NaN and infinities among the inputs."""
+    max_batch, n = draw_batches(data)
+    stride_w = data.draw(st.integers(1, 2), label="stride_w")
+    kernel = (data.draw(st.integers(1, 3), label="kernel_h"), 3)
+    strides = (data.draw(STRIDE, label="stride_h"), stride_w)
+    pads_begin = tuple(data.draw(st.integers(0, min(2, k - 1)), label="pad_begin") for k in kernel)
+    pads_end = tuple(data.draw(st.integers(0, min(2, k - 1)), label="pad_end") for k in kernel)
+    ceil = data.draw(st.booleans(), label="ceil")
+    width = data.draw(st.integers(8 * stride_w + 2, 40 * stride_w + 2), label="width")
+    height = data.draw(st.integers(kernel[0], 12), label="height")
+    size = (height, width)
+    out_size = tuple(pooled_extent(size[a], kernel[a], strides[a], pads_begin[a], pads_end[a], ceil) for a in range(2))
+    attrs = {"pool_method": "max", "kernel": kernel, "strides": strides, "pads_begin": pads_begin,
+             "pads_end": pads_end, "exclude_pad": False}
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    inputs, outputs = pooling_case(rng, max_batch, n, data.draw(st.integers(1, 4), label="channels"), size,
+                                   out_size)
+    real = inputs[0][:n].reshape(-1)
+    real[rng.choice(real.size, size=3, replace=False)] = [np.nan, np.inf, -np.inf]
+    kernel_fn, _ = run_step(pooling, attrs, inputs, outputs, n)
+    assert kernel_fn is pooling.max_pooling_3_wide_cpu
+    expected = REFERENCES["Pooling"]([inputs[0][:n]], {**attrs, "output_size": out_size})
+    check_outputs(outputs, expected, n)
+
+
 def test_ceil_rounded_avg_pooling_counts_the_clipped_window():
     """H = 6, kernel 3, stride 2, pads 1/1, ceil: 4 windows, the last covering rows 5..7 of which
     only row 5 is data and row 6 is padding: it divides by 2 (or by 1 with exclude_pad)."""
@@ -519,18 +548,21 @@ def test_max_pooling_propagates_nan_and_ignores_padding():
 
 
 def test_pooling_compiles_once():
-    """Each of the three CPU kernels (max, avg, and windows spanning whole rows) has one signature."""
+    """Each of the four CPU kernels (max, max over 3-wide windows, avg, and windows spanning whole
+    rows) has one signature."""
     rng = np.random.default_rng(0)
     kernels = set()
     for method in ("max", "avg"):
-        for kernel_size, pads_end, out_size in (((3, 2), (2, 1), (5, 8)), ((3, 8), (2, 0), (5, 1))):
+        for kernel_size, pads_end, out_size in (((3, 2), (2, 1), (5, 8)), ((3, 8), (2, 0), (5, 1)),
+                                                ((3, 3), (2, 2), (5, 8))):
             attrs = {"pool_method": method, "kernel": kernel_size, "strides": (2, 1), "pads_begin": (1, 0),
                      "pads_end": pads_end, "exclude_pad": method == "avg"}
             inputs, outputs = pooling_case(rng, 5, 5, 4, (9, 8), out_size)
             kernel, args = pooling.cpu_step(attrs, inputs, outputs)
             check_compiles_once(kernel, args, 5)
             kernels.add(kernel)
-    assert kernels == {pooling.max_pooling_cpu, pooling.avg_pooling_cpu, pooling.global_pooling_cpu}
+    assert kernels == {pooling.max_pooling_cpu, pooling.max_pooling_3_wide_cpu, pooling.avg_pooling_cpu,
+                       pooling.global_pooling_cpu}
 
 
 # LRN
