@@ -18,7 +18,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..config import CHUNK, PARALLEL_KERNEL, SCALAR_FUNCTION
-from .gemm import _LANE, _VECTOR, _float_pointer, _vector_at
+from .gemm import _FLOAT, _LANE, _VECTOR, _float_pointer, _vector_at
 from .views import as_4d
 
 METHOD_MAX = 0
@@ -90,24 +90,61 @@ def _nan_max(builder, a, b):
 
 
 def _for_each_vector(builder, count, emit):
-    """emit(at) for at = 0, 8, 16, ... < count, the last at = count - 8 (overlapping the one
-    before where count is no multiple of 8: the same outputs again); count >= 8."""
-    seven, eight = ir.Constant(count.type, 7), ir.Constant(count.type, 8)
-    with cgutils.for_range(builder, builder.lshr(builder.add(count, seven), ir.Constant(count.type, 3))) as loop:
-        at = builder.mul(loop.index, eight)
-        last = builder.sub(count, eight)
-        emit(builder.select(builder.icmp_unsigned("<", at, last), at, last))
+    """emit(at, short) for at = 0, 8, 16, ... < count, the last at = count - 8 (overlapping the
+    one before where count is no multiple of 8: the same outputs again), short None; where
+    count < 8, once, at 0, with short = count, for ``_load`` and ``_store``."""
+    eight = ir.Constant(count.type, 8)
+    with builder.if_else(builder.icmp_signed("<", count, eight)) as (short, whole):
+        with short:
+            emit(ir.Constant(count.type, 0), count)
+        with whole:
+            blocks = builder.lshr(builder.add(count, ir.Constant(count.type, 7)), ir.Constant(count.type, 3))
+            with cgutils.for_range(builder, blocks) as loop:
+                at = builder.mul(loop.index, eight)
+                last = builder.sub(count, eight)
+                emit(builder.select(builder.icmp_unsigned("<", at, last), at, last), None)
+
+
+def _load(builder, pointer, short, fill):
+    """The 8 floats from ``pointer`` on; where ``short`` (a count under 8), only that many are
+    read (a masked load, which stays inside the array), the other lanes ``fill``."""
+    if short is None:
+        return builder.load(_vector_at(builder, pointer, 0), align=4)
+    lanes = ir.VectorType(_LANE, 8)
+    splat = builder.insert_element(ir.Constant(lanes, ir.Undefined), builder.trunc(short, _LANE), ir.Constant(_LANE, 0))
+    splat = builder.shuffle_vector(splat, ir.Constant(lanes, ir.Undefined), ir.Constant(lanes, [0] * 8))
+    mask = builder.icmp_signed("<", ir.Constant(lanes, list(range(8))), splat)
+    load = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), ir.IntType(32), mask.type, _VECTOR]),
+        "llvm.masked.load.v8f32.p0v8f32")
+    return builder.call(load, [_vector_at(builder, pointer, 0), ir.Constant(ir.IntType(32), 4), mask,
+                               ir.Constant(_VECTOR, [fill] * 8)])
+
+
+def _store(builder, value, pointer, short):
+    """value into the 8 floats from ``pointer`` on; where ``short`` (a count under 8), into that
+    many, one by one from a copy on the stack: the floats after them belong to the next line,
+    which another thread may be writing, and AMD's masked store is slow."""
+    if short is None:
+        builder.store(value, _vector_at(builder, pointer, 0), align=4)
+        return
+    spill = cgutils.alloca_once(builder, _VECTOR)
+    builder.store(value, spill)
+    lanes = builder.bitcast(spill, _FLOAT.as_pointer())
+    with cgutils.for_range(builder, short) as loop:
+        builder.store(builder.load(builder.gep(lanes, [loop.index])), builder.gep(pointer, [loop.index]))
 
 
 def _max_rows_vectors(rows: int):
     """The intrinsic max_rows_vectors(source, source_offset, row_stride, destination,
     destination_offset, count): destination[destination_offset + w] = the max over i < ``rows``
-    of source[source_offset + i*row_stride + w], NaN where any is, for w < count (>= 8): 8
-    columns at a time (``_for_each_vector``). LLVM's own vectorisation of this loop runs 32
-    columns an iteration and leaves a row of 56 mostly to its scalar remainder; and a loop over
-    a run-time number of rows per 8 columns ran 1.4x slower than the old scalar-heavy pass, so
-    each window height gets its own straight-line code. No bounds checks; destination must not
-    overlap source."""
+    of source[source_offset + i*row_stride + w], NaN where any is, for w < count: 8 columns at a
+    time (``_for_each_vector``; a row under 8 by masked loads, -inf past it, all 8 stored: the
+    destination needs 8 to spare). LLVM's own vectorisation of this loop runs 32 columns an
+    iteration and leaves a row of 56 mostly to its scalar remainder; and a loop over a run-time
+    number of rows per 8 columns ran 1.4x slower than the old scalar-heavy pass, so each window
+    height gets its own straight-line code. No bounds checks; destination must not overlap
+    source."""
 
     @intrinsic
     def max_rows_vectors(typingctx, source, source_offset, row_stride, destination, destination_offset, count):
@@ -118,13 +155,14 @@ def _max_rows_vectors(rows: int):
             source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
             destination_ptr = _float_pointer(context, builder, signature.args[3], destination, destination_offset)
 
-            def pool(at):
+            def pool(at, short):
                 pooled = None
                 for i in range(rows):
                     row = builder.gep(source_ptr, [builder.add(builder.mul(ir.Constant(at.type, i), row_stride), at)])
-                    value = builder.load(_vector_at(builder, row, 0), align=4)
+                    value = _load(builder, row, short, float("-inf"))
                     pooled = value if pooled is None else _nan_max(builder, pooled, value)
-                builder.store(pooled, _vector_at(builder, destination_ptr, at), align=4)
+                # (whole: past a short row, the -inf of the masked loads is the padding's value)
+                _store(builder, pooled, builder.gep(destination_ptr, [at]), None)
 
             _for_each_vector(builder, count, pool)
             return context.get_dummy_value()
@@ -134,17 +172,18 @@ def _max_rows_vectors(rows: int):
     return max_rows_vectors
 
 
-#: ``_max_rows_vectors`` of 3 rows, and of 2 (a window of 3 clipped by the padding).
-max_rows_2, max_rows_3 = _max_rows_vectors(2), _max_rows_vectors(3)
+#: ``_max_rows_vectors`` of 1 to 3 rows (windows up to 3 high, clipped by the padding).
+max_rows_1, max_rows_2, max_rows_3 = _max_rows_vectors(1), _max_rows_vectors(2), _max_rows_vectors(3)
 
 
 def _max_columns_vectors(kernel: int, stride: int):
     """The intrinsic max_columns_vectors(source, source_offset, destination, destination_offset,
     count): destination[destination_offset + o] = the max over j < ``kernel`` of
-    source[source_offset + o*stride + j], NaN where any is, for o < count (>= 8), 8 outputs at a
-    time (``_for_each_vector``). Stride 1: one load per j. Stride 2: the even or odd elements of
-    two loads side by side, the loads shared by j = 2i and 2i + 1; reads up to 15 elements past
-    the last window's first. No bounds checks."""
+    source[source_offset + o*stride + j], NaN where any is, for o < count, 8 outputs at a time
+    (``_for_each_vector``; under 8, stored one by one). Stride 1: one load per j. Stride 2: the even
+    or odd elements of two loads side by side, the loads shared by j = 2i and 2i + 1. Reads whole
+    vectors, up to 17 elements past the first window of the last 8 (or of the first, where
+    count < 8): the source needs that much to spare. No bounds checks."""
     assert stride in (1, 2)
     pick = {parity: ir.Constant(ir.VectorType(_LANE, 8), [2 * lane + parity for lane in range(8)]) for parity in (0, 1)}
 
@@ -157,7 +196,7 @@ def _max_columns_vectors(kernel: int, stride: int):
             source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
             destination_ptr = _float_pointer(context, builder, signature.args[2], destination, destination_offset)
 
-            def pool(at):
+            def pool(at, short):
                 window = builder.gep(source_ptr, [builder.mul(at, ir.Constant(at.type, stride))])
                 pooled, pair = None, None
                 for j in range(kernel):
@@ -168,7 +207,7 @@ def _max_columns_vectors(kernel: int, stride: int):
                             pair = [builder.load(_vector_at(builder, window, j + 8 * h), align=4) for h in (0, 1)]
                         value = builder.shuffle_vector(pair[0], pair[1], pick[j % 2])
                     pooled = value if pooled is None else _nan_max(builder, pooled, value)
-                builder.store(pooled, _vector_at(builder, destination_ptr, at), align=4)
+                _store(builder, pooled, builder.gep(destination_ptr, [at]), short)
 
             _for_each_vector(builder, count, pool)
             return context.get_dummy_value()
@@ -235,9 +274,10 @@ def pool_columns(scratch, out_rows, line, count, kernel, stride, method):
 def max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_line, height, out_height, kernel_h,
                               stride_h, stride_w, pad_top, pad_left, data_width):
     """Output lines first_line..end_line of one plane of ``pool_windows``, max pooling over
-    windows 3 wide and at most 3 high, 8 outputs a line or more, stride_w 1 or 2: both passes as
-    explicit 8-wide vectors (``max_rows_vectors`` into scratch row 0, padded as pool_windows
-    pads it, then ``max_columns_vectors``, which may read 8 columns past the padded row)."""
+    windows 3 wide and at most 3 high, stride_w 1 or 2: both passes as explicit 8-wide vectors
+    (``max_rows_vectors`` into scratch row 0, padded as pool_windows pads it, then
+    ``max_columns_vectors``, which may read up to 18 columns from the row's start, past its
+    padding)."""
     width, out_width = np.uintp(x_rows.shape[1]), np.uintp(out_rows.shape[1])
     for oh in range(first_line, end_line):
         top = oh * stride_h - pad_top
@@ -249,7 +289,7 @@ def max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_
         elif rows == 2:
             max_rows_2(x_rows, first_row * width, width, scratch, pad_left, data_width)
         else:
-            pool_rows(x_rows, first_row, rows, scratch, np.uintp(pad_left), data_width, METHOD_MAX)
+            max_rows_1(x_rows, first_row * width, width, scratch, pad_left, data_width)
         at = np.uintp(plane * out_height + oh) * out_width
         if stride_w == 2:
             max_columns_3_stride_2(scratch, 0, out_rows, at, out_width)
@@ -283,7 +323,9 @@ def pool_windows(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left
     for task in prange(n * channels * tasks_per_plane):
         plane = task // tasks_per_plane
         first_line = (task % tasks_per_plane) * lines_per_task
-        # (8 more columns: the vector passes of stride 2 load past the last window)
+        # (8 more columns: the vector passes load past the last window, and on rows under 8,
+        # into rows 1 and 2, which they do not use. With 16 more, or with row 0 alone on cache
+        # lines of its own, SqueezeNet's first pool took 1.2x-1.3x the time on two threads.)
         scratch = np.empty((3, padded_width + (8 if vectors else 0)), dtype=np.float32)
         padding = -np.inf if method == METHOD_MAX else 0.0
         for i in range(pad_left):
@@ -335,11 +377,11 @@ def max_pooling_cpu(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_l
 @njit(**PARALLEL_KERNEL)
 def max_pooling_3_wide_cpu(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
                            pad_right, method, exclude_pad, out):
-    """As max_pooling_cpu, for windows 3 wide and at most 3 high, at stride_w 1 or 2, whose output
-    lines and data rows are 8 wide or more (``choose_cpu_kernel``): every line by 8-wide vectors
-    (``max_pool_lines_by_vectors``), where max_pooling_cpu's loops, which LLVM vectorises 32
-    columns at a time, leave short rows to scalar code. A kernel of its own: as a branch of
-    max_pooling_cpu, it made that kernel's other loops 1.1x-1.2x slower."""
+    """As max_pooling_cpu, for windows 3 wide and at most 3 high, at stride_w 1 or 2
+    (``choose_cpu_kernel``): every line by 8-wide vectors (``max_pool_lines_by_vectors``), where
+    max_pooling_cpu's loops, which LLVM vectorises 32 columns at a time, leave short rows to
+    scalar code. A kernel of its own: as a branch of max_pooling_cpu, it made that kernel's
+    other loops 1.1x-1.2x slower, and so did those loops, kept here for rows under 8."""
     pool_windows(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
                  pad_right, METHOD_MAX, exclude_pad, out, True)
 
@@ -359,9 +401,7 @@ def choose_cpu_kernel(attrs, x_shape, out_shape):
         return global_pooling_cpu
     if attrs["pool_method"] != "max":
         return avg_pooling_cpu
-    stride_w, out_width = attrs["strides"][1], out_shape[3]
-    data_width = min(x_shape[3], (out_width - 1) * stride_w + kernel_w - pad_left)  # (pool_windows')
-    if kernel_w == 3 and stride_w <= 2 and attrs["kernel"][0] <= 3 and out_width >= 8 and data_width >= 8:
+    if kernel_w == 3 and attrs["strides"][1] <= 2 and attrs["kernel"][0] <= 3:
         return max_pooling_3_wide_cpu
     return max_pooling_cpu
 
