@@ -1,0 +1,100 @@
+"""Where a kernel's time goes, function by function, under Linux ``perf``: one convolution layer run
+in a loop, its Numba code named for perf by a map file (``/tmp/perf-PID.map``).
+
+    perf record -e cpu-clock -F 4000 -o perf.data python benchmarks/perf_map.py 256 1000 13 \\
+        [--kernel 1] [--stride 1] [--pad 0] [--batch 2] [--threads 1] [--seconds 6]
+    perf report -i perf.data --stdio --sort sym
+
+(this VM has no hardware counters; ``cpu-clock`` samples work). perf names JIT code only through
+that map, which this script writes once the kernel is compiled: the start address of each
+function in the kernel's LLVM module, up to the next one. The map can only be written for code
+compiled in this process, so run it with an empty cache (``NUMBA_CACHE_DIR=$(mktemp -d)``);
+the compile's own samples then show as LLVM's and Python's, apart from the kernel's. Functions
+inlined into another (the micro-kernel into ``gemm_task``) count as that one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def qualified_name(symbol: str) -> str:
+    """The dotted name in a Numba-mangled symbol (its ``_ZN<length><part>...`` prefix)."""
+    at = symbol.find("_ZN")
+    if at < 0:
+        return symbol[:100]
+    i, parts = at + 3, []
+    while i < len(symbol) and symbol[i].isdigit():
+        digits_end = i
+        while symbol[digits_end].isdigit():
+            digits_end += 1
+        part = symbol[digits_end:digits_end + int(symbol[i:digits_end])]
+        if part.startswith("B") or not part.replace("_", "").isalnum():  # (the argument types)
+            break
+        parts.append(part)
+        i = digits_end + len(part)
+    return (symbol[:at] + ".".join(parts))[:100]
+
+
+def write_perf_map(dispatcher) -> int:
+    """Write /tmp/perf-PID.map for every function of the dispatcher's compiled overloads; return
+    how many it names."""
+    starts = {}
+    for result in dispatcher.overloads.values():
+        engine = result.library.codegen._engine
+        for function in result.library._final_module.functions:
+            if not function.is_declaration:
+                address = engine.get_function_address(function.name)
+                if address:
+                    starts[address] = qualified_name(function.name)
+    ordered = sorted(starts)
+    with open(f"/tmp/perf-{os.getpid()}.map", "w") as handle:
+        for address, end in zip(ordered, ordered[1:] + [ordered[-1] + (1 << 16)]):
+            handle.write(f"{address:x} {min(end - address, 1 << 20):x} {starts[address]}\n")
+    return len(ordered)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("channels", type=int)
+    parser.add_argument("out_channels", type=int)
+    parser.add_argument("side", type=int)
+    parser.add_argument("--kernel", type=int, default=1)
+    parser.add_argument("--stride", type=int, default=1)
+    parser.add_argument("--pad", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    args = parser.parse_args()
+    import numba
+
+    from dynbatch.kernels import convolution
+
+    numba.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    k = args.kernel
+    attrs = dict(strides=(args.stride,) * 2, dilations=(1, 1), pads_begin=(args.pad,) * 2, pads_end=(args.pad,) * 2,
+                 group=1, weights=rng.standard_normal((args.out_channels, args.channels, k, k)).astype(np.float32),
+                 biases=rng.standard_normal(args.out_channels).astype(np.float32),
+                 activation=dict(type="relu", alpha=0.0, beta=0.0))
+    out_side = (args.side + 2 * args.pad - k) // args.stride + 1
+    x = rng.standard_normal((args.batch, args.channels, args.side, args.side)).astype(np.float32)
+    out = np.empty((args.batch, args.out_channels, out_side, out_side), np.float32)
+    kernel, kernel_args = convolution.cpu_step(attrs, [x], [out])
+    kernel(args.batch, *kernel_args)
+    print(f"{kernel.__name__}: {write_perf_map(kernel)} functions mapped", file=sys.stderr)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < args.seconds:
+        kernel(args.batch, *kernel_args)
+        calls += 1
+    print(f"{(time.perf_counter() - start) / calls * 1e6:.0f} us a call", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
