@@ -31,8 +31,8 @@ import convolution_ab  # noqa: E402  (a revision's kernel modules, importable be
 
 
 def revision_calls(request, old_chain, old_convolution, old_pooling):
-    """The request's (kernel, args) per step, each convolution and pooling kernel replaced by the
-    revision's (a pooling kernel the revision lacks by the one its ``choose_cpu_kernel`` picks).
+    """The request's (kernel, args) per step, each convolution kernel replaced by the revision's
+    and each pooling kernel by the one the revision's ``choose_cpu_kernel`` picks.
     A chain's rows name its task functions by address (``chain.task_function``): the revision's chain
     gets a copy of the rows naming its own, where it has them."""
     calls = []
@@ -46,10 +46,8 @@ def revision_calls(request, old_chain, old_convolution, old_pooling):
                 args = (*args[:3], ints, *args[4:])
         elif step.exec_type in ("convolution_gemm_cpu", "convolution_winograd_cpu"):
             call = getattr(old_convolution, step.exec_type)
-        elif step.layer.type == "Pooling":
-            x, out = args[0], args[-1]
-            call = getattr(old_pooling, step.exec_type, None) or old_pooling.choose_cpu_kernel(
-                step.layer.normalized, x.shape, out.shape)
+        elif step.layer.type == "Pooling":  # (the same arguments for all its kernels)
+            call = old_pooling.choose_cpu_kernel(step.layer.normalized, args[0].shape, args[-1].shape)
         calls.append((call, args))
     return calls
 
