@@ -124,7 +124,7 @@ def _load(builder, pointer, short, fill):
 def _store(builder, value, pointer, short):
     """value into the 8 floats from ``pointer`` on; where ``short`` (a count under 8), into that
     many, one by one from a copy on the stack: the floats after them belong to the next line,
-    which another thread may be writing, and AMD's masked store is slow."""
+    which another thread may be writing. (A masked store measured the same.)"""
     if short is None:
         builder.store(value, _vector_at(builder, pointer, 0), align=4)
         return
