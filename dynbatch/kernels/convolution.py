@@ -419,7 +419,10 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
             next_columns = 0
     packed = np.empty(min(KC, reduction) * panel_columns, np.float32)
     window_width = window_columns(tap_dy, tap_dx)
-    product = np.empty((end_panel - first_panel) * MR * panel_columns, np.float32)
+    through_product = 0  # (the product only for the panels that need it: most tasks have none)
+    for jp in range(column_panels):
+        through_product += direct_out[jp] < 0
+    product = np.empty((end_panel - first_panel) * MR * panel_columns * min(1, through_product), np.float32)
     a_group = g * padded_rows * reduction
     for pc in range(0, reduction, KC):
         kc = min(KC, reduction - pc)
