@@ -6,12 +6,12 @@ measured end to end.
         [--calls 41] [--threads 2]
 
 Each network (``compare.py``'s) is loaded once, by the working tree. The revision's ``chain.py``,
-``convolution.py``, ``gemm.py`` and ``pooling.py`` are copied into the package under temporary
-names (as ``convolution_ab.py`` does), and its kernels are called with the very arguments the working tree's
-steps were bound to: the same buffers, weights and step tables, so this compares kernel code only
-(it needs the two revisions to agree on those arguments). Each call writes the input and runs every
-step, as ``InferRequest.infer`` does without its checks and output copy; the two take turns, in
-alternating order, and each time is the median of ``--calls``. Their outputs must agree.
+``convolution.py``, ``gemm.py`` and ``pooling.py`` are copied into the package under temporary names
+(as ``convolution_ab.py`` does), and its kernels are called with the very arguments the working
+tree's steps were bound to: the same buffers, weights and step tables, so this compares kernel code
+only (it needs the two revisions to agree on those arguments). Each call writes the input and runs
+every step, as ``InferRequest.infer`` does without its checks and output copy; the two take turns,
+in alternating order, and each time is the median of ``--calls``. Their outputs must agree.
 """
 from __future__ import annotations
 
@@ -78,14 +78,15 @@ def main():
         old_chain = convolution_ab.load_revision(args.revision, modules=("chain", "convolution", "gemm", "pooling"))
         old_convolution = importlib.import_module("dynbatch.kernels._ab_convolution")
         old_pooling = importlib.import_module("dynbatch.kernels._ab_pooling")
-        print(f"convolution and pooling kernels at {args.revision} (old) against the working tree (new), {args.threads} threads, "
-              f"median of {args.calls} alternating calls (fewer at n = 32)")
+        print(f"convolution and pooling kernels at {args.revision} (old) against the working tree (new), "
+              f"{args.threads} threads, median of {args.calls} alternating calls (fewer at n = 32)")
         for name in args.networks.split(","):
             model = compare.NETWORKS[name]()
             network = db.read_network(model, batch=max(batches))
             request = db.Core().load_network(network, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES}).create_infer_request()
             x = np.random.default_rng(0).standard_normal((max(batches), *compare.sample_shape(model))).astype(np.float32)
-            versions = {"old": revision_calls(request, old_chain, old_convolution, old_pooling), "new": request._calls}
+            old_calls = revision_calls(request, old_chain, old_convolution, old_pooling)
+            versions = {"old": old_calls, "new": request._calls}
             for n in batches:
                 request.set_batch(n)
                 outputs = {}
