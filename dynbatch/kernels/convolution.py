@@ -397,11 +397,14 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
     # A whole panel within one sample is written straight into out (its row-0 offset there);
     # -1: through the product and the epilogue loop below.
     direct_out = np.full(column_panels, -1, np.intp)
+    through_product = False  # (most tasks have no such panel, and then no product to allocate)
     for jp in range(column_panels):
         first = first_column + jp * NR
         if jp * NR + NR <= chunk_columns and first // pixels == (first + NR - 1) // pixels:
             direct_out[jp] = (((first // pixels) * buffer_channels + first_out_channel + g * group_rows) * pixels
                               + first % pixels)
+        else:
+            through_product = True
     # A 1x1, unit-stride, unpadded layer reads each panel of x as kc rows a plane apart: more
     # streams than the hardware prefetcher follows, so each row would be a miss the micro-kernel
     # waits for (at large n, x is in DRAM). While it multiplies one panel, it prefetches the next
@@ -419,10 +422,7 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
             next_columns = 0
     packed = np.empty(min(KC, reduction) * panel_columns, np.float32)
     window_width = window_columns(tap_dy, tap_dx)
-    through_product = 0  # (the product only for the panels that need it: most tasks have none)
-    for jp in range(column_panels):
-        through_product += direct_out[jp] < 0
-    product = np.empty((end_panel - first_panel) * MR * panel_columns * min(1, through_product), np.float32)
+    product = np.empty((end_panel - first_panel) * MR * panel_columns if through_product else 0, np.float32)
     a_group = g * padded_rows * reduction
     for pc in range(0, reduction, KC):
         kc = min(KC, reduction - pc)
