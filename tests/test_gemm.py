@@ -13,7 +13,8 @@ from dynbatch.kernels.activation import ACTIVATION_CODES, CLAMP, RELU, RELU6
 from dynbatch.kernels.epilogue import NO_ACTIVATION
 from dynbatch.kernels.gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, masked_copy_panel_row,
                                    masked_copy_panel_row_two_runs, micro_kernel_1, micro_kernel_4, micro_kernel_6,
-                                   micro_kernel_12x8, pack_weights, panel_rows, transpose_copy_panel_rows)
+                                   pack_weights, panel_rows, short_panel_product, SHORT_PANEL_COLUMNS,
+                                   transpose_copy_panel_rows)
 from tests.naive import REFERENCES
 
 
@@ -23,15 +24,18 @@ def call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, r
     if mr == 6:
         micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
-    elif mr == 12:
-        micro_kernel_12x8(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
-                          biases, bias_offset, residual, has_residual, activation, alpha, beta)
     elif mr == 4:
         micro_kernel_4(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
     else:
         micro_kernel_1(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
+
+
+@njit
+def call_short_panel_product(valid, pair, full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate):
+    return short_panel_product(valid, pair, full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows,
+                               accumulate)
 
 
 @njit
@@ -53,12 +57,12 @@ def activate(values, code, alpha, beta):
                          list(itertools.product([False, True], [False, True], [False, True],
                                                 [NO_ACTIVATION, RELU, RELU6, CLAMP])))
 @settings(deadline=None, max_examples=12)
-@given(mr=st.sampled_from([1, 4, 6, 12]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7),
+@given(mr=st.sampled_from([1, 4, 6]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7),
        rows_missing=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
 def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, accumulate, finish, has_residual,
                                     activation, seed):
     rng = np.random.default_rng(seed)
-    nr = 8 if mr == 12 else NR  # the 12-row kernel: 8 columns, A as two 6-row panels
+
     ldb, ldc = NR + ldb_extra, NR + ldc_extra
     rows = max(1, mr - rows_missing)
     a_offset, b_offset, c_offset, bias_offset = 3, 5, 7, 2
@@ -71,19 +75,57 @@ def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, 
     before = c.copy()
     call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
-    # (mr, kc): one panel, a[p * mr + i]; or for 12 rows two, the second 6 * kc floats on
-    panels = a[a_offset:].reshape(-1, kc, min(mr, MR))
-    panel = np.concatenate([q.T for q in panels]).astype(np.float64)
-    columns = b[b_offset:].reshape(kc, ldb)[:, :nr].astype(np.float64)  # (kc, nr)
+    panel = a[a_offset:].reshape(kc, mr).T.astype(np.float64)  # (mr, kc): one panel, a[p * mr + i]
+    columns = b[b_offset:].reshape(kc, ldb)[:, :NR].astype(np.float64)  # (kc, NR)
     expected = before.copy()
     for i in range(rows):
         at = c_offset + i * ldc
-        value = panel[i] @ columns + (before[at:at + nr] if accumulate else 0.0)
+        value = panel[i] @ columns + (before[at:at + NR] if accumulate else 0.0)
         if finish:
-            value = value + (residual[at:at + nr] if has_residual else 0.0) + biases[bias_offset + i]
+            value = value + (residual[at:at + NR] if has_residual else 0.0) + biases[bias_offset + i]
             value = activate(value, activation, alpha, beta)
-        expected[at:at + nr] = value
+        expected[at:at + NR] = value
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)  # rows >= rows and the gaps untouched
+
+
+@settings(deadline=None, max_examples=120)
+@given(valid=st.integers(1, SHORT_PANEL_COLUMNS), pair=st.booleans(), full=st.booleans(), kc=st.integers(1, 40),
+       ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7), rows=st.integers(1, 14), accumulate=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_short_panel_product_matches_numpy(valid, pair, full, kc, ldb_extra, ldc_extra, rows, accumulate, seed):
+    """A panel of B with ``valid`` columns: the valid ones of every stored row are the product
+    (plus c where accumulating); a column past them is either left or holds B's product there
+    (the 6 x 16 and 12 x 8 kernels store whole vectors); no row at or past ``rows`` is touched."""
+    full = full or pair  # (a pair is two full panels)
+    rng = np.random.default_rng(seed)
+    heights = [MR, MR] if pair else [MR if full else 4]
+    ldb, ldc = NR + ldb_extra, NR + ldc_extra
+    a_offset, b_offset, c_offset = 3, 5, 7
+    # A ends the array: a masked load must not read past it.
+    a = rng.uniform(-1, 1, a_offset + kc * sum(heights)).astype(np.float32)
+    b = rng.uniform(-1, 1, b_offset + kc * ldb).astype(np.float32)
+    c = rng.uniform(-1, 1, c_offset + 2 * MR * ldc + NR).astype(np.float32)
+    before = c.copy()
+    taken = call_short_panel_product(valid, pair, full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows,
+                                     accumulate)
+    assert taken == len(heights)
+    panels, at = [], a_offset
+    for height in heights:
+        panels.append(a[at:at + kc * height].reshape(kc, height).T)
+        at += kc * height
+    product = np.concatenate(panels).astype(np.float64) @ b[b_offset:].reshape(kc, ldb)[:, :NR].astype(np.float64)
+    stored = min(rows, sum(heights))
+    for i in range(2 * MR + 1):
+        line = slice(c_offset + i * ldc, c_offset + i * ldc + NR)
+        if i >= stored:
+            np.testing.assert_array_equal(c[line], before[line])
+            continue
+        expected = product[i] + (before[line] if accumulate else 0.0)
+        np.testing.assert_allclose(c[line][:valid], expected[:valid], rtol=1e-5, atol=1e-5)
+        past = slice(valid, NR)
+        left = c[line][past] == before[line][past]
+        computed = np.isclose(c[line][past], expected[past], rtol=1e-5, atol=1e-5)
+        assert np.all(left | computed)
 
 
 def test_masked_copies_select_and_never_multiply():

@@ -159,6 +159,8 @@ def test_pointwise_convolution_with_end_padding_reads_no_input_past_the_image(pa
     ("gemm", (3, 3), (1, 1), (2, 2), (5, 40)),    # 20 outputs per row: panels read every other input
     ("gemm", (3, 3), (1, 1), (3, 3), (5, 60)),    # 20 outputs per row, inputs 3 apart
     ("gemm", (5, 5), (2, 2), (4, 4), (6, 30)),    # 8 outputs per row: two runs, inputs 4 apart
+    ("gemm", (1, 1), (0, 0), (1, 1), (7, 7)),     # 98 columns: a last panel of 2 (the narrow kernel)
+    ("gemm", (3, 3), (1, 1), (1, 1), (6, 6)),     # 72 columns: a last panel of 8 (the 12 x 8 kernel)
     ("winograd", (3, 3), (1, 1), (1, 1), (5, 6)),   # 2x2 tiles, half of the last row's outside
     ("winograd", (3, 3), (1, 1), (1, 1), (6, 40)),  # 20 tiles per row: panels of one run
 ])

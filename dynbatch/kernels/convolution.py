@@ -12,9 +12,9 @@ from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
-from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, masked_copy_panel_row_runs,
-                   micro_kernel_12x8, micro_kernel_panel, pack_weights, panel_layout, prefetch_rows, product_panel,
-                   transpose_copy_panel_rows)
+from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, SHORT_PANEL_COLUMNS,
+                   masked_copy_panel_row_runs, micro_kernel_panel, pack_weights, panel_layout, prefetch_rows,
+                   product_panel, short_panel_product, transpose_copy_panel_rows)
 from .views import as_4d
 from .winograd import (copy_vectors, input_transform_2, input_transform_4, output_transform_2, output_transform_4,
                        run_outputs, sample_tiles, tile_elements, transform_weights)
@@ -115,8 +115,9 @@ def split_tasks(columns, task_columns, min_tasks, panels, group, balance_by_outp
     splits = min(panels, max(1, -(-min_tasks // max(1, chunks * group))))  # (n = 0: no tasks)
     panels_per_split = -(-panels // splits)
     if balance_by_outputs and group == 1 and splits == 1 and 1 < min_tasks <= panels and columns > 0:
-        # The busiest thread's columns (the last panel counted as 8 where the 12 x 8 kernel
-        # takes it) under the split by columns, against all of them under a split by outputs.
+        # The busiest thread's columns (a last panel of at most 8 counted as 8: the narrow or
+        # 12 x 8 kernel takes it) under the split by columns, against all of them under a split
+        # by outputs.
         padded_columns = min(NR * column_panels, -(-columns // (NR // 2)) * (NR // 2))
         busiest = 0
         first_chunk = 0
@@ -437,9 +438,7 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                     b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
                 else:
                     b_source, b_offset, ldb = packed, jp * kc * NR, NR
-                # A last panel of at most 8 columns (a small image at n = 1: 36 pixels are
-                # 16 + 16 + 4) takes two panels of A per call of the 12 x 8 kernel.
-                narrow = jp == column_panels - 1 and chunk_columns - jp * NR <= NR // 2
+                valid = min(NR, chunk_columns - jp * NR)  # (under NR: the last panel, through the product)
                 block_end = min(end_panel, block + PANELS_PER_BLOCK)
                 fetch_at, fetch_count = -1, 0
                 if pointwise and block == first_panel:
@@ -466,11 +465,11 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                     else:
                         c, ldc, finish = product, panel_columns, False
                         c_offset = (panel - first_panel) * MR * panel_columns + jp * NR
-                    if narrow and panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows:
-                        micro_kernel_12x8(kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
-                                          min(2 * MR, group_rows - panel * MR), pc > 0, finish, biases, k,
-                                          residual_flat, has_residual, activation, alpha, beta)
-                        panel += 2
+                    if valid <= SHORT_PANEL_COLUMNS:
+                        panel += short_panel_product(
+                            valid, panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows,
+                            panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source, b_offset, ldb, c,
+                            c_offset, ldc, group_rows - panel * MR, pc > 0)
                         continue
                     micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source,
                                        b_offset, ldb, c, c_offset, ldc, min(MR, group_rows - panel * MR), pc > 0,
@@ -621,9 +620,21 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
     # M[xi] for up to PANELS_PER_BLOCK panels of output channels at a time (in L2), row i of
     # the block from xi * m_stride + i * m_columns on.
     m_columns = column_panels * NR
+    # A last panel of at most SHORT_PANEL_COLUMNS tiles (a 7 x 7 image's 4 at n = 1, in 4 x 4
+    # tiles) takes kernels that multiply few or no missing tiles.
+    last_valid = chunk_columns - (column_panels - 1) * NR
+    full_column_panels = column_panels - (1 if last_valid <= SHORT_PANEL_COLUMNS else 0)
     block_rows = min(end_panel - first_panel, PANELS_PER_BLOCK) * MR
     m_stride = block_rows * m_columns + NR
     m = np.empty(elements * m_stride, np.float32)
+    if full_column_panels < column_panels:
+        # The output transforms read all NR columns of a panel, and the short panel's kernels
+        # store only its valid ones (or 8): zeros in the others, not whatever lay there, which
+        # may be denormal and take a hundred cycles an operation.
+        for xi in range(elements):
+            for row in range(block_rows):
+                at = xi * m_stride + row * m_columns + full_column_panels * NR
+                m[at + last_valid:at + NR] = 0.0
     transformed = np.empty(tile * run, np.float32)  # one panel's output rows
     for first_block_panel in range(first_panel, end_panel, PANELS_PER_BLOCK):
         end_block_panel = min(end_panel, first_block_panel + PANELS_PER_BLOCK)
@@ -633,10 +644,19 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                 for panel in range(first_block_panel, end_block_panel):
                     a_offset = xi * padded_rows * channels + pc * padded_rows + panel * MR * kc
                     c_offset = xi * m_stride + (panel - first_block_panel) * MR * m_columns
-                    for jp in range(column_panels):
+                    for jp in range(full_column_panels):
                         product_panel(panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
                                       xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
                                       m_columns, MR, pc > 0)
+                panel = first_block_panel
+                while panel < end_block_panel and full_column_panels < column_panels:  # (a short last one)
+                    panel += short_panel_product(
+                        last_valid, panel + 1 < end_block_panel and panel * MR + 2 * MR <= padded_rows,
+                        panel * MR + MR <= padded_rows, kc, packed_u,
+                        xi * padded_rows * channels + pc * padded_rows + panel * MR * kc, v,
+                        xi * v_stride + (full_column_panels * channels + pc) * NR, np.intp(NR), m,
+                        xi * m_stride + (panel - first_block_panel) * MR * m_columns + full_column_panels * NR,
+                        m_columns, (end_block_panel - panel) * MR, pc > 0)
         for k in range(first_block_panel * MR, min(out_channels, end_block_panel * MR)):
             row = (k - first_block_panel * MR) * m_columns
             r = 0

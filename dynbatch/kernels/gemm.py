@@ -35,7 +35,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..config import SCALAR_FUNCTION
+from ..config import SCALAR_FUNCTION, SHARED_STEP
 from .activation import CLAMP, RELU, RELU6
 
 #: Rows and columns of the product a micro-kernel call keeps in registers: 6 x 16 float32 is 12
@@ -73,6 +73,20 @@ def _prefetch(builder, pointer, write: bool):
         "llvm.prefetch.p0i8")
     flags = [ir.Constant(ir.IntType(32), value) for value in (int(write), 3, 1)]  # (rw, locality, data)
     builder.call(function, [builder.bitcast(pointer, ir.IntType(8).as_pointer())] + flags)
+
+
+def _load_lanes(builder, pointer, count, fill):
+    """The first ``count`` (an LLVM integer, at most 8) of the 8 floats from ``pointer`` on, the
+    other lanes ``fill``: a masked load, which reads nothing past them (so stays inside the array)."""
+    lanes = ir.VectorType(_LANE, 8)
+    splat = builder.insert_element(ir.Constant(lanes, ir.Undefined), builder.trunc(count, _LANE), ir.Constant(_LANE, 0))
+    splat = builder.shuffle_vector(splat, ir.Constant(lanes, ir.Undefined), ir.Constant(lanes, [0] * 8))
+    mask = builder.icmp_signed("<", ir.Constant(lanes, list(range(8))), splat)
+    load = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), ir.IntType(32), mask.type, _VECTOR]),
+        "llvm.masked.load.v8f32.p0v8f32")
+    return builder.call(load, [_vector_at(builder, pointer, 0), ir.Constant(ir.IntType(32), 4), mask,
+                               ir.Constant(_VECTOR, [fill] * 8)])
 
 
 def _splat(builder, value):
@@ -126,9 +140,9 @@ def _branch_on_activation(builder, activation, emit):
 
 def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
     """The intrinsic computing an ``mr`` x ``nr`` block, see ``micro_kernel_6``. Where mr > MR,
-    its A is consecutive MR-row panels (``micro_kernel_12x8``). Without ``epilogue``, ``finish``
-    is taken as False and only the two plain store sequences are made (half the code of a
-    kernel that calls it, and of its compile time, is the epilogue's sixteen)."""
+    its A is consecutive MR-row panels (``micro_kernel_12x8_product``). Without ``epilogue``,
+    ``finish`` is taken as False and only the two plain store sequences are made (half the code
+    of a kernel that calls it, and of its compile time, is the epilogue's sixteen)."""
     a_step = min(mr, MR)  # floats of A per reduction step, in one panel
 
     @intrinsic
@@ -228,10 +242,6 @@ def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
 micro_kernel_6 = _micro_kernel(6)
 #: The same for 4-row panels: the last panel of a channel count that leaves 1 to 4 rows.
 micro_kernel_4 = _micro_kernel(4)
-#: The same for 12 rows (two consecutive 6-row panels of A, the second 6*kc floats after the
-#: first) by 8 columns (j < 8; B's rows still ldb apart): a panel of B whose valid columns are
-#: 8 or fewer (the tail of a small image at n = 1) costs half the 6 x 16 calls it would take.
-micro_kernel_12x8 = _micro_kernel(12, 8)
 #: The same for one row, whose A is any contiguous run (``a[a_offset + p]``): a matrix-vector
 #: product, such as a FullyConnected layer's at n = 1.
 micro_kernel_1 = _micro_kernel(1)
@@ -266,6 +276,168 @@ def product_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, row
     else:
         micro_kernel_4_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, False,
                                c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
+
+
+def _narrow_kernel(columns: int):
+    """The intrinsic computing two A panels by ``columns`` (1 to NARROW_COLUMNS) columns of B,
+    see ``narrow_product``: a panel's floats of one reduction step are the vector, each column
+    of B a broadcast, so no lane multiplies a column that is not there (the 6 x 16 kernel
+    spends 12 multiply-adds a step on a panel, however few of its 16 columns count)."""
+
+    @intrinsic
+    def kernel(typingctx, kc, a, a_offset, a_step, second_offset, second_step, b, b_offset, ldb, c, c_offset, ldc,
+               rows, accumulate):
+        sig = types.void(types.intp, a, types.intp, types.intp, types.intp, types.intp, b, types.intp, types.intp, c,
+                         types.intp, types.intp, types.intp, types.boolean)
+
+        def codegen(context, builder, signature, args):
+            (kc, a, a_offset, a_step, second_offset, second_step, b, b_offset, ldb, c, c_offset, ldc, rows,
+             accumulate) = args
+            index = kc.type
+
+            def constant(value):
+                return ir.Constant(index, value)
+
+            a_panels = [_float_pointer(context, builder, signature.args[1], a, offset)
+                        for offset in (a_offset, second_offset)]
+            steps = (a_step, second_step)
+            b_ptr = _float_pointer(context, builder, signature.args[6], b, b_offset)
+            c_ptr = _float_pointer(context, builder, signature.args[9], c, c_offset)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
+                                                 "llvm.fma.v8f32")
+            # A multiply-add waits 4 cycles for the one before into the same accumulator: with
+            # as few as 2 of them the loop would wait, not multiply. So ``unroll`` consecutive
+            # steps of the reduction go to sets of their own, added up after the loop.
+            unroll = -(-4 // columns)
+            accumulators = [[cgutils.alloca_once_value(builder, _ZERO) for _ in range(2 * columns)]
+                            for _ in range(unroll)]
+
+            def step(p, sums, last=False):
+                # A step's a_step floats and the next step's first ones in one load: lanes past
+                # a_step add up products that are never stored. The last step's load is masked,
+                # not to read past the array (in the loop, masks would take 2 of the registers).
+                a_rows = [builder.gep(a_panels[h], [builder.mul(p, steps[h])]) for h in range(2)]
+                a_vectors = [_load_lanes(builder, row, steps[h], 0.0) if last
+                             else builder.load(_vector_at(builder, row, 0), align=4)
+                             for h, row in enumerate(a_rows)]
+                b_row = builder.gep(b_ptr, [builder.mul(p, ldb)])
+                for j in range(columns):  # (one broadcast live at a time: 12 accumulators + 3 registers)
+                    b_value = _splat(builder, builder.load(builder.gep(b_row, [constant(j)])))
+                    for h, a_vector in enumerate(a_vectors):
+                        total = builder.load(sums[h * columns + j])
+                        builder.store(builder.call(fma, [a_vector, b_value, total]), sums[h * columns + j])
+
+            last = builder.sub(kc, constant(1))
+            rounds = builder.sdiv(last, constant(unroll))
+            with cgutils.for_range(builder, rounds) as loop:
+                first = builder.mul(loop.index, constant(unroll))
+                for u in range(unroll):
+                    step(builder.add(first, constant(u)), accumulators[u])
+            done = builder.mul(rounds, constant(unroll))
+            with cgutils.for_range(builder, builder.sub(last, done)) as loop:
+                step(builder.add(done, loop.index), accumulators[0])
+            with builder.if_then(builder.icmp_signed(">=", last, constant(0))):
+                step(last, accumulators[0], last=True)
+            # The sums, on the stack, then stored lane by lane in a loop over the rows (a column
+            # of the product is a row of c's block): row 6h + i is lane i of panel h's vectors.
+            spill = cgutils.alloca_once(builder, _VECTOR, size=2 * columns)
+            for k in range(2 * columns):
+                total = builder.load(accumulators[0][k])
+                for u in range(1, unroll):
+                    total = builder.fadd(total, builder.load(accumulators[u][k]))
+                builder.store(total, builder.gep(spill, [constant(k)]))
+            lanes = builder.bitcast(spill, _FLOAT.as_pointer())
+            with cgutils.for_range(builder, rows) as loop:
+                h, i = builder.sdiv(loop.index, constant(MR)), builder.srem(loop.index, constant(MR))
+                c_row = builder.gep(c_ptr, [builder.mul(ldc, loop.index)])
+                for j in range(columns):
+                    at = builder.add(builder.mul(builder.add(builder.mul(h, constant(columns)), constant(j)),
+                                                 constant(8)), i)
+                    value = builder.load(builder.gep(lanes, [at]))
+                    pointer = builder.gep(c_row, [constant(j)])
+                    value = builder.select(accumulate, builder.fadd(builder.load(pointer), value), value)
+                    builder.store(value, pointer)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kernel
+
+
+#: The most columns of one narrow kernel: 2 x 6 accumulators, 2 vectors of A and a broadcast
+#: of B fill 15 of the 16 AVX2 registers.
+NARROW_COLUMNS = 6
+_NARROW_KERNELS = [_narrow_kernel(j) for j in range(1, NARROW_COLUMNS + 1)]
+narrow_kernel_1, narrow_kernel_2, narrow_kernel_3, narrow_kernel_4, narrow_kernel_5, narrow_kernel_6 = _NARROW_KERNELS
+
+
+@njit(**SHARED_STEP)
+def narrow_product(columns, kc, a, a_offset, a_step, second_offset, second_step, b, b_offset, ldb, c, c_offset, ldc,
+                   rows, accumulate):
+    """c[c_offset + r*ldc + j] = (c[...] if accumulate else 0) + sum_{p < kc} A[r, p] *
+    b[b_offset + p*ldb + j] for r < rows (at most 12) and j < ``columns`` (1 to NARROW_COLUMNS),
+    where row i < 6 of A is a[a_offset + p*a_step + i] and row 6 + i is a[second_offset +
+    p*second_step + i] (a_step, second_step: 6, or 4 for a last panel of 4 rows). A call, not
+    inlined: in a task as large as ``convolution.winograd_task``, LLVM spilled its accumulators
+    or addressed A through the stack, and the product took 1.2x-1.9x as long."""
+    if columns == 1:
+        narrow_kernel_1(kc, a, a_offset, a_step, second_offset, second_step, b, b_offset, ldb, c, c_offset, ldc, rows,
+                        accumulate)
+    elif columns == 2:
+        narrow_kernel_2(kc, a, a_offset, a_step, second_offset, second_step, b, b_offset, ldb, c, c_offset, ldc, rows,
+                        accumulate)
+    elif columns == 3:
+        narrow_kernel_3(kc, a, a_offset, a_step, second_offset, second_step, b, b_offset, ldb, c, c_offset, ldc, rows,
+                        accumulate)
+    elif columns == 4:
+        narrow_kernel_4(kc, a, a_offset, a_step, second_offset, second_step, b, b_offset, ldb, c, c_offset, ldc, rows,
+                        accumulate)
+    elif columns == 5:
+        narrow_kernel_5(kc, a, a_offset, a_step, second_offset, second_step, b, b_offset, ldb, c, c_offset, ldc, rows,
+                        accumulate)
+    else:
+        narrow_kernel_6(kc, a, a_offset, a_step, second_offset, second_step, b, b_offset, ldb, c, c_offset, ldc, rows,
+                        accumulate)
+
+
+#: ``micro_kernel_6_product`` for 12 rows (two consecutive 6-row panels of A, the second 6*kc
+#: floats after the first) by 8 columns (j < 8; B's rows still ldb apart): 7 or 8 valid columns
+#: of a B panel (a 6 x 6 image at n = 2: 72 = 4 x 16 + 8) cost 0.8x the two 6 x 16 calls.
+micro_kernel_12x8_product = _micro_kernel(12, 8, epilogue=False)
+#: The most valid columns of a B panel that ``short_panel_product`` takes, in one pass over A.
+#: Two passes (9 columns as 6 + 3) measured 0.8x the 6 x 16 kernel's time with A in cache, but
+#: 1.2x with A streaming from memory (4.7 MB of AlexNet's Winograd weights at n = 1): the
+#: first pass then waits on memory as the 6 x 16 kernel does, and the second adds its own time.
+SHORT_PANEL_COLUMNS = NR // 2
+
+
+@njit(**SHARED_STEP)
+def short_panel_product(valid, pair, full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate):
+    """``product_panel`` for a B panel of which only the first ``valid`` columns (1 to
+    SHORT_PANEL_COLUMNS) count, the last of a task's: a small image at n = 1 leaves a few
+    (7 x 7 = 3 x 16 + 1, 14 x 14 = 12 x 16 + 4). Up to NARROW_COLUMNS, the narrow kernel
+    multiplies the A panel at a_offset (full, of MR rows, or else of 4) and, where ``pair``, the
+    next one too (both full): j columns cost j multiply-adds a step for each panel, where the
+    6 x 16 kernel costs 2 (measured 0.30x-0.55x its time with A in cache, 0.64x-1.0x from
+    memory). 7 or 8 columns of a pair go to the 12 x 8 kernel; of a lone panel, to the 6 x 16
+    one. Stores rows < ``rows`` (of the 12 or the panel's): the valid columns, or all that
+    kernel's. Returns the A panels it took: 2 where ``pair``, else 1."""
+    a_step = MR if full else 4
+    if valid > NARROW_COLUMNS:
+        if pair:
+            micro_kernel_12x8_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, 2 * MR),
+                                      accumulate, False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
+            return 2
+        product_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, a_step), accumulate)
+        return 1
+    # (One panel: as its own second, whose rows are not stored. Rare, at most one a task's block
+    # of A panels, and one kernel of each width makes half the code to compile.)
+    second_offset, stored, taken = a_offset, min(rows, a_step), 1
+    if pair:
+        second_offset, stored, taken = a_offset + MR * kc, min(rows, 2 * MR), 2
+    narrow_product(valid, kc, a, a_offset, a_step, second_offset, a_step, b, b_offset, ldb, c, c_offset, ldc, stored,
+                   accumulate)
+    return taken
 
 
 @njit(**SCALAR_FUNCTION)

@@ -18,7 +18,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..config import CHUNK, PARALLEL_KERNEL, SCALAR_FUNCTION
-from .gemm import _FLOAT, _LANE, _VECTOR, _float_pointer, _vector_at
+from .gemm import _FLOAT, _LANE, _VECTOR, _float_pointer, _load_lanes, _vector_at
 from .views import as_4d
 
 METHOD_MAX = 0
@@ -110,15 +110,7 @@ def _load(builder, pointer, short, fill):
     read (a masked load, which stays inside the array), the other lanes ``fill``."""
     if short is None:
         return builder.load(_vector_at(builder, pointer, 0), align=4)
-    lanes = ir.VectorType(_LANE, 8)
-    splat = builder.insert_element(ir.Constant(lanes, ir.Undefined), builder.trunc(short, _LANE), ir.Constant(_LANE, 0))
-    splat = builder.shuffle_vector(splat, ir.Constant(lanes, ir.Undefined), ir.Constant(lanes, [0] * 8))
-    mask = builder.icmp_signed("<", ir.Constant(lanes, list(range(8))), splat)
-    load = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), ir.IntType(32), mask.type, _VECTOR]),
-        "llvm.masked.load.v8f32.p0v8f32")
-    return builder.call(load, [_vector_at(builder, pointer, 0), ir.Constant(ir.IntType(32), 4), mask,
-                               ir.Constant(_VECTOR, [fill] * 8)])
+    return _load_lanes(builder, pointer, short, fill)
 
 
 def _store(builder, value, pointer, short):
