@@ -12,9 +12,9 @@ from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
-from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, PANELS_PER_BLOCK, SHORT_PANEL_COLUMNS,
-                   masked_copy_panel_row_runs, micro_kernel_panel, pack_weights, panel_layout, prefetch_rows,
-                   product_panel, short_panel_product, transpose_copy_panel_rows)
+from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
+                   SHORT_PANEL_COLUMNS, masked_copy_panel_row_runs, micro_kernel_panel, pack_weights, panel_layout,
+                   prefetch_rows, product_panel, short_panel_product, transpose_copy_panel_rows)
 from .views import as_4d
 from .winograd import (copy_vectors, input_transform_2, input_transform_4, output_transform_2, output_transform_4,
                        run_outputs, sample_tiles, tile_elements, transform_weights)
@@ -620,21 +620,18 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
     # M[xi] for up to PANELS_PER_BLOCK panels of output channels at a time (in L2), row i of
     # the block from xi * m_stride + i * m_columns on.
     m_columns = column_panels * NR
-    # A last panel of at most SHORT_PANEL_COLUMNS tiles (a 7 x 7 image's 4 at n = 1, in 4 x 4
-    # tiles) takes kernels that multiply few or no missing tiles.
+    # A last panel of at most NARROW_COLUMNS tiles (a 28 x 28 image's 49 4x4 tiles at n = 1 are
+    # 3 x 16 + 1; a 6 x 6 image's 18 2x2 tiles at n = 2, 16 + 2) takes the narrow kernel, which
+    # multiplies no missing tile and stores zeros in their columns, as the output transforms
+    # read all NR. (Not the 12 x 8 kernel: it leaves columns 8 to 15 as they were.) Under 32
+    # channels, its calls cost more than the multiply-adds they save (16 -> 64 at 27x27 took
+    # 1.10x the time; 32 -> 128 0.97x, 128 -> 128 0.83x).
     last_valid = chunk_columns - (column_panels - 1) * NR
-    full_column_panels = column_panels - (1 if last_valid <= SHORT_PANEL_COLUMNS else 0)
+    narrow_last = last_valid <= NARROW_COLUMNS and channels >= 32
+    full_column_panels = column_panels - (1 if narrow_last else 0)
     block_rows = min(end_panel - first_panel, PANELS_PER_BLOCK) * MR
     m_stride = block_rows * m_columns + NR
     m = np.empty(elements * m_stride, np.float32)
-    if full_column_panels < column_panels:
-        # The output transforms read all NR columns of a panel, and the short panel's kernels
-        # store only its valid ones (or 8): zeros in the others, not whatever lay there, which
-        # may be denormal and take a hundred cycles an operation.
-        for xi in range(elements):
-            for row in range(block_rows):
-                at = xi * m_stride + row * m_columns + full_column_panels * NR
-                m[at + last_valid:at + NR] = 0.0
     transformed = np.empty(tile * run, np.float32)  # one panel's output rows
     for first_block_panel in range(first_panel, end_panel, PANELS_PER_BLOCK):
         end_block_panel = min(end_panel, first_block_panel + PANELS_PER_BLOCK)
@@ -649,6 +646,7 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                                       xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
                                       m_columns, MR, pc > 0)
                 panel = first_block_panel
+                # (ldb as np.intp: a constant 16 would compile short_panel_product once more)
                 while panel < end_block_panel and full_column_panels < column_panels:  # (a short last one)
                     panel += short_panel_product(
                         last_valid, panel + 1 < end_block_panel and panel * MR + 2 * MR <= padded_rows,

@@ -346,17 +346,23 @@ def _narrow_kernel(columns: int):
                 for u in range(1, unroll):
                     total = builder.fadd(total, builder.load(accumulators[u][k]))
                 builder.store(total, builder.gep(spill, [constant(k)]))
+            # The row's other columns of the panel get zeros (two vector stores): whatever lay there
+            # may be denormal, and Winograd's output transforms read all NR.
             lanes = builder.bitcast(spill, _FLOAT.as_pointer())
             with cgutils.for_range(builder, rows) as loop:
                 h, i = builder.sdiv(loop.index, constant(MR)), builder.srem(loop.index, constant(MR))
                 c_row = builder.gep(c_ptr, [builder.mul(ldc, loop.index)])
+                values = []
                 for j in range(columns):
                     at = builder.add(builder.mul(builder.add(builder.mul(h, constant(columns)), constant(j)),
                                                  constant(8)), i)
                     value = builder.load(builder.gep(lanes, [at]))
                     pointer = builder.gep(c_row, [constant(j)])
-                    value = builder.select(accumulate, builder.fadd(builder.load(pointer), value), value)
-                    builder.store(value, pointer)
+                    values.append(builder.select(accumulate, builder.fadd(builder.load(pointer), value), value))
+                for half in range(NR // 8):
+                    builder.store(_ZERO, _vector_at(builder, c_row, 8 * half), align=4)
+                for j, value in enumerate(values):
+                    builder.store(value, builder.gep(c_row, [constant(j)]))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -376,8 +382,9 @@ def narrow_product(columns, kc, a, a_offset, a_step, second_offset, second_step,
                    rows, accumulate):
     """c[c_offset + r*ldc + j] = (c[...] if accumulate else 0) + sum_{p < kc} A[r, p] *
     b[b_offset + p*ldb + j] for r < rows (at most 12) and j < ``columns`` (1 to NARROW_COLUMNS),
-    where row i < 6 of A is a[a_offset + p*a_step + i] and row 6 + i is a[second_offset +
-    p*second_step + i] (a_step, second_step: 6, or 4 for a last panel of 4 rows). A call, not
+    and 0 for columns <= j < NR, where row i < 6 of A is a[a_offset + p*a_step + i] and row 6 + i
+    is a[second_offset + p*second_step + i] (a_step, second_step: 6, or 4 for a last panel of 4
+    rows). A call, not
     inlined: in a task as large as ``convolution.winograd_task``, LLVM spilled its accumulators
     or addressed A through the stack, and the product took 1.2x-1.9x as long."""
     if columns == 1:
@@ -406,8 +413,8 @@ def narrow_product(columns, kc, a, a_offset, a_step, second_offset, second_step,
 micro_kernel_12x8_product = _micro_kernel(12, 8, epilogue=False)
 #: The most valid columns of a B panel that ``short_panel_product`` takes, in one pass over A.
 #: Two passes (9 columns as 6 + 3) measured 0.8x the 6 x 16 kernel's time with A in cache, but
-#: 1.2x with A streaming from memory (4.7 MB of AlexNet's Winograd weights at n = 1): the
-#: first pass then waits on memory as the 6 x 16 kernel does, and the second adds its own time.
+#: 1.2x with A streaming from memory (as AlexNet's Winograd weights do at n = 1): the first
+#: pass then waits on memory as the 6 x 16 kernel does, and the second adds its own time.
 SHORT_PANEL_COLUMNS = NR // 2
 
 
@@ -417,11 +424,12 @@ def short_panel_product(valid, pair, full, kc, a, a_offset, b, b_offset, ldb, c,
     SHORT_PANEL_COLUMNS) count, the last of a task's: a small image at n = 1 leaves a few
     (7 x 7 = 3 x 16 + 1, 14 x 14 = 12 x 16 + 4). Up to NARROW_COLUMNS, the narrow kernel
     multiplies the A panel at a_offset (full, of MR rows, or else of 4) and, where ``pair``, the
-    next one too (both full): j columns cost j multiply-adds a step for each panel, where the
-    6 x 16 kernel costs 2 (measured 0.30x-0.55x its time with A in cache, 0.64x-1.0x from
-    memory). 7 or 8 columns of a pair go to the 12 x 8 kernel; of a lone panel, to the 6 x 16
-    one. Stores rows < ``rows`` (of the 12 or the panel's): the valid columns, or all that
-    kernel's. Returns the A panels it took: 2 where ``pair``, else 1."""
+    next one too (both full): j columns cost j vector multiply-adds a step for each panel, where
+    the 6 x 16 kernel costs 12 (measured 0.30x-0.55x its time with A in cache, 0.64x-1.0x with A
+    streaming from memory). 7 or 8 columns of a pair go to the 12 x 8 kernel, of a lone panel to
+    the 6 x 16 one. Stores rows < ``rows`` (of the 12 or the panel's): all NR columns (zeros past
+    the valid ones), but for the 12 x 8 kernel's 8. Returns the A panels it took: 2 where
+    ``pair``, else 1."""
     a_step = MR if full else 4
     if valid > NARROW_COLUMNS:
         if pair:
@@ -430,8 +438,8 @@ def short_panel_product(valid, pair, full, kc, a, a_offset, b, b_offset, ldb, c,
             return 2
         product_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, a_step), accumulate)
         return 1
-    # (One panel: as its own second, whose rows are not stored. Rare, at most one a task's block
-    # of A panels, and one kernel of each width makes half the code to compile.)
+    # (A lone panel goes as its own second, whose rows are not stored: it is rare, at most one
+    # per block of a task's A panels, and one kernel of each width is half the code to compile.)
     second_offset, stored, taken = a_offset, min(rows, a_step), 1
     if pair:
         second_offset, stored, taken = a_offset + MR * kc, min(rows, 2 * MR), 2
