@@ -384,9 +384,10 @@ def narrow_product(columns, kc, a, a_offset, a_step, second_offset, second_step,
     b[b_offset + p*ldb + j] for r < rows (at most 12) and j < ``columns`` (1 to NARROW_COLUMNS),
     and 0 for columns <= j < NR, where row i < 6 of A is a[a_offset + p*a_step + i] and row 6 + i
     is a[second_offset + p*second_step + i] (a_step, second_step: 6, or 4 for a last panel of 4
-    rows). A call, not
-    inlined: in a task as large as ``convolution.winograd_task``, LLVM spilled its accumulators
-    or addressed A through the stack, and the product took 1.2x-1.9x as long."""
+    rows). A call, not inlined: in a task as large as ``convolution.winograd_task``, LLVM spilled
+    its accumulators or addressed A through the stack, and the product took 1.2x-1.9x as long.
+    (One branch per width: a Numba function cannot pick an intrinsic out of a tuple at run
+    time.)"""
     if columns == 1:
         narrow_kernel_1(kc, a, a_offset, a_step, second_offset, second_step, b, b_offset, ldb, c, c_offset, ldc, rows,
                         accumulate)
