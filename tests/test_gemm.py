@@ -62,7 +62,6 @@ def activate(values, code, alpha, beta):
 def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, accumulate, finish, has_residual,
                                     activation, seed):
     rng = np.random.default_rng(seed)
-
     ldb, ldc = NR + ldb_extra, NR + ldc_extra
     rows = max(1, mr - rows_missing)
     a_offset, b_offset, c_offset, bias_offset = 3, 5, 7, 2
