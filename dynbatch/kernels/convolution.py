@@ -647,7 +647,7 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                                       m_columns, MR, pc > 0)
                 panel = first_block_panel
                 # (ldb as np.intp: a constant 16 would compile short_panel_product once more)
-                while panel < end_block_panel and full_column_panels < column_panels:  # (a short last one)
+                while narrow_last and panel < end_block_panel:
                     panel += short_panel_product(
                         last_valid, panel + 1 < end_block_panel and panel * MR + 2 * MR <= padded_rows,
                         panel * MR + MR <= padded_rows, kc, packed_u,
