@@ -196,6 +196,52 @@ def test_merged_convolution_runs_after_its_residual():
     assert exe._compiled.layers[1].inputs == ("data", "projection")
 
 
+def residual_chain(residual_read_later=False, input_residual=False, max_batch=4):
+    """data -> projection (1x1) ; first = conv_a(data) (3x3) + projection ; second =
+    conv_b(reduce(first)) (1x1s) + first -> sigmoid. Convolutions of 16 channels, which take the
+    GEMM and Winograd kernels. residual_read_later: a Power layer reads the projection at the
+    end; input_residual: conv_a adds the network input instead of the projection."""
+    rng = np.random.default_rng(5)
+    net = db.Network("residual_chain")
+    x = net.add_input("data", (max_batch, 16, 6, 6))
+
+    def conv(name, source, side):
+        return net.add_layer("Convolution", [source], name=name, weights=rng.standard_normal((16, 16, side, side)) * 0.2,
+                             biases=rng.standard_normal(16), pads_begin=side // 2, pads_end=side // 2)
+
+    projection = conv("projection", x, 1)
+    first = net.add_layer("Eltwise", [conv("conv_a", x, 3), x if input_residual else projection], name="first",
+                          operation="sum")
+    second = net.add_layer("Eltwise", [conv("conv_b", conv("reduce", first, 1), 1), first], name="second",
+                           operation="sum")
+    net.add_output(net.add_layer("Activation", [second], name="act", type="sigmoid"))
+    if residual_read_later or input_residual:
+        net.add_output(net.add_layer("Power", [projection], name="reader", scale=2.0))
+    return net
+
+
+@pytest.mark.parametrize("variant", ["", "residual_read_later", "input_residual"])
+def test_convolution_output_written_over_its_residual_where_nothing_reads_it_after(device, variant):
+    """conv_a's output takes the projection's memory, and conv_b's takes that again (its residual
+    is conv_a's output), unless the projection is read later or is not a tensor of the plan's own
+    (the network input). The results still equal the reference at every batch."""
+    net = residual_chain(**({variant: True} if variant else {}))
+    statuses = run_and_compare(net, device)
+    assert statuses["first"] == statuses["second"] == "OPTIMIZED_OUT"
+    compiled = db.Core().load_network(net, device, {db.KEY_DYN_BATCH_ENABLED: db.YES})._compiled
+    plan, shape = compiled.plan, (4, 16, 6, 6)
+    if device == "GPU":  # (planned as CPU kernels run them only)
+        assert compiled.residuals_in_place == {} and plan.aliases == {}
+    elif variant == "":
+        assert compiled.residuals_in_place == {"conv_a": "projection", "conv_b": "first"}
+        assert plan.aliases == {"first": ("projection", 0, shape), "second": ("projection", 0, shape)}
+        assert plan.lifetimes["projection"] == (0, len(compiled.layers) - 1)  # until the sigmoid reads it
+    else:
+        assert compiled.residuals_in_place == {"conv_b": "first"}
+        assert plan.aliases == {"second": ("first", 0, shape)}
+        assert {"projection", "first"} <= set(plan.shapes)
+
+
 def joined_branches(branches, extra_reader=None, expose=None, axis=1, max_batch=4):
     """data (16 channels) -> Concatenation(axis) of one layer per entry of ``branches``, each on
     data: "gemm" (a 3x3 convolution with 8 outputs, big enough for the GEMM kernel, then a relu

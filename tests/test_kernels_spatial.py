@@ -183,6 +183,23 @@ def test_convolution_long_reduction_and_padding(algorithm, kernel, pads, strides
     assert np.isnan(outputs[0][2:]).all(), "a row >= n was written"
 
 
+@pytest.mark.parametrize("algorithm, kernel, pads", [
+    ("gemm", (1, 1), (0, 0)), ("gemm", (3, 3), (1, 1)), ("winograd", (3, 3), (1, 1))])
+def test_convolution_written_over_its_residual_with_a_long_reduction(algorithm, kernel, pads):
+    """An output that is its own residual's buffer, with more reduction rows than one packed
+    block: the GEMM's panels written straight into it accumulate onto the residual from the first
+    block on, and must not add it again at the end; panels spanning two samples (30 outputs a
+    sample) go through the product and read it there. Rows >= n keep the residual's NaN."""
+    rng = np.random.default_rng(5)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 300, 13, (5, 6), kernel, (1, 1), (1, 1), pads, pads)
+    attrs["activation"] = {"type": "relu", "alpha": 0.1, "beta": 0.0}
+    residual = poisoned_input(rng, outputs[0].shape, 2)
+    expected = REFERENCES["Activation"](
+        [REFERENCES["Convolution"]([inputs[0][:2]], attrs)[0] + residual[:2]], attrs["activation"])[0]
+    run_step(convolution, attrs, inputs + [residual], [residual], 2, algorithm=algorithm, min_tasks=3)
+    check_outputs([residual], [expected], 2)
+
+
 @pytest.mark.parametrize("kernel, dilations, width", [
     ((3, 3), (1, 1), 3), ((5, 5), (1, 1), 5), ((1, 8), (1, 1), 8), ((6, 6), (1, 1), 6),
     ((1, 1), (1, 1), 0),   # one tap a row: nothing to transpose
@@ -212,6 +229,20 @@ def test_convolution_gemm_splits_uneven_columns_by_output_channels(kernel, pads)
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:1]], attrs), 1)
 
 
+def with_residual(data, rng, inputs, outputs, n):
+    """Draws none, a residual of its own, or one the output is written over (the output's own
+    buffer, as ``graph.compiler.residuals_in_place`` plans it): appends it to inputs and returns a
+    copy of its rows < n, or None."""
+    kind = data.draw(st.sampled_from(["none", "separate", "written over"]), label="residual")
+    if kind == "none":
+        return None
+    residual = poisoned_input(rng, outputs[0].shape, n)
+    if kind == "written over":
+        outputs[0] = residual
+    inputs.append(residual)
+    return residual[:n].copy()
+
+
 EPILOGUES = [None, {"type": "relu", "alpha": 0.0, "beta": 0.0}, {"type": "relu", "alpha": 0.1, "beta": 0.0},
              {"type": "relu6", "alpha": 0.0, "beta": 0.0}, {"type": "clamp", "alpha": -0.5, "beta": 0.75}]
 
@@ -229,14 +260,12 @@ def test_convolution_gemm_epilogue_matches_reference(data):
     pads = (kernel[0] // 2, kernel[1] // 2)
     attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, 6, out_channels, size, kernel, (1, 1), (1, 1),
                                               pads, pads)
-    residual = data.draw(st.booleans(), label="residual")
-    if residual:
-        inputs.append(poisoned_input(rng, outputs[0].shape, n))
+    residual = with_residual(data, rng, inputs, outputs, n)
     attrs["activation"] = activation
     run_step(convolution, attrs, inputs, outputs, n, algorithm="gemm", **gemm_split(data))
     expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
-    if residual:
-        expected = expected + inputs[1][:n]
+    if residual is not None:
+        expected = expected + residual
     if activation is not None:
         expected = REFERENCES["Activation"]([expected], activation)[0]
     check_outputs(outputs, [expected], n)
@@ -261,14 +290,12 @@ def test_winograd_convolution_matches_reference(data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, out_channels, size, (3, 3), (1, 1),
                                               (1, 1), pads_begin, pads_end)
-    residual = data.draw(st.booleans(), label="residual")
-    if residual:
-        inputs.append(poisoned_input(rng, outputs[0].shape, n))
+    residual = with_residual(data, rng, inputs, outputs, n)
     attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
     run_step(convolution, attrs, inputs, outputs, n, algorithm="winograd", tile=tile, **gemm_split(data))
     expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
-    if residual:
-        expected = expected + inputs[1][:n]
+    if residual is not None:
+        expected = expected + residual
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
     if attrs["activation"] is not None:
         expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]

@@ -2,9 +2,10 @@
 
 ``compile_network`` runs once per ``load_network``. It merges layers into their producers where a
 kernel can compute both (``fusion``), lets the convolutions that feed a channel Concatenation write
-straight into its output (``concatenations_in_place``, CPU), then gives every tensor an offset in
-one float32 arena sized for the maximum batch, letting tensors whose lifetimes do not overlap
-share memory.
+straight into its output (``concatenations_in_place``, CPU) and a convolution with a residual
+write over the residual where nothing reads it after (``residuals_in_place``, CPU), then gives
+every tensor an offset in one float32 arena sized for the maximum batch, letting tensors whose
+lifetimes do not overlap share memory.
 ``CompiledNetwork.bind`` then runs once per infer request: given that request's arena (and one
 scratch buffer its BLAS-based Deconvolution kernels share), it asks each layer's kernel module
 for ``(kernel, args)`` over views of it, so an inference is just ``kernel(n, *args)`` for each
@@ -43,7 +44,8 @@ class BufferPlan:
     #: them (network inputs from step -1, network outputs to ``len(layers)``).
     lifetimes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Tensors without memory of their own: {tensor: (the tensor it is part of, first channel,
-    #: its shape)}, the inputs of a Concatenation written in place.
+    #: its shape)}, the inputs of a Concatenation written in place, and the outputs of
+    #: convolutions written over their residual (all of its channels).
     aliases: dict[str, tuple[str, int, tuple[int, ...]]] = field(default_factory=dict)
 
     @property
@@ -147,6 +149,8 @@ class CompiledNetwork:
     #: Float32 elements of the one scratch buffer a request's CPU kernels share (they run one
     #: after the other): the largest any layer asks for through its module's ``scratch_elements``.
     scratch_elements: int = 0
+    #: {convolution: the residual tensor its output is written over} (``residuals_in_place``).
+    residuals_in_place: dict[str, str] = field(default_factory=dict)
 
     def bind(self, buffers: dict[str, np.ndarray], device: str = "CPU", link_tasks: bool = True) -> list[BoundStep]:
         """Each layer's kernel and arguments over ``buffers``: its module's ``cpu_step`` over
@@ -160,7 +164,8 @@ class CompiledNetwork:
             outputs = [buffers[name] for name in layer.outputs]
             if device == "GPU":
                 kernel, args = module.gpu_step(layer.normalized, inputs, outputs)
-            elif layer.outputs[0] in self.plan.aliases:  # into its channels of a Concatenation
+            elif layer.outputs[0] in self.plan.aliases and layer.name not in self.residuals_in_place:
+                # into its channels of a Concatenation
                 whole, first, _ = self.plan.aliases[layer.outputs[0]]
                 kernel, args = module.cpu_step(layer.normalized, inputs, outputs, destination=(buffers[whole], first))
             elif hasattr(module, "scratch_elements"):
@@ -203,12 +208,16 @@ def _tensor_shapes(inputs: dict, layers) -> dict[str, tuple[int, ...]]:
     return dict(inputs) | {name: shape for layer in layers for name, shape in zip(layer.outputs, layer.output_shapes)}
 
 
-def plan_buffers(network: Network | FusedGraph, concatenations: tuple[Layer, ...] = ()) -> BufferPlan:
+def plan_buffers(network: Network | FusedGraph, concatenations: tuple[Layer, ...] = (),
+                 residuals: tuple[Layer, ...] = ()) -> BufferPlan:
     """Greedy offset assignment over the tensor lifetimes of ``network``'s layers (after fusion,
     a ``FusedGraph``), the best of a few orders. ``concatenations``: Concatenation layers taken
     out of ``network`` because their inputs are written in place (``concatenations_in_place``):
     each input becomes an alias of its channels of the output, which lives from the first step
-    that writes one of them.
+    that writes one of them. ``residuals``: convolutions of ``network`` whose output is written
+    over their residual (``residuals_in_place``): the output becomes an alias of the residual's
+    memory (of the tensor that memory belongs to, where the residual is such an output itself),
+    which lives on as long as the output does.
 
     A tensor lives from the step that writes it (inputs: before step 0) to the last step that
     reads it (outputs: past the last step). Tensors are placed one by one, each at the lowest
@@ -231,18 +240,27 @@ def plan_buffers(network: Network | FusedGraph, concatenations: tuple[Layer, ...
         for name in concatenation.inputs:
             aliases[name] = (whole, first, written[name])
             first += written[name][1]
+    for layer in residuals:  # (in the order they run: a residual may be an earlier one's output)
+        output, residual = layer.outputs[0], layer.inputs[1]
+        whole = aliases[residual][0] if residual in aliases else residual
+        aliases[output] = (whole, 0, written[output])
+        whole_shapes[whole] = written[whole] if whole in written else whole_shapes[whole]
+
+    def memory_of(name):
+        return aliases[name][0] if name in aliases else name
+
     for step, layer in enumerate(network.layers):
         for name in layer.inputs:
-            last_read[name] = step
+            last_read[memory_of(name)] = step
         for name, shape in zip(layer.outputs, layer.output_shapes):
             if name in aliases:
                 name, shape = aliases[name][0], whole_shapes[aliases[name][0]]
-                if name in shapes:  # written before, by another of its inputs' layers
+                if name in shapes:  # written before, by another of its inputs' layers or as a residual
                     last_read[name] = max(last_read[name], step)
                     continue
             first_write[name], last_read[name], shapes[name] = step, step, shape
     for name in network.outputs:
-        last_read[name] = end_of_run
+        last_read[memory_of(name)] = end_of_run
 
     lifetimes = {name: (first_write[name], last_read[name]) for name in shapes}
     sizes = {name: _aligned(math.prod(shape)) for name, shape in shapes.items()}
@@ -304,14 +322,36 @@ def concatenations_in_place(graph: FusedGraph) -> tuple[Layer, ...]:
     )
 
 
+def residuals_in_place(graph: FusedGraph) -> tuple[Layer, ...]:
+    """The convolutions of ``graph`` (after ``concatenations_in_place``) whose output can be written
+    over their residual: a GEMM or Winograd convolution whose residual is a tensor of its own (not
+    its input x, not a network input or output, not part of a Concatenation written in place)
+    that no later layer reads, and whose output is not a network output. Its kernel then reads
+    each residual element where it writes the output element (``convolution.gemm_task``): the
+    residual's memory is read once, where a separate output would be fetched too, for the
+    stores. ResNet's 64 -> 256 1x1 layers at n = 8 took 0.80x the time this way."""
+    last_reader = {name: layer.name for layer in graph.layers for name in layer.inputs}
+    shapes = _tensor_shapes(graph.inputs, graph.layers)
+    outputs = set(graph.outputs)
+    return tuple(
+        layer for layer in graph.layers
+        if layer.type == "Convolution" and layer.normalized is not None and len(layer.inputs) == 2
+        and len(layer.outputs) == 1 and layer.inputs[1] != layer.inputs[0]
+        and layer.inputs[1] not in graph.inputs and layer.inputs[1] not in outputs and layer.outputs[0] not in outputs
+        and last_reader[layer.inputs[1]] == layer.name and shapes[layer.inputs[1]] == layer.output_shapes[0]
+        and choose_convolution(layer.normalized, shapes[layer.inputs[0]]) in WRITES_DESTINATION
+    )
+
+
 def compile_network(network: Network, device: str = "CPU") -> CompiledNetwork:
     """Fuse, then plan the buffers of a network that passed ``check_topology`` (on the CPU, with
-    the ``concatenations_in_place`` written in place)."""
+    the ``concatenations_in_place`` and ``residuals_in_place`` written in place)."""
     fused = fuse(network)
     in_place = concatenations_in_place(fused) if device == "CPU" else ()
     if in_place:
         skipped = {layer.name for layer in in_place}
         fused = dataclasses.replace(fused, layers=tuple(layer for layer in fused.layers if layer.name not in skipped))
+    overwriting = residuals_in_place(fused) if device == "CPU" else ()
     writers = {name: layer.name for layer in fused.layers for name in layer.outputs}
     shapes = _tensor_shapes(network.inputs, network.layers)  # (those of the layers fusion merged too)
     scratch = 0
@@ -325,9 +365,10 @@ def compile_network(network: Network, device: str = "CPU") -> CompiledNetwork:
         layers=fused.layers,
         input_names=tuple(network.inputs),
         output_names=tuple(network.outputs),
-        plan=plan_buffers(fused, in_place),
+        plan=plan_buffers(fused, in_place, overwriting),
         all_layers=tuple(network.layers),
         fused_into=fused.fused_into,
         in_place={layer.name: tuple(writers[name] for name in layer.inputs) for layer in in_place},
         scratch_elements=scratch,
+        residuals_in_place={layer.name: layer.inputs[1] for layer in overwriting},
     )

@@ -421,6 +421,12 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
         next_group_offset = next_g * group_channels * plane
         if next_first == first_column and next_g == g:  # (the same columns, other outputs: cached)
             next_columns = 0
+    # A residual that out overwrites (``graph.compiler`` plans the output into the residual's
+    # memory where nothing reads the residual after): the panels written straight into out
+    # accumulate onto it from the first block on, so that its rows are read once, by the loads
+    # the stores need anyway, and not again in the epilogue. (The product's panels read it in
+    # ``epilogue_at`` element by element, before writing the same element.)
+    onto_residual = has_residual and residual_flat.ctypes.data == out_flat.ctypes.data
     packed = np.empty(min(KC, reduction) * panel_columns, np.float32)
     window_width = window_columns(tap_dy, tap_dx)
     product = np.empty((end_panel - first_panel) * MR * panel_columns if through_product else 0, np.float32)
@@ -460,20 +466,21 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                     a_offset = a_group + pc * padded_rows + panel * MR * kc
                     k = g * group_rows + panel * MR
                     if direct_out[jp] >= 0:  # straight into out, through the epilogue
-                        c, ldc, finish = out_flat, pixels, last_block
+                        c, ldc, finish, accumulate = out_flat, pixels, last_block, pc > 0 or onto_residual
                         c_offset = direct_out[jp] + panel * MR * pixels
                     else:
-                        c, ldc, finish = product, panel_columns, False
+                        c, ldc, finish, accumulate = product, panel_columns, False, pc > 0
                         c_offset = (panel - first_panel) * MR * panel_columns + jp * NR
                     if valid <= SHORT_PANEL_COLUMNS:
                         panel += short_panel_product(
                             valid, panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows,
                             panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source, b_offset, ldb, c,
-                            c_offset, ldc, group_rows - panel * MR, pc > 0)
+                            c_offset, ldc, group_rows - panel * MR, accumulate)
                         continue
                     micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source,
-                                       b_offset, ldb, c, c_offset, ldc, min(MR, group_rows - panel * MR), pc > 0,
-                                       finish, biases, k, residual_flat, has_residual, activation, alpha, beta)
+                                       b_offset, ldb, c, c_offset, ldc, min(MR, group_rows - panel * MR), accumulate,
+                                       finish, biases, k, residual_flat, has_residual and not onto_residual,
+                                       activation, alpha, beta)
                     panel += 1
     # The panels that span two samples or end the batch went to the product: their epilogue.
     for jp in range(column_panels):
@@ -763,7 +770,9 @@ def window_rows(x_shape, weights_shape, dilations):
     return tuple(np.ascontiguousarray(a, dtype=np.intp) for a in (row_offset, row_tap, tap_dy, tap_dx))
 
 
-#: The algorithms that can write a Concatenation's channels in place (``cpu_step``'s destination).
+#: The algorithms that can write a Concatenation's channels in place (``cpu_step``'s destination),
+#: and whose output may be the residual's own memory: each reads a residual element before it
+#: writes that output element (the direct kernel sums its taps in out first, then reads it).
 WRITES_DESTINATION = ("gemm", "winograd")
 
 
