@@ -1,6 +1,7 @@
 """The fusion pass (dynbatch.graph.fusion): BatchNormalization folded into a Convolution, relu /
 relu6 / clamp computed by the Convolution's or FullyConnected's epilogue; and Concatenations whose
-convolutions write their inputs in place (dynbatch.graph.compiler, CPU). Fused networks must equal
+convolutions write their inputs in place, and convolutions written over their residual
+(dynbatch.graph.compiler, CPU). Fused networks must equal
 the naive reference network (which runs every layer unfused) at every batch, on every device; and
 a merge must not happen where another layer, or the caller, reads the tensor in between."""
 import numpy as np
