@@ -243,6 +243,34 @@ def test_convolution_output_written_over_its_residual_where_nothing_reads_it_aft
         assert {"projection", "first"} <= set(plan.shapes)
 
 
+def test_residuals_written_over_around_a_concatenation_written_in_place(device):
+    """A Concatenation written in place, read by a convolution with a residual (its output's shape
+    comes from the Concatenation, which no longer runs), then itself the residual of another
+    convolution, whose output takes its memory."""
+    rng = np.random.default_rng(1)
+    net = db.Network("joined_residuals")
+    x = net.add_input("data", (4, 16, 6, 6))
+
+    def conv(name, source, k, side):
+        return net.add_layer("Convolution", [source], name=name, weights=rng.standard_normal((k, 16, side, side)) * 0.2,
+                             biases=rng.standard_normal(k), pads_begin=side // 2, pads_end=side // 2)
+
+    joined = net.add_layer("Concatenation", [conv("a", x, 8, 1), conv("b", x, 8, 3)], name="join", axis=1)
+    first = net.add_layer("Eltwise", [conv("main", joined, 16, 3), conv("projection", x, 16, 1)], name="first",
+                          operation="sum")
+    second = net.add_layer("Eltwise", [conv("main2", first, 16, 1), joined], name="second", operation="sum")
+    net.add_output(net.add_layer("Activation", [second], name="act", type="sigmoid"))
+    statuses = run_and_compare(net, device)
+    compiled = db.Core().load_network(net, device, {db.KEY_DYN_BATCH_ENABLED: db.YES})._compiled
+    if device == "CPU":
+        assert statuses["join"] == "OPTIMIZED_OUT"
+        assert compiled.residuals_in_place == {"main": "projection", "main2": "join"}
+        assert compiled.plan.aliases["second"] == ("join", 0, (4, 16, 6, 6))
+        assert compiled.plan.aliases["first"] == ("projection", 0, (4, 16, 6, 6))
+    else:
+        assert compiled.residuals_in_place == {}
+
+
 def joined_branches(branches, extra_reader=None, expose=None, axis=1, max_batch=4):
     """data (16 channels) -> Concatenation(axis) of one layer per entry of ``branches``, each on
     data: "gemm" (a 3x3 convolution with 8 outputs, big enough for the GEMM kernel, then a relu

@@ -323,8 +323,8 @@ def concatenations_in_place(graph: FusedGraph) -> tuple[Layer, ...]:
 
 
 def residuals_in_place(graph: FusedGraph) -> tuple[Layer, ...]:
-    """The convolutions of ``graph`` (after ``concatenations_in_place``) whose output can be written
-    over their residual: a GEMM or Winograd convolution whose residual is a tensor of its own (not
+    """The convolutions of ``graph`` (as fused: with the Concatenations that are written in place,
+    whose outputs may be residuals) whose output can be written over their residual: a GEMM or Winograd convolution whose residual is a tensor of its own (not
     its input x, not a network input or output, not part of a Concatenation written in place)
     that no later layer reads, and whose output is not a network output. Its kernel then reads
     each residual element where it writes the output element (``convolution.gemm_task``): the
@@ -348,10 +348,10 @@ def compile_network(network: Network, device: str = "CPU") -> CompiledNetwork:
     the ``concatenations_in_place`` and ``residuals_in_place`` written in place)."""
     fused = fuse(network)
     in_place = concatenations_in_place(fused) if device == "CPU" else ()
+    overwriting = residuals_in_place(fused) if device == "CPU" else ()
     if in_place:
         skipped = {layer.name for layer in in_place}
         fused = dataclasses.replace(fused, layers=tuple(layer for layer in fused.layers if layer.name not in skipped))
-    overwriting = residuals_in_place(fused) if device == "CPU" else ()
     writers = {name: layer.name for layer in fused.layers for name in layer.outputs}
     shapes = _tensor_shapes(network.inputs, network.layers)  # (those of the layers fusion merged too)
     scratch = 0
