@@ -46,7 +46,8 @@ def main():
     model = NETWORKS[args.network]()
     network = db.read_network(model, batch=32)
     apart = "copied" if args.what == "concatenations" else "separate"  # (what is not written in place)
-    requests = {label: load(network, label == "in place", args.what).create_infer_request() for label in (apart, "in place")}
+    requests = {label: load(network, label == "in place", args.what).create_infer_request()
+                for label in (apart, "in place")}
     shape = sample_shape(model)
     print(f"{args.network}: {args.what} {apart} against written in place, {args.threads} threads, "
           f"median of {args.calls} alternating calls")

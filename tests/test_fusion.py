@@ -207,8 +207,9 @@ def residual_chain(residual_read_later=False, input_residual=False, max_batch=4)
     x = net.add_input("data", (max_batch, 16, 6, 6))
 
     def conv(name, source, side):
-        return net.add_layer("Convolution", [source], name=name, weights=rng.standard_normal((16, 16, side, side)) * 0.2,
-                             biases=rng.standard_normal(16), pads_begin=side // 2, pads_end=side // 2)
+        return net.add_layer("Convolution", [source], name=name, biases=rng.standard_normal(16),
+                             weights=rng.standard_normal((16, 16, side, side)) * 0.2, pads_begin=side // 2,
+                             pads_end=side // 2)
 
     projection = conv("projection", x, 1)
     first = net.add_layer("Eltwise", [conv("conv_a", x, 3), x if input_residual else projection], name="first",
