@@ -10,14 +10,10 @@ alternate, each time is the median of ``--calls``. Before timing, every batch fr
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import sys
-import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from convolution_ab import alternating_medians  # (which puts the package on the path)
 
 # (in channels, out channels, kernel side, image side): ResNet's 1x1 layers that add a shortcut,
 # a reduction of two packed blocks (300 > KC) on a 13x13 image (panels spanning samples), and a
@@ -56,13 +52,8 @@ def main():
                 kernel_fn(rows, *kernel_args)
             np.testing.assert_allclose(over[:rows], apart[:rows], rtol=1e-5, atol=1e-5)
             assert np.array_equal(over[rows:], residual[rows:])
-        times = {label: [] for label in bound}
-        for _ in range(args.calls):
-            for label, (kernel_fn, kernel_args) in bound.items():  # (over: the residual grows; no matter)
-                start = time.perf_counter()
-                kernel_fn(n, *kernel_args)
-                times[label].append(time.perf_counter() - start)
-        median = {label: statistics.median(values) * 1e6 for label, values in times.items()}
+        # (over the residual, each call adds onto the last one's output: the time is the same)
+        median = {label: seconds * 1e6 for label, seconds in alternating_medians(bound, n, args.calls).items()}
         name = f"{kernel}x{kernel} {channels} -> {out_channels}, {side}x{side}"
         print(f"{name:26s} ({convolution.choose_algorithm(attrs, x.shape):8s}) own output {median['apart']:7.0f} us  "
               f"over the residual {median['over']:7.0f} us  over / own {median['over'] / median['apart']:.2f}",
