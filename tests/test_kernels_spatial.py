@@ -3,6 +3,7 @@
 Every buffer is allocated at the maximum batch; input rows >= n and every output element start as
 NaN, so reading a row >= n spoils a checked value and writing one leaves a non-NaN behind.
 """
+import inspect
 from unittest import mock
 
 import numpy as np
@@ -151,6 +152,22 @@ def test_pointwise_convolution_with_end_padding_reads_no_input_past_the_image(pa
     attrs, inputs, outputs = convolution_case(rng, 2, 1, 1, 1, 1, (1, 6), (1, 1), (1, 1), (1, 1), (0, 0), pads_end)
     run_step(convolution, attrs, inputs, outputs, 1, algorithm="gemm", columns_per_task=16, min_tasks=1)
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:1]], attrs), 1)
+
+
+@pytest.mark.parametrize("size, in_place", [
+    ((7, 9), True), ((16, 16), True), ((28, 28), True),  # planes of 252 B, 1 KB, 3136 B
+    ((16, 32), False), ((32, 32), False),               # 2 KB, 4 KB: packed
+])
+def test_pointwise_convolution_packs_x_where_its_rows_would_share_l1_sets(size, in_place):
+    """A 1x1 convolution reads its 16-column panels of x in place, its rows a plane apart, except
+    where a plane is a multiple of 2 KB: those rows would fall in one or two sets of the L1 cache,
+    so the kernel packs them. Either way, the reference."""
+    rng = np.random.default_rng(11)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 24, 20, size, (1, 1), (1, 1), (1, 1), (0, 0), (0, 0))
+    kernel, args = run_step(convolution, attrs, inputs, outputs, 2, algorithm="gemm", min_tasks=2)
+    parameters = list(inspect.signature(kernel.py_func).parameters)
+    assert args[parameters.index("in_place") - 1] is in_place  # (args leave out n)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
 
 
 @pytest.mark.parametrize("algorithm, kernel, pads, strides, size", [

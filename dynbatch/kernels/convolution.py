@@ -347,8 +347,7 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     Concatenation that its inputs' convolutions write in place); row_offset, row_tap (R,):
     for reduction row r = (c, i, j), its input offset (c*H + i*dh)*W + j*dw and its tap i*kw + j;
     tap_dy, tap_dx (kh*kw,): each tap's shifts i*dh, j*dw; in_place: a 1x1, stride 1, unpadded
-    convolution (of at most IN_PLACE_MAX_ROWS channels per group), whose patches are x's own
-    rows; task_columns: the most output columns a task takes (a multiple of NR); min_tasks: how
+    convolution whose patches are x's own rows, read there (``reads_in_place``); task_columns: the most output columns a task takes (a multiple of NR); min_tasks: how
     many parallel tasks to make at least (by splitting the output channels, each split packing
     the same patches); residual (shaped as out), has_residual, activation, alpha, beta: the fused
     ``epilogue``. Rows >= n are neither read nor written.
@@ -716,6 +715,22 @@ def task_width(group_outputs: int, reduction: int) -> int:
 #: 256 -> 128 0.89x-0.96x, 480 -> 192 on 14x14 0.92x-0.96x, 256 -> 1000 on 13x13 0.92x; 256 -> 64
 #: and 192 -> 64 0.96x-1.26x (in place wins).
 IN_PLACE_MAX_ROWS = PANELS_PER_BLOCK * MR
+#: ... and while x's planes are not a multiple of this many bytes long. A panel's rows are a plane
+#: apart: at a multiple of 2 KB, its 16 rows fall in one or two sets of the L1 cache (8 ways each,
+#: a set every 64 bytes of a 4 KB period) and evict each other and the weights before the
+#: micro-kernel is done with them. Packed against in place (``benchmarks/pointwise_ab.py``, 2
+#: threads, n = 1, 2 and 8): 32x32 planes 0.76x-0.97x, 64x64 0.89x-0.93x, 16x32 (2 KB)
+#: 0.91x-1.05x; 8x32 and 16x16 (1 KB, four sets) 0.93x-1.05x, 28x28 1.02x-1.06x.
+IN_PLACE_PLANE_ALIASING = 2048
+
+
+def reads_in_place(kernel, strides, pads_begin, pads_end, group_outputs, plane) -> bool:
+    """Whether ``convolution_gemm_cpu`` reads its panels of x in place (``in_place``): a 1x1,
+    stride-1, unpadded convolution (at both ends: end padding makes the output larger than x, and
+    panels read in place would run past its rows) of at most IN_PLACE_MAX_ROWS outputs per group,
+    whose x planes (``plane`` floats) are not a multiple of IN_PLACE_PLANE_ALIASING bytes long."""
+    return ((*kernel, *strides, *pads_begin, *pads_end) == (1, 1, 1, 1, 0, 0, 0, 0)
+            and group_outputs <= IN_PLACE_MAX_ROWS and plane * 4 % IN_PLACE_PLANE_ALIASING != 0)
 
 
 #: A 3x3 convolution takes ``convolution_winograd_cpu`` from this many input and output channels:
@@ -823,10 +838,8 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             x, pack_weights(weights.reshape(group, k // group, -1)), biases, group,
             int(stride_h), int(stride_w), int(pad_top), int(pad_left), int(out_width),
             *window_rows(x.shape, weights.shape, (dilation_h, dilation_w)),
-            # (unpadded at both ends: end padding makes the output larger than x, and panels read
-            # in place would run past its rows)
-            (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left) == (1, 1, 1, 1, 0, 0)
-            and tuple(attrs["pads_end"]) == (0, 0) and k // group <= IN_PLACE_MAX_ROWS,
+            reads_in_place((kernel_h, kernel_w), (stride_h, stride_w), (pad_top, pad_left), attrs["pads_end"],
+                           k // group, x.shape[2] * x.shape[3]),
             int(columns_per_task or task_width(k // group, weights[0].size)),
             int(min_tasks or numba.get_num_threads()),
             residual.reshape(max_batch, -1, pixels), *epilogue, int(first_out_channel),
