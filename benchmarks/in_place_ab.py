@@ -35,13 +35,15 @@ CHOICES = {
 
 
 def load(network, default: bool, what: str):
-    """The executable network, with the default choice of ``what`` (``CHOICES``) or the other."""
+    """An infer request of the network, with the default choice of ``what`` (``CHOICES``) or the
+    other. (Created while the choice holds: a request binds its kernels' arguments, and with them
+    whether a 1x1 layer reads x in place.)"""
     module, name, off = CHOICES[what][:3]
     chosen = getattr(module, name)
     if not default:
         setattr(module, name, off)
     try:
-        return db.Core().load_network(network, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES})
+        return db.Core().load_network(network, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES}).create_infer_request()
     finally:
         setattr(module, name, chosen)
 
@@ -59,7 +61,7 @@ def main():
     model = NETWORKS[args.network](args.size)
     network = db.read_network(model, batch=32)
     other, default = CHOICES[args.what][3:]
-    requests = {label: load(network, label == default, args.what).create_infer_request() for label in (other, default)}
+    requests = {label: load(network, label == default, args.what) for label in (other, default)}
     shape = sample_shape(model)
     print(f"{args.network} ({args.size}x{args.size}): {args.what} {other} against {default}, {args.threads} threads, "
           f"median of {args.calls} alternating calls")
