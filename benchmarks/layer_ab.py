@@ -6,10 +6,11 @@ revision loading it shares):
         [--method max|avg] [--batch 8] [--calls 61] [--threads 2]
 
 The pooling layers are those of ``compare.py``'s networks (``--method`` picks max or avg); the
-deconvolutions FCN's 8x8 stride-4 upsampling and three common shapes; the fully connected layers
-those of compare.py's networks and LeNet's first. Both kernels are bound to
-the same input, their calls alternate and each time is the median of ``--calls``. The outputs
-must agree.
+deconvolutions FCN's 8x8 stride-4 upsampling and three common shapes, on 16x16 or 28x28 inputs and
+on 32x32 (planes of 4 KB, which the packed kernel copies out for large kernels), with 5x5 to 7x7
+kernels there too; the fully connected layers those of compare.py's networks and LeNet's first.
+Both kernels are bound to the same input, their calls alternate and each time is the median of
+``--calls``. The outputs must agree.
 """
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ POOLING = [("squeezenet 64x55 3x3 s2", 64, 55, 3, 2, 0, True), ("squeezenet 128x
            ("googlenet 480x14 3x3 s2", 480, 14, 3, 2, 0, True), ("fcn 32x64 2x2 s2", 32, 64, 2, 2, 0, False)]
 # name: (in channels, out channels, kernel, input side, stride, pad)
 DECONVOLUTION = [("fcn 21->21 8x8 s4 16", 21, 21, 8, 16, 4, 0), ("2x2 s2 64->32 28", 64, 32, 2, 28, 2, 0),
-                 ("4x4 s2 p1 64->64 16", 64, 64, 4, 16, 2, 1), ("3x3 s1 p1 32->32 16", 32, 32, 3, 16, 1, 1)]
+                 ("4x4 s2 p1 64->64 16", 64, 64, 4, 16, 2, 1), ("3x3 s1 p1 32->32 16", 32, 32, 3, 16, 1, 1),
+                 ("fcn 21->21 8x8 s4 32", 21, 21, 8, 32, 4, 0), ("4x4 s2 p1 64->64 32", 64, 64, 4, 32, 2, 1),
+                 ("3x3 s1 p1 32->32 32", 32, 32, 3, 32, 1, 1), ("5x5 s2 p2 32->32 32", 32, 32, 5, 32, 2, 2),
+                 ("6x6 s2 p2 32->32 32", 32, 32, 6, 32, 2, 2), ("7x7 s2 p3 32->32 32", 32, 32, 7, 32, 2, 3)]
 
 
 def pooling_layers(rng, n, method):

@@ -435,6 +435,21 @@ def test_packed_deconvolution_splits_long_reductions():
     check_outputs(outputs, REFERENCES["Deconvolution"]([inputs[0][:2]], attrs), 2)
 
 
+
+@pytest.mark.parametrize("size", [(16, 32), (17, 31)])
+def test_packed_deconvolution_copies_panels_of_planes_that_would_share_l1_sets(size):
+    """An 8x8 kernel (11 panels of taps) on 16x32 planes (2 KB long) copies each panel of x
+    out before the micro-kernel reads it; 17x31 reads them in place. The reference either way,
+    across 300 input channels (two reduction blocks)."""
+    assert deconvolution.COPIED_MIN_PANELS <= 11 and 16 * 32 * 4 % convolution.IN_PLACE_PLANE_ALIASING == 0
+    rng = np.random.default_rng(6)
+    attrs, inputs, outputs = deconvolution_case(rng, 3, 2, 1, 300, 3, size, (8, 8), (4, 4), (1, 1),
+                                                (2, 2), (2, 2), (0, 0))
+    assert deconvolution.choose_algorithm(attrs, inputs[0].shape) == "packed"
+    run_step(deconvolution, attrs, inputs, outputs, 2, algorithm="packed")
+    check_outputs(outputs, REFERENCES["Deconvolution"]([inputs[0][:2]], attrs), 2)
+
+
 # Pooling
 
 def pooled_extent(size, kernel, stride, pad_begin, pad_end, ceil):
