@@ -435,7 +435,6 @@ def test_packed_deconvolution_splits_long_reductions():
     check_outputs(outputs, REFERENCES["Deconvolution"]([inputs[0][:2]], attrs), 2)
 
 
-
 @pytest.mark.parametrize("size", [(16, 32), (17, 31)])
 def test_packed_deconvolution_copies_panels_of_planes_that_would_share_l1_sets(size):
     """An 8x8 kernel (11 panels of taps) on 16x32 planes (2 KB long) copies each panel of x

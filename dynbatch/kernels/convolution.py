@@ -347,10 +347,11 @@ def convolution_gemm_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     Concatenation that its inputs' convolutions write in place); row_offset, row_tap (R,):
     for reduction row r = (c, i, j), its input offset (c*H + i*dh)*W + j*dw and its tap i*kw + j;
     tap_dy, tap_dx (kh*kw,): each tap's shifts i*dh, j*dw; in_place: a 1x1, stride 1, unpadded
-    convolution whose patches are x's own rows, read there (``reads_in_place``); task_columns: the most output columns a task takes (a multiple of NR); min_tasks: how
-    many parallel tasks to make at least (by splitting the output channels, each split packing
-    the same patches); residual (shaped as out), has_residual, activation, alpha, beta: the fused
-    ``epilogue``. Rows >= n are neither read nor written.
+    convolution whose patches are x's own rows, read there (``reads_in_place``); task_columns:
+    the most output columns a task takes (a multiple of NR); min_tasks: how many parallel tasks
+    to make at least (by splitting the output channels, each split packing the same patches);
+    residual (shaped as out), has_residual, activation, alpha, beta: the fused ``epilogue``. Rows
+    >= n are neither read nor written.
 
     Each parallel task owns up to ``task_columns`` output columns and a block of A panels of one
     group (``split_tasks``). It packs those columns' patches KC reduction rows at a time (a few
