@@ -1,7 +1,7 @@
 """The CPU convolution kernel of a git revision against the working tree's, layer by layer, in one
 process: the only way to see a 5-10% change on a shared machine where whole runs differ by 25%.
 
-    python benchmarks/convolution_ab.py REVISION [--set resnet|squeezenet|alexnet|light|1x1]
+    python benchmarks/convolution_ab.py REVISION [--set resnet|squeezenet|alexnet|light|1x1|depthwise]
         [--batch 8] [--calls 41]
 
 Both kernels are bound to the same layer (random weights and inputs, a fused ReLU, a residual
@@ -50,12 +50,19 @@ SETS = {
     "1x1": [("1x1 64->256 28 +res", 64, 256, 1, 28, 1, 0, 1), ("1x1 256->64 28", 256, 64, 1, 28, 1, 0, 1),
             ("1x1 128->512 14 +res", 128, 512, 1, 14, 1, 0, 1), ("1x1 256->1000 13", 256, 1000, 1, 13, 1, 0, 1),
             ("1x1 192->64 28", 192, 64, 1, 28, 1, 0, 1), ("1x1 480->192 14", 480, 192, 1, 14, 1, 0, 1)],
+    # MobileNet's depthwise layers (the direct kernel), a 5x5 one and groups of 4 channels.
+    "depthwise": [("dw 3x3 32 112", 32, 32, 3, 112, 1, 1, 32), ("dw 3x3 s2 64 112", 64, 64, 3, 112, 2, 1, 64),
+                  ("dw 3x3 128 56", 128, 128, 3, 56, 1, 1, 128), ("dw 3x3 s2 128 56", 128, 128, 3, 56, 2, 1, 128),
+                  ("dw 3x3 256 28", 256, 256, 3, 28, 1, 1, 256), ("dw 3x3 512 14", 512, 512, 3, 14, 1, 1, 512),
+                  ("dw 3x3 1024 7", 1024, 1024, 3, 7, 1, 1, 1024), ("dw 5x5 240 14", 240, 240, 5, 14, 1, 2, 240),
+                  ("3x3 g16 64 28", 64, 64, 3, 28, 1, 1, 16)],
 }
 
 
 def load_revision(revision: str, modules=("convolution", "gemm")):
-    """REVISION's kernel module ``modules[0]`` (importing its sibling ``modules[1:]`` from the
-    same revision), importable beside the working tree's."""
+    """REVISION's kernel module ``modules[0]`` (importing its sibling ``modules[1:]`` and its
+    ``epilogue`` from the same revision), importable beside the working tree's."""
+    modules = (*modules, "epilogue")  # (the kernels' shared epilogue: the revision's may differ)
     for name in modules:
         source = subprocess.run(["git", "-C", ROOT, "show", f"{revision}:dynbatch/kernels/{name}.py"],
                                 check=True, capture_output=True, text=True).stdout

@@ -129,6 +129,31 @@ def test_convolution_matches_reference(algorithm, data):
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n)
 
 
+@pytest.mark.parametrize("size, strides, dilations, by_planes", [
+    ((200, 180), (1, 1), (1, 1), False),  # 202 x 182 padded floats: past DIRECT_PLANE_FLOATS, by lines
+    ((56, 56), (2, 2), (1, 1), True),     # MobileNet's stride-2 depthwise layer: four phase planes
+    ((30, 41), (2, 3), (2, 1), True),     # other strides and dilations per axis
+    ((9, 8), (3, 1), (1, 2), True),
+])
+@pytest.mark.parametrize("group_in, with_residual", [(1, False), (2, True)])
+def test_direct_convolution_by_planes_and_by_lines(size, strides, dilations, by_planes, group_in, with_residual):
+    """The direct kernel (depthwise layers, and groups of 2 channels here) takes a plane per task,
+    through the input split into phase planes, where those fit DIRECT_PLANE_FLOATS; else lines.
+    Padding of 1 before and 2 after (more after than the window reaches at some strides), a
+    fused leaky ReLU and residual, rows >= n untouched."""
+    rng = np.random.default_rng(12)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 3, group_in, 1, size, (3, 3), strides, dilations,
+                                              (1, 1), (2, 2))
+    out_height, out_width = outputs[0].shape[2:]
+    _, _, phase_floats = convolution.phase_layout(out_height, out_width, 3, 3, *strides, *dilations)
+    assert (strides[0] * strides[1] * phase_floats <= convolution.DIRECT_PLANE_FLOATS) == by_planes
+    attrs["activation"] = {"type": "relu", "alpha": 0.1, "beta": 0.0}
+    residual = [poisoned_input(rng, outputs[0].shape, 2)] if with_residual else []
+    run_step(convolution, attrs, inputs + residual, outputs, 2, algorithm="direct")
+    expected = REFERENCES["Convolution"]([inputs[0][:2]], attrs)[0] + (residual[0][:2] if with_residual else 0)
+    check_outputs(outputs, [REFERENCES["Activation"]([expected], attrs["activation"])[0]], 2)
+
+
 @given(data=st.data())
 def test_pointwise_convolution_matches_reference(data):
     max_batch, n = draw_batches(data)

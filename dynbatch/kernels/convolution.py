@@ -11,7 +11,7 @@ import numba
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
-from .epilogue import epilogue_at, epilogue_span, epilogue_value, fused_epilogue
+from .epilogue import epilogue_at, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
                    SHORT_PANEL_COLUMNS, masked_copy_panel_row_runs, micro_kernel_panel, pack_weights, panel_layout,
                    prefetch_rows, product_panel, short_panel_product, transpose_copy_panel_rows)
@@ -29,47 +29,179 @@ def columns_in_range(shift, stride, source_width, count):
     return begin, max(begin, min(count, (source_width - 1 - shift) // stride + 1))
 
 
+#: Multiply-adds a task of ``convolution_cpu`` takes at least (whole output planes, or lines of
+#: one): enough that a task's setup and its call are a small part of it.
+DIRECT_TASK_MULTIPLY_ADDS = 1 << 12
+#: The most floats of phase planes (a zero-padded input plane, split by stride) that
+#: ``convolution_cpu`` copies an input plane into (``direct_plane``): the copy and the plane's
+#: sums then stay in L2. MobileNet's depthwise layers on 112x112 take 13 K.
+DIRECT_PLANE_FLOATS = 1 << 15
+
+
+@njit(**SCALAR_FUNCTION)
+def phase_layout(out_height, out_width, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w):
+    """(phase_height, phase_width, phase_floats) of ``direct_plane``'s phase planes: each holds
+    the padded input's rows r and columns c of one (r % stride_h, c % stride_w), as many rows and
+    columns as the output reads, and dw*(kw-1)/sw floats more that the last row's unused columns
+    read."""
+    phase_height = out_height + (dilation_h * (kernel_h - 1)) // stride_h
+    phase_width = out_width + (dilation_w * (kernel_w - 1)) // stride_w
+    return phase_height, phase_width, phase_height * phase_width + (dilation_w * (kernel_w - 1)) // stride_w
+
+
+@njit(**SCALAR_FUNCTION)
+def phase_columns(width, pad_left, stride_w, phase_width):
+    """(column_first, column_count): column phase px of ``direct_plane`` takes the image's columns
+    first[px], first[px] + sw, ... (those with (pl + col) % sw == px), count[px] of them (as many
+    as its phase_width columns hold), from its column (pl + first[px]) // sw on."""
+    column_first, column_count = np.empty(stride_w, np.intp), np.empty(stride_w, np.intp)
+    for px in range(stride_w):
+        column_first[px] = (px - pad_left) % stride_w
+        column_count[px] = max(0, min((width - column_first[px] + stride_w - 1) // stride_w,
+                                      phase_width - (pad_left + column_first[px]) // stride_w))
+    return column_first, column_count
+
+
+@njit(**SCALAR_FUNCTION)
+def direct_plane(x_flat, x_base, group_in_channels, plane, height, width, pad_top, pad_left, weights_flat, w_k,
+                 kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, column_first, column_count, phases,
+                 sums, out_height, out_width):
+    """sums[oh * phase_width + ow] = sum over c, i, j of w[c, i, j] * x[c, oh*sh + i*dh - pt,
+    ow*sw + j*dw - pl] (zero outside the image) for one output plane (``phase_layout``'s
+    phase_width). Each input plane is copied into ``phases`` (sh*sw planes of phase_floats),
+    zero-padded and split by row and column phase, so that every tap (i, j) reads one phase
+    plane at consecutive addresses: then each tap is one run over the whole output at once,
+    out_height * phase_width long, the columns past out_width in each row computed and left
+    unused. The runs are contiguous whatever the image's size or the stride, so they vectorize
+    (a loop per output row ran 7 long on a 7x7 image, and a stride of 2 read every other input).
+    column_first, column_count (sw,): ``phase_columns``."""
+    phase_height, phase_width, phase_floats = phase_layout(out_height, out_width, kernel_h, kernel_w, stride_h,
+                                                           stride_w, dilation_h, dilation_w)
+    span = out_height * phase_width
+    for q in range(span):
+        sums[q] = 0.0
+    taps = kernel_h * kernel_w
+    for c in range(group_in_channels):
+        for q in range(phases.shape[0]):
+            phases[q] = 0.0
+        # Row r of the image is padded row pt + r: row phase (pt + r) % sh, row (pt + r) // sh of
+        # it, stepped rather than divided per row (a 7x7 plane has little else to do).
+        row_phase, phase_row = pad_top % stride_h, pad_top // stride_h
+        for r in range(min(height, (phase_height - phase_row) * stride_h - row_phase)):
+            row_base = row_phase * stride_w * phase_floats + phase_row * phase_width
+            source_row = x_base + c * plane + r * width
+            for px in range(stride_w):
+                first, count = column_first[px], column_count[px]
+                at = row_base + px * phase_floats + (pad_left + first) // stride_w
+                if stride_w == 1:  # (a literal stride: a plain vector copy)
+                    for t in range(count):
+                        phases[np.uintp(at + t)] = x_flat[np.uintp(source_row + first + t)]
+                else:
+                    for t in range(count):
+                        phases[np.uintp(at + t)] = x_flat[np.uintp(source_row + first + t * stride_w)]
+            row_phase += 1
+            if row_phase == stride_h:
+                row_phase, phase_row = 0, phase_row + 1
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                weight = weights_flat[w_k + c * taps + i * kernel_w + j]
+                offset = (((i * dilation_h) % stride_h) * stride_w + (j * dilation_w) % stride_w) * phase_floats + (
+                    (i * dilation_h) // stride_h) * phase_width + (j * dilation_w) // stride_w
+                for q in range(span):
+                    sums[np.uintp(q)] += weight * phases[np.uintp(offset + q)]
+
+
 @njit(**PARALLEL_KERNEL)
 def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilation_w,
                     pad_top, pad_left, group, residual, has_residual, activation, alpha, beta, out):
     """x: (max_batch, C, H, W); weights: (K, C/group, kh, kw); biases: (K,);
     out: (max_batch, K, OH, OW), whose OH, OW already account for the bottom and right pads;
     residual (shaped as out), has_residual, activation, alpha, beta: the fused ``epilogue``.
-    Reads x rows < n, writes out rows < n; each parallel iteration owns one output line."""
-    height, width = x.shape[2], x.shape[3]
+    Reads x rows < n, writes out rows < n.
+
+    The direct convolution, for depthwise layers and small groups (``choose_algorithm``). Where
+    a plane's phase planes fit DIRECT_PLANE_FLOATS (up to 112x112 images and more), each task
+    owns whole output planes (b, k), summed tap by tap in runs over the whole plane
+    (``direct_plane``) and written row by row through the epilogue. Larger planes go by lines:
+    each task owns a few consecutive output lines of one plane, summing each line's taps into a
+    task-local row (in L1). Indexed through flat views taken once, outside the parallel loop: a
+    view per line (of x's plane and rows, out's line) took a reference on its array each time, an
+    atomic add both threads contend for. Against lines through views, MobileNet's depthwise
+    layers take 0.17x-0.69x the time (``benchmarks/convolution_ab.py --set depthwise``)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_channels, out_height, out_width = out.shape[1], out.shape[2], out.shape[3]
     group_in_channels, kernel_h, kernel_w = weights.shape[1], weights.shape[2], weights.shape[3]
     group_out_channels = out_channels // group
-    for line in prange(n * out_channels * out_height):
-        # Output channels vary fastest, so consecutive lines reuse the same input rows from cache.
-        b = line // (out_height * out_channels)
-        oh = (line // out_channels) % out_height
-        k = line % out_channels
-        out_row = out[b, k, oh]
-        for ow in range(out_width):
-            out_row[ow] = 0.0
-        first_in_channel = (k // group_out_channels) * group_in_channels
-        # Kernel rows i whose input row ih = oh*sh - ph0 + i*dh lies in [0, H); the others fall
-        # on zero padding.
-        top = oh * stride_h - pad_top
-        i_begin = max(0, -(top // dilation_h))  # ceil(-top / dh)
-        i_end = min(kernel_h, (height - 1 - top) // dilation_h + 1)
-        for j in range(kernel_w):
-            # Input column iw = ow*sw + shift; keep only the ow whose iw lies in [0, W), so the
-            # innermost loop has no bounds test and vectorizes for stride 1. Hoisted above the
-            # channel loop: the integer divisions would cost more than a short row.
-            shift = j * dilation_w - pad_left
-            ow_begin, ow_end = columns_in_range(shift, stride_w, width, out_width)
+    plane, out_plane, taps = height * width, out_height * out_width, kernel_h * kernel_w
+    x_flat, weights_flat = x.reshape(x.size), weights.reshape(weights.size)
+    out_flat, residual_flat = out.reshape(out.size), residual.reshape(residual.size)
+    # A plane per task where its phase planes fit in L2 (``direct_plane``); else lines.
+    _, phase_width, phase_floats = phase_layout(out_height, out_width, kernel_h, kernel_w, stride_h, stride_w,
+                                                dilation_h, dilation_w)
+    if stride_h * stride_w * phase_floats <= DIRECT_PLANE_FLOATS:
+        column_first, column_count = phase_columns(width, pad_left, stride_w, phase_width)
+        # Several small planes per task (a 7x7 plane is a few hundred multiply-adds): its
+        # scratch allocated once.
+        planes = n * out_channels
+        plane_work = out_height * phase_width * taps * group_in_channels
+        planes_per_task = max(1, DIRECT_TASK_MULTIPLY_ADDS // max(1, plane_work))
+        for task in prange((planes + planes_per_task - 1) // planes_per_task):
+            phases = np.empty(stride_h * stride_w * phase_floats, np.float32)
+            sums = np.empty(out_height * phase_width, np.float32)
+            for output_plane in range(task * planes_per_task, min(planes, (task + 1) * planes_per_task)):
+                b, k = output_plane // out_channels, output_plane % out_channels
+                direct_plane(x_flat, (b * channels + (k // group_out_channels) * group_in_channels) * plane,
+                             group_in_channels, plane, height, width, pad_top, pad_left, weights_flat,
+                             k * group_in_channels * taps, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
+                             dilation_w, column_first, column_count, phases, sums, out_height, out_width)
+                at = output_plane * out_plane
+                for oh in range(out_height):
+                    epilogue_at(sums, oh * phase_width, out_flat, at + oh * out_width, out_width, biases[k],
+                                residual_flat, at + oh * out_width, has_residual, activation, alpha, beta)
+        return
+    # Kernel column j reads input column ow*sw + shift[j]: the ow in [ow_begin[j], ow_end[j]) whose
+    # column lies in [0, W), so that the innermost loop has no bounds test (and vectorizes at
+    # stride 1). The integer divisions, once here, would cost more than a short row.
+    shift = np.empty(kernel_w, np.intp)
+    ow_begin, ow_end = np.empty(kernel_w, np.intp), np.empty(kernel_w, np.intp)
+    for j in range(kernel_w):
+        shift[j] = j * dilation_w - pad_left
+        ow_begin[j], ow_end[j] = columns_in_range(shift[j], stride_w, width, out_width)
+    lines_per_task = min(out_height, max(1, DIRECT_TASK_MULTIPLY_ADDS // max(1, out_width * taps * group_in_channels)))
+    tasks_per_plane = (out_height + lines_per_task - 1) // lines_per_task
+    for task in prange(n * out_channels * tasks_per_plane):
+        b = task // (out_channels * tasks_per_plane)
+        k = (task // tasks_per_plane) % out_channels
+        first_line = (task % tasks_per_plane) * lines_per_task
+        x_group = (b * channels + (k // group_out_channels) * group_in_channels) * plane
+        w_k = k * group_in_channels * taps
+        line_sum = np.empty(out_width, np.float32)
+        for oh in range(first_line, min(first_line + lines_per_task, out_height)):
+            for ow in range(out_width):
+                line_sum[ow] = 0.0
+            # Kernel rows i whose input row top + i*dh lies in [0, H); the others fall on zero
+            # padding.
+            top = oh * stride_h - pad_top
+            i_begin = max(0, -(top // dilation_h))  # ceil(-top / dh)
+            i_end = min(kernel_h, (height - 1 - top) // dilation_h + 1)
             for c in range(group_in_channels):
-                x_plane = x[b, first_in_channel + c]
                 for i in range(i_begin, i_end):
-                    x_row = x_plane[top + i * dilation_h]
-                    weight = weights[k, c, i, j]
-                    for ow in range(ow_begin, ow_end):
+                    row = x_group + c * plane + (top + i * dilation_h) * width
+                    for j in range(kernel_w):
+                        weight = weights_flat[w_k + c * taps + i * kernel_w + j]
+                        base = row + shift[j]
                         # Unsigned indices (never negative here) spare Numba's negative-index
-                        # wraparound, which would keep LLVM from vectorizing.
-                        out_row[np.uintp(ow)] += weight * x_row[np.uintp(ow * stride_w + shift)]
-        epilogue_span(out_row, out_row, biases[k], residual[b, k, oh], has_residual, activation, alpha, beta)
+                        # wraparound, which would keep LLVM from vectorizing; and stride 1 as a
+                        # literal, where LLVM vectorizes the loop with plain vector loads.
+                        if stride_w == 1:
+                            for ow in range(ow_begin[j], ow_end[j]):
+                                line_sum[np.uintp(ow)] += weight * x_flat[np.uintp(base + ow)]
+                        else:
+                            for ow in range(ow_begin[j], ow_end[j]):
+                                line_sum[np.uintp(ow)] += weight * x_flat[np.uintp(base + ow * stride_w)]
+            at = (b * out_channels + k) * out_plane + oh * out_width
+            epilogue_at(line_sum, 0, out_flat, at, out_width, biases[k], residual_flat, at, has_residual, activation,
+                        alpha, beta)
 
 
 @njit(**SCALAR_FUNCTION)

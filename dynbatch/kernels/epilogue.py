@@ -70,12 +70,6 @@ def epilogue_at(source, source_at, destination, destination_at, length, bias, re
         bias_activation_at(source, source_at, destination, destination_at, length, bias, activation, alpha, beta)
 
 
-@njit(**SCALAR_FUNCTION)
-def epilogue_span(source, destination, bias, residual, has_residual, activation, alpha, beta):
-    """``epilogue_at`` over whole 1-d views of one length."""
-    epilogue_at(source, 0, destination, 0, source.shape[0], bias, residual, 0, has_residual, activation, alpha, beta)
-
-
 def fused_activation(attrs) -> tuple[int, np.float32, np.float32]:
     """(code, alpha, beta) of the activation the fusion pass put in a layer's ``attrs["activation"]``
     (an Activation layer's normalized attributes), or NO_ACTIVATION. Float32 parameters, so the
