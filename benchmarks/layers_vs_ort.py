@@ -30,7 +30,7 @@ import compare  # noqa: E402  (the benchmark networks)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--network", default="squeezenet", choices=sorted(compare.NETWORKS))
+    parser.add_argument("--network", default="squeezenet", choices=sorted({**compare.NETWORKS, **compare.EXTRA_NETWORKS}))
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8)
@@ -41,7 +41,7 @@ def main():
     import dynbatch as db
 
     numba.set_num_threads(args.threads)
-    model = compare.NETWORKS[args.network]()
+    model = {**compare.NETWORKS, **compare.EXTRA_NETWORKS}[args.network]()
     exe = db.Core().load_network(db.read_network(model, batch=max(args.batch, 8)), "CPU",
                                  {db.KEY_DYN_BATCH_ENABLED: db.YES})
     request = exe.create_infer_request()
