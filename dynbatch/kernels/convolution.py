@@ -51,21 +51,23 @@ def phase_layout(out_height, out_width, kernel_h, kernel_w, stride_h, stride_w, 
 
 @njit(**SCALAR_FUNCTION)
 def phase_columns(width, pad_left, stride_w, phase_width):
-    """(column_first, column_count): column phase px of ``direct_plane`` takes the image's columns
-    first[px], first[px] + sw, ... (those with (pl + col) % sw == px), count[px] of them (as many
-    as its phase_width columns hold), from its column (pl + first[px]) // sw on."""
+    """(column_first, column_count, column_at): column phase px of ``direct_plane`` takes the
+    image's columns first[px], first[px] + sw, ... (those with (pl + col) % sw == px), count[px]
+    of them (as many as its phase_width columns hold), into its columns from at[px] on."""
     column_first, column_count = np.empty(stride_w, np.intp), np.empty(stride_w, np.intp)
+    column_at = np.empty(stride_w, np.intp)
     for px in range(stride_w):
         column_first[px] = (px - pad_left) % stride_w
+        column_at[px] = (pad_left + column_first[px]) // stride_w
         column_count[px] = max(0, min((width - column_first[px] + stride_w - 1) // stride_w,
-                                      phase_width - (pad_left + column_first[px]) // stride_w))
-    return column_first, column_count
+                                      phase_width - column_at[px]))
+    return column_first, column_count, column_at
 
 
 @njit(**SCALAR_FUNCTION)
 def direct_plane(x_flat, x_base, group_in_channels, plane, height, width, pad_top, pad_left, weights_flat, w_k,
-                 kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, column_first, column_count, phases,
-                 sums, out_height, out_width):
+                 kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, column_first, column_count,
+                 column_at, phases, sums, out_height, out_width):
     """sums[oh * phase_width + ow] = sum over c, i, j of w[c, i, j] * x[c, oh*sh + i*dh - pt,
     ow*sw + j*dw - pl] (zero outside the image) for one output plane (``phase_layout``'s
     phase_width). Each input plane is copied into ``phases`` (sh*sw planes of phase_floats),
@@ -74,7 +76,7 @@ def direct_plane(x_flat, x_base, group_in_channels, plane, height, width, pad_to
     out_height * phase_width long, the columns past out_width in each row computed and left
     unused. The runs are contiguous whatever the image's size or the stride, so they vectorize
     (a loop per output row ran 7 long on a 7x7 image, and a stride of 2 read every other input).
-    column_first, column_count (sw,): ``phase_columns``."""
+    column_first, column_count, column_at (sw,): ``phase_columns``."""
     phase_height, phase_width, phase_floats = phase_layout(out_height, out_width, kernel_h, kernel_w, stride_h,
                                                            stride_w, dilation_h, dilation_w)
     span = out_height * phase_width
@@ -92,7 +94,7 @@ def direct_plane(x_flat, x_base, group_in_channels, plane, height, width, pad_to
             source_row = x_base + c * plane + r * width
             for px in range(stride_w):
                 first, count = column_first[px], column_count[px]
-                at = row_base + px * phase_floats + (pad_left + first) // stride_w
+                at = row_base + px * phase_floats + column_at[px]
                 if stride_w == 1:  # (a literal stride: a plain vector copy)
                     for t in range(count):
                         phases[np.uintp(at + t)] = x_flat[np.uintp(source_row + first + t)]
@@ -102,13 +104,24 @@ def direct_plane(x_flat, x_base, group_in_channels, plane, height, width, pad_to
             row_phase += 1
             if row_phase == stride_h:
                 row_phase, phase_row = 0, phase_row + 1
+        # Tap (i, j) reads the plane of row phase i*dh % sh and column phase j*dw % sw from its
+        # row i*dh // sh and column j*dw // sw on: both stepped, not divided (per plane, the
+        # divisions cost a 7x7 plane more than its sums).
+        tap_row_phase, tap_row = 0, 0
         for i in range(kernel_h):
+            tap_column_phase, tap_column = 0, 0
             for j in range(kernel_w):
                 weight = weights_flat[w_k + c * taps + i * kernel_w + j]
-                offset = (((i * dilation_h) % stride_h) * stride_w + (j * dilation_w) % stride_w) * phase_floats + (
-                    (i * dilation_h) // stride_h) * phase_width + (j * dilation_w) // stride_w
+                offset = ((tap_row_phase * stride_w + tap_column_phase) * phase_floats + tap_row * phase_width
+                          + tap_column)
                 for q in range(span):
                     sums[np.uintp(q)] += weight * phases[np.uintp(offset + q)]
+                tap_column_phase += dilation_w
+                while tap_column_phase >= stride_w:
+                    tap_column_phase, tap_column = tap_column_phase - stride_w, tap_column + 1
+            tap_row_phase += dilation_h
+            while tap_row_phase >= stride_h:
+                tap_row_phase, tap_row = tap_row_phase - stride_h, tap_row + 1
 
 
 @njit(**PARALLEL_KERNEL)
@@ -139,7 +152,7 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
     _, phase_width, phase_floats = phase_layout(out_height, out_width, kernel_h, kernel_w, stride_h, stride_w,
                                                 dilation_h, dilation_w)
     if stride_h * stride_w * phase_floats <= DIRECT_PLANE_FLOATS:
-        column_first, column_count = phase_columns(width, pad_left, stride_w, phase_width)
+        column_first, column_count, column_at = phase_columns(width, pad_left, stride_w, phase_width)
         # Several small planes per task (a 7x7 plane is a few hundred multiply-adds): its
         # scratch allocated once.
         planes = n * out_channels
@@ -153,7 +166,7 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
                 direct_plane(x_flat, (b * channels + (k // group_out_channels) * group_in_channels) * plane,
                              group_in_channels, plane, height, width, pad_top, pad_left, weights_flat,
                              k * group_in_channels * taps, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
-                             dilation_w, column_first, column_count, phases, sums, out_height, out_width)
+                             dilation_w, column_first, column_count, column_at, phases, sums, out_height, out_width)
                 at = output_plane * out_plane
                 for oh in range(out_height):
                     epilogue_at(sums, oh * phase_width, out_flat, at + oh * out_width, out_width, biases[k],
