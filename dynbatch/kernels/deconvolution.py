@@ -217,6 +217,8 @@ def deconvolution_packed_cpu(n, x, packed_weights, biases, stride_h, stride_w, d
             x_rows = (b * channels + first_in_channel + pc) * pixels  # row pc of the plane's channels
             for jp in range(column_panels):
                 first = jp * NR
+                # A whole panel copied out has a loop of its own: its constant width NR unrolls (one
+                # loop with the last panel's bound, min(NR, pixels - first), took 1.06x-1.11x).
                 if first + NR <= pixels and copied:
                     for p in range(kc):
                         for j in range(NR):
