@@ -354,3 +354,58 @@ def test_concatenation_of_gemm_convolutions_is_written_in_place(device, branches
 def test_concatenation_runs_where_an_input_cannot_be_written_in_place(branches, extra_reader, expose, axis):
     statuses = run_and_compare(joined_branches(branches, extra_reader, expose, axis), "CPU")
     assert statuses["join"] == "EXECUTED"
+
+
+def averaged_head(variant="", max_batch=4):
+    """data (16 channels, 6x6) -> projection (1x1, 24) -> conv (1x1, 24 outputs: the GEMM kernel) ->
+    relu -> GlobalAveragePool -> output. variant: "residual" (conv adds the projection's output
+    through an Eltwise sum), "exposed" (conv's output is a network output too), "second_reader"
+    (a Power layer reads it too), "grouped" (conv in 2 groups), "winograd" (conv 3x3 with 16
+    outputs: the Winograd kernel), "window" (an average pooling of 3x3 windows, not global),
+    "max" (a global max pooling)."""
+    rng = np.random.default_rng(8)
+    net = db.Network("averaged_head")
+    x = net.add_input("data", (max_batch, 16, 6, 6))
+    projection = net.add_layer("Convolution", [x], name="projection", weights=rng.standard_normal((24, 16, 1, 1)) * 0.3,
+                               biases=rng.standard_normal(24))
+    outputs, side = (16, 3) if variant == "winograd" else (24, 1)
+    group = 2 if variant == "grouped" else 1
+    y = net.add_layer("Convolution", [projection], name="conv", group=group, biases=rng.standard_normal(outputs),
+                      weights=rng.standard_normal((outputs, 24 // group, side, side)) * 0.3, pads_begin=side // 2,
+                      pads_end=side // 2)
+    if variant == "residual":
+        y = net.add_layer("Eltwise", [y, projection], name="shortcut", operation="sum")
+    y = net.add_layer("Activation", [y], name="relu", type="relu")
+    if variant == "window":
+        pooled = net.add_layer("Pooling", [y], name="pool", pool_method="avg", kernel=3, strides=3)
+    else:
+        pooled = net.add_layer("Pooling", [y], name="pool", pool_method="max" if variant == "max" else "avg",
+                               global_pool=True)
+    net.add_output(pooled)
+    if variant == "exposed":
+        net.add_output(y)
+    if variant == "second_reader":
+        net.add_output(net.add_layer("Power", [y], name="reader", scale=2.0))
+    return net
+
+
+@pytest.mark.parametrize("variant", ["", "residual", "exposed", "second_reader", "grouped", "winograd", "window",
+                                     "max"])
+def test_global_average_fused_into_the_convolution_it_alone_reads(device, variant):
+    """On the CPU a global average pooling is merged into the one-group GEMM convolution whose
+    output only it reads (its activation and residual fused before): the convolution's output is
+    never planned. Nowhere else, and never on the GPU; the results equal the reference at every
+    batch."""
+    net = averaged_head(variant)
+    statuses = run_and_compare(net, device)
+    compiled = db.Core().load_network(net, device, {db.KEY_DYN_BATCH_ENABLED: db.YES})._compiled
+    merged = device == "CPU" and variant in ("", "residual")
+    assert (statuses["pool"] == "OPTIMIZED_OUT") == merged
+    assert (compiled.fused_into.get("pool") == "conv") == merged
+    conv = next(layer for layer in compiled.layers if layer.name == "conv")
+    assert ("global_average" in conv.normalized) == merged
+    assert conv.outputs == (("pool",) if merged else ("relu",))
+    if merged:  # nothing but the two convolutions, and no 6x6 tensor of the convolution's own
+        assert [layer.name for layer in compiled.layers] == ["projection", "conv"]
+        assert conv.normalized["global_average"] == (6, 6)
+        assert set(compiled.plan.shapes) == {"data", "projection", "pool"}

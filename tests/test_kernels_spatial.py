@@ -242,6 +242,87 @@ def test_convolution_written_over_its_residual_with_a_long_reduction(algorithm, 
     check_outputs([residual], [expected], 2)
 
 
+#: Normalized epilogue activations (as the fusion pass stores them) the averaged kernel is drawn with.
+EPILOGUE_ACTIVATIONS = [None, {"type": "relu", "alpha": 0.1, "beta": 0.0}, {"type": "relu6", "alpha": 0.0, "beta": 0.0},
+                        {"type": "clamp", "alpha": -0.5, "beta": 0.25}]
+
+
+def averaged_reference(attrs, x, residual, n):
+    """The reference convolution of rows < n, plus the residual, through the activation, then
+    each output plane's mean: (n, K, 1, 1)."""
+    y = REFERENCES["Convolution"]([x[:n]], attrs)[0]
+    if residual is not None:
+        y = y + residual[:n]
+    if attrs.get("activation") is not None:
+        y = REFERENCES["Activation"]([y], attrs["activation"])[0]
+    return y.mean(axis=(2, 3), keepdims=True)
+
+
+def run_averaged(rng, attrs, inputs, outputs, n, with_residual, **options):
+    """Bind and run the convolution with its global average fused (``global_average``), writing
+    (max_batch, K, 1, 1); returns the reference."""
+    out_size = outputs[0].shape[2:]
+    residual = poisoned_input(rng, outputs[0].shape, n) if with_residual else None
+    averaged = [poisoned_output(outputs[0].shape[:2] + (1, 1))]
+    kernel, _ = run_step(convolution, {**attrs, "global_average": out_size}, inputs + ([residual] if with_residual else []),
+                         averaged, n, algorithm="gemm", **options)
+    assert kernel is convolution.convolution_gemm_average_cpu
+    return averaged, [averaged_reference(attrs, inputs[0], residual, n)]
+
+
+@given(data=st.data())
+def test_convolution_with_global_average_matches_reference(data):
+    """A one-group GEMM convolution whose output only a global average pooling reads: each plane's
+    mean of f(conv + residual), the convolution's output never written."""
+    max_batch, n = draw_batches(data)
+    channels = data.draw(st.integers(1, 12), label="channels")
+    out_channels = data.draw(st.integers(1, 20), label="out_channels")
+    size = draw_pair(data, SPATIAL, "size")
+    kernel = draw_pair(data, KERNEL_SIDE, "kernel")
+    strides = draw_pair(data, STRIDE, "strides")
+    pads = draw_pair(data, PAD, "pads")
+    for a in range(2):
+        assume(size[a] + 2 * pads[a] >= kernel[a])
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, out_channels, size, kernel, strides,
+                                              (1, 1), pads, pads)
+    attrs["activation"] = data.draw(st.sampled_from(EPILOGUE_ACTIVATIONS), label="activation")
+    averaged, expected = run_averaged(rng, attrs, inputs, outputs, n, data.draw(st.booleans(), label="residual"),
+                                      **gemm_split(data))
+    check_outputs(averaged, expected, n)
+
+
+@pytest.mark.parametrize("kernel, pads, size, out_channels, columns_per_task, min_tasks", [
+    ((1, 1), (0, 0), (5, 6), 13, 16, 3),    # 30 columns a sample: panels of 16 and 14, in chunks of one
+    ((3, 3), (1, 1), (7, 14), 13, 64, 2),   # 98: chunks of 3 and 4 panels, a last panel of 2 (the narrow kernel)
+    ((1, 1), (0, 0), (6, 12), 13, 256, 1),  # 72: one chunk, a last panel of 8 (the 12 x 8 kernel)
+    ((1, 1), (0, 0), (5, 6), 100, 16, 1),   # two blocks of A panels, the second of one panel of 4 rows
+])
+def test_convolution_with_global_average_over_a_long_reduction(kernel, pads, size, out_channels, columns_per_task,
+                                                                min_tasks):
+    """More reduction rows than one packed block (KC): the products of all the task's panels are
+    kept across blocks. 13 outputs (a last A panel of 1) or 100, a residual and a leaky ReLU;
+    panels short and whole, tasks splitting the outputs or not."""
+    rng = np.random.default_rng(6)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 300, out_channels, size, kernel, (1, 1), (1, 1), pads,
+                                              pads)
+    attrs["activation"] = EPILOGUE_ACTIVATIONS[1]
+    averaged, expected = run_averaged(rng, attrs, inputs, outputs, 2, True, columns_per_task=columns_per_task,
+                                      min_tasks=min_tasks)
+    check_outputs(averaged, expected, 2)
+
+
+def test_convolution_with_global_average_many_outputs():
+    """More A panels than one block (PANELS_PER_BLOCK): each block's rows are summed when it is
+    done; 1x1 with few outputs reads x in place."""
+    rng = np.random.default_rng(7)
+    for out_channels in (6 * PANELS_PER_BLOCK + 5, 40):
+        attrs, inputs, outputs = convolution_case(rng, 4, 3, 1, 20, out_channels, (13, 13), (1, 1), (1, 1), (1, 1),
+                                                  (0, 0), (0, 0))
+        averaged, expected = run_averaged(rng, attrs, inputs, outputs, 3, out_channels == 40, min_tasks=2)
+        check_outputs(averaged, expected, 3)
+
+
 @pytest.mark.parametrize("kernel, dilations, width", [
     ((3, 3), (1, 1), 3), ((5, 5), (1, 1), 5), ((1, 8), (1, 1), 8), ((6, 6), (1, 1), 6),
     ((1, 1), (1, 1), 0),   # one tap a row: nothing to transpose

@@ -1,9 +1,11 @@
 """From a checked network to a runnable plan: buffers planned by liveness, kernels bound to them.
 
 ``compile_network`` runs once per ``load_network``. It merges layers into their producers where a
-kernel can compute both (``fusion``), lets the convolutions that feed a channel Concatenation write
-straight into its output (``concatenations_in_place``, CPU) and a convolution with a residual
-write over the residual where nothing reads it after (``residuals_in_place``, CPU), then gives
+kernel can compute both (``fusion``; on the CPU also a global average pooling into the GEMM
+convolution before it, ``averages_fused``), lets the convolutions that feed a channel
+Concatenation write straight into its output (``concatenations_in_place``, CPU) and a convolution
+with a residual write over the residual where nothing reads it after (``residuals_in_place``,
+CPU), then gives
 every tensor an offset in one float32 arena sized for the maximum batch, letting tensors whose
 lifetimes do not overlap share memory.
 ``CompiledNetwork.bind`` then runs once per infer request: given that request's arena (and one
@@ -345,10 +347,50 @@ def residuals_in_place(graph: FusedGraph) -> tuple[Layer, ...]:
     )
 
 
+def averages_fused(graph: FusedGraph) -> FusedGraph:
+    """``graph`` with each global average pooling merged into the convolution whose output it
+    alone reads (CPU): a one-group GEMM convolution, its output not a network output, then a
+    Pooling that averages each whole plane without padding. The merged convolution takes the
+    pooling's output and ``global_average`` (the plane's size) among its attributes, and
+    ``convolution.convolution_gemm_average_cpu`` sums each output plane while it is in cache,
+    never writing it: SqueezeNet's last 1x1 layer (256 -> 1000 on 13x13) and ResNet's last
+    bottleneck end this way."""
+    readers = Counter(name for layer in graph.layers for name in layer.inputs)
+    shapes = _tensor_shapes(graph.inputs, graph.layers)
+    writer = {name: index for index, layer in enumerate(graph.layers) for name in layer.outputs}
+    layers, fused_into, merged = list(graph.layers), dict(graph.fused_into), set()
+    for pool in graph.layers:
+        attrs = pool.normalized
+        if (pool.type != "Pooling" or attrs is None or attrs["pool_method"] != "avg" or len(pool.inputs) != 1
+                or pool.inputs[0] not in writer or readers[pool.inputs[0]] != 1 or pool.inputs[0] in graph.outputs):
+            continue
+        plane = shapes[pool.inputs[0]][2:]
+        if (len(plane) != 2 or tuple(attrs["kernel"]) != tuple(plane)
+                or any(attrs["pads_begin"]) or any(attrs["pads_end"])):
+            continue
+        index = writer[pool.inputs[0]]
+        conv = layers[index]
+        if (conv.type != "Convolution" or conv.normalized is None or len(conv.outputs) != 1
+                or conv.normalized["group"] != 1 or choose_convolution(conv.normalized, shapes[conv.inputs[0]]) != "gemm"):
+            continue
+        layers[index] = dataclasses.replace(
+            conv, outputs=pool.outputs, output_shapes=pool.output_shapes,
+            normalized={**conv.normalized, "global_average": tuple(plane)})
+        merged.add(pool.name)
+        fused_into[pool.name] = conv.name
+    if not merged:
+        return graph
+    return dataclasses.replace(graph, layers=tuple(layer for layer in layers if layer.name not in merged),
+                               fused_into=fused_into)
+
+
 def compile_network(network: Network, device: str = "CPU") -> CompiledNetwork:
     """Fuse, then plan the buffers of a network that passed ``check_topology`` (on the CPU, with
-    the ``concatenations_in_place`` and ``residuals_in_place`` written in place)."""
+    the ``averages_fused`` and the ``concatenations_in_place`` and ``residuals_in_place`` written
+    in place)."""
     fused = fuse(network)
+    if device == "CPU":
+        fused = averages_fused(fused)
     in_place = concatenations_in_place(fused) if device == "CPU" else ()
     overwriting = residuals_in_place(fused) if device == "CPU" else ()
     if in_place:

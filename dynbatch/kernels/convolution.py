@@ -11,7 +11,7 @@ import numba
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
-from .epilogue import epilogue_at, epilogue_value, fused_epilogue
+from .epilogue import epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
                    SHORT_PANEL_COLUMNS, masked_copy_panel_row_runs, micro_kernel_panel, pack_weights, panel_layout,
                    prefetch_rows, product_panel, short_panel_product, transpose_copy_panel_rows)
@@ -646,6 +646,130 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
 
 
 @njit(**SCALAR_FUNCTION)
+def average_splits(n, out_channels, min_tasks):
+    """How ``convolution_gemm_average_cpu`` shares out a batch of n: each sample's output channels
+    in this many runs of A panels, one task each, so that the n * splits tasks are a multiple of
+    min_tasks where the panels allow (n = 1 and 2 threads: 2; n = 3: 2, 6 tasks; n = 8: 1)."""
+    panels, _, _ = panel_layout(out_channels)
+    shared, other = n, min_tasks  # gcd(n, min_tasks)
+    while other:
+        shared, other = other, shared % other
+    return max(1, min(panels, min_tasks // max(1, shared)))
+
+
+@njit(**PARALLEL_KERNEL)
+def convolution_gemm_average_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, out_width,
+                                 pixels, row_offset, row_tap, tap_dy, tap_dx, in_place, task_columns, min_tasks,
+                                 residual, has_residual, activation, alpha, beta, out):
+    """A one-group convolution followed by a global average pooling, the convolution's output never
+    written: out[b, k] = mean over its ``pixels`` output pixels p of f(conv[b, k, p] + residual[b,
+    k, p]) (the fused ``epilogue``). SqueezeNet's 256 -> 1000 layer at n = 8 would write 5.4 MB
+    only for the pooling to read it back.
+
+    x: (max_batch, C, H, W); packed_weights: ``gemm.pack_weights`` of the (1, K, R) weights;
+    biases (K,); residual: (max_batch, K, pixels), or out itself where has_residual is 0 (never
+    read); out: (max_batch, K). The other arguments are ``convolution_gemm_cpu``'s, task_columns
+    bounding the columns packed at once. Rows >= n are neither read nor written.
+
+    Each task takes one sample and a run of its output channels' A panels (``average_splits``),
+    so no output sums across tasks. It packs the sample's patches task_columns at a time, as
+    ``gemm_task`` does, multiplies them by its A panels block by block into a task-local product
+    (one block's panels; all of the task's where the reduction takes several KC blocks), and
+    sums each finished row through the epilogue (``epilogue.epilogue_sum``) while it is in
+    cache."""
+    splits = average_splits(n, biases.shape[0], min_tasks)
+    x_flat, residual_flat = x.reshape(x.size), residual.reshape(residual.size)
+    out_flat = out.reshape(out.size)
+    for task in prange(n * splits):
+        gemm_average_task(np.int64(task), splits, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top,
+                          pad_left, out_width, pixels, row_offset, row_tap, tap_dy, tap_dx, in_place, task_columns,
+                          residual_flat, has_residual, activation, alpha, beta, out_flat)
+
+
+@njit(**SHARED_STEP)
+def gemm_average_task(task, splits, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left,
+                      out_width, pixels, row_offset, row_tap, tap_dy, tap_dx, in_place, task_columns, residual_flat,
+                      has_residual, activation, alpha, beta, out_flat):
+    """Task ``task`` of ``convolution_gemm_average_cpu``: sample task // splits, the
+    (task % splits)-th run of its A panels."""
+    _, channels, height, width = x.shape
+    out_channels = biases.shape[0]
+    reduction = row_offset.shape[0]
+    plane = height * width
+    panels, _, padded_rows = panel_layout(out_channels)
+    b, split = task // splits, task % splits
+    per_split = -(-panels // splits)
+    first_panel, end_panel = split * per_split, min(panels, split * per_split + per_split)
+    if first_panel >= end_panel:
+        return
+    keep_all = reduction > KC  # (partial products must outlive each KC block)
+    product_panels = end_panel - first_panel if keep_all else min(PANELS_PER_BLOCK, end_panel - first_panel)
+    most_columns = NR * -(-min(task_columns, pixels) // NR)
+    product = np.empty(product_panels * MR * most_columns, np.float32)
+    packed = np.empty(min(KC, reduction) * most_columns, np.float32)
+    sums = np.zeros((end_panel - first_panel) * MR, np.float32)
+    window_width = window_columns(tap_dy, tap_dx)
+    # The sample's columns in chunks of whole panels, spread evenly (13 panels as 4 + 4 + 5), so
+    # that only the sample's own last panel is short.
+    sample_panels = (pixels + NR - 1) // NR
+    chunks = -(-sample_panels // (most_columns // NR))
+    for chunk in range(chunks):
+        first_pixel = NR * (chunk * sample_panels // chunks)
+        first_column = b * pixels + first_pixel
+        chunk_columns = min(NR * ((chunk + 1) * sample_panels // chunks), pixels) - first_pixel
+        column_panels = (chunk_columns + NR - 1) // NR
+        panel_columns = column_panels * NR
+        column_base, inside, panel_one_run, panel_split, panel_second = task_patches(
+            first_column, chunk_columns, panel_columns, pixels, out_width, stride_h, stride_w, pad_top, pad_left,
+            channels * plane, 0, height, width, tap_dy, tap_dx)
+        for pc in range(0, reduction, KC):
+            kc = min(KC, reduction - pc)
+            pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w, window_width, in_place,
+                         row_offset, row_tap, column_base, inside, panel_one_run, panel_split, panel_second)
+            for block in range(first_panel, end_panel, PANELS_PER_BLOCK):
+                block_end = min(end_panel, block + PANELS_PER_BLOCK)
+                base = first_panel if keep_all else block  # the product's first panel
+                last_block = pc + KC >= reduction
+                for jp in range(column_panels):
+                    if in_place and panel_one_run[jp]:
+                        b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
+                    else:
+                        b_source, b_offset, ldb = packed, jp * kc * NR, NR
+                    valid = min(NR, chunk_columns - jp * NR)
+                    panel = block
+                    while panel < block_end:
+                        if jp == 0 and last_block and has_residual:
+                            # The panel's residual rows (a plane apart), which the epilogue
+                            # below reads: fetched while the block multiplies, a panel's at a
+                            # time, not missed one by one there.
+                            rows = min(MR, out_channels - panel * MR)
+                            for at in range(0, chunk_columns, NR):
+                                prefetch_rows(residual_flat, (b * out_channels + panel * MR) * pixels + first_pixel + at,
+                                              pixels, rows)
+                        a_offset = pc * padded_rows + panel * MR * kc
+                        c_offset = (panel - base) * MR * panel_columns + jp * NR
+                        if valid <= SHORT_PANEL_COLUMNS:
+                            panel += short_panel_product(
+                                valid, panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows,
+                                panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source, b_offset,
+                                ldb, product, c_offset, panel_columns, out_channels - panel * MR, pc > 0)
+                            continue
+                        micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source,
+                                           b_offset, ldb, product, c_offset, panel_columns,
+                                           min(MR, out_channels - panel * MR), pc > 0, False, biases, 0, product,
+                                           False, 0, alpha, beta)
+                        panel += 1
+                if last_block:  # the block's rows are finished for these columns
+                    for row in range(block * MR, min(out_channels, block_end * MR)):
+                        sums[row - first_panel * MR] += epilogue_sum(
+                            product, (row - base * MR) * panel_columns, chunk_columns, biases[row], residual_flat,
+                            (b * out_channels + row) * pixels + first_pixel, has_residual, activation, alpha, beta)
+    scale = np.float32(1.0) / np.float32(pixels)
+    for row in range(first_panel * MR, min(out_channels, end_panel * MR)):
+        out_flat[b * out_channels + row] = sums[row - first_panel * MR] * scale
+
+
+@njit(**SCALAR_FUNCTION)
 def copy_run(source, source_at, destination, at, length):
     """destination[at + i] = source[source_at + i] for i < length (at most winograd.MAX_RUN_OUTPUTS)."""
     if length >= 8:
@@ -853,6 +977,15 @@ def task_width(group_outputs: int, reduction: int) -> int:
     return int(min(MAX_COLUMNS_PER_TASK, max(COLUMNS_PER_TASK, wanted)))
 
 
+#: Output columns ``convolution_gemm_average_cpu`` packs at once, at most: a whole 13x13 or 14x14
+#: sample, whose every A panel then streams from L2 once per sample rather than once per 64
+#: columns, and whose rows go through the epilogue's sum in one run each. Against 64 (fused, one
+#: process, 2 threads, n = 1 to 32): 256 -> 1000 on 13x13 0.88x-0.94x the time where 64 took
+#: 0.94x-0.98x of the layer and pooling apart; 128 -> 512 on 14x14 with a residual 0.85x-1.07x
+#: where 64 took 0.98x-1.10x.
+AVERAGE_TASK_COLUMNS = 256
+
+
 #: A 1x1, stride-1, unpadded convolution reads its input rows in place while a group's A panels
 #: make one block of PANELS_PER_BLOCK (96 output channels): each 16-column panel of x is then read
 #: once and multiplied by every panel of weights while it is in L1. With more blocks, a strided
@@ -946,7 +1079,11 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
     destination: (buffer, first channel), to write the output into channels [first, first + K)
     of the C-contiguous (max_batch, T, OH, OW) buffer instead of outputs[0]: a Concatenation's
     output, which its inputs' convolutions write in place (``graph.compiler``). GEMM or Winograd
-    algorithm, no residual."""
+    algorithm, no residual.
+
+    attrs["global_average"]: (OH, OW), the convolution's output size, where a global average
+    pooling of that output is fused in (``graph.compiler.averages_fused``): outputs[0] is then
+    the pooling's (max_batch, K, 1, 1), computed by ``convolution_gemm_average_cpu``."""
     x, out = as_4d(inputs[0]), as_4d(outputs[0])
     algorithm = algorithm or choose_algorithm(attrs, x.shape)
     first_out_channel = 0
@@ -969,6 +1106,21 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
     group = int(attrs["group"])
     max_batch, _, out_height, out_width = out.shape
     pixels = out_height * out_width
+    if attrs.get("global_average") is not None:
+        # out: (max_batch, K, 1, 1), the pooling's; the convolution's own output is never written
+        if algorithm != "gemm" or group != 1 or destination is not None:
+            raise ValueError("only a one-group GEMM convolution computes a global average of its output")
+        out_height, out_width = attrs["global_average"]
+        pixels = out_height * out_width
+        residual = as_4d(inputs[1]).reshape(max_batch, -1, pixels) if len(inputs) > 1 else out.reshape(max_batch, -1, 1)
+        return convolution_gemm_average_cpu, (
+            x, pack_weights(weights.reshape(1, k, -1)), biases, int(stride_h), int(stride_w), int(pad_top),
+            int(pad_left), int(out_width), int(pixels), *window_rows(x.shape, weights.shape, (dilation_h, dilation_w)),
+            reads_in_place((kernel_h, kernel_w), (stride_h, stride_w), (pad_top, pad_left), attrs["pads_end"], k,
+                           x.shape[2] * x.shape[3]),
+            int(columns_per_task or AVERAGE_TASK_COLUMNS), int(min_tasks or numba.get_num_threads()),
+            residual, *epilogue, out.reshape(max_batch, k),
+        )
     if algorithm == "winograd":
         tile = int(tile or winograd_tile(out_height, out_width))
         return convolution_winograd_cpu, (

@@ -70,6 +70,42 @@ def epilogue_at(source, source_at, destination, destination_at, length, bias, re
         bias_activation_at(source, source_at, destination, destination_at, length, bias, activation, alpha, beta)
 
 
+@njit(**SCALAR_FUNCTION)
+def _summed_with(source, source_at, length, bias, residual, residual_at, has_residual, activation, alpha, beta):
+    """epilogue_sum for one constant activation code and residual flag (each caller passes
+    literals, so the tests fold away and the loop vectorises: its sum may be reassociated)."""
+    source_at, residual_at = np.uintp(source_at), np.uintp(residual_at)
+    total = np.float32(0.0)
+    for i in range(np.uintp(length)):
+        value = source[source_at + i] + bias
+        if has_residual:
+            value += residual[residual_at + i]
+        total += epilogue_value(value, activation, alpha, beta)
+    return total
+
+
+@njit(**SCALAR_FUNCTION)
+def epilogue_sum(source, source_at, length, bias, residual, residual_at, has_residual, activation, alpha, beta):
+    """sum_i f(source[source_at + i] + bias + residual[residual_at + i]) for i < length (no
+    residual term when has_residual is 0), on 1-d arrays: what ``epilogue_at`` would write,
+    summed instead (a convolution whose output only a global average pooling reads)."""
+    if has_residual:
+        if activation == NO_ACTIVATION:
+            return _summed_with(source, source_at, length, bias, residual, residual_at, True, NO_ACTIVATION, alpha, beta)
+        if activation == RELU:
+            return _summed_with(source, source_at, length, bias, residual, residual_at, True, RELU, alpha, beta)
+        if activation == RELU6:
+            return _summed_with(source, source_at, length, bias, residual, residual_at, True, RELU6, alpha, beta)
+        return _summed_with(source, source_at, length, bias, residual, residual_at, True, CLAMP, alpha, beta)
+    if activation == NO_ACTIVATION:
+        return _summed_with(source, source_at, length, bias, residual, residual_at, False, NO_ACTIVATION, alpha, beta)
+    if activation == RELU:
+        return _summed_with(source, source_at, length, bias, residual, residual_at, False, RELU, alpha, beta)
+    if activation == RELU6:
+        return _summed_with(source, source_at, length, bias, residual, residual_at, False, RELU6, alpha, beta)
+    return _summed_with(source, source_at, length, bias, residual, residual_at, False, CLAMP, alpha, beta)
+
+
 def fused_activation(attrs) -> tuple[int, np.float32, np.float32]:
     """(code, alpha, beta) of the activation the fusion pass put in a layer's ``attrs["activation"]``
     (an Activation layer's normalized attributes), or NO_ACTIVATION. Float32 parameters, so the
