@@ -134,8 +134,10 @@ def test_convolution_matches_reference(algorithm, data):
     ((56, 56), (2, 2), (1, 1), True),     # MobileNet's stride-2 depthwise layer: four phase planes
     ((30, 41), (2, 3), (2, 1), True),     # other strides and dilations per axis
     ((9, 8), (3, 1), (1, 2), True),
+    ((14, 14), (1, 1), (1, 1), True),     # 3x3 at stride 1: the taps summed in registers (nine_taps)
+    ((7, 5), (1, 1), (1, 1), True),       # rows under 8 long: copied in and out by masked vectors
 ])
-@pytest.mark.parametrize("group_in, with_residual", [(1, False), (2, True)])
+@pytest.mark.parametrize("group_in, with_residual", [(1, False), (2, True), (2, False)])
 def test_direct_convolution_by_planes_and_by_lines(size, strides, dilations, by_planes, group_in, with_residual):
     """The direct kernel (depthwise layers, and groups of 2 channels here) takes a plane per task,
     through the input split into phase planes, where those fit DIRECT_PLANE_FLOATS; else lines.

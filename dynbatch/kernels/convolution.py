@@ -11,12 +11,12 @@ import numba
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
-from .epilogue import epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
+from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
-                   SHORT_PANEL_COLUMNS, masked_copy_panel_row_runs, micro_kernel_panel, pack_weights, panel_layout,
+                   SHORT_PANEL_COLUMNS, copy_lanes, masked_copy_panel_row_runs, micro_kernel_panel, pack_weights, panel_layout,
                    prefetch_rows, product_panel, short_panel_product, transpose_copy_panel_rows)
 from .views import as_4d
-from .winograd import (copy_vectors, input_transform_2, input_transform_4, output_transform_2, output_transform_4,
+from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2, output_transform_4,
                        run_outputs, sample_tiles, tile_elements, transform_weights)
 
 
@@ -65,37 +65,63 @@ def phase_columns(width, pad_left, stride_w, phase_width):
 
 
 @njit(**SCALAR_FUNCTION)
-def direct_plane(x_flat, x_base, group_in_channels, plane, height, width, pad_top, pad_left, weights_flat, w_k,
-                 kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, column_first, column_count,
-                 column_at, phases, sums, out_height, out_width):
-    """sums[oh * phase_width + ow] = sum over c, i, j of w[c, i, j] * x[c, oh*sh + i*dh - pt,
-    ow*sw + j*dw - pl] (zero outside the image) for one output plane (``phase_layout``'s
-    phase_width). Each input plane is copied into ``phases`` (sh*sw planes of phase_floats),
-    zero-padded and split by row and column phase, so that every tap (i, j) reads one phase
-    plane at consecutive addresses: then each tap is one run over the whole output at once,
-    out_height * phase_width long, the columns past out_width in each row computed and left
-    unused. The runs are contiguous whatever the image's size or the stride, so they vectorize
-    (a loop per output row ran 7 long on a 7x7 image, and a stride of 2 read every other input).
-    column_first, column_count, column_at (sw,): ``phase_columns``."""
+def direct_layout(height, pad_top, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, out_height,
+                  out_width):
+    """What ``direct_plane`` needs of the layout, worked out once per call rather than per plane
+    (its integer divisions cost a 7x7 plane as much as its sums): (phase_width, phase_floats,
+    copied_rows, first_row_phase, first_phase_row, tap_offsets). Image row r is padded row pt +
+    r: of row phase (pt + r) % sh, row (pt + r) // sh of that phase plane; the first
+    copied_rows rows are those the phase planes hold. Tap (i, j) reads the plane of row phase
+    i*dh % sh and column phase j*dw % sw from its row i*dh // sh and column j*dw // sw on, at
+    tap_offsets[i*kw + j] in ``phases``."""
     phase_height, phase_width, phase_floats = phase_layout(out_height, out_width, kernel_h, kernel_w, stride_h,
                                                            stride_w, dilation_h, dilation_w)
-    span = out_height * phase_width
-    for q in range(span):
-        sums[q] = 0.0
-    taps = kernel_h * kernel_w
+    first_row_phase, first_phase_row = pad_top % stride_h, pad_top // stride_h
+    copied_rows = max(0, min(height, (phase_height - first_phase_row) * stride_h - first_row_phase))
+    tap_offsets = np.empty(kernel_h * kernel_w, np.intp)
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            tap_offsets[i * kernel_w + j] = (((i * dilation_h % stride_h) * stride_w + j * dilation_w % stride_w)
+                                             * phase_floats + (i * dilation_h // stride_h) * phase_width
+                                             + j * dilation_w // stride_w)
+    return phase_width, phase_floats, copied_rows, first_row_phase, first_phase_row, tap_offsets
+
+
+@njit(**SCALAR_FUNCTION)
+def direct_plane(x_flat, x_base, group_in_channels, plane, width, weights_flat, w_k, stride_h, stride_w, phase_width,
+                 phase_floats, copied_rows, first_row_phase, first_phase_row, column_first, column_count, column_at,
+                 tap_offsets, phases, sums, span):
+    """sums[oh * phase_width + ow] = sum over c, i, j of w[c, i, j] * x[c, oh*sh + i*dh - pt,
+    ow*sw + j*dw - pl] (zero outside the image) for one output plane, for q < span = OH *
+    phase_width (``direct_layout``). Each input plane is copied into ``phases`` (sh*sw planes of
+    phase_floats, zero where the copies do not write: the caller zeroes them once for all its
+    planes), split by row and column phase, so that every tap (i, j) reads one phase plane at
+    consecutive addresses: then each tap is one run over the whole output at once, the columns
+    past OW in each row computed and left unused. The runs are contiguous whatever the image's
+    size or the stride, so they vectorize (a loop per output row ran 7 long on a 7x7 image, and a
+    stride of 2 read every other input). column_first, column_count, column_at (sw,):
+    ``phase_columns``."""
+    taps = tap_offsets.shape[0]
+    # A 3x3 kernel at stride 1 sums its taps in registers (``nine_taps``). At other strides its
+    # loads span several phase planes; where one of their nine runs lay a multiple of 4 KB from
+    # the sums' stores (4K aliasing), MobileNet's stride-2 112x112 layer took 1.9x the time: a
+    # run per tap keeps such a stall to that tap.
+    in_registers = taps == 9 and stride_h == 1 and stride_w == 1
+    if not in_registers:
+        for q in range(span):
+            sums[q] = 0.0
     for c in range(group_in_channels):
-        for q in range(phases.shape[0]):
-            phases[q] = 0.0
-        # Row r of the image is padded row pt + r: row phase (pt + r) % sh, row (pt + r) // sh of
-        # it, stepped rather than divided per row (a 7x7 plane has little else to do).
-        row_phase, phase_row = pad_top % stride_h, pad_top // stride_h
-        for r in range(min(height, (phase_height - phase_row) * stride_h - row_phase)):
+        # Row phase and row stepped, not divided, per image row.
+        row_phase, phase_row = first_row_phase, first_phase_row
+        for r in range(copied_rows):
             row_base = row_phase * stride_w * phase_floats + phase_row * phase_width
             source_row = x_base + c * plane + r * width
             for px in range(stride_w):
                 first, count = column_first[px], column_count[px]
                 at = row_base + px * phase_floats + column_at[px]
-                if stride_w == 1:  # (a literal stride: a plain vector copy)
+                if stride_w == 1 and count <= MAX_RUN_OUTPUTS:  # a few vectors, no loop
+                    copy_run(x_flat, source_row + first, phases, at, count)
+                elif stride_w == 1:  # (a literal stride: a plain vector copy)
                     for t in range(count):
                         phases[np.uintp(at + t)] = x_flat[np.uintp(source_row + first + t)]
                 else:
@@ -104,24 +130,31 @@ def direct_plane(x_flat, x_base, group_in_channels, plane, height, width, pad_to
             row_phase += 1
             if row_phase == stride_h:
                 row_phase, phase_row = 0, phase_row + 1
-        # Tap (i, j) reads the plane of row phase i*dh % sh and column phase j*dw % sw from its
-        # row i*dh // sh and column j*dw // sw on: both stepped, not divided (per plane, the
-        # divisions cost a 7x7 plane more than its sums).
-        tap_row_phase, tap_row = 0, 0
-        for i in range(kernel_h):
-            tap_column_phase, tap_column = 0, 0
-            for j in range(kernel_w):
-                weight = weights_flat[w_k + c * taps + i * kernel_w + j]
-                offset = ((tap_row_phase * stride_w + tap_column_phase) * phase_floats + tap_row * phase_width
-                          + tap_column)
-                for q in range(span):
-                    sums[np.uintp(q)] += weight * phases[np.uintp(offset + q)]
-                tap_column_phase += dilation_w
-                while tap_column_phase >= stride_w:
-                    tap_column_phase, tap_column = tap_column_phase - stride_w, tap_column + 1
-            tap_row_phase += dilation_h
-            while tap_row_phase >= stride_h:
-                tap_row_phase, tap_row = tap_row_phase - stride_h, tap_row + 1
+        if in_registers:
+            nine_taps(sums, phases, tap_offsets, weights_flat, w_k + c * taps, span, c > 0)
+            continue
+        for t in range(taps):
+            weight, offset = weights_flat[w_k + c * taps + t], tap_offsets[t]
+            for q in range(span):
+                sums[np.uintp(q)] += weight * phases[np.uintp(offset + q)]
+
+
+@njit(**SCALAR_FUNCTION)
+def nine_taps(sums, phases, tap_offsets, weights_flat, w, span, accumulate):
+    """sums[q] (+)= sum over the 9 taps t of weights_flat[w + t] * phases[tap_offsets[t] + q], for
+    q < span: a 3x3 kernel's taps summed in registers, one store per output, where a loop per
+    tap would load and store the whole run nine times (MobileNet's depthwise layers)."""
+    o0, o1, o2 = np.uintp(tap_offsets[0]), np.uintp(tap_offsets[1]), np.uintp(tap_offsets[2])
+    o3, o4, o5 = np.uintp(tap_offsets[3]), np.uintp(tap_offsets[4]), np.uintp(tap_offsets[5])
+    o6, o7, o8 = np.uintp(tap_offsets[6]), np.uintp(tap_offsets[7]), np.uintp(tap_offsets[8])
+    w0, w1, w2 = weights_flat[w], weights_flat[w + 1], weights_flat[w + 2]
+    w3, w4, w5 = weights_flat[w + 3], weights_flat[w + 4], weights_flat[w + 5]
+    w6, w7, w8 = weights_flat[w + 6], weights_flat[w + 7], weights_flat[w + 8]
+    for q in range(np.uintp(span)):
+        total = (w0 * phases[o0 + q] + w1 * phases[o1 + q] + w2 * phases[o2 + q]
+                 + w3 * phases[o3 + q] + w4 * phases[o4 + q] + w5 * phases[o5 + q]
+                 + w6 * phases[o6 + q] + w7 * phases[o7 + q] + w8 * phases[o8 + q])
+        sums[q] = sums[q] + total if accumulate else total
 
 
 @njit(**PARALLEL_KERNEL)
@@ -149,28 +182,41 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
     x_flat, weights_flat = x.reshape(x.size), weights.reshape(weights.size)
     out_flat, residual_flat = out.reshape(out.size), residual.reshape(residual.size)
     # A plane per task where its phase planes fit in L2 (``direct_plane``); else lines.
-    _, phase_width, phase_floats = phase_layout(out_height, out_width, kernel_h, kernel_w, stride_h, stride_w,
-                                                dilation_h, dilation_w)
+    phase_width, phase_floats, copied_rows, first_row_phase, first_phase_row, tap_offsets = direct_layout(
+        height, pad_top, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, out_height, out_width)
     if stride_h * stride_w * phase_floats <= DIRECT_PLANE_FLOATS:
         column_first, column_count, column_at = phase_columns(width, pad_left, stride_w, phase_width)
+        span = out_height * phase_width
         # Several small planes per task (a 7x7 plane is a few hundred multiply-adds): its
         # scratch allocated once.
         planes = n * out_channels
-        plane_work = out_height * phase_width * taps * group_in_channels
+        plane_work = span * taps * group_in_channels
         planes_per_task = max(1, DIRECT_TASK_MULTIPLY_ADDS // max(1, plane_work))
         for task in prange((planes + planes_per_task - 1) // planes_per_task):
-            phases = np.empty(stride_h * stride_w * phase_floats, np.float32)
-            sums = np.empty(out_height * phase_width, np.float32)
-            for output_plane in range(task * planes_per_task, min(planes, (task + 1) * planes_per_task)):
-                b, k = output_plane // out_channels, output_plane % out_channels
-                direct_plane(x_flat, (b * channels + (k // group_out_channels) * group_in_channels) * plane,
-                             group_in_channels, plane, height, width, pad_top, pad_left, weights_flat,
-                             k * group_in_channels * taps, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
-                             dilation_w, column_first, column_count, column_at, phases, sums, out_height, out_width)
+            phases = np.zeros(stride_h * stride_w * phase_floats, np.float32)  # (the padding, for every plane)
+            sums = np.empty(span, np.float32)
+            first_plane = task * planes_per_task
+            b, k = first_plane // out_channels, first_plane % out_channels  # (then stepped)
+            for output_plane in range(first_plane, min(planes, first_plane + planes_per_task)):
+                g = k if group_out_channels == 1 else k // group_out_channels  # (depthwise: no division)
+                direct_plane(x_flat, (b * channels + g * group_in_channels) * plane,
+                             group_in_channels, plane, width, weights_flat, k * group_in_channels * taps, stride_h,
+                             stride_w, phase_width, phase_floats, copied_rows, first_row_phase, first_phase_row,
+                             column_first, column_count, column_at, tap_offsets, phases, sums, span)
                 at = output_plane * out_plane
-                for oh in range(out_height):
-                    epilogue_at(sums, oh * phase_width, out_flat, at + oh * out_width, out_width, biases[k],
-                                residual_flat, at + oh * out_width, has_residual, activation, alpha, beta)
+                if has_residual or out_width > MAX_RUN_OUTPUTS:
+                    for oh in range(out_height):
+                        epilogue_at(sums, oh * phase_width, out_flat, at + oh * out_width, out_width, biases[k],
+                                    residual_flat, at + oh * out_width, has_residual, activation, alpha, beta)
+                else:
+                    # Short rows: the epilogue in one loop over the whole run (the columns past
+                    # out_width too), then each row copied out in a few vectors.
+                    bias_activation_at(sums, 0, sums, 0, span, biases[k], activation, alpha, beta)
+                    for oh in range(out_height):
+                        copy_run(sums, oh * phase_width, out_flat, at + oh * out_width, out_width)
+                k += 1
+                if k == out_channels:
+                    b, k = b + 1, 0
         return
     # Kernel column j reads input column ow*sw + shift[j]: the ow in [ow_begin[j], ow_end[j]) whose
     # column lies in [0, W), so that the innermost loop has no bounds test (and vectorizes at
@@ -774,9 +820,8 @@ def copy_run(source, source_at, destination, at, length):
     """destination[at + i] = source[source_at + i] for i < length (at most winograd.MAX_RUN_OUTPUTS)."""
     if length >= 8:
         copy_vectors(source, source_at, destination, at, length)
-    else:
-        for i in range(length):
-            destination[at + i] = source[source_at + i]
+    elif length > 0:
+        copy_lanes(source, source_at, destination, at, length)
 
 
 @njit(**SCALAR_FUNCTION)

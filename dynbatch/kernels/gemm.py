@@ -89,6 +89,33 @@ def _load_lanes(builder, pointer, count, fill):
                                ir.Constant(_VECTOR, [fill] * 8)])
 
 
+@intrinsic
+def copy_lanes(typingctx, source, source_offset, destination, destination_offset, count):
+    """copy_lanes(source, source_offset, destination, destination_offset, count):
+    destination[destination_offset + i] = source[source_offset + i] for i < count, 1 <= count <= 8:
+    one masked 8-wide load and store, which touch nothing past the count (a short row: a loop
+    would be a call to memmove, which costs more than the copy). No bounds checks."""
+    sig = types.void(source, types.intp, destination, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        source_ptr = _float_pointer(context, builder, signature.args[0], args[0], args[1])
+        destination_ptr = _float_pointer(context, builder, signature.args[2], args[2], args[3])
+        count = args[4]
+        lanes = ir.VectorType(_LANE, 8)
+        splat = builder.insert_element(ir.Constant(lanes, ir.Undefined), builder.trunc(count, _LANE),
+                                       ir.Constant(_LANE, 0))
+        splat = builder.shuffle_vector(splat, ir.Constant(lanes, ir.Undefined), ir.Constant(lanes, [0] * 8))
+        mask = builder.icmp_signed("<", ir.Constant(lanes, list(range(8))), splat)
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), ir.IntType(32), mask.type]),
+            "llvm.masked.store.v8f32.p0v8f32")
+        builder.call(store, [_load_lanes(builder, source_ptr, count, 0.0), _vector_at(builder, destination_ptr, 0),
+                             ir.Constant(ir.IntType(32), 4), mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def _splat(builder, value):
     """An 8-wide vector of one float."""
     undef = ir.Constant(_VECTOR, ir.Undefined)
