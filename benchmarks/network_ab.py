@@ -2,7 +2,7 @@
 tree's, in one process: a change to ``chain.py``, ``convolution.py``, ``gemm.py`` or ``pooling.py``
 measured end to end.
 
-    python benchmarks/network_ab.py REVISION [--networks resnet,squeezenet] [--batches 1,8,32]
+    python benchmarks/network_ab.py REVISION [--networks resnet,squeezenet,mobilenet] [--batches 1,8,32]
         [--calls 41] [--threads 2]
 
 Each network (``compare.py``'s) is loaded once, by the working tree. The revision's ``chain.py``,
@@ -32,6 +32,7 @@ import convolution_ab  # noqa: E402  (a revision's kernel modules, importable be
 
 def revision_calls(request, old_chain, old_convolution, old_pooling):
     """The request's (kernel, args) per step, each convolution kernel replaced by the revision's
+    (where it has one of that name)
     and each pooling kernel by the one the revision's ``choose_cpu_kernel`` picks.
     A chain's rows name its task functions by address (``chain.task_function``): the revision's chain
     gets a copy of the rows naming its own, where it has them."""
@@ -44,8 +45,8 @@ def revision_calls(request, old_chain, old_convolution, old_pooling):
                 for row in ints:
                     row[old_chain.TASK] = old_chain.task_function(row[old_chain.KIND])
                 args = (*args[:3], ints, *args[4:])
-        elif step.exec_type in ("convolution_gemm_cpu", "convolution_winograd_cpu"):
-            call = getattr(old_convolution, step.exec_type)
+        elif step.exec_type.startswith("convolution_") and hasattr(old_convolution, step.exec_type):
+            call = getattr(old_convolution, step.exec_type)  # (GEMM, Winograd, direct, averaged)
         elif step.layer.type == "Pooling":  # (the same arguments for all its kernels)
             call = old_pooling.choose_cpu_kernel(step.layer.normalized, args[0].shape, args[-1].shape)
         calls.append((call, args))
@@ -81,7 +82,7 @@ def main():
         print(f"convolution and pooling kernels at {args.revision} (old) against the working tree (new), "
               f"{args.threads} threads, median of {args.calls} alternating calls (fewer at n = 32)")
         for name in args.networks.split(","):
-            model = compare.NETWORKS[name]()
+            model = {**compare.NETWORKS, **compare.EXTRA_NETWORKS}[name]()
             network = db.read_network(model, batch=max(batches))
             request = db.Core().load_network(network, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES}).create_infer_request()
             x = np.random.default_rng(0).standard_normal((max(batches), *compare.sample_shape(model))).astype(np.float32)

@@ -2,7 +2,7 @@
 in a loop, its Numba code named for perf by a map file (``/tmp/perf-PID.map``).
 
     perf record -e cpu-clock -F 4000 -o perf.data python benchmarks/perf_map.py 256 1000 13 \\
-        [--kernel 1] [--stride 1] [--pad 0] [--batch 2] [--threads 1] [--seconds 6]
+        [--kernel 1] [--stride 1] [--pad 0] [--group 1] [--batch 2] [--threads 1] [--seconds 6]
     perf report -i perf.data --stdio --sort sym
 
 (this VM has no hardware counters; ``cpu-clock`` samples work). perf names JIT code only through
@@ -68,6 +68,7 @@ def main():
     parser.add_argument("--kernel", type=int, default=1)
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--pad", type=int, default=0)
+    parser.add_argument("--group", type=int, default=1, help="the channels' groups (channels: depthwise)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=6.0)
@@ -80,7 +81,8 @@ def main():
     rng = np.random.default_rng(0)
     k = args.kernel
     attrs = dict(strides=(args.stride,) * 2, dilations=(1, 1), pads_begin=(args.pad,) * 2, pads_end=(args.pad,) * 2,
-                 group=1, weights=rng.standard_normal((args.out_channels, args.channels, k, k)).astype(np.float32),
+                 group=args.group,
+                 weights=rng.standard_normal((args.out_channels, args.channels // args.group, k, k)).astype(np.float32),
                  biases=rng.standard_normal(args.out_channels).astype(np.float32),
                  activation=dict(type="relu", alpha=0.0, beta=0.0))
     out_side = (args.side + 2 * args.pad - k) // args.stride + 1
