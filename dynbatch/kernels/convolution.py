@@ -164,11 +164,12 @@ def nine_taps(sums, phases, tap_offsets, weights_flat, w, span, accumulate):
 
 @njit(**PARALLEL_KERNEL)
 def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilation_w,
-                    pad_top, pad_left, group, residual, has_residual, activation, alpha, beta, out):
+                    pad_top, pad_left, group, min_tasks, residual, has_residual, activation, alpha, beta, out):
     """x: (max_batch, C, H, W); weights: (K, C/group, kh, kw); biases: (K,);
     out: (max_batch, K, OH, OW), whose OH, OW already account for the bottom and right pads;
-    residual (shaped as out), has_residual, activation, alpha, beta: the fused ``epilogue``.
-    Reads x rows < n, writes out rows < n.
+    min_tasks: the threads to share the planes out among (an argument: a kernel that asked Numba
+    for its thread count could not be cached); residual (shaped as out), has_residual,
+    activation, alpha, beta: the fused ``epilogue``. Reads x rows < n, writes out rows < n.
 
     The direct convolution, for depthwise layers and small groups (``choose_algorithm``). Where
     a plane's phase planes fit DIRECT_PLANE_FLOATS (up to 112x112 images and more), each task
@@ -197,7 +198,7 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
         planes = n * out_channels
         plane_work = span * taps * group_in_channels
         planes_per_task = max(1, min(DIRECT_TASK_MULTIPLY_ADDS // max(1, plane_work),
-                                     planes // (DIRECT_TASKS_PER_THREAD * numba.get_num_threads())))
+                                     planes // (DIRECT_TASKS_PER_THREAD * min_tasks)))
         for task in prange((planes + planes_per_task - 1) // planes_per_task):
             phases = np.zeros(stride_h * stride_w * phase_floats, np.float32)  # (the padding, for every plane)
             sums = np.empty(span, np.float32)
@@ -1197,7 +1198,7 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
     return convolution_cpu, (
         x, weights, biases,
         int(stride_h), int(stride_w), int(dilation_h), int(dilation_w),
-        int(pad_top), int(pad_left), group, residual, *epilogue,
+        int(pad_top), int(pad_left), group, int(min_tasks or numba.get_num_threads()), residual, *epilogue,
         out,
     )
 
