@@ -12,12 +12,14 @@ it), so the residual is restored between calls, outside the timings.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
-import convolution_ab  # noqa: F401  (puts the package on the path)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # (name, in channels, out channels, side, with a residual): SqueezeNet's last layer and ResNet's.
 LAYERS = [("256 -> 1000 on 13x13", 256, 1000, 13, False), ("128 -> 512 on 14x14 +res", 128, 512, 14, True)]
