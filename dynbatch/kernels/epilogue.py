@@ -85,25 +85,28 @@ def _summed_with(source, source_at, length, bias, residual, residual_at, has_res
 
 
 @njit(**SCALAR_FUNCTION)
+def _summed_by_activation(source, source_at, length, bias, residual, residual_at, has_residual, activation, alpha,
+                          beta):
+    """epilogue_sum for a literal residual flag: a loop per activation code."""
+    if activation == NO_ACTIVATION:
+        return _summed_with(source, source_at, length, bias, residual, residual_at, has_residual, NO_ACTIVATION,
+                            alpha, beta)
+    if activation == RELU:
+        return _summed_with(source, source_at, length, bias, residual, residual_at, has_residual, RELU, alpha, beta)
+    if activation == RELU6:
+        return _summed_with(source, source_at, length, bias, residual, residual_at, has_residual, RELU6, alpha, beta)
+    return _summed_with(source, source_at, length, bias, residual, residual_at, has_residual, CLAMP, alpha, beta)
+
+
+@njit(**SCALAR_FUNCTION)
 def epilogue_sum(source, source_at, length, bias, residual, residual_at, has_residual, activation, alpha, beta):
     """sum_i f(source[source_at + i] + bias + residual[residual_at + i]) for i < length (no
     residual term when has_residual is 0), on 1-d arrays: what ``epilogue_at`` would write,
     summed instead (a convolution whose output only a global average pooling reads)."""
     if has_residual:
-        if activation == NO_ACTIVATION:
-            return _summed_with(source, source_at, length, bias, residual, residual_at, True, NO_ACTIVATION, alpha, beta)
-        if activation == RELU:
-            return _summed_with(source, source_at, length, bias, residual, residual_at, True, RELU, alpha, beta)
-        if activation == RELU6:
-            return _summed_with(source, source_at, length, bias, residual, residual_at, True, RELU6, alpha, beta)
-        return _summed_with(source, source_at, length, bias, residual, residual_at, True, CLAMP, alpha, beta)
-    if activation == NO_ACTIVATION:
-        return _summed_with(source, source_at, length, bias, residual, residual_at, False, NO_ACTIVATION, alpha, beta)
-    if activation == RELU:
-        return _summed_with(source, source_at, length, bias, residual, residual_at, False, RELU, alpha, beta)
-    if activation == RELU6:
-        return _summed_with(source, source_at, length, bias, residual, residual_at, False, RELU6, alpha, beta)
-    return _summed_with(source, source_at, length, bias, residual, residual_at, False, CLAMP, alpha, beta)
+        return _summed_by_activation(source, source_at, length, bias, residual, residual_at, True, activation, alpha,
+                                     beta)
+    return _summed_by_activation(source, source_at, length, bias, residual, residual_at, False, activation, alpha, beta)
 
 
 def fused_activation(attrs) -> tuple[int, np.float32, np.float32]:
