@@ -266,8 +266,9 @@ def run_averaged(rng, attrs, inputs, outputs, n, with_residual, **options):
     out_size = outputs[0].shape[2:]
     residual = poisoned_input(rng, outputs[0].shape, n) if with_residual else None
     averaged = [poisoned_output(outputs[0].shape[:2] + (1, 1))]
-    kernel, _ = run_step(convolution, {**attrs, "global_average": out_size}, inputs + ([residual] if with_residual else []),
-                         averaged, n, algorithm="gemm", **options)
+    residuals = [residual] if with_residual else []
+    kernel, _ = run_step(convolution, {**attrs, "global_average": out_size}, inputs + residuals, averaged, n,
+                         algorithm="gemm", **options)
     assert kernel is convolution.convolution_gemm_average_cpu
     return averaged, [averaged_reference(attrs, inputs[0], residual, n)]
 
@@ -282,12 +283,13 @@ def test_convolution_with_global_average_matches_reference(data):
     size = draw_pair(data, SPATIAL, "size")
     kernel = draw_pair(data, KERNEL_SIDE, "kernel")
     strides = draw_pair(data, STRIDE, "strides")
+    dilations = draw_pair(data, DILATION, "dilations")
     pads = draw_pair(data, PAD, "pads")
     for a in range(2):
-        assume(size[a] + 2 * pads[a] >= kernel[a])
+        assume(size[a] + 2 * pads[a] >= dilations[a] * (kernel[a] - 1) + 1)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, out_channels, size, kernel, strides,
-                                              (1, 1), pads, pads)
+                                              dilations, pads, pads)
     attrs["activation"] = data.draw(st.sampled_from(EPILOGUE_ACTIVATIONS), label="activation")
     averaged, expected = run_averaged(rng, attrs, inputs, outputs, n, data.draw(st.booleans(), label="residual"),
                                       **gemm_split(data))

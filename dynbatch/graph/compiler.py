@@ -371,7 +371,8 @@ def averages_fused(graph: FusedGraph) -> FusedGraph:
         index = writer[pool.inputs[0]]
         conv = layers[index]
         if (conv.type != "Convolution" or conv.normalized is None or len(conv.outputs) != 1
-                or conv.normalized["group"] != 1 or choose_convolution(conv.normalized, shapes[conv.inputs[0]]) != "gemm"):
+                or conv.normalized["group"] != 1
+                or choose_convolution(conv.normalized, shapes[conv.inputs[0]]) != "gemm"):
             continue
         layers[index] = dataclasses.replace(
             conv, outputs=pool.outputs, output_shapes=pool.output_shapes,

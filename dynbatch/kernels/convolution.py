@@ -13,11 +13,11 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
-                   SHORT_PANEL_COLUMNS, copy_lanes, masked_copy_panel_row_runs, micro_kernel_panel, pack_weights, panel_layout,
-                   prefetch_rows, product_panel, short_panel_product, transpose_copy_panel_rows)
+                   SHORT_PANEL_COLUMNS, copy_lanes, masked_copy_panel_row_runs, micro_kernel_panel, pack_weights,
+                   panel_layout, prefetch_rows, product_panel, short_panel_product, transpose_copy_panel_rows)
 from .views import as_4d
-from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2, output_transform_4,
-                       run_outputs, sample_tiles, tile_elements, transform_weights)
+from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2,
+                       output_transform_4, run_outputs, sample_tiles, tile_elements, transform_weights)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -797,8 +797,8 @@ def gemm_average_task(task, splits, x, x_flat, packed_weights, biases, stride_h,
                             # time, not missed one by one there.
                             rows = min(MR, out_channels - panel * MR)
                             for at in range(0, chunk_columns, NR):
-                                prefetch_rows(residual_flat, (b * out_channels + panel * MR) * pixels + first_pixel + at,
-                                              pixels, rows)
+                                row_at = (b * out_channels + panel * MR) * pixels + first_pixel + at
+                                prefetch_rows(residual_flat, row_at, pixels, rows)
                         a_offset = pc * padded_rows + panel * MR * kc
                         c_offset = (panel - base) * MR * panel_columns + jp * NR
                         if valid <= SHORT_PANEL_COLUMNS:

@@ -75,13 +75,18 @@ def _prefetch(builder, pointer, write: bool):
     builder.call(function, [builder.bitcast(pointer, ir.IntType(8).as_pointer())] + flags)
 
 
-def _load_lanes(builder, pointer, count, fill):
-    """The first ``count`` (an LLVM integer, at most 8) of the 8 floats from ``pointer`` on, the
-    other lanes ``fill``: a masked load, which reads nothing past them (so stays inside the array)."""
+def _lane_mask(builder, count):
+    """The 8 lanes' mask of the first ``count`` (an LLVM integer): lane i set where i < count."""
     lanes = ir.VectorType(_LANE, 8)
     splat = builder.insert_element(ir.Constant(lanes, ir.Undefined), builder.trunc(count, _LANE), ir.Constant(_LANE, 0))
     splat = builder.shuffle_vector(splat, ir.Constant(lanes, ir.Undefined), ir.Constant(lanes, [0] * 8))
-    mask = builder.icmp_signed("<", ir.Constant(lanes, list(range(8))), splat)
+    return builder.icmp_signed("<", ir.Constant(lanes, list(range(8))), splat)
+
+
+def _load_lanes(builder, pointer, count, fill):
+    """The first ``count`` (an LLVM integer, at most 8) of the 8 floats from ``pointer`` on, the
+    other lanes ``fill``: a masked load, which reads nothing past them (so stays inside the array)."""
+    mask = _lane_mask(builder, count)
     load = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), ir.IntType(32), mask.type, _VECTOR]),
         "llvm.masked.load.v8f32.p0v8f32")
@@ -101,11 +106,7 @@ def copy_lanes(typingctx, source, source_offset, destination, destination_offset
         source_ptr = _float_pointer(context, builder, signature.args[0], args[0], args[1])
         destination_ptr = _float_pointer(context, builder, signature.args[2], args[2], args[3])
         count = args[4]
-        lanes = ir.VectorType(_LANE, 8)
-        splat = builder.insert_element(ir.Constant(lanes, ir.Undefined), builder.trunc(count, _LANE),
-                                       ir.Constant(_LANE, 0))
-        splat = builder.shuffle_vector(splat, ir.Constant(lanes, ir.Undefined), ir.Constant(lanes, [0] * 8))
-        mask = builder.icmp_signed("<", ir.Constant(lanes, list(range(8))), splat)
+        mask = _lane_mask(builder, count)
         store = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), ir.IntType(32), mask.type]),
             "llvm.masked.store.v8f32.p0v8f32")
