@@ -12,7 +12,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dynbatch.kernels import convolution, deconvolution, lrn, pooling
-from dynbatch.kernels.gemm import PANELS_PER_BLOCK
+from dynbatch.kernels.gemm import KC, PANELS_PER_BLOCK
 from tests.naive import REFERENCES
 
 SPATIAL = st.integers(1, 10)
@@ -440,6 +440,94 @@ def test_winograd_convolution_takes_output_channels_a_block_at_a_time(min_tasks,
                                               (1, 1), (1, 1), (1, 1))
     run_step(convolution, attrs, inputs, outputs, 2, algorithm="winograd", min_tasks=min_tasks, tile=tile)
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2, atol=1e-5 if tile == 2 else 3e-5)
+
+
+def phases_case(data, rng, max_batch, n, channels, out_channels, kernel, strides):
+    """A convolution for ``convolution_phases_cpu``: its output rows 8, 16 or 24 wide (pairs of
+    runs of 8 within a row, across two rows, and a lone last run where a task's run count is
+    odd), 1 to 9 rows high, pads before and after drawn, the input sized to match."""
+    out_size = (data.draw(st.integers(1, 9), label="out_height"), data.draw(st.sampled_from([8, 16, 24]), label="out_width"))
+    pads_begin, pads_end = draw_pair(data, PAD, "pads_begin"), draw_pair(data, PAD, "pads_end")
+    size = tuple((out_size[a] - 1) * strides[a] + kernel[a] - pads_begin[a] - pads_end[a]
+                 + data.draw(st.integers(0, strides[a] - 1), label="extra") for a in range(2))
+    assume(min(size) >= 1)
+    return convolution_case(rng, max_batch, n, 1, channels, out_channels, size, kernel, strides, (1, 1), pads_begin,
+                            pads_end)
+
+
+@given(data=st.data())
+def test_convolution_by_phase_planes_matches_reference(data):
+    """``convolution_phases_cpu`` (a first layer on the image, B read in place from phase planes):
+    1 to 4 channels in, 1 to 20 out (every remainder of a 6-row panel, and the 4-row one), kernels
+    1 to 7 at strides 1 to 3, fused activations, rows >= n untouched, and as few tasks as one
+    sample's rows or as many as its rows (min_tasks)."""
+    max_batch, n = draw_batches(data)
+    channels, out_channels = data.draw(st.integers(1, 4), label="channels"), data.draw(st.integers(1, 20), label="out")
+    kernel = draw_pair(data, st.integers(1, 7), "kernel")
+    strides = draw_pair(data, st.integers(1, 3), "strides")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    attrs, inputs, outputs = phases_case(data, rng, max_batch, n, channels, out_channels, kernel, strides)
+    attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
+    run_step(convolution, attrs, inputs, outputs, n, algorithm="phases",
+             min_tasks=data.draw(st.integers(1, 16), label="min_tasks"))
+    expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    if attrs["activation"] is not None:
+        expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
+    check_outputs(outputs, [expected], n, scale=scale)
+
+
+@pytest.mark.parametrize("out_size, kernel, strides, pads, out_channels", [
+    ((5, 8), (3, 5), (1, 2), (1, 2), 6),   # tasks of 3 and 2 rows: runs paired across rows, a lone last run
+    ((3, 24), (7, 7), (2, 2), (3, 3), 13),  # 9 runs a task: pairs across rows, a lone last run; a 4-row panel
+    ((4, 16), (2, 4), (2, 1), (0, 1), 4),   # pairs within rows; one 4-row panel only
+])
+def test_convolution_by_phase_planes_pairs_runs_across_rows(out_size, kernel, strides, pads, out_channels):
+    """The runs of 8 output pixels the gathered kernel pairs, where the second starts the next
+    output row (its B and its product both elsewhere than 8 floats on), and a task's lone last run."""
+    size = tuple((out_size[a] - 1) * strides[a] + kernel[a] - 2 * pads[a] for a in range(2))
+    rng = np.random.default_rng(14)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 3, out_channels, size, kernel, strides, (1, 1), pads, pads)
+    assert outputs[0].shape[2:] == out_size
+    run_step(convolution, attrs, inputs, outputs, 2, algorithm="phases", min_tasks=1)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
+
+
+def test_convolution_by_phase_planes_over_two_reduction_blocks():
+    """4 channels of 9x9 taps: 324 reduction rows, two blocks of KC, the second added onto the
+    first in out and the epilogue applied once, after it."""
+    rng = np.random.default_rng(13)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 4, 13, (21, 35), (9, 9), (2, 2), (1, 1), (3, 3), (4, 2))
+    assert outputs[0].shape[3] % 8 == 0 and 4 * 81 > KC
+    attrs["activation"] = {"type": "relu", "alpha": 0.0, "beta": 0.0}
+    run_step(convolution, attrs, inputs, outputs, 2, algorithm="phases")
+    expected = REFERENCES["Activation"](REFERENCES["Convolution"]([inputs[0][:2]], attrs), attrs["activation"])
+    check_outputs(outputs, expected, 2)
+
+
+@pytest.mark.parametrize("weights, size, strides, pads, algorithm", [
+    ((64, 3, 7, 7), 112, 2, 3, "phases"),  # ResNet's and GoogLeNet's first layer
+    ((32, 3, 3, 3), 64, 1, 1, "phases"),   # FCN's
+    ((32, 3, 3, 3), 112, 2, 1, "gemm"),    # MobileNet's: 72 multiply-adds per float copied
+    ((64, 3, 3, 3), 112, 2, 0, "gemm"),    # SqueezeNet's: 55 outputs wide
+    ((64, 3, 7, 7), 32, 2, 3, "gemm"),     # 16 x 16 outputs
+    ((64, 3, 5, 5), 112, 3, 2, "gemm"),    # stride 3
+    ((64, 5, 7, 7), 112, 2, 3, "gemm"),    # 5 channels in
+])
+def test_convolution_chooses_phase_planes_for_first_layers(weights, size, strides, pads, algorithm):
+    attrs = {"weights": np.zeros(weights, np.float32), "biases": np.zeros(weights[0], np.float32),
+             "strides": (strides, strides), "dilations": (1, 1), "group": 1, "pads_begin": (pads, pads),
+             "pads_end": (pads, pads), "activation": None}
+    shape = (2, weights[1], size, size)
+    assert convolution.choose_algorithm(attrs, shape) == algorithm
+    assert convolution.choose_algorithm({**attrs, "dilations": (2, 2)}, shape) != "phases"
+    x = np.zeros(shape, np.float32)
+    out = np.zeros((2, weights[0]) + convolution.out_size(attrs, shape), np.float32)
+    kernel, _ = convolution.cpu_step(attrs, [x], [out])
+    assert kernel.__name__ == f"convolution_{algorithm}_cpu"
+    # (it has no residual epilogue: with a residual, the GEMM)
+    kernel, _ = convolution.cpu_step(attrs, [x, out.copy()], [out])
+    assert kernel.__name__ == "convolution_gemm_cpu"
 
 
 @pytest.mark.parametrize("shape, algorithm", [

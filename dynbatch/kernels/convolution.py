@@ -13,8 +13,9 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
-                   SHORT_PANEL_COLUMNS, copy_lanes, masked_copy_panel_row_runs, micro_kernel_panel, pack_weights,
-                   panel_layout, prefetch_rows, product_panel, short_panel_product, transpose_copy_panel_rows)
+                   SHORT_PANEL_COLUMNS, copy_lanes, gathered_kernel_4x8, gathered_kernel_4x16, gathered_kernel_6x8,
+                   gathered_kernel_6x16, masked_copy_panel_row_runs, micro_kernel_panel, pack_weights, panel_layout,
+                   prefetch_rows, product_panel, short_panel_product, transpose_copy_panel_rows)
 from .views import as_4d
 from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2,
                        output_transform_4, run_outputs, sample_tiles, tile_elements, transform_weights)
@@ -1012,6 +1013,119 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                     r += 1
 
 
+#: The most output rows a task of ``convolution_phases_cpu`` takes, and how many tasks per thread
+#: it makes at least where the rows allow: each task copies its rows' input, and the kernel's
+#: taps more (kh - 1 rows in all), into its phase planes.
+PHASE_MAX_ROWS = 8
+PHASE_TASKS_PER_THREAD = 4
+
+
+@njit(**SCALAR_FUNCTION)
+def phase_rows(n, out_height, min_tasks):
+    """Output rows per task of ``convolution_phases_cpu`` (the same for every task of a sample
+    but its last) and tasks per sample."""
+    wanted = -(-out_height * n // (min_tasks * PHASE_TASKS_PER_THREAD))
+    rows = max(1, min(PHASE_MAX_ROWS, wanted))
+    tasks_per_sample = -(-out_height // rows)
+    return -(-out_height // tasks_per_sample), tasks_per_sample
+
+
+@njit(**PARALLEL_KERNEL)
+def convolution_phases_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h, kernel_w,
+                           min_tasks, activation, alpha, beta, out):
+    """An ungrouped, undilated convolution with few input channels (a network's first layer, read
+    from the image: 3 x 7 x 7 at stride 2), as a GEMM whose B is read where it lies rather than
+    packed. x: (max_batch, C, H, W); packed_weights: ``gemm.pack_weights`` of the (1, K, C*kh*kw)
+    weights; biases (K,); out: (max_batch, K, OH, OW), OW a multiple of 8; activation, alpha,
+    beta: the fused epilogue (no residual). Rows >= n are neither read nor written.
+
+    Each task takes a few output rows of one sample (``phase_rows``). It copies the input they
+    read into zero-padded planes split by the stride's phases (plane (c, i % sh, j % sw) holds
+    x[c, r*sh + i % sh - pad_top, q*sw + j % sw - pad_left] at row r, column q), in which tap
+    (c, i, j) of output pixel (oh, ow) lies at row oh + i // sh, column ow + j // sw: for 8
+    consecutive output pixels of a row, 8 consecutive floats. So every reduction row of B is
+    runs of 8 at an offset from a table (``gemm.gathered_kernel_6x16``, two runs of 8 pixels a
+    call, which may lie in two output rows), and the product goes straight into out. The GEMM
+    kernel instead packs B afresh for every block of columns: for a 3-channel image that packing
+    took 18% of the layer's time, against one copy of the input here."""
+    max_batch, channels, height, width = x.shape
+    out_channels, out_height, out_width = biases.shape[0], out.shape[2], out.shape[3]
+    reduction = channels * kernel_h * kernel_w
+    panels, _, padded_rows = panel_layout(out_channels)
+    rows, tasks_per_sample = phase_rows(n, out_height, min_tasks)
+    plane_rows = rows + (kernel_h - 1) // stride_h
+    plane_width = out_width + (kernel_w - 1) // stride_w
+    plane_floats = plane_rows * plane_width
+    planes = channels * stride_h * stride_w
+    # Reduction row r = (c, i, j) of B: where its tap lies in the phase planes, from the pixel's own
+    # offset (row * plane_width + column of its output).
+    b_rows = np.empty(reduction, np.intp)
+    for r in range(reduction):
+        c, tap = r // (kernel_h * kernel_w), r % (kernel_h * kernel_w)
+        i, j = tap // kernel_w, tap % kernel_w
+        plane = (c * stride_h + i % stride_h) * stride_w + j % stride_w
+        b_rows[r] = plane * plane_floats + (i // stride_h) * plane_width + j // stride_w
+    out_flat = out.reshape(out.size)
+    out_plane = out_height * out_width
+    runs_per_row = out_width // 8
+    for task in prange(n * tasks_per_sample):
+        b, first_row = task // tasks_per_sample, (task % tasks_per_sample) * rows
+        task_rows = min(rows, out_height - first_row)
+        phases = np.empty(planes * plane_floats, np.float32)
+        for plane in range(planes):
+            c, phase = plane // (stride_h * stride_w), plane % (stride_h * stride_w)
+            phase_y, phase_x = phase // stride_w, phase % stride_w
+            # The plane's columns q that read inside the image: first <= q < end.
+            first = min(plane_width, max(0, -(-(pad_left - phase_x) // stride_w)))
+            end = max(first, min(plane_width, (width - 1 + pad_left - phase_x) // stride_w + 1))
+            for r in range(plane_rows):
+                at = plane * plane_floats + r * plane_width
+                iy = (first_row + r) * stride_h + phase_y - pad_top
+                if iy < 0 or iy >= height:
+                    for q in range(plane_width):
+                        phases[at + q] = 0.0
+                    continue
+                for q in range(first):
+                    phases[at + q] = 0.0
+                for q in range(first, end):
+                    phases[at + q] = x[b, c, iy, q * stride_w + phase_x - pad_left]
+                for q in range(end, plane_width):
+                    phases[at + q] = 0.0
+        runs = task_rows * runs_per_row
+        sample_out = (b * out_channels * out_height + first_row) * out_width
+        for pc in range(0, reduction, KC):
+            kc = min(KC, reduction - pc)
+            last_block = pc + KC >= reduction
+            for run in range(0, runs, 2):
+                row, column = run // runs_per_row, (run % runs_per_row) * 8
+                b_first, c_first = row * plane_width + column, sample_out + row * out_width + column
+                pair = run + 1 < runs
+                row, column = (run + 1) // runs_per_row, ((run + 1) % runs_per_row) * 8
+                b_second, c_second = row * plane_width + column, sample_out + row * out_width + column
+                for panel in range(panels):
+                    a_offset = pc * padded_rows + panel * MR * kc
+                    k = panel * MR
+                    full = k + MR <= padded_rows
+                    if pair and full:
+                        gathered_kernel_6x16(kc, packed_weights, a_offset, phases, b_rows, pc, b_first, b_second,
+                                             out_flat, c_first + k * out_plane, c_second + k * out_plane, out_plane,
+                                             min(MR, out_channels - k), pc > 0, last_block, biases, k, activation,
+                                             alpha, beta)
+                    elif pair:
+                        gathered_kernel_4x16(kc, packed_weights, a_offset, phases, b_rows, pc, b_first, b_second,
+                                             out_flat, c_first + k * out_plane, c_second + k * out_plane, out_plane,
+                                             out_channels - k, pc > 0, last_block, biases, k, activation, alpha, beta)
+                    elif full:
+                        gathered_kernel_6x8(kc, packed_weights, a_offset, phases, b_rows, pc, b_first, b_first,
+                                            out_flat, c_first + k * out_plane, c_first + k * out_plane, out_plane,
+                                            min(MR, out_channels - k), pc > 0, last_block, biases, k, activation,
+                                            alpha, beta)
+                    else:
+                        gathered_kernel_4x8(kc, packed_weights, a_offset, phases, b_rows, pc, b_first, b_first,
+                                            out_flat, c_first + k * out_plane, c_first + k * out_plane, out_plane,
+                                            out_channels - k, pc > 0, last_block, biases, k, activation, alpha, beta)
+
+
 # Below these sizes the GEMM's panels would be mostly padding (measured on depthwise and tiny groups).
 GEMM_MIN_REDUCTION = 16
 GEMM_MIN_GROUP_OUTPUTS = 8
@@ -1093,14 +1207,43 @@ def winograd_tile(out_height: int, out_width: int) -> int:
     return 4 if work(4) < work(2) else 2
 
 
+#: An ungrouped, undilated convolution of at most this many input channels (a network's first
+#: layer, on the image) takes ``convolution_phases_cpu`` where its output rows are a multiple of 8
+#: wide, its stride at most PHASES_MAX_STRIDE, it has at least PHASES_MIN_PIXELS pixels out and
+#: each float of its phase planes serves at least PHASES_MIN_REUSE multiply-adds (K * kh * kw /
+#: (sh * sw)). Against the GEMM kernel (one process, alternating, n = 1 and 8): 3 -> 64 7x7 s2
+#: on 112x112 and 224x224 0.84x-0.89x the time (784 multiply-adds a float), 3 -> 32 3x3 s1 on
+#: 64x64 0.75x (288), 2 -> 64 7x7 s1 on 24x24 0.72x-0.81x; but 16x16 outputs 1.01x-1.08x at
+#: n = 1, stride 3 1.05x-1.19x, 3 -> 16 3x3 s2 1.03x-1.04x (36), and MobileNet's 3 -> 32 3x3 s2
+#: (72) took its network 1.006x-1.010x the time.
+PHASES_MAX_CHANNELS = 4
+PHASES_MAX_STRIDE = 2
+PHASES_MIN_REUSE = 192
+PHASES_MIN_PIXELS = 512
+
+
+def out_size(attrs, input_shape) -> tuple[int, int]:
+    """The output's (height, width) for this input (N, C, H, W)."""
+    return tuple((input_shape[2 + a] + attrs["pads_begin"][a] + attrs["pads_end"][a]
+                  - (attrs["weights"].shape[2 + a] - 1) * attrs["dilations"][a] - 1) // attrs["strides"][a] + 1
+                 for a in (0, 1))
+
+
 def choose_algorithm(attrs, input_shape) -> str:
     """'winograd' for a 3x3, stride-1, undilated, ungrouped convolution of at least
-    WINOGRAD_MIN_CHANNELS channels in and out; else 'gemm' where each group's matrices are big
-    enough for the micro-kernel's 6 x 16 blocks; else 'direct' (depthwise and small groups)."""
+    WINOGRAD_MIN_CHANNELS channels in and out; 'phases' for a first layer on the image (see
+    PHASES_MAX_CHANNELS); else 'gemm' where each group's matrices are big enough for the
+    micro-kernel's 6 x 16 blocks; else 'direct' (depthwise and small groups)."""
     k, c_per_group, kh, kw = attrs["weights"].shape
     if ((kh, kw) == (3, 3) and tuple(attrs["strides"]) == (1, 1) and tuple(attrs["dilations"]) == (1, 1)
             and attrs["group"] == 1 and min(k, c_per_group) >= WINOGRAD_MIN_CHANNELS):
         return "winograd"
+    stride_h, stride_w = attrs["strides"]
+    if (attrs["group"] == 1 and c_per_group <= PHASES_MAX_CHANNELS and tuple(attrs["dilations"]) == (1, 1)
+            and max(stride_h, stride_w) <= PHASES_MAX_STRIDE and k * kh * kw >= PHASES_MIN_REUSE * stride_h * stride_w):
+        out_height, out_width = out_size(attrs, input_shape)
+        if out_width % 8 == 0 and out_height * out_width >= PHASES_MIN_PIXELS:
+            return "phases"
     if c_per_group * kh * kw >= GEMM_MIN_REDUCTION and k // attrs["group"] >= GEMM_MIN_GROUP_OUTPUTS:
         return "gemm"
     return "direct"
@@ -1142,6 +1285,8 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
     the pooling's (max_batch, K, 1, 1), computed by ``convolution_gemm_average_cpu``."""
     x, out = as_4d(inputs[0]), as_4d(outputs[0])
     algorithm = algorithm or choose_algorithm(attrs, x.shape)
+    if algorithm == "phases" and len(inputs) > 1:  # (it has no residual epilogue)
+        algorithm = "gemm"
     first_out_channel = 0
     if destination is not None:
         out, first_out_channel = destination
@@ -1186,6 +1331,12 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             int(min_tasks or numba.get_num_threads()),
             residual.reshape(max_batch, -1, pixels), *epilogue, int(first_out_channel),
             out.reshape(max_batch, -1, pixels),
+        )
+    if algorithm == "phases":
+        return convolution_phases_cpu, (
+            x, pack_weights(weights.reshape(1, k, -1)), biases, int(stride_h), int(stride_w), int(pad_top),
+            int(pad_left), int(kernel_h), int(kernel_w), int(min_tasks or numba.get_num_threads()), *epilogue[1:],
+            out,
         )
     if algorithm == "gemm":
         return convolution_gemm_cpu, (
