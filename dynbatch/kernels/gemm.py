@@ -2,7 +2,9 @@
 kernel that packs its input itself (``convolution.convolution_gemm_cpu``) and its Winograd variant
 (``convolution.convolution_winograd_cpu``, through ``product_panel``), the deconvolution kernel
 that keeps each output plane's product in cache (``deconvolution.deconvolution_packed_cpu``), and
-FullyConnected (``fully_connected.fully_connected_cpu``).
+FullyConnected (``fully_connected.fully_connected_cpu``); and a variant reading B in place through a
+table of row offsets (``gathered_kernel_6x16``), for a first layer's phase planes
+(``convolution.convolution_phases_cpu``).
 
 BLAS multiplies two ready matrices; a convolution would first have to unfold its input (im2col)
 into one, and BLAS then copies that into its own packed panels again. Packing straight from the
