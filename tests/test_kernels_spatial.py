@@ -12,7 +12,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dynbatch.kernels import convolution, deconvolution, lrn, pooling
-from dynbatch.kernels.gemm import KC, PANELS_PER_BLOCK
+from dynbatch.kernels.gemm import KC, NR, PANELS_PER_BLOCK
 from tests.naive import REFERENCES
 
 SPATIAL = st.integers(1, 10)
@@ -475,6 +475,27 @@ def test_convolution_by_phase_planes_matches_reference(data):
     if attrs["activation"] is not None:
         expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
     check_outputs(outputs, [expected], n, scale=scale)
+
+
+@pytest.mark.parametrize("height, width, channels", [(3, 3, 2), (1, 7, 1), (2, 8, 3), (27, 27, 2)])
+def test_pointwise_patches_match_the_general_loops(height, width, channels):
+    """The short cut of 1x1, stride-1, unpadded layers (``pointwise_patches``) gives what the
+    general loops give (``window_patches``) for every task's columns: a panel split where a
+    sample ends inside it (and element by element where two end inside it, samples under 16
+    pixels), one run across samples that lie end to end (one channel), a last short panel,
+    columns past the batch; from a group's first channel or a later one."""
+    pixels, taps = height * width, np.zeros(1, np.intp)
+    for n in (1, 2, 5):
+        for first in range(0, n * pixels, NR):
+            for chunk in range(1, min(n * pixels - first, 3 * NR + 3) + 1):
+                panel_columns = -(-chunk // NR) * NR
+                for first_offset in (0, pixels):
+                    args = (first, chunk, panel_columns, pixels, width, 1, 1, 0, 0, channels * pixels, first_offset,
+                            height, width, taps, taps)
+                    short_cut = convolution.pointwise_patches(first, chunk, panel_columns, pixels, channels * pixels,
+                                                              first_offset)
+                    for got, want in zip(short_cut, convolution.window_patches(*args)):
+                        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("out_size, kernel, strides, pads, out_channels", [
