@@ -13,9 +13,9 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
-                   SHORT_PANEL_COLUMNS, copy_lanes, gathered_kernel_4x8, gathered_kernel_4x16, gathered_kernel_6x8,
-                   gathered_kernel_6x16, masked_copy_panel_row_runs, micro_kernel_panel, pack_weights, panel_layout,
-                   prefetch_rows, product_panel, short_panel_product, transpose_copy_panel_rows)
+                   SHORT_PANEL_COLUMNS, copy_lanes, gathered_panel, masked_copy_panel_row_runs, micro_kernel_panel,
+                   pack_weights, panel_layout, prefetch_rows, product_panel, short_panel_product,
+                   transpose_copy_panel_rows)
 from .views import as_4d
 from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2,
                        output_transform_4, run_outputs, sample_tiles, tile_elements, transform_weights)
@@ -1093,7 +1093,7 @@ def convolution_phases_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad
     x[c, r*sh + i % sh - pad_top, q*sw + j % sw - pad_left] at row r, column q), in which tap
     (c, i, j) of output pixel (oh, ow) lies at row oh + i // sh, column ow + j // sw: for 8
     consecutive output pixels of a row, 8 consecutive floats. So every reduction row of B is
-    runs of 8 at an offset from a table (``gemm.gathered_kernel_6x16``, two runs of 8 pixels a
+    runs of 8 at an offset from a table (``gemm.gathered_panel``, two runs of 8 pixels a
     call, which may lie in two output rows), and the product goes straight into out. The GEMM
     kernel instead packs B afresh for every block of columns: for a 3-channel image that packing
     took 18% of the layer's time, against one copy of the input here."""
@@ -1152,27 +1152,11 @@ def convolution_phases_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad
                 row, column = (run + 1) // runs_per_row, ((run + 1) % runs_per_row) * 8
                 b_second, c_second = row * plane_width + column, sample_out + row * out_width + column
                 for panel in range(panels):
-                    a_offset = pc * padded_rows + panel * MR * kc
                     k = panel * MR
-                    full = k + MR <= padded_rows
-                    if pair and full:
-                        gathered_kernel_6x16(kc, packed_weights, a_offset, phases, b_rows, pc, b_first, b_second,
-                                             out_flat, c_first + k * out_plane, c_second + k * out_plane, out_plane,
-                                             min(MR, out_channels - k), pc > 0, last_block, biases, k, activation,
-                                             alpha, beta)
-                    elif pair:
-                        gathered_kernel_4x16(kc, packed_weights, a_offset, phases, b_rows, pc, b_first, b_second,
-                                             out_flat, c_first + k * out_plane, c_second + k * out_plane, out_plane,
-                                             out_channels - k, pc > 0, last_block, biases, k, activation, alpha, beta)
-                    elif full:
-                        gathered_kernel_6x8(kc, packed_weights, a_offset, phases, b_rows, pc, b_first, b_first,
-                                            out_flat, c_first + k * out_plane, c_first + k * out_plane, out_plane,
-                                            min(MR, out_channels - k), pc > 0, last_block, biases, k, activation,
-                                            alpha, beta)
-                    else:
-                        gathered_kernel_4x8(kc, packed_weights, a_offset, phases, b_rows, pc, b_first, b_first,
-                                            out_flat, c_first + k * out_plane, c_first + k * out_plane, out_plane,
-                                            out_channels - k, pc > 0, last_block, biases, k, activation, alpha, beta)
+                    gathered_panel(k + MR <= padded_rows, pair, kc, packed_weights, pc * padded_rows + k * kc, phases,
+                                   b_rows, pc, b_first, b_second, out_flat, c_first + k * out_plane,
+                                   c_second + k * out_plane, out_plane, min(MR, out_channels - k), pc > 0, last_block,
+                                   biases, k, activation, alpha, beta)
 
 
 # Below these sizes the GEMM's panels would be mostly padding (measured on depthwise and tiny groups).

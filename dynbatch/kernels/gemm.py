@@ -392,6 +392,25 @@ gathered_kernel_6x8 = _gathered_kernel(6, 1)
 gathered_kernel_4x8 = _gathered_kernel(4, 1)
 
 
+@njit(**SCALAR_FUNCTION)
+def gathered_panel(full, pair, kc, a, a_offset, b, b_rows, rows_start, b_first, b_second, c, c_first, c_second, ldc,
+                   rows, accumulate, finish, biases, bias_offset, activation, alpha, beta):
+    """The gathered kernel for an A panel of MR rows (``full``) or 4, and two runs of 8 pixels
+    (``pair``) or one (b_second and c_second then unused)."""
+    if pair and full:
+        gathered_kernel_6x16(kc, a, a_offset, b, b_rows, rows_start, b_first, b_second, c, c_first, c_second, ldc,
+                             rows, accumulate, finish, biases, bias_offset, activation, alpha, beta)
+    elif pair:
+        gathered_kernel_4x16(kc, a, a_offset, b, b_rows, rows_start, b_first, b_second, c, c_first, c_second, ldc,
+                             rows, accumulate, finish, biases, bias_offset, activation, alpha, beta)
+    elif full:
+        gathered_kernel_6x8(kc, a, a_offset, b, b_rows, rows_start, b_first, b_first, c, c_first, c_first, ldc,
+                            rows, accumulate, finish, biases, bias_offset, activation, alpha, beta)
+    else:
+        gathered_kernel_4x8(kc, a, a_offset, b, b_rows, rows_start, b_first, b_first, c, c_first, c_first, ldc,
+                            rows, accumulate, finish, biases, bias_offset, activation, alpha, beta)
+
+
 def _narrow_kernel(columns: int):
     """The intrinsic computing two A panels by ``columns`` (1 to NARROW_COLUMNS) columns of B,
     see ``narrow_product``: a panel's floats of one reduction step are the vector, each column
