@@ -1065,16 +1065,16 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
 #: The most output rows a task of ``convolution_phases_cpu`` takes, and how many tasks per thread
 #: it makes at least where the rows allow: each task copies its rows' input, and the kernel's
 #: taps more (kh - 1 rows in all), into its phase planes.
-PHASE_MAX_ROWS = 8
-PHASE_TASKS_PER_THREAD = 4
+PHASES_MAX_ROWS = 8
+PHASES_TASKS_PER_THREAD = 4
 
 
 @njit(**SCALAR_FUNCTION)
-def phase_rows(n, out_height, min_tasks):
+def phases_task_rows(n, out_height, min_tasks):
     """Output rows per task of ``convolution_phases_cpu`` (the same for every task of a sample
     but its last) and tasks per sample."""
-    wanted = -(-out_height * n // (min_tasks * PHASE_TASKS_PER_THREAD))
-    rows = max(1, min(PHASE_MAX_ROWS, wanted))
+    wanted = -(-out_height * n // (min_tasks * PHASES_TASKS_PER_THREAD))
+    rows = max(1, min(PHASES_MAX_ROWS, wanted))
     tasks_per_sample = -(-out_height // rows)
     return -(-out_height // tasks_per_sample), tasks_per_sample
 
@@ -1088,7 +1088,7 @@ def convolution_phases_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad
     weights; biases (K,); out: (max_batch, K, OH, OW), OW a multiple of 8; activation, alpha,
     beta: the fused epilogue (no residual). Rows >= n are neither read nor written.
 
-    Each task takes a few output rows of one sample (``phase_rows``). It copies the input they
+    Each task takes a few output rows of one sample (``phases_task_rows``). It copies the input they
     read into zero-padded planes split by the stride's phases (plane (c, i % sh, j % sw) holds
     x[c, r*sh + i % sh - pad_top, q*sw + j % sw - pad_left] at row r, column q), in which tap
     (c, i, j) of output pixel (oh, ow) lies at row oh + i // sh, column ow + j // sw: for 8
@@ -1101,9 +1101,9 @@ def convolution_phases_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad
     out_channels, out_height, out_width = biases.shape[0], out.shape[2], out.shape[3]
     reduction = channels * kernel_h * kernel_w
     panels, _, padded_rows = panel_layout(out_channels)
-    rows, tasks_per_sample = phase_rows(n, out_height, min_tasks)
-    plane_rows = rows + (kernel_h - 1) // stride_h
-    plane_width = out_width + (kernel_w - 1) // stride_w
+    rows, tasks_per_sample = phases_task_rows(n, out_height, min_tasks)
+    # (the direct kernel's phase planes, for a task's rows: no float past the last row is read here)
+    plane_rows, plane_width, _ = phase_layout(rows, out_width, kernel_h, kernel_w, stride_h, stride_w, 1, 1)
     plane_floats = plane_rows * plane_width
     planes = channels * stride_h * stride_w
     # Reduction row r = (c, i, j) of B: where its tap lies in the phase planes, from the pixel's own
@@ -1125,8 +1125,7 @@ def convolution_phases_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad
             c, phase = plane // (stride_h * stride_w), plane % (stride_h * stride_w)
             phase_y, phase_x = phase // stride_w, phase % stride_w
             # The plane's columns q that read inside the image: first <= q < end.
-            first = min(plane_width, max(0, -(-(pad_left - phase_x) // stride_w)))
-            end = max(first, min(plane_width, (width - 1 + pad_left - phase_x) // stride_w + 1))
+            first, end = columns_in_range(phase_x - pad_left, stride_w, width, plane_width)
             for r in range(plane_rows):
                 at = plane * plane_floats + r * plane_width
                 iy = (first_row + r) * stride_h + phase_y - pad_top
