@@ -5,10 +5,12 @@ convolutions packing x where its planes are a multiple of 2 KB against reading i
 any plane size (``convolution.reads_in_place``), or (``--what averages``) with its global
 average poolings fused into their convolutions (``compiler.averages_fused``) against run apart,
 or (``--what phases``) with its first layer read from phase planes (``convolution_phases_cpu``,
-where ``choose_algorithm`` picks it) against packed by the GEMM kernel, in one process:
+where ``choose_algorithm`` picks it) against packed by the GEMM kernel, or (``--what depthwise``)
+with its depthwise 3x3 layers by 8-channel vectors (``convolution_depthwise_cpu``) against the
+direct kernel, in one process:
 
     python benchmarks/in_place_ab.py [--network squeezenet] [--size 112]
-        [--what concatenations|residuals|pointwise|averages|phases] [--batches 1,8,32] [--calls 41]
+        [--what concatenations|residuals|pointwise|averages|phases|depthwise] [--batches 1,8,32] [--calls 41]
 
 Both are loaded from the same ONNX network of ``compare.py`` (max batch 32, ``--size`` its input
 side); their infer calls alternate, each time is the median of ``--calls``, and their outputs
@@ -24,7 +26,7 @@ import numba
 import numpy as np
 
 import dynbatch as db
-from compare import NETWORKS, sample_shape
+from compare import EXTRA_NETWORKS, NETWORKS, sample_shape
 from dynbatch.graph import compiler
 from dynbatch.kernels import convolution
 
@@ -36,6 +38,7 @@ CHOICES = {
     "pointwise": (convolution, "IN_PLACE_PLANE_ALIASING", 1 << 62, "in place", "packed at 2 KB"),
     "averages": (compiler, "averages_fused", lambda graph: graph, "apart", "fused"),
     "phases": (convolution, "PHASES_MAX_CHANNELS", 0, "GEMM", "phase planes"),
+    "depthwise": (convolution, "DEPTHWISE_KERNELS", (), "direct", "channel vectors"),
 }
 
 
@@ -55,7 +58,7 @@ def load(network, default: bool, what: str):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--network", default="squeezenet", choices=sorted(NETWORKS))
+    parser.add_argument("--network", default="squeezenet", choices=sorted({**NETWORKS, **EXTRA_NETWORKS}))
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--what", default="concatenations", choices=sorted(CHOICES))
     parser.add_argument("--batches", default="1,8,32")
@@ -63,7 +66,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     numba.set_num_threads(args.threads)
-    model = NETWORKS[args.network](args.size)
+    model = {**NETWORKS, **EXTRA_NETWORKS}[args.network](args.size)
     network = db.read_network(model, batch=32)
     other, default = CHOICES[args.what][3:]
     requests = {label: load(network, label == default, args.what) for label in (other, default)}

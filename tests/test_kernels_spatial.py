@@ -582,6 +582,97 @@ def test_depthwise_convolution_matches_reference():
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
 
 
+def depthwise_case(data, rng, max_batch, n, channels, size, strides):
+    """A depthwise 3x3 convolution for ``convolution_depthwise_cpu``: pads before and after drawn,
+    a fused activation, and no residual, a residual of its own, or none."""
+    pads_begin, pads_end = draw_pair(data, PAD, "pads_begin"), draw_pair(data, PAD, "pads_end")
+    for a in range(2):
+        assume(size[a] + pads_begin[a] + pads_end[a] >= 3)
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, channels, 1, 1, size, (3, 3), strides, (1, 1),
+                                              pads_begin, pads_end)
+    attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
+    residual = None
+    if data.draw(st.booleans(), label="residual"):  # (never the output's own memory: not planned so)
+        inputs.append(poisoned_input(rng, outputs[0].shape, n))
+        residual = inputs[1][:n].copy()
+    return attrs, inputs, outputs, residual
+
+
+def check_depthwise(attrs, inputs, outputs, residual, n, **options):
+    run_step(convolution, attrs, inputs, outputs, n, algorithm="depthwise", **options)
+    expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    if residual is not None:
+        expected = expected + residual
+    if attrs["activation"] is not None:
+        expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
+    check_outputs(outputs, [expected], n, scale=scale)
+
+
+@given(data=st.data())
+def test_depthwise_convolution_by_channel_vectors_matches_reference(data):
+    """``convolution_depthwise_cpu`` (8 channels to a vector): 1 to 20 channels (a last vector of
+    1 to 8), planes 1 to 20 a side (runs of 8 pixels, a last shorter one, rows under 8), strides
+    1 to 3, pads before and after, fused activations and residuals, rows >= n untouched, and
+    min_tasks from one task per band to several bands of one plane."""
+    max_batch, n = draw_batches(data)
+    channels = data.draw(st.integers(1, 20), label="channels")
+    size = draw_pair(data, st.integers(1, 20), "size")
+    strides = draw_pair(data, STRIDE, "strides")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    attrs, inputs, outputs, residual = depthwise_case(data, rng, max_batch, n, channels, size, strides)
+    check_depthwise(attrs, inputs, outputs, residual, n, min_tasks=data.draw(st.integers(1, 16), label="min_tasks"))
+
+
+@pytest.mark.parametrize("channels, size, strides, pads, min_tasks", [
+    (16, (40, 9), (1, 1), (1, 1), 1),   # 40 rows: three bands, each a run of rows back to back
+    (9, (3, 2), (1, 1), (1, 1), 1),     # 6 pixels a plane: the masked store; two planes of 8
+    (20, (7, 7), (2, 2), (1, 1), 2),    # several planes per task, the last of 4 channels
+    (8, (14, 14), (1, 1), (0, 0), 2),   # no padding: only the border past the image is zero
+    (3, (30, 33), (2, 1), (2, 0), 5),   # pads past the kernel's reach on top
+])
+def test_depthwise_convolution_by_channel_vectors_fixed_cases(channels, size, strides, pads, min_tasks):
+    rng = np.random.default_rng(7)
+    for n, activation in ((3, None), (1, EPILOGUES[2])):
+        attrs, inputs, outputs = convolution_case(rng, 3, n, channels, 1, 1, size, (3, 3), strides, (1, 1), pads,
+                                                  pads)
+        attrs["activation"] = activation
+        check_depthwise(attrs, inputs, outputs, None, n, min_tasks=min_tasks)
+
+
+@pytest.mark.parametrize("n, octets, out_height, min_tasks", [
+    (1, 4, 56, 2), (2, 128, 7, 2), (8, 64, 14, 2), (1, 1, 3, 8), (3, 2, 40, 1), (1, 128, 4, 16),
+])
+def test_depthwise_split_covers_every_row_and_plane_in_a_few_tasks(n, octets, out_height, min_tasks):
+    band_rows, planes_per_task = convolution.depthwise_split(n, octets, out_height, min_tasks)
+    bands, chunks = -(-out_height // band_rows), -(-(n * octets) // planes_per_task)
+    assert band_rows <= convolution.DEPTHWISE_MAX_ROWS
+    assert (bands - 1) * band_rows < out_height <= bands * band_rows
+    assert (chunks - 1) * planes_per_task < n * octets <= chunks * planes_per_task
+    # as many tasks as min_tasks threads want, where the rows and planes allow
+    assert bands * chunks >= min(convolution.DEPTHWISE_TASKS_PER_THREAD * min_tasks, out_height * n * octets)
+
+
+@pytest.mark.parametrize("weights, group, dilations, algorithm", [
+    ((32, 1, 3, 3), 32, (1, 1), "depthwise"),
+    ((5, 1, 3, 3), 5, (1, 1), "depthwise"),
+    ((32, 1, 5, 5), 32, (1, 1), "direct"),   # 5x5
+    ((32, 1, 3, 3), 32, (2, 2), "direct"),   # dilated
+    ((64, 1, 3, 3), 32, (1, 1), "direct"),   # two outputs per input channel
+    ((32, 2, 3, 3), 16, (1, 1), "direct"),   # groups of two channels
+])
+def test_convolution_chooses_channel_vectors_for_depthwise_3x3(weights, group, dilations, algorithm):
+    attrs = {"weights": np.zeros(weights, np.float32), "biases": np.zeros(weights[0], np.float32),
+             "strides": (2, 2), "dilations": dilations, "group": group, "pads_begin": (1, 1), "pads_end": (1, 1),
+             "activation": None}
+    shape = (2, weights[1] * group, 14, 14)
+    assert convolution.choose_algorithm(attrs, shape) == algorithm
+    out = np.zeros((2, weights[0]) + convolution.out_size(attrs, shape), np.float32)
+    kernel, args = convolution.cpu_step(attrs, [np.zeros(shape, np.float32)], [out])
+    assert kernel is {"depthwise": convolution.convolution_depthwise_cpu, "direct": convolution.convolution_cpu}[algorithm]
+    check_compiles_once(kernel, args, 2)
+
+
 def test_convolution_compiles_once():
     rng = np.random.default_rng(0)
     attrs, inputs, outputs = convolution_case(rng, 5, 5, 2, 3, 2, (8, 9), (3, 2), (1, 2), (2, 1),

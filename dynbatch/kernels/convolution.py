@@ -16,6 +16,7 @@ from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLU
                    SHORT_PANEL_COLUMNS, copy_lanes, gathered_panel, masked_copy_panel_row_runs, micro_kernel_panel,
                    pack_weights, panel_layout, prefetch_rows, product_panel, short_panel_product,
                    transpose_copy_panel_rows)
+from .depthwise import LANES, deinterleave_rows, depthwise_row, interleave_rows, pack_depthwise
 from .views import as_4d
 from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2,
                        output_transform_4, run_outputs, sample_tiles, tile_elements, transform_weights)
@@ -271,6 +272,95 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
             at = (b * out_channels + k) * out_plane + oh * out_width
             epilogue_at(line_sum, 0, out_flat, at, out_width, biases[k], residual_flat, at, has_residual, activation,
                         alpha, beta)
+
+
+#: Output rows per task of ``convolution_depthwise_cpu`` at most: the task's padded input
+#: (pitch x rows x 8 floats) then stays in L2 on MobileNet's 112x112 planes.
+DEPTHWISE_MAX_ROWS = 16
+#: ... and as many tasks per thread at least, where the rows and planes allow (n = 1 on 56x56
+#: planes of 32 channels makes 4 planes of 8 channels, for 2 threads).
+DEPTHWISE_TASKS_PER_THREAD = 4
+
+
+@njit(**SCALAR_FUNCTION)
+def depthwise_split(n, octets, out_height, min_tasks):
+    """How ``convolution_depthwise_cpu`` shares out n samples of ``octets`` planes of 8
+    channels: (rows per band, planes per task). Bands of at most DEPTHWISE_MAX_ROWS output rows,
+    fewer where there are too few planes for DEPTHWISE_TASKS_PER_THREAD tasks per thread; each
+    task takes consecutive planes of one band, as many as make that many tasks."""
+    wanted = DEPTHWISE_TASKS_PER_THREAD * min_tasks
+    planes = n * octets
+    bands = max(-(-out_height // DEPTHWISE_MAX_ROWS), min(out_height, -(-wanted // max(1, planes))))
+    band_rows = -(-out_height // max(1, bands))
+    bands = -(-out_height // band_rows)
+    chunks = max(1, min(planes, -(-wanted // bands)))
+    return band_rows, max(1, -(-planes // chunks))
+
+
+@njit(**PARALLEL_KERNEL)
+def convolution_depthwise_cpu(n, x, packed_weights, packed_biases, stride_h, stride_w, pad_top, pad_left,
+                              min_tasks, residual, has_residual, activation, alpha, beta, out):
+    """A depthwise 3x3 convolution (one input channel per output channel, any stride and pads)
+    with 8 channels in each vector's lanes (``depthwise``).
+
+    x: (max_batch, C, H, W); packed_weights, packed_biases: ``depthwise.pack_depthwise`` of the
+    (C, 1, 3, 3) weights and (C,) biases; out: (max_batch, C, OH, OW); min_tasks: the threads to
+    share the work among; residual (shaped as out), has_residual, activation, alpha, beta: the
+    fused ``epilogue``. Rows >= n are neither read nor written.
+
+    Each task takes a band of output rows of a few planes of 8 channels (``depthwise_split``).
+    For each plane it copies the input rows the band reads into a zero-padded scratch of
+    8-channel pixels (``interleave_rows``, 8 pixels at a time), computes each output row's
+    pixels from it (``depthwise_row``: 9 multiply-adds per pixel of 8 channels, the stride a step
+    between pixels) and writes them back as the channels' rows (``deinterleave_rows``, through
+    the epilogue). Every plane of a band writes the same cells of the scratch, so its border of
+    zeros is made once per task.
+    """
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_height, out_width = out.shape[2], out.shape[3]
+    plane, out_plane = height * width, out_height * out_width
+    octets = (channels + LANES - 1) // LANES
+    band_rows, planes_per_task = depthwise_split(n, octets, out_height, min_tasks)
+    bands = (out_height + band_rows - 1) // band_rows
+    chunks = (n * octets + planes_per_task - 1) // planes_per_task
+    # The padded input a band reads: pitch pixels a row, from input row first_row*sh - pad_top on;
+    # of an image row, the first copied_columns land in it (the rest lie past what the last
+    # output reads).
+    pitch = (out_width - 1) * stride_w + 3
+    copied_columns = min(width, pitch - pad_left)
+    x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
+    for task in prange(bands * chunks):
+        band, chunk = task // chunks, task % chunks
+        first_row = band * band_rows
+        rows = min(band_rows, out_height - first_row)
+        top = first_row * stride_h - pad_top  # the image row of the scratch's first
+        padded = np.zeros(((rows - 1) * stride_h + 3) * pitch * LANES, np.float32)
+        # (+ LANES pixels: deinterleave_rows reads 8 pixels from a last run of 1 to 8)
+        sums = np.empty((rows * out_width + LANES) * LANES, np.float32)
+        sums[rows * out_width * LANES:] = 0.0
+        for unit in range(chunk * planes_per_task, min(n * octets, (chunk + 1) * planes_per_task)):
+            b, octet = unit // octets, unit % octets
+            lanes = min(LANES, channels - octet * LANES)
+            x_base = (b * channels + octet * LANES) * plane
+            for y in range(max(0, top), min(height, top + (rows - 1) * stride_h + 3)):
+                for x0 in range(0, copied_columns, LANES):
+                    # A last run of under 8 as the row's last 8 (the same values again where they
+                    # overlap): a masked load only where the row is shorter than 8.
+                    x0 = max(0, min(x0, copied_columns - LANES))
+                    interleave_rows(x_flat, x_base + y * width + x0, plane, lanes, min(LANES, copied_columns - x0),
+                                    padded, ((y - top) * pitch + pad_left + x0) * LANES)
+            for r in range(rows):
+                depthwise_row(padded, r * stride_h * pitch * LANES, pitch, stride_w, packed_weights,
+                              octet * 9 * LANES, packed_biases, octet * LANES, sums, r * out_width * LANES, out_width)
+            # The band's rows lie back to back in each output plane: one run of rows x OW
+            # pixels, written 8 at a time, the last 8 overlapping the ones before (a masked
+            # store, slow on AMD, only where the whole run is under 8).
+            run = rows * out_width
+            out_base = (b * channels + octet * LANES) * out_plane + first_row * out_width
+            for x0 in range(0, run, LANES):
+                x0 = max(0, min(x0, run - LANES))
+                deinterleave_rows(sums, x0 * LANES, min(LANES, run - x0), out_flat, out_base + x0, out_plane, lanes,
+                                  residual_flat, has_residual != 0, activation, alpha, beta)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -1239,6 +1329,12 @@ def winograd_tile(out_height: int, out_width: int) -> int:
     return 4 if work(4) < work(2) else 2
 
 
+#: The kernel sizes of the depthwise convolutions (one input channel per output channel,
+#: undilated) that ``convolution_depthwise_cpu`` takes; other depthwise layers take the direct
+#: kernel.
+DEPTHWISE_KERNELS = ((3, 3),)
+
+
 #: An ungrouped, undilated convolution of at most this many input channels (a network's first
 #: layer, on the image) takes ``convolution_phases_cpu`` where its output rows are a multiple of 8
 #: wide, its stride at most PHASES_MAX_STRIDE, it has at least PHASES_MIN_PIXELS pixels out and
@@ -1267,6 +1363,8 @@ def choose_algorithm(attrs, input_shape) -> str:
     PHASES_MAX_CHANNELS); else 'gemm' where each group's matrices are big enough for the
     micro-kernel's 6 x 16 blocks; else 'direct' (depthwise and small groups)."""
     k, c_per_group, kh, kw = attrs["weights"].shape
+    if (kh, kw) in DEPTHWISE_KERNELS and c_per_group == 1 and attrs["group"] == k and tuple(attrs["dilations"]) == (1, 1):
+        return "depthwise"
     if ((kh, kw) == (3, 3) and tuple(attrs["strides"]) == (1, 1) and tuple(attrs["dilations"]) == (1, 1)
             and attrs["group"] == 1 and min(k, c_per_group) >= WINOGRAD_MIN_CHANNELS):
         return "winograd"
@@ -1363,6 +1461,11 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             int(min_tasks or numba.get_num_threads()),
             residual.reshape(max_batch, -1, pixels), *epilogue, int(first_out_channel),
             out.reshape(max_batch, -1, pixels),
+        )
+    if algorithm == "depthwise":
+        return convolution_depthwise_cpu, (
+            x, *pack_depthwise(weights, biases), int(stride_h), int(stride_w), int(pad_top), int(pad_left),
+            int(min_tasks or numba.get_num_threads()), residual, *epilogue, out,
         )
     if algorithm == "phases":
         return convolution_phases_cpu, (
