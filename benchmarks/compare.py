@@ -311,7 +311,7 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    networks = sorted({r["network"] for r in results}, key=list(NETWORKS).index)
+    networks = sorted({r["network"] for r in results}, key=list({**NETWORKS, **EXTRA_NETWORKS}).index)
     figure, axes = plt.subplots(1, len(networks), figsize=(4 * len(networks), 3.5), squeeze=False)
     for axis, name in zip(axes[0], networks):
         rows = [r for r in results if r["network"] == name]
