@@ -7,10 +7,11 @@ average poolings fused into their convolutions (``compiler.averages_fused``) aga
 or (``--what phases``) with its first layer read from phase planes (``convolution_phases_cpu``,
 where ``choose_algorithm`` picks it) against packed by the GEMM kernel, or (``--what depthwise``)
 with its depthwise 3x3 layers by 8-channel vectors (``convolution_depthwise_cpu``) against the
-direct kernel, in one process:
+direct kernel, or (``--what chained_depthwise``) with those layers in the chains of convolutions
+(``compiler.chain_convolutions``) against a parallel loop each, in one process:
 
     python benchmarks/in_place_ab.py [--network squeezenet] [--size 112]
-        [--what concatenations|residuals|pointwise|averages|phases|depthwise] [--batches 1,8,32] [--calls 41]
+        [--what concatenations|residuals|pointwise|averages|phases|depthwise|chained_depthwise] [--batches 1,8,32] [--calls 41]
 
 Both are loaded from the same ONNX network of ``compare.py`` (max batch 32, ``--size`` its input
 side); their infer calls alternate, each time is the median of ``--calls``, and their outputs
@@ -39,6 +40,9 @@ CHOICES = {
     "averages": (compiler, "averages_fused", lambda graph: graph, "apart", "fused"),
     "phases": (convolution, "PHASES_MAX_CHANNELS", 0, "GEMM", "phase planes"),
     "depthwise": (convolution, "DEPTHWISE_KERNELS", (), "direct", "channel vectors"),
+    "chained_depthwise": (compiler, "CHAINED_KERNELS", {kernel: kind for kernel, kind in compiler.CHAINED_KERNELS.items()
+                                                         if kernel is not convolution.convolution_depthwise_cpu},
+                          "apart", "chained"),
 }
 
 

@@ -39,9 +39,9 @@ def poisoned(shape, n, rng=None):
 def fire_chain(rng, n, size=9):
     """SqueezeNet's fire module twice (a 1x1 squeeze, then a 1x1 and a 3x3 (Winograd, 4x4 tiles
     in the first, 2x2 in the second) expand written into the channels of one output), a strided
-    grouped 3x3 GEMM between, and a 1x1 step with a residual: the step kinds and bindings a
-    network's chains hold. Returns (steps, the input, every buffer the steps write, the final
-    output)."""
+    grouped 3x3 GEMM between, a 1x1 step with a residual, then two depthwise 3x3 steps (one with
+    a residual, one at stride 2): the step kinds and bindings a network's chains hold. Returns
+    (steps, the input, every buffer the steps write, the final output)."""
     x = poisoned((MAX_BATCH, 24, size, size), n, rng)
     squeezed = poisoned((MAX_BATCH, 16, size, size), n)
     joined = poisoned((MAX_BATCH, 64, size, size), n)
@@ -49,6 +49,8 @@ def fire_chain(rng, n, size=9):
     squeezed2 = poisoned((MAX_BATCH, 16, (size + 1) // 2, (size + 1) // 2), n)
     joined2 = poisoned((MAX_BATCH, 48, (size + 1) // 2, (size + 1) // 2), n)
     last = poisoned((MAX_BATCH, 48, (size + 1) // 2, (size + 1) // 2), n)
+    depthwise = poisoned((MAX_BATCH, 48, (size + 1) // 2, (size + 1) // 2), n)
+    depthwise2 = poisoned((MAX_BATCH, 48, (size + 3) // 4, (size + 3) // 4), n)
     first = layer(rng, 24, 16, 1, activation=RELU)
     steps = [
         convolution.cpu_step(first, [x], [squeezed]),
@@ -62,10 +64,12 @@ def fire_chain(rng, n, size=9):
         convolution.cpu_step(layer(rng, 16, 24, 3), [squeezed2], [joined2[:, 24:]], destination=(joined2, 24),
                              tile=2),
         convolution.cpu_step({**layer(rng, 48, 48, 1), "activation": RELU}, [joined2, joined2], [last]),
+        convolution.cpu_step({**layer(rng, 48, 48, 3, group=48), "activation": RELU}, [last, joined2], [depthwise]),
+        convolution.cpu_step(layer(rng, 48, 48, 3, stride=2, group=48), [depthwise], [depthwise2]),
     ]
     kinds = [CHAINED_KERNELS[kernel] for kernel, _ in steps]
-    assert kinds == [0, 0, 1, 0, 0, 0, 1, 0], kinds  # (GEMM and Winograd steps both)
-    return steps, first, x, [squeezed, joined, strided, squeezed2, joined2, last], last
+    assert kinds == [0, 0, 1, 0, 0, 0, 1, 0, 2, 2], kinds  # (GEMM, Winograd and depthwise steps)
+    return steps, first, x, [squeezed, joined, strided, squeezed2, joined2, last, depthwise, depthwise2], depthwise2
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, MAX_BATCH])
@@ -141,8 +145,8 @@ def test_chain_rejects_arrays_it_cannot_address():
 
 
 def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
-    """A network's consecutive GEMM and Winograd convolutions (12x12 outputs: 4x4 tiles) bind as one
-    chain step (a pooling layer between two runs ends the first); its outputs match the unchained
+    """A network's consecutive GEMM, Winograd (12x12 outputs: 4x4 tiles) and depthwise convolutions
+    bind as one chain step (a pooling layer between two runs ends the first); its outputs match the unchained
     steps' and the reference network's, and get_performance_counts times every layer of a chain on
     its own."""
     import dynbatch as db
@@ -158,6 +162,8 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
                           weights=rng.standard_normal((out_channels, channels, side, side)) * 0.1,
                           biases=rng.standard_normal(out_channels), pads_begin=side // 2, pads_end=side // 2)
         channels = out_channels
+    y = net.add_layer("Convolution", [y], name="dw", weights=rng.standard_normal((24, 1, 3, 3)) * 0.1,
+                      biases=rng.standard_normal(24), pads_begin=1, pads_end=1, group=24)
     y = net.add_layer("Pooling", [y], name="pool", pool_method="max", kernel=2, strides=2)
     y = net.add_layer("Convolution", [y], name="last", weights=rng.standard_normal((16, 24, 1, 1)) * 0.1,
                       biases=rng.standard_normal(16))
@@ -166,8 +172,8 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
     request = exe.create_infer_request()
     steps = request._steps
     assert [[member.layer.name for member in step.members] for step in steps] == [
-        ["conv0", "conv1", "conv2"], [], ["last"]]
-    assert list(steps[0].args[3][:, TILE]) == [0, 4, 4]  # (the chain's ints: GEMM, then 4x4 tiles)
+        ["conv0", "conv1", "conv2", "dw"], [], ["last"]]
+    assert list(steps[0].args[3][:, TILE]) == [0, 4, 4, 0]  # (the chain's ints: GEMM, 4x4 tiles, depthwise)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(compiler, "chain_convolutions", lambda bound, link_tasks=True: bound)
         unchained = exe.create_infer_request()
@@ -180,8 +186,8 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
         np.testing.assert_allclose(got, run_reference(net, {"data": x[:n]})["last"], rtol=1e-4, atol=1e-5)
     counts = request.get_performance_counts()
     kernels = {"conv0": "convolution_gemm_cpu", "conv1": "convolution_winograd_cpu",
-               "conv2": "convolution_winograd_cpu", "last": "convolution_gemm_cpu"}
+               "conv2": "convolution_winograd_cpu", "dw": "convolution_depthwise_cpu", "last": "convolution_gemm_cpu"}
     for name, kernel in kernels.items():
         assert counts[name]["status"] == "EXECUTED" and counts[name]["exec_type"] == kernel
         # (without a time-stamp counter, the chain's first layer takes all of its time)
-        assert counts[name]["real_time_us"] > 0.0 or (not HAS_CYCLE_COUNTER and name in ("conv1", "conv2"))
+        assert counts[name]["real_time_us"] > 0.0 or (not HAS_CYCLE_COUNTER and name in ("conv1", "conv2", "dw"))

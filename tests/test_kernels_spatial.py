@@ -641,16 +641,17 @@ def test_depthwise_convolution_by_channel_vectors_fixed_cases(channels, size, st
 
 
 @pytest.mark.parametrize("n, octets, out_height, min_tasks", [
-    (1, 4, 56, 2), (2, 128, 7, 2), (8, 64, 14, 2), (1, 1, 3, 8), (3, 2, 40, 1), (1, 128, 4, 16),
+    (1, 4, 56, 2), (2, 128, 7, 2), (8, 64, 14, 2), (1, 1, 3, 8), (3, 2, 40, 1), (1, 128, 4, 16), (0, 4, 14, 2),
 ])
 def test_depthwise_split_covers_every_row_and_plane_in_a_few_tasks(n, octets, out_height, min_tasks):
-    band_rows, planes_per_task = convolution.depthwise_split(n, octets, out_height, min_tasks)
-    bands, chunks = -(-out_height // band_rows), -(-(n * octets) // planes_per_task)
+    tasks, band_rows, planes_per_task, chunks = convolution.depthwise_split(n, octets, out_height, min_tasks)
+    bands = -(-out_height // band_rows)
+    assert tasks == bands * chunks
     assert band_rows <= convolution.DEPTHWISE_MAX_ROWS
     assert (bands - 1) * band_rows < out_height <= bands * band_rows
     assert (chunks - 1) * planes_per_task < n * octets <= chunks * planes_per_task
     # as many tasks as min_tasks threads want, where the rows and planes allow
-    assert bands * chunks >= min(convolution.DEPTHWISE_TASKS_PER_THREAD * min_tasks, out_height * n * octets)
+    assert tasks >= min(convolution.DEPTHWISE_TASKS_PER_THREAD * min_tasks, out_height * n * octets)
 
 
 @pytest.mark.parametrize("weights, group, dilations, algorithm", [

@@ -6,9 +6,9 @@ layer that takes 20-40 us at n = 1 (SqueezeNet's small 1x1 layers) spends much o
 Run as one loop, the worker joins once for the whole run of layers and then stays.
 
 Inside the loop every thread runs the steps in order. For each step it takes tasks (those of
-``convolution.gemm_task`` or ``convolution.winograd_task``) from its own share first, the one
-the step's kernel would give it alone, then from the others' shares. Each take is one atomic
-add on that share's counter, so no task runs twice. It then waits until the step's count of
+``convolution.gemm_task``, ``convolution.winograd_task`` or ``convolution.depthwise_task``) from
+its own share first, the one the step's kernel would give it alone, then from the others'
+shares. Each take is one atomic add on that share's counter, so no task runs twice. It then waits until the step's count of
 finished tasks reaches its task count, since the next step reads what this one wrote. A thread
 waits only for tasks that a running thread has taken, so the loop ends even where a worker never
 comes (TBB does not promise one): the master then takes every task itself.
@@ -37,15 +37,21 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..config import FASTMATH, PARALLEL_KERNEL, SCALAR_FUNCTION
-from .convolution import (convolution_gemm_cpu, convolution_winograd_cpu, gemm_split, gemm_task, winograd_split,
-                          winograd_task)
+from .convolution import (convolution_depthwise_cpu, convolution_gemm_cpu, convolution_winograd_cpu, depthwise_split,
+                          depthwise_task, gemm_split, gemm_task, winograd_split, winograd_task)
+from .depthwise import LANES
 
-GEMM_STEP, WINOGRAD_STEP = 0, 1
-#: Arguments one chained kernel takes and the other does not, at the value that stands for it:
-#: the GEMM's that the Winograd kernel (3x3, stride 1, ungrouped) fixes, and Winograd's tile side.
-ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False, "tile": 0}
+GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP = 0, 1, 2
+_NO_ROWS = np.zeros(0, np.intp)
+#: Arguments one chained kernel takes and another does not, at the value that stands for it:
+#: the GEMM's that the Winograd kernel (3x3, stride 1, ungrouped) fixes, Winograd's tile side,
+#: and the GEMM's reduction rows and task width, which the depthwise kernel has none of.
+ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False, "tile": 0, "task_columns": 0,
+                    "first_out_channel": 0, "row_offset": _NO_ROWS, "row_tap": _NO_ROWS, "tap_dy": _NO_ROWS,
+                    "tap_dx": _NO_ROWS}
 #: The kernels whose steps a chain can take, and each one's step kind.
-CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP}
+CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP,
+                   convolution_depthwise_cpu: DEPTHWISE_STEP}
 
 # Columns of a step's row of ``ints``: its kind, where its arrays are (address, then shape or
 # length), and its scalar arguments.
@@ -197,7 +203,18 @@ def winograd_step_task(task, n, row_address, alpha_beta_address, column_panels, 
                   chunks, splits, panels_per_split)
 
 
+def depthwise_step_task(task, n, row_address, alpha_beta_address, band_rows, planes_per_task, chunks, unused):
+    """Task ``task`` of a depthwise step, as ``gemm_step_task`` (with ``depthwise_split``'s share)."""
+    row = carray(_index_pointer(row_address), (INTS,))
+    alpha_beta = carray(_float_pointer(alpha_beta_address), (2,))
+    x, weights, biases, residual_flat, out, _, _, _, _ = _step_arrays(row)
+    depthwise_task(task, n, x, x.reshape(x.size), weights, biases, row[STRIDE_H], row[STRIDE_W], row[PAD_TOP],
+                   row[PAD_LEFT], row[OUT_WIDTH], residual_flat, row[HAS_RESIDUAL], row[ACTIVATION], alpha_beta[0],
+                   alpha_beta[1], out, out.reshape(out.size), band_rows, planes_per_task, chunks)
+
+
 _TASK_SIGNATURE = types.void(*([types.int64] * 8))
+_STEP_TASKS = {GEMM_STEP: gemm_step_task, WINOGRAD_STEP: winograd_step_task, DEPTHWISE_STEP: depthwise_step_task}
 _task_functions = {}
 
 
@@ -205,9 +222,8 @@ def task_function(kind: int) -> int:
     """The address of the C function that runs one task of a step of this kind, compiled (or
     loaded from Numba's cache) on first use."""
     if kind not in _task_functions:
-        python_function = gemm_step_task if kind == GEMM_STEP else winograd_step_task
         _task_functions[kind] = cfunc(_TASK_SIGNATURE, cache=True, fastmath=FASTMATH,
-                                      error_model="numpy")(python_function)
+                                      error_model="numpy")(_STEP_TASKS[kind])
     return _task_functions[kind].address
 
 
@@ -231,6 +247,10 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
             if ints[s, KIND] == GEMM_STEP:
                 tasks, column_panels, chunks, splits, panels_per_split = gemm_split(
                     n, biases_length, ints[s, GROUP], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out_pixels)
+            elif ints[s, KIND] == DEPTHWISE_STEP:  # (its share in the same four integers)
+                tasks, column_panels, chunks, splits = depthwise_split(
+                    n, biases_length // LANES, out_pixels // ints[s, OUT_WIDTH], ints[s, MIN_TASKS])
+                panels_per_split = 0
             else:
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(
                     n, biases_length, ints[s, OUT_WIDTH], ints[s, TILE], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS],
@@ -258,7 +278,7 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
 
 
 def task_kinds(args) -> list[int]:
-    """The kinds of step (GEMM_STEP, WINOGRAD_STEP) of the chain bound to ``args``."""
+    """The kinds of step (GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP) of the chain bound to ``args``."""
     return sorted({int(kind) for kind in args[3][:, KIND]})
 
 

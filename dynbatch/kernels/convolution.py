@@ -285,28 +285,31 @@ DEPTHWISE_TASKS_PER_THREAD = 4
 @njit(**SCALAR_FUNCTION)
 def depthwise_split(n, octets, out_height, min_tasks):
     """How ``convolution_depthwise_cpu`` shares out n samples of ``octets`` planes of 8
-    channels: (rows per band, planes per task). Bands of at most DEPTHWISE_MAX_ROWS output rows,
-    fewer where there are too few planes for DEPTHWISE_TASKS_PER_THREAD tasks per thread; each
-    task takes consecutive planes of one band, as many as make that many tasks."""
+    channels: (tasks, rows per band, planes per task, chunks of planes per band). Bands of at
+    most DEPTHWISE_MAX_ROWS output rows, fewer where there are too few planes for
+    DEPTHWISE_TASKS_PER_THREAD tasks per thread; each task takes consecutive planes of one band,
+    as many as make that many tasks (n = 0: no tasks)."""
     wanted = DEPTHWISE_TASKS_PER_THREAD * min_tasks
     planes = n * octets
     bands = max(-(-out_height // DEPTHWISE_MAX_ROWS), min(out_height, -(-wanted // max(1, planes))))
     band_rows = -(-out_height // max(1, bands))
     bands = -(-out_height // band_rows)
-    chunks = max(1, min(planes, -(-wanted // bands)))
-    return band_rows, max(1, -(-planes // chunks))
+    planes_per_task = max(1, -(-planes // max(1, min(planes, -(-wanted // bands)))))
+    chunks = -(-planes // planes_per_task)
+    return bands * chunks, band_rows, planes_per_task, chunks
 
 
 @njit(**PARALLEL_KERNEL)
-def convolution_depthwise_cpu(n, x, packed_weights, packed_biases, stride_h, stride_w, pad_top, pad_left,
+def convolution_depthwise_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, out_width,
                               min_tasks, residual, has_residual, activation, alpha, beta, out):
     """A depthwise 3x3 convolution (one input channel per output channel, any stride and pads)
     with 8 channels in each vector's lanes (``depthwise``).
 
-    x: (max_batch, C, H, W); packed_weights, packed_biases: ``depthwise.pack_depthwise`` of the
-    (C, 1, 3, 3) weights and (C,) biases; out: (max_batch, C, OH, OW); min_tasks: the threads to
-    share the work among; residual (shaped as out), has_residual, activation, alpha, beta: the
-    fused ``epilogue``. Rows >= n are neither read nor written.
+    x: (max_batch, C, H, W); packed_weights, biases: ``depthwise.pack_depthwise`` of the (C, 1,
+    3, 3) weights and (C,) biases; out: (max_batch, C, OH*OW), rows ``out_width`` wide; min_tasks:
+    the threads to share the work among; residual (shaped as out, not out's own memory: a last
+    run of 8 pixels writes some again, reading their residual again), has_residual, activation,
+    alpha, beta: the fused ``epilogue``. Rows >= n are neither read nor written.
 
     Each task takes a band of output rows of a few planes of 8 channels (``depthwise_split``).
     For each plane it copies the input rows the band reads into a zero-padded scratch of
@@ -316,51 +319,62 @@ def convolution_depthwise_cpu(n, x, packed_weights, packed_biases, stride_h, str
     the epilogue). Every plane of a band writes the same cells of the scratch, so its border of
     zeros is made once per task.
     """
+    tasks, band_rows, planes_per_task, chunks = depthwise_split(
+        n, (x.shape[1] + LANES - 1) // LANES, out.shape[2] // out_width, min_tasks)
+    x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
+    for task in prange(tasks):
+        depthwise_task(np.int64(task), n, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left,
+                       out_width, residual_flat, has_residual, activation, alpha, beta, out, out_flat, band_rows,
+                       planes_per_task, chunks)
+
+
+@njit(**SHARED_STEP)
+def depthwise_task(task, n, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, out_width,
+                   residual_flat, has_residual, activation, alpha, beta, out, out_flat, band_rows, planes_per_task,
+                   chunks):
+    """Task ``task`` of ``convolution_depthwise_cpu`` (its arguments, with x, out and residual
+    also as flat views, and ``depthwise_split``'s share): also a step of
+    ``chain.convolution_chain_cpu``."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    out_height, out_width = out.shape[2], out.shape[3]
-    plane, out_plane = height * width, out_height * out_width
+    out_plane = out.shape[2]
+    out_height, plane = out_plane // out_width, height * width
     octets = (channels + LANES - 1) // LANES
-    band_rows, planes_per_task = depthwise_split(n, octets, out_height, min_tasks)
-    bands = (out_height + band_rows - 1) // band_rows
-    chunks = (n * octets + planes_per_task - 1) // planes_per_task
-    # The padded input a band reads: pitch pixels a row, from input row first_row*sh - pad_top on;
-    # of an image row, the first copied_columns land in it (the rest lie past what the last
+    # The padded input a band reads: pitch pixels a row, from image row first_row*sh - pad_top
+    # on; of an image row, the first copied_columns land in it (the rest lie past what the last
     # output reads).
     pitch = (out_width - 1) * stride_w + 3
     copied_columns = min(width, pitch - pad_left)
-    x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
-    for task in prange(bands * chunks):
-        band, chunk = task // chunks, task % chunks
-        first_row = band * band_rows
-        rows = min(band_rows, out_height - first_row)
-        top = first_row * stride_h - pad_top  # the image row of the scratch's first
-        padded = np.zeros(((rows - 1) * stride_h + 3) * pitch * LANES, np.float32)
-        # (+ LANES pixels: deinterleave_rows reads 8 pixels from a last run of 1 to 8)
-        sums = np.empty((rows * out_width + LANES) * LANES, np.float32)
-        sums[rows * out_width * LANES:] = 0.0
-        for unit in range(chunk * planes_per_task, min(n * octets, (chunk + 1) * planes_per_task)):
-            b, octet = unit // octets, unit % octets
-            lanes = min(LANES, channels - octet * LANES)
-            x_base = (b * channels + octet * LANES) * plane
-            for y in range(max(0, top), min(height, top + (rows - 1) * stride_h + 3)):
-                for x0 in range(0, copied_columns, LANES):
-                    # A last run of under 8 as the row's last 8 (the same values again where they
-                    # overlap): a masked load only where the row is shorter than 8.
-                    x0 = max(0, min(x0, copied_columns - LANES))
-                    interleave_rows(x_flat, x_base + y * width + x0, plane, lanes, min(LANES, copied_columns - x0),
-                                    padded, ((y - top) * pitch + pad_left + x0) * LANES)
-            for r in range(rows):
-                depthwise_row(padded, r * stride_h * pitch * LANES, pitch, stride_w, packed_weights,
-                              octet * 9 * LANES, packed_biases, octet * LANES, sums, r * out_width * LANES, out_width)
-            # The band's rows lie back to back in each output plane: one run of rows x OW
-            # pixels, written 8 at a time, the last 8 overlapping the ones before (a masked
-            # store, slow on AMD, only where the whole run is under 8).
-            run = rows * out_width
-            out_base = (b * channels + octet * LANES) * out_plane + first_row * out_width
-            for x0 in range(0, run, LANES):
-                x0 = max(0, min(x0, run - LANES))
-                deinterleave_rows(sums, x0 * LANES, min(LANES, run - x0), out_flat, out_base + x0, out_plane, lanes,
-                                  residual_flat, has_residual != 0, activation, alpha, beta)
+    band, chunk = task // chunks, task % chunks
+    first_row = band * band_rows
+    rows = min(band_rows, out_height - first_row)
+    top = first_row * stride_h - pad_top  # the image row of the scratch's first
+    padded = np.zeros(((rows - 1) * stride_h + 3) * pitch * LANES, np.float32)
+    # (+ LANES pixels: deinterleave_rows reads 8 pixels from a last run of 1 to 8)
+    sums = np.empty((rows * out_width + LANES) * LANES, np.float32)
+    sums[rows * out_width * LANES:] = 0.0
+    for unit in range(chunk * planes_per_task, min(n * octets, (chunk + 1) * planes_per_task)):
+        b, octet = unit // octets, unit % octets
+        lanes = min(LANES, channels - octet * LANES)
+        x_base = (b * channels + octet * LANES) * plane
+        for y in range(max(0, top), min(height, top + (rows - 1) * stride_h + 3)):
+            for x0 in range(0, copied_columns, LANES):
+                # A last run of under 8 as the row's last 8 (the same values again where they
+                # overlap): a masked load only where the row is shorter than 8.
+                x0 = max(0, min(x0, copied_columns - LANES))
+                interleave_rows(x_flat, x_base + y * width + x0, plane, lanes, min(LANES, copied_columns - x0),
+                                padded, ((y - top) * pitch + pad_left + x0) * LANES)
+        for r in range(rows):
+            depthwise_row(padded, r * stride_h * pitch * LANES, pitch, stride_w, packed_weights, octet * 9 * LANES,
+                          biases, octet * LANES, sums, r * out_width * LANES, out_width)
+        # The band's rows lie back to back in each output plane: one run of rows x OW pixels,
+        # written 8 at a time, the last 8 overlapping the ones before (a masked store, slow on
+        # AMD, only where the whole run is under 8).
+        run = rows * out_width
+        out_base = (b * channels + octet * LANES) * out_plane + first_row * out_width
+        for x0 in range(0, run, LANES):
+            x0 = max(0, min(x0, run - LANES))
+            deinterleave_rows(sums, x0 * LANES, min(LANES, run - x0), out_flat, out_base + x0, out_plane, lanes,
+                              residual_flat, has_residual != 0, activation, alpha, beta)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -1465,7 +1479,8 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
     if algorithm == "depthwise":
         return convolution_depthwise_cpu, (
             x, *pack_depthwise(weights, biases), int(stride_h), int(stride_w), int(pad_top), int(pad_left),
-            int(min_tasks or numba.get_num_threads()), residual, *epilogue, out,
+            int(out_width), int(min_tasks or numba.get_num_threads()), residual.reshape(max_batch, -1, pixels),
+            *epilogue, out.reshape(max_batch, -1, pixels),
         )
     if algorithm == "phases":
         return convolution_phases_cpu, (
