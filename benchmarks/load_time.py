@@ -78,13 +78,13 @@ def run_child(model_path: str, max_batch: int, cache_dir: str) -> dict:
 
 def load_times(args):
     sys.path.insert(0, HERE)
-    from compare import NETWORKS
+    from compare import EXTRA_NETWORKS, NETWORKS
 
     work = tempfile.mkdtemp(prefix="dynbatch_load_time_")
     try:
         model_path = os.path.join(work, f"{args.network}.onnx")
         with open(model_path, "wb") as handle:
-            handle.write(NETWORKS[args.network]().SerializeToString())
+            handle.write({**NETWORKS, **EXTRA_NETWORKS}[args.network]().SerializeToString())
         rows = []
         for cold_round in range(args.cold):
             cache = os.path.join(work, f"numba_cache_{cold_round}")
@@ -147,7 +147,7 @@ def memory_table(max_batch: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--network", default="googlenet", help="a name of compare.py's NETWORKS")
+    parser.add_argument("--network", default="googlenet", help="a name of compare.py's NETWORKS or EXTRA_NETWORKS")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--cold", type=int, default=2, help="cold runs, each with a new empty cache directory")
     parser.add_argument("--warm", type=int, default=5, help="warm runs after each cold run")
