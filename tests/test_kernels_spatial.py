@@ -583,12 +583,14 @@ def test_depthwise_convolution_matches_reference():
 
 
 def depthwise_case(data, rng, max_batch, n, channels, size, strides):
-    """A depthwise 3x3 convolution for ``convolution_depthwise_cpu``: pads before and after drawn,
-    a fused activation, and no residual, a residual of its own, or none."""
-    pads_begin, pads_end = draw_pair(data, PAD, "pads_begin"), draw_pair(data, PAD, "pads_end")
+    """A depthwise 3x3 or 5x5 convolution for ``convolution_depthwise_cpu``: pads before and after
+    drawn, a fused activation, and no residual, a residual of its own, or none."""
+    side = data.draw(st.sampled_from([3, 5]), label="side")
+    pads_begin = draw_pair(data, st.integers(0, side - 1), "pads_begin")
+    pads_end = draw_pair(data, st.integers(0, side - 1), "pads_end")
     for a in range(2):
-        assume(size[a] + pads_begin[a] + pads_end[a] >= 3)
-    attrs, inputs, outputs = convolution_case(rng, max_batch, n, channels, 1, 1, size, (3, 3), strides, (1, 1),
+        assume(size[a] + pads_begin[a] + pads_end[a] >= side)
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, channels, 1, 1, size, (side, side), strides, (1, 1),
                                               pads_begin, pads_end)
     attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
     residual = None
@@ -611,10 +613,10 @@ def check_depthwise(attrs, inputs, outputs, residual, n, **options):
 
 @given(data=st.data())
 def test_depthwise_convolution_by_channel_vectors_matches_reference(data):
-    """``convolution_depthwise_cpu`` (8 channels to a vector): 1 to 20 channels (a last vector of
-    1 to 8), planes 1 to 20 a side (runs of 8 pixels, a last shorter one, rows under 8), strides
-    1 to 3, pads before and after, fused activations and residuals, rows >= n untouched, and
-    min_tasks from one task per band to several bands of one plane."""
+    """``convolution_depthwise_cpu`` (8 channels to a vector): 3x3 and 5x5 kernels, 1 to 20
+    channels (a last vector of 1 to 8), planes 1 to 20 a side (runs of 8 pixels, a last shorter
+    one, rows under 8), strides 1 to 3, pads before and after, fused activations and residuals,
+    rows >= n untouched, and min_tasks from one task per band to several bands of one plane."""
     max_batch, n = draw_batches(data)
     channels = data.draw(st.integers(1, 20), label="channels")
     size = draw_pair(data, st.integers(1, 20), "size")
@@ -624,18 +626,20 @@ def test_depthwise_convolution_by_channel_vectors_matches_reference(data):
     check_depthwise(attrs, inputs, outputs, residual, n, min_tasks=data.draw(st.integers(1, 16), label="min_tasks"))
 
 
-@pytest.mark.parametrize("channels, size, strides, pads, min_tasks", [
-    (16, (40, 9), (1, 1), (1, 1), 1),   # 40 rows: three bands, each a run of rows back to back
-    (9, (3, 2), (1, 1), (1, 1), 1),     # 6 pixels a plane: the masked store; two planes of 8
-    (20, (7, 7), (2, 2), (1, 1), 2),    # several planes per task, the last of 4 channels
-    (8, (14, 14), (1, 1), (0, 0), 2),   # no padding: only the border past the image is zero
-    (3, (30, 33), (2, 1), (2, 0), 5),   # pads past the kernel's reach on top
+@pytest.mark.parametrize("side, channels, size, strides, pads, min_tasks", [
+    (3, 16, (40, 9), (1, 1), (1, 1), 1),   # 40 rows: three bands, each a run of rows back to back
+    (3, 9, (3, 2), (1, 1), (1, 1), 1),     # 6 pixels a plane: the masked store; two planes of 8
+    (3, 20, (7, 7), (2, 2), (1, 1), 2),    # several planes per task, the last of 4 channels
+    (3, 8, (14, 14), (1, 1), (0, 0), 2),   # no padding: only the border past the image is zero
+    (3, 3, (30, 33), (2, 1), (2, 0), 5),   # pads past the kernel's reach on top
+    (5, 12, (14, 14), (1, 1), (2, 2), 2),  # 5x5 (MobileNet v3's), its pads of 2
+    (5, 24, (17, 11), (2, 2), (1, 3), 3),  # 5x5 at stride 2, uneven pads
 ])
-def test_depthwise_convolution_by_channel_vectors_fixed_cases(channels, size, strides, pads, min_tasks):
+def test_depthwise_convolution_by_channel_vectors_fixed_cases(side, channels, size, strides, pads, min_tasks):
     rng = np.random.default_rng(7)
     for n, activation in ((3, None), (1, EPILOGUES[2])):
-        attrs, inputs, outputs = convolution_case(rng, 3, n, channels, 1, 1, size, (3, 3), strides, (1, 1), pads,
-                                                  pads)
+        attrs, inputs, outputs = convolution_case(rng, 3, n, channels, 1, 1, size, (side, side), strides, (1, 1),
+                                                  pads, pads)
         attrs["activation"] = activation
         check_depthwise(attrs, inputs, outputs, None, n, min_tasks=min_tasks)
 
@@ -657,12 +661,14 @@ def test_depthwise_split_covers_every_row_and_plane_in_a_few_tasks(n, octets, ou
 @pytest.mark.parametrize("weights, group, dilations, algorithm", [
     ((32, 1, 3, 3), 32, (1, 1), "depthwise"),
     ((5, 1, 3, 3), 5, (1, 1), "depthwise"),
-    ((32, 1, 5, 5), 32, (1, 1), "direct"),   # 5x5
+    ((32, 1, 5, 5), 32, (1, 1), "depthwise"),
+    ((32, 1, 7, 7), 32, (1, 1), "direct"),   # 7x7
+    ((32, 1, 3, 5), 32, (1, 1), "direct"),   # not square
     ((32, 1, 3, 3), 32, (2, 2), "direct"),   # dilated
     ((64, 1, 3, 3), 32, (1, 1), "direct"),   # two outputs per input channel
     ((32, 2, 3, 3), 16, (1, 1), "direct"),   # groups of two channels
 ])
-def test_convolution_chooses_channel_vectors_for_depthwise_3x3(weights, group, dilations, algorithm):
+def test_convolution_chooses_channel_vectors_for_depthwise_3x3_and_5x5(weights, group, dilations, algorithm):
     attrs = {"weights": np.zeros(weights, np.float32), "biases": np.zeros(weights[0], np.float32),
              "strides": (2, 2), "dilations": dilations, "group": group, "pads_begin": (1, 1), "pads_end": (1, 1),
              "activation": None}

@@ -16,7 +16,7 @@ from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLU
                    SHORT_PANEL_COLUMNS, copy_lanes, gathered_panel, masked_copy_panel_row_runs, micro_kernel_panel,
                    pack_weights, panel_layout, prefetch_rows, product_panel, short_panel_product,
                    transpose_copy_panel_rows)
-from .depthwise import LANES, deinterleave_rows, depthwise_row, interleave_rows, pack_depthwise
+from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
 from .views import as_4d
 from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2,
                        output_transform_4, run_outputs, sample_tiles, tile_elements, transform_weights)
@@ -302,11 +302,11 @@ def depthwise_split(n, octets, out_height, min_tasks):
 @njit(**PARALLEL_KERNEL)
 def convolution_depthwise_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, out_width,
                               min_tasks, residual, has_residual, activation, alpha, beta, out):
-    """A depthwise 3x3 convolution (one input channel per output channel, any stride and pads)
-    with 8 channels in each vector's lanes (``depthwise``).
+    """A depthwise 3x3 or 5x5 convolution (one input channel per output channel, any stride and
+    pads) with 8 channels in each vector's lanes (``depthwise``).
 
     x: (max_batch, C, H, W); packed_weights, biases: ``depthwise.pack_depthwise`` of the (C, 1,
-    3, 3) weights and (C,) biases; out: (max_batch, C, OH*OW), rows ``out_width`` wide; min_tasks:
+    s, s) weights and (C,) biases (their length tells s); out: (max_batch, C, OH*OW), rows ``out_width`` wide; min_tasks:
     the threads to share the work among; residual (shaped as out, not out's own memory: a last
     run of 8 pixels writes some again, reading their residual again), has_residual, activation,
     alpha, beta: the fused ``epilogue``. Rows >= n are neither read nor written.
@@ -314,8 +314,8 @@ def convolution_depthwise_cpu(n, x, packed_weights, biases, stride_h, stride_w, 
     Each task takes a band of output rows of a few planes of 8 channels (``depthwise_split``).
     For each plane it copies the input rows the band reads into a zero-padded scratch of
     8-channel pixels (``interleave_rows``, 8 pixels at a time), computes each output row's
-    pixels from it (``depthwise_row``: 9 multiply-adds per pixel of 8 channels, the stride a step
-    between pixels) and writes them back as the channels' rows (``deinterleave_rows``, through
+    pixels from it (``depthwise_row``: s*s multiply-adds per pixel of 8 channels, the stride a
+    step between pixels) and writes them back as the channels' rows (``deinterleave_rows``, through
     the epilogue). Every plane of a band writes the same cells of the scratch, so its border of
     zeros is made once per task.
     """
@@ -339,16 +339,20 @@ def depthwise_task(task, n, x, x_flat, packed_weights, biases, stride_h, stride_
     out_plane = out.shape[2]
     out_height, plane = out_plane // out_width, height * width
     octets = (channels + LANES - 1) // LANES
+    # The kernel's side, told by the packed weights' length (``depthwise.SIDES``). (A variable:
+    # 3x3 layers on 7x7 planes took 1.05x-1.10x the time of a constant 3, MobileNet 0.99x-1.00x.)
+    taps = packed_weights.shape[0] // (octets * LANES)
+    side = 3 if taps == 9 else 5
     # The padded input a band reads: pitch pixels a row, from image row first_row*sh - pad_top
     # on; of an image row, the first copied_columns land in it (the rest lie past what the last
     # output reads).
-    pitch = (out_width - 1) * stride_w + 3
+    pitch = (out_width - 1) * stride_w + side
     copied_columns = min(width, pitch - pad_left)
     band, chunk = task // chunks, task % chunks
     first_row = band * band_rows
     rows = min(band_rows, out_height - first_row)
     top = first_row * stride_h - pad_top  # the image row of the scratch's first
-    padded = np.zeros(((rows - 1) * stride_h + 3) * pitch * LANES, np.float32)
+    padded = np.zeros(((rows - 1) * stride_h + side) * pitch * LANES, np.float32)
     # (+ LANES pixels: deinterleave_rows reads 8 pixels from a last run of 1 to 8)
     sums = np.empty((rows * out_width + LANES) * LANES, np.float32)
     sums[rows * out_width * LANES:] = 0.0
@@ -356,16 +360,21 @@ def depthwise_task(task, n, x, x_flat, packed_weights, biases, stride_h, stride_
         b, octet = unit // octets, unit % octets
         lanes = min(LANES, channels - octet * LANES)
         x_base = (b * channels + octet * LANES) * plane
-        for y in range(max(0, top), min(height, top + (rows - 1) * stride_h + 3)):
+        for y in range(max(0, top), min(height, top + (rows - 1) * stride_h + side)):
             for x0 in range(0, copied_columns, LANES):
                 # A last run of under 8 as the row's last 8 (the same values again where they
                 # overlap): a masked load only where the row is shorter than 8.
                 x0 = max(0, min(x0, copied_columns - LANES))
                 interleave_rows(x_flat, x_base + y * width + x0, plane, lanes, min(LANES, copied_columns - x0),
                                 padded, ((y - top) * pitch + pad_left + x0) * LANES)
-        for r in range(rows):
-            depthwise_row(padded, r * stride_h * pitch * LANES, pitch, stride_w, packed_weights, octet * 9 * LANES,
-                          biases, octet * LANES, sums, r * out_width * LANES, out_width)
+        if side == 3:
+            for r in range(rows):
+                depthwise_row(padded, r * stride_h * pitch * LANES, pitch, stride_w, packed_weights,
+                              octet * taps * LANES, biases, octet * LANES, sums, r * out_width * LANES, out_width)
+        else:
+            for r in range(rows):
+                depthwise_row_5(padded, r * stride_h * pitch * LANES, pitch, stride_w, packed_weights,
+                                octet * taps * LANES, biases, octet * LANES, sums, r * out_width * LANES, out_width)
         # The band's rows lie back to back in each output plane: one run of rows x OW pixels,
         # written 8 at a time, the last 8 overlapping the ones before (a masked store, slow on
         # AMD, only where the whole run is under 8).
@@ -1346,7 +1355,7 @@ def winograd_tile(out_height: int, out_width: int) -> int:
 #: The kernel sizes of the depthwise convolutions (one input channel per output channel,
 #: undilated) that ``convolution_depthwise_cpu`` takes; other depthwise layers take the direct
 #: kernel.
-DEPTHWISE_KERNELS = ((3, 3),)
+DEPTHWISE_KERNELS = ((3, 3), (5, 5))
 
 
 #: An ungrouped, undilated convolution of at most this many input channels (a network's first

@@ -1,7 +1,8 @@
-"""The 8-channel vectors of ``convolution.convolution_depthwise_cpu``: a depthwise 3x3 layer with
-8 channels side by side in each vector's lanes.
+"""The 8-channel vectors of ``convolution.convolution_depthwise_cpu``: a depthwise 3x3 or 5x5 layer
+with 8 channels side by side in each vector's lanes.
 
-A depthwise layer convolves each channel with its own 3x3 kernel. Along a row of a small plane
+A depthwise layer convolves each channel with its own kernel (3x3 in MobileNet v1 and v2, 5x5 too
+in MobileNet v3 and EfficientNet). Along a row of a small plane
 (MobileNet's 14x14 and 7x7), a vector of 8 pixels leaves lanes over at every row's end and the
 padding to handle at both; the kernel of ``convolution_cpu`` spends more on that than on its 9
 multiply-adds per output. With 8 channels in the lanes instead (the layout ONNX Runtime and
@@ -10,7 +11,7 @@ of it, whatever the plane's size or stride, and the padding is a border of zero 
 
 Here the layout lasts one layer: ``interleave_rows`` turns 8 channels' rows (8 pixels each) into 8
 pixel vectors by an 8 x 8 transpose in registers (``gemm._transpose_8x8``), ``depthwise_row``
-computes a row of output pixels, and ``deinterleave_rows`` turns them back into the channels' rows
+(``depthwise_row_5`` for 5x5) computes a row of output pixels, and ``deinterleave_rows`` turns them back into the channels' rows
 through the epilogue. Written in LLVM IR as ``gemm``'s micro-kernel is: Numba would not vectorise
 the transposes, nor keep the nine weights in registers. Numba caches the kernels on disk keyed on
 their own source file: after editing this file, delete ``dynbatch/kernels/__pycache__``.
@@ -26,8 +27,8 @@ from .gemm import (_VECTOR, _ZERO, _activate, _branch, _branch_on_activation, _f
 
 #: Channels per vector.
 LANES = 8
-#: Taps of the kernel: 3 x 3.
-KERNEL = 3
+#: The kernel sides there is a ``depthwise_row`` for.
+SIDES = (3, 5)
 
 
 def _masked_store(builder, value, pointer, count):
@@ -88,52 +89,67 @@ def interleave_rows(typingctx, source, source_offset, plane, channels, columns, 
     return sig, codegen
 
 
-@intrinsic
-def depthwise_row(typingctx, source, source_offset, pitch, stride, weights, weights_offset, biases, biases_offset,
-                  destination, destination_offset, count):
-    """depthwise_row(source, source_offset, pitch, stride, weights, weights_offset, biases,
-    biases_offset, destination, destination_offset, count): for each of ``count`` output pixels
-    o, the vector destination[destination_offset + 8*o + lane] = biases[biases_offset + lane] +
-    sum over taps (i, j) of weights[weights_offset + 8*(3*i + j) + lane] * source[source_offset +
-    8*(i*pitch + o*stride + j) + lane]: one output row of 8 channels from the zero-padded input
-    rows from source_offset on, ``pitch`` pixels each. The nine weight vectors stay in registers.
-    No bounds checks."""
-    sig = types.void(source, types.intp, types.intp, types.intp, weights, types.intp, biases, types.intp,
-                     destination, types.intp, types.intp)
+def _depthwise_row(side: int):
+    """The intrinsic computing one output row of a ``side`` x ``side`` depthwise kernel, see
+    ``depthwise_row``."""
 
-    def codegen(context, builder, signature, args):
-        (source, source_offset, pitch, stride, weights, weights_offset, biases, biases_offset, destination,
-         destination_offset, count) = args
-        index = count.type
-        source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
-        weights_ptr = _float_pointer(context, builder, signature.args[4], weights, weights_offset)
-        bias = builder.load(_vector_at(builder, _float_pointer(context, builder, signature.args[6], biases,
-                                                               biases_offset), 0), align=4)
-        destination_ptr = _float_pointer(context, builder, signature.args[8], destination, destination_offset)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
-                                             "llvm.fma.v8f32")
-        taps = [(builder.load(_vector_at(builder, weights_ptr, LANES * (KERNEL * i + j)), align=4),
-                 builder.mul(builder.add(builder.mul(pitch, ir.Constant(index, i)), ir.Constant(index, j)),
-                             ir.Constant(index, LANES)))
-                for i in range(KERNEL) for j in range(KERNEL)]
-        step = builder.mul(stride, ir.Constant(index, LANES))
-        with cgutils.for_range(builder, count) as loop:
-            window = builder.gep(source_ptr, [builder.mul(loop.index, step)])
-            # A sum per kernel row, added at the end: three chains of 3 multiply-adds, not one of
-            # 9, for the next pixels' sums to overlap.
-            row_sums = []
-            for i in range(KERNEL):
-                total = bias if i == 0 else None
-                for weight, offset in taps[KERNEL * i:KERNEL * i + KERNEL]:
-                    value = builder.load(_vector_at(builder, window, offset), align=4)
-                    total = builder.fmul(weight, value) if total is None else builder.call(fma, [weight, value, total])
-                row_sums.append(total)
-            total = builder.fadd(builder.fadd(row_sums[0], row_sums[1]), row_sums[2])
-            builder.store(total, _vector_at(builder, destination_ptr, builder.mul(loop.index, ir.Constant(index, LANES))),
-                          align=4)
-        return context.get_dummy_value()
+    @intrinsic
+    def depthwise_row(typingctx, source, source_offset, pitch, stride, weights, weights_offset, biases,
+                      biases_offset, destination, destination_offset, count):
+        sig = types.void(source, types.intp, types.intp, types.intp, weights, types.intp, biases, types.intp,
+                         destination, types.intp, types.intp)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            (source, source_offset, pitch, stride, weights, weights_offset, biases, biases_offset, destination,
+             destination_offset, count) = args
+            index = count.type
+            source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
+            weights_ptr = _float_pointer(context, builder, signature.args[4], weights, weights_offset)
+            bias = builder.load(_vector_at(builder, _float_pointer(context, builder, signature.args[6], biases,
+                                                                   biases_offset), 0), align=4)
+            destination_ptr = _float_pointer(context, builder, signature.args[8], destination, destination_offset)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
+                                                 "llvm.fma.v8f32")
+            taps = [(builder.load(_vector_at(builder, weights_ptr, LANES * (side * i + j)), align=4),
+                     builder.mul(builder.add(builder.mul(pitch, ir.Constant(index, i)), ir.Constant(index, j)),
+                                 ir.Constant(index, LANES)))
+                    for i in range(side) for j in range(side)]
+            step = builder.mul(stride, ir.Constant(index, LANES))
+            with cgutils.for_range(builder, count) as loop:
+                window = builder.gep(source_ptr, [builder.mul(loop.index, step)])
+                # A sum per kernel row, added at the end: chains of ``side`` multiply-adds, not one
+                # of side * side, for the next pixels' sums to overlap.
+                row_sums = []
+                for i in range(side):
+                    total = bias if i == 0 else None
+                    for weight, offset in taps[side * i:side * i + side]:
+                        value = builder.load(_vector_at(builder, window, offset), align=4)
+                        total = (builder.fmul(weight, value) if total is None
+                                 else builder.call(fma, [weight, value, total]))
+                    row_sums.append(total)
+                total = row_sums[0]
+                for row_sum in row_sums[1:]:
+                    total = builder.fadd(total, row_sum)
+                builder.store(total, _vector_at(builder, destination_ptr,
+                                                builder.mul(loop.index, ir.Constant(index, LANES))), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return depthwise_row
+
+
+#: depthwise_row(source, source_offset, pitch, stride, weights, weights_offset, biases,
+#: biases_offset, destination, destination_offset, count): for each of ``count`` output pixels o,
+#: the vector destination[destination_offset + 8*o + lane] = biases[biases_offset + lane] + sum over
+#: taps (i, j) of weights[weights_offset + 8*(3*i + j) + lane] * source[source_offset + 8*(i*pitch +
+#: o*stride + j) + lane]: one output row of 8 channels from the zero-padded input rows from
+#: source_offset on, ``pitch`` pixels each. The nine weight vectors stay in registers. No bounds
+#: checks.
+depthwise_row = _depthwise_row(3)
+#: The same for a 5x5 kernel (weights[weights_offset + 8*(5*i + j) + lane]): its 25 weight
+#: vectors do not fit in the registers, and are read from L1 with the pixels.
+depthwise_row_5 = _depthwise_row(5)
 
 
 @intrinsic
@@ -184,14 +200,14 @@ def deinterleave_rows(typingctx, source, source_offset, columns, destination, de
 
 
 def pack_depthwise(weights: np.ndarray, biases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, 1, 3, 3) weights and (K,) biases -> (packed weights, packed biases) of
-    ``convolution_depthwise_cpu``: for each 8 channels o, weights[72*o + 8*t + lane] = tap t of
-    channel 8*o + lane and biases[8*o + lane] its bias, zeros past K."""
-    channels = weights.shape[0]
+    """(K, 1, s, s) weights (s in SIDES) and (K,) biases -> (packed weights, packed biases) of
+    ``convolution_depthwise_cpu``: for each 8 channels o, weights[8*s*s*o + 8*t + lane] = tap t
+    of channel 8*o + lane and biases[8*o + lane] its bias, zeros past K."""
+    channels, taps = weights.shape[0], weights[0].size
     octets = -(-channels // LANES)
-    taps = np.zeros((octets * LANES, KERNEL * KERNEL), np.float32)
-    taps[:channels] = weights.reshape(channels, KERNEL * KERNEL)
+    packed = np.zeros((octets * LANES, taps), np.float32)
+    packed[:channels] = weights.reshape(channels, taps)
     packed_biases = np.zeros(octets * LANES, np.float32)
     packed_biases[:channels] = biases
-    return (np.ascontiguousarray(taps.reshape(octets, LANES, -1).transpose(0, 2, 1)).reshape(-1),
+    return (np.ascontiguousarray(packed.reshape(octets, LANES, -1).transpose(0, 2, 1)).reshape(-1),
             packed_biases)
