@@ -40,9 +40,9 @@ CHOICES = {
     "averages": (compiler, "averages_fused", lambda graph: graph, "apart", "fused"),
     "phases": (convolution, "PHASES_MAX_CHANNELS", 0, "GEMM", "phase planes"),
     "depthwise": (convolution, "DEPTHWISE_KERNELS", (), "direct", "channel vectors"),
-    "chained_depthwise": (compiler, "CHAINED_KERNELS", {kernel: kind for kernel, kind in compiler.CHAINED_KERNELS.items()
-                                                         if kernel is not convolution.convolution_depthwise_cpu},
-                          "apart", "chained"),
+    "chained_depthwise": (compiler, "CHAINED_KERNELS",
+                          {kernel: kind for kernel, kind in compiler.CHAINED_KERNELS.items()
+                           if kernel is not convolution.convolution_depthwise_cpu}, "apart", "chained"),
 }
 
 

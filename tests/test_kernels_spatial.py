@@ -676,7 +676,8 @@ def test_convolution_chooses_channel_vectors_for_depthwise_3x3_and_5x5(weights, 
     assert convolution.choose_algorithm(attrs, shape) == algorithm
     out = np.zeros((2, weights[0]) + convolution.out_size(attrs, shape), np.float32)
     kernel, args = convolution.cpu_step(attrs, [np.zeros(shape, np.float32)], [out])
-    assert kernel is {"depthwise": convolution.convolution_depthwise_cpu, "direct": convolution.convolution_cpu}[algorithm]
+    kernels = {"depthwise": convolution.convolution_depthwise_cpu, "direct": convolution.convolution_cpu}
+    assert kernel is kernels[algorithm]
     check_compiles_once(kernel, args, 2)
 
 

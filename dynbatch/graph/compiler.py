@@ -180,8 +180,8 @@ class CompiledNetwork:
 
 def chain_convolutions(steps: list[BoundStep], link_tasks: bool = True) -> list[BoundStep]:
     """``steps`` with each run of consecutive GEMM, Winograd or depthwise convolution steps (one
-    step alone too) made one step of ``chain.convolution_chain_cpu``: one parallel loop for the run, which
-    Numba's worker thread joins once rather than at every layer (7-18 us each time)."""
+    step alone too) made one step of ``chain.convolution_chain_cpu``: one parallel loop for the
+    run, which Numba's worker thread joins once rather than at every layer (7-18 us each time)."""
     threads = numba.get_num_threads()
     chained, run = [], []
 

@@ -8,10 +8,11 @@ Run as one loop, the worker joins once for the whole run of layers and then stay
 Inside the loop every thread runs the steps in order. For each step it takes tasks (those of
 ``convolution.gemm_task``, ``convolution.winograd_task`` or ``convolution.depthwise_task``) from
 its own share first, the one the step's kernel would give it alone, then from the others'
-shares. Each take is one atomic add on that share's counter, so no task runs twice. It then waits until the step's count of
-finished tasks reaches its task count, since the next step reads what this one wrote. A thread
-waits only for tasks that a running thread has taken, so the loop ends even where a worker never
-comes (TBB does not promise one): the master then takes every task itself.
+shares. Each take is one atomic add on that share's counter, so no task runs twice. It then
+waits until the step's count of finished tasks reaches its task count, since the next step reads
+what this one wrote. A thread waits only for tasks that a running thread has taken, so the loop
+ends even where a worker never comes (TBB does not promise one): the master then takes every
+task itself.
 
 The steps' arrays are passed as their addresses and shapes in one int64 array (``chain_step``),
 which Numba's parallel loop can take where it cannot take a tuple of arrays. The arrays belong to

@@ -306,18 +306,19 @@ def convolution_depthwise_cpu(n, x, packed_weights, biases, stride_h, stride_w, 
     pads) with 8 channels in each vector's lanes (``depthwise``).
 
     x: (max_batch, C, H, W); packed_weights, biases: ``depthwise.pack_depthwise`` of the (C, 1,
-    s, s) weights and (C,) biases (their length tells s); out: (max_batch, C, OH*OW), rows ``out_width`` wide; min_tasks:
-    the threads to share the work among; residual (shaped as out, not out's own memory: a last
-    run of 8 pixels writes some again, reading their residual again), has_residual, activation,
-    alpha, beta: the fused ``epilogue``. Rows >= n are neither read nor written.
+    s, s) weights and (C,) biases (their length tells s); out: (max_batch, C, OH*OW), rows
+    ``out_width`` wide; min_tasks: the threads to share the work among; residual (shaped as out,
+    not out's own memory: a last run of 8 pixels writes some again, reading their residual
+    again), has_residual, activation, alpha, beta: the fused ``epilogue``. Rows >= n are neither
+    read nor written.
 
     Each task takes a band of output rows of a few planes of 8 channels (``depthwise_split``).
     For each plane it copies the input rows the band reads into a zero-padded scratch of
     8-channel pixels (``interleave_rows``, 8 pixels at a time), computes each output row's
     pixels from it (``depthwise_row``: s*s multiply-adds per pixel of 8 channels, the stride a
-    step between pixels) and writes them back as the channels' rows (``deinterleave_rows``, through
-    the epilogue). Every plane of a band writes the same cells of the scratch, so its border of
-    zeros is made once per task.
+    step between pixels) and writes them back as the channels' rows (``deinterleave_rows``,
+    through the epilogue). Every plane of a band writes the same cells of the scratch, so its
+    border of zeros is made once per task.
     """
     tasks, band_rows, planes_per_task, chunks = depthwise_split(
         n, (x.shape[1] + LANES - 1) // LANES, out.shape[2] // out_width, min_tasks)
@@ -1381,12 +1382,14 @@ def out_size(attrs, input_shape) -> tuple[int, int]:
 
 
 def choose_algorithm(attrs, input_shape) -> str:
-    """'winograd' for a 3x3, stride-1, undilated, ungrouped convolution of at least
+    """'depthwise' for an undilated depthwise convolution of a kernel in DEPTHWISE_KERNELS;
+    'winograd' for a 3x3, stride-1, undilated, ungrouped convolution of at least
     WINOGRAD_MIN_CHANNELS channels in and out; 'phases' for a first layer on the image (see
     PHASES_MAX_CHANNELS); else 'gemm' where each group's matrices are big enough for the
-    micro-kernel's 6 x 16 blocks; else 'direct' (depthwise and small groups)."""
+    micro-kernel's 6 x 16 blocks; else 'direct' (other depthwise layers and small groups)."""
     k, c_per_group, kh, kw = attrs["weights"].shape
-    if (kh, kw) in DEPTHWISE_KERNELS and c_per_group == 1 and attrs["group"] == k and tuple(attrs["dilations"]) == (1, 1):
+    if ((kh, kw) in DEPTHWISE_KERNELS and c_per_group == 1 and attrs["group"] == k
+            and tuple(attrs["dilations"]) == (1, 1)):
         return "depthwise"
     if ((kh, kw) == (3, 3) and tuple(attrs["strides"]) == (1, 1) and tuple(attrs["dilations"]) == (1, 1)
             and attrs["group"] == 1 and min(k, c_per_group) >= WINOGRAD_MIN_CHANNELS):

@@ -2,19 +2,20 @@
 with 8 channels side by side in each vector's lanes.
 
 A depthwise layer convolves each channel with its own kernel (3x3 in MobileNet v1 and v2, 5x5 too
-in MobileNet v3 and EfficientNet). Along a row of a small plane
-(MobileNet's 14x14 and 7x7), a vector of 8 pixels leaves lanes over at every row's end and the
-padding to handle at both; the kernel of ``convolution_cpu`` spends more on that than on its 9
-multiply-adds per output. With 8 channels in the lanes instead (the layout ONNX Runtime and
-OpenVINO keep for the whole network, NCHWc), each output pixel is one vector and 9 multiply-adds
-of it, whatever the plane's size or stride, and the padding is a border of zero pixels.
+in MobileNet v3 and EfficientNet). Along a row of a small plane (MobileNet's 14x14 and 7x7), a
+vector of 8 pixels leaves lanes over at every row's end and the padding to handle at both; the
+kernel of ``convolution_cpu`` spends more on that than on its 9 multiply-adds per output. With 8
+channels in the lanes instead (the layout ONNX Runtime and OpenVINO keep for the whole network,
+NCHWc), each output pixel is one vector and 9 multiply-adds of it, whatever the plane's size or
+stride, and the padding is a border of zero pixels.
 
 Here the layout lasts one layer: ``interleave_rows`` turns 8 channels' rows (8 pixels each) into 8
 pixel vectors by an 8 x 8 transpose in registers (``gemm._transpose_8x8``), ``depthwise_row``
-(``depthwise_row_5`` for 5x5) computes a row of output pixels, and ``deinterleave_rows`` turns them back into the channels' rows
-through the epilogue. Written in LLVM IR as ``gemm``'s micro-kernel is: Numba would not vectorise
-the transposes, nor keep the nine weights in registers. Numba caches the kernels on disk keyed on
-their own source file: after editing this file, delete ``dynbatch/kernels/__pycache__``.
+(``depthwise_row_5`` for 5x5) computes a row of output pixels, and ``deinterleave_rows`` turns
+them back into the channels' rows through the epilogue. Written in LLVM IR as ``gemm``'s
+micro-kernel is: Numba would not vectorise the transposes, nor keep the nine weights in
+registers. Numba caches the kernels on disk keyed on their own source file: after editing this
+file, delete ``dynbatch/kernels/__pycache__``.
 """
 import llvmlite.ir as ir
 import numpy as np
