@@ -1,7 +1,7 @@
 """The CPU convolution kernel of a git revision against the working tree's, layer by layer, in one
 process: the only way to see a 5-10% change on a shared machine where whole runs differ by 25%.
 
-    python benchmarks/convolution_ab.py REVISION [--set resnet|squeezenet|alexnet|light|1x1|depthwise]
+    python benchmarks/convolution_ab.py REVISION [--set resnet|squeezenet|alexnet|light|1x1|pointwise|depthwise]
         [--batch 8] [--calls 41]
 
 Both kernels are bound to the same layer (random weights and inputs, a fused ReLU, a residual
@@ -50,6 +50,10 @@ SETS = {
     "1x1": [("1x1 64->256 28 +res", 64, 256, 1, 28, 1, 0, 1), ("1x1 256->64 28", 256, 64, 1, 28, 1, 0, 1),
             ("1x1 128->512 14 +res", 128, 512, 1, 14, 1, 0, 1), ("1x1 256->1000 13", 256, 1000, 1, 13, 1, 0, 1),
             ("1x1 192->64 28", 192, 64, 1, 28, 1, 0, 1), ("1x1 480->192 14", 480, 192, 1, 14, 1, 0, 1)],
+    # MobileNet's 1x1 layers at compare.py's 112x112 input: short reductions over large planes.
+    "pointwise": [("pw 32->64 56", 32, 64, 1, 56, 1, 0, 1), ("pw 64->128 28", 64, 128, 1, 28, 1, 0, 1),
+                  ("pw 128->128 28", 128, 128, 1, 28, 1, 0, 1), ("pw 128->256 14", 128, 256, 1, 14, 1, 0, 1),
+                  ("pw 256->256 14", 256, 256, 1, 14, 1, 0, 1), ("pw 512->512 7", 512, 512, 1, 7, 1, 0, 1)],
     # MobileNet's depthwise layers (the direct kernel), a 5x5 one and groups of 4 channels.
     "depthwise": [("dw 3x3 32 112", 32, 32, 3, 112, 1, 1, 32), ("dw 3x3 s2 64 112", 64, 64, 3, 112, 2, 1, 64),
                   ("dw 3x3 128 56", 128, 128, 3, 56, 1, 1, 128), ("dw 3x3 s2 128 56", 128, 128, 3, 56, 2, 1, 128),
