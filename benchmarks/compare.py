@@ -175,9 +175,35 @@ def mobilenet(size=112):
     return g.model((3, size, size), g.op("Softmax", [g.fc(y, 1024, 1000)], axis=1))
 
 
+def mobilenet_v2(size=112):
+    """MobileNet v2's inverted residual blocks (a 1x1 expansion by 6 and a depthwise 3x3, each
+    with ReLU6, then a linear 1x1 projection, added to the block's input where the shapes match),
+    not in the default set: run it with ``--networks mobilenet_v2``."""
+    g = Builder("mobilenet_v2")
+    six = [g.const(0.0), g.const(6.0)]
+
+    def relu6(y):
+        return g.op("Clip", [y] + six)
+
+    def block(x, c_in, c_out, stride, expand):
+        y = x if expand == 1 else relu6(g.conv(x, c_in, c_in * expand, 1, pad=0, relu=False))
+        y = relu6(g.conv(y, c_in * expand, c_in * expand, 3, stride=stride, group=c_in * expand, relu=False))
+        y = g.conv(y, c_in * expand, c_out, 1, pad=0, relu=False)
+        return g.op("Add", [y, x]) if stride == 1 and c_in == c_out else y
+
+    y, c = relu6(g.conv("data", 3, 32, 3, stride=2, relu=False)), 32
+    for expand, c_out, repeats, stride in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                                           (6, 160, 3, 2), (6, 320, 1, 1)]:
+        for r in range(repeats):
+            y, c = block(y, c, c_out, stride if r == 0 else 1, expand), c_out
+    y = relu6(g.conv(y, c, 1280, 1, pad=0, relu=False))
+    y = g.op("Flatten", [g.op("GlobalAveragePool", [y])], axis=1)
+    return g.model((3, size, size), g.op("Softmax", [g.fc(y, 1280, 1000)], axis=1))
+
+
 NETWORKS = {"alexnet": alexnet, "googlenet": googlenet, "resnet": resnet, "squeezenet": squeezenet, "fcn": fcn}
 #: Networks beside issue 5's, run by name only.
-EXTRA_NETWORKS = {"mobilenet": mobilenet}
+EXTRA_NETWORKS = {"mobilenet": mobilenet, "mobilenet_v2": mobilenet_v2}
 
 
 #: Seconds between two runtimes' turns: longer than their worker threads spin after a call.

@@ -146,6 +146,29 @@ def resnet(opset: int = 12):
     return g.model({"data": ("N", 16, 8, 8)}, ["fc_out"], opset, "resnet")
 
 
+def mobilenet_v2(opset: int = 13):
+    """MobileNet v2's inverted residual blocks (1x1 expansion, depthwise 3x3 or 5x5 (v3's), each
+    with Clip as ReLU6, then a linear 1x1 projection and the residual Add where the shapes match),
+    at strides 1 and 2, on 12 and 20 channels (last vectors of 4 in the depthwise kernel);
+    GlobalAveragePool, Flatten, Gemm."""
+    g = GraphBuilder(6)
+    six = [g.const(np.float32(0.0)), g.const(np.float32(6.0))]
+
+    def block(x, c_in, c_out, stride, side):
+        hidden = 2 * c_in
+        y = g.op("Clip", [g.conv(x, c_in, hidden, 1)] + six)
+        y = g.op("Clip", [g.conv(y, hidden, hidden, side, stride=stride, group=hidden)] + six)
+        y = g.conv(y, hidden, c_out, 1)
+        return g.op("Add", [y, x]) if stride == 1 and c_in == c_out else y
+
+    y = block("data", 6, 6, 1, 3)
+    y = block(y, 6, 10, 2, 5)
+    y = block(y, 10, 10, 1, 5)
+    y = g.op("Flatten", [g.op("GlobalAveragePool", [y])])
+    g.gemm(y, 10, 7, name="fc")
+    return g.model({"data": ("N", 6, 11, 11)}, ["fc_out"], opset, "mobilenet_v2")
+
+
 def vgg(opset: int = 21):
     """A VGG block (3x3 convolutions, ReLU, 2x2 max pools), Flatten, Gemm with transB=0, alpha
     and beta, MatMul + Add (a PyTorch Linear), Dropout."""
@@ -376,6 +399,7 @@ ARCHITECTURES = {
     "inception": (inception, {}),
     "squeezenet": (squeezenet, {}),
     "resnet_bottleneck": (resnet, {}),
+    "mobilenet_v2": (mobilenet_v2, {}),
     "vgg_opset21": (vgg, {}),
     "fcn_head": (fcn_head, {}),
     "batchnorm_as_mul_add": (batchnorm_as_mul_add, {}),
