@@ -627,7 +627,7 @@ def test_depthwise_convolution_by_channel_vectors_matches_reference(data):
 
 
 @pytest.mark.parametrize("side, channels, size, strides, pads, min_tasks", [
-    (3, 16, (40, 9), (1, 1), (1, 1), 1),   # 40 rows: three bands, each a run of rows back to back
+    (3, 16, (40, 300), (1, 1), (1, 1), 1),  # 40 rows of 300: four bands, each a run of rows back to back
     (3, 9, (3, 2), (1, 1), (1, 1), 1),     # 6 pixels a plane: the masked store; two planes of 8
     (3, 20, (7, 7), (2, 2), (1, 1), 2),    # several planes per task, the last of 4 channels
     (3, 8, (14, 14), (1, 1), (0, 0), 2),   # no padding: only the border past the image is zero
@@ -644,18 +644,30 @@ def test_depthwise_convolution_by_channel_vectors_fixed_cases(side, channels, si
         check_depthwise(attrs, inputs, outputs, None, n, min_tasks=min_tasks)
 
 
-@pytest.mark.parametrize("n, octets, out_height, min_tasks", [
-    (1, 4, 56, 2), (2, 128, 7, 2), (8, 64, 14, 2), (1, 1, 3, 8), (3, 2, 40, 1), (1, 128, 4, 16), (0, 4, 14, 2),
+@pytest.mark.parametrize("n, octets, out_height, max_rows, min_tasks", [
+    (1, 4, 56, 68, 2), (1, 4, 112, 33, 2), (2, 128, 7, 16, 2), (8, 64, 14, 16, 2), (1, 1, 3, 16, 8),
+    (3, 2, 40, 16, 1), (1, 128, 4, 16, 16), (0, 4, 14, 16, 2),
 ])
-def test_depthwise_split_covers_every_row_and_plane_in_a_few_tasks(n, octets, out_height, min_tasks):
-    tasks, band_rows, planes_per_task, chunks = convolution.depthwise_split(n, octets, out_height, min_tasks)
+def test_depthwise_split_covers_every_row_and_plane_in_a_few_tasks(n, octets, out_height, max_rows, min_tasks):
+    tasks, band_rows, planes_per_task, chunks = convolution.depthwise_split(n, octets, out_height, max_rows,
+                                                                            min_tasks)
     bands = -(-out_height // band_rows)
     assert tasks == bands * chunks
-    assert band_rows <= convolution.DEPTHWISE_MAX_ROWS
+    assert band_rows <= max_rows
     assert (bands - 1) * band_rows < out_height <= bands * band_rows
     assert (chunks - 1) * planes_per_task < n * octets <= chunks * planes_per_task
     # as many tasks as min_tasks threads want, where the rows and planes allow
     assert tasks >= min(convolution.DEPTHWISE_TASKS_PER_THREAD * min_tasks, out_height * n * octets)
+
+
+@pytest.mark.parametrize("out_width, strides, side, rows", [
+    (56, (1, 1), 3, 68), (56, (2, 2), 3, 17), (112, (1, 1), 3, 33), (300, (1, 1), 3, 11), (14, (1, 1), 5, 223),
+    (5000, (1, 1), 3, 1),
+])
+def test_depthwise_band_rows_keep_the_padded_input_within_its_budget(out_width, strides, side, rows):
+    assert convolution.depthwise_band_rows(out_width, *strides, side) == rows
+    row_floats = ((out_width - 1) * strides[1] + side) * 8
+    assert rows == 1 or ((rows - 1) * strides[0] + side) * row_floats <= convolution.DEPTHWISE_SCRATCH_FLOATS
 
 
 @pytest.mark.parametrize("weights, group, dilations, algorithm", [

@@ -38,8 +38,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..config import FASTMATH, PARALLEL_KERNEL, SCALAR_FUNCTION
-from .convolution import (convolution_depthwise_cpu, convolution_gemm_cpu, convolution_winograd_cpu, depthwise_split,
-                          depthwise_task, gemm_split, gemm_task, winograd_split, winograd_task)
+from .convolution import (convolution_depthwise_cpu, convolution_gemm_cpu, convolution_winograd_cpu,
+                          depthwise_band_rows, depthwise_side, depthwise_split, depthwise_task, gemm_split, gemm_task,
+                          winograd_split, winograd_task)
 from .depthwise import LANES
 
 GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP = 0, 1, 2
@@ -249,8 +250,11 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                 tasks, column_panels, chunks, splits, panels_per_split = gemm_split(
                     n, biases_length, ints[s, GROUP], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out_pixels)
             elif ints[s, KIND] == DEPTHWISE_STEP:  # (its share in the same four integers)
-                tasks, column_panels, chunks, splits = depthwise_split(
-                    n, biases_length // LANES, out_pixels // ints[s, OUT_WIDTH], ints[s, MIN_TASKS])
+                octets, out_width = biases_length // LANES, ints[s, OUT_WIDTH]
+                max_rows = depthwise_band_rows(out_width, ints[s, STRIDE_H], ints[s, STRIDE_W],
+                                               depthwise_side(ints[s, WEIGHTS_LENGTH], octets))
+                tasks, column_panels, chunks, splits = depthwise_split(n, octets, out_pixels // out_width, max_rows,
+                                                                       ints[s, MIN_TASKS])
                 panels_per_split = 0
             else:
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(

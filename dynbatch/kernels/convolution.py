@@ -274,24 +274,41 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
                         alpha, beta)
 
 
-#: Output rows per task of ``convolution_depthwise_cpu`` at most: the task's padded input
-#: (pitch x rows x 8 floats) then stays in L2 on MobileNet's 112x112 planes.
-DEPTHWISE_MAX_ROWS = 16
+#: Floats of padded input a task of ``convolution_depthwise_cpu`` copies at most (128 KB, in L2):
+#: whole planes up to 56x56 at stride 1 or 2 (the scratch reused for each plane), bands of output
+#: rows on larger ones. Against bands of at most 16 rows (``convolution_ab.py --set depthwise``):
+#: 28x28 planes 0.81x-0.87x the time, 56x56 at stride 2 0.85x-0.93x.
+DEPTHWISE_SCRATCH_FLOATS = 1 << 15
 #: ... and as many tasks per thread at least, where the rows and planes allow (n = 1 on 56x56
 #: planes of 32 channels makes 4 planes of 8 channels, for 2 threads).
 DEPTHWISE_TASKS_PER_THREAD = 4
 
 
 @njit(**SCALAR_FUNCTION)
-def depthwise_split(n, octets, out_height, min_tasks):
+def depthwise_side(weights_length, octets):
+    """The kernel side of ``depthwise.pack_depthwise``'s weights of this length for ``octets``
+    planes of 8 channels (``depthwise.SIDES``)."""
+    return 3 if weights_length == 9 * LANES * octets else 5
+
+
+@njit(**SCALAR_FUNCTION)
+def depthwise_band_rows(out_width, stride_h, stride_w, side):
+    """The most output rows of a band whose padded input fits DEPTHWISE_SCRATCH_FLOATS (1 at
+    least)."""
+    row_floats = ((out_width - 1) * stride_w + side) * LANES
+    return max(1, (DEPTHWISE_SCRATCH_FLOATS // row_floats - side) // stride_h + 1)
+
+
+@njit(**SCALAR_FUNCTION)
+def depthwise_split(n, octets, out_height, max_rows, min_tasks):
     """How ``convolution_depthwise_cpu`` shares out n samples of ``octets`` planes of 8
     channels: (tasks, rows per band, planes per task, chunks of planes per band). Bands of at
-    most DEPTHWISE_MAX_ROWS output rows, fewer where there are too few planes for
-    DEPTHWISE_TASKS_PER_THREAD tasks per thread; each task takes consecutive planes of one band,
-    as many as make that many tasks (n = 0: no tasks)."""
+    most ``max_rows`` output rows (``depthwise_band_rows``), fewer where there are too few planes
+    for DEPTHWISE_TASKS_PER_THREAD tasks per thread; each task takes consecutive planes of one
+    band, as many as make that many tasks (n = 0: no tasks)."""
     wanted = DEPTHWISE_TASKS_PER_THREAD * min_tasks
     planes = n * octets
-    bands = max(-(-out_height // DEPTHWISE_MAX_ROWS), min(out_height, -(-wanted // max(1, planes))))
+    bands = max(-(-out_height // max_rows), min(out_height, -(-wanted // max(1, planes))))
     band_rows = -(-out_height // max(1, bands))
     bands = -(-out_height // band_rows)
     planes_per_task = max(1, -(-planes // max(1, min(planes, -(-wanted // bands)))))
@@ -320,8 +337,10 @@ def convolution_depthwise_cpu(n, x, packed_weights, biases, stride_h, stride_w, 
     through the epilogue). Every plane of a band writes the same cells of the scratch, so its
     border of zeros is made once per task.
     """
+    octets = (x.shape[1] + LANES - 1) // LANES
+    side = depthwise_side(packed_weights.shape[0], octets)
     tasks, band_rows, planes_per_task, chunks = depthwise_split(
-        n, (x.shape[1] + LANES - 1) // LANES, out.shape[2] // out_width, min_tasks)
+        n, octets, out.shape[2] // out_width, depthwise_band_rows(out_width, stride_h, stride_w, side), min_tasks)
     x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
     for task in prange(tasks):
         depthwise_task(np.int64(task), n, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left,
@@ -340,10 +359,10 @@ def depthwise_task(task, n, x, x_flat, packed_weights, biases, stride_h, stride_
     out_plane = out.shape[2]
     out_height, plane = out_plane // out_width, height * width
     octets = (channels + LANES - 1) // LANES
-    # The kernel's side, told by the packed weights' length (``depthwise.SIDES``). (A variable:
-    # 3x3 layers on 7x7 planes took 1.05x-1.10x the time of a constant 3, MobileNet 0.99x-1.00x.)
-    taps = packed_weights.shape[0] // (octets * LANES)
-    side = 3 if taps == 9 else 5
+    # (The side a variable: 3x3 layers on 7x7 planes took 1.05x-1.10x the time of a constant 3,
+    # MobileNet 0.99x-1.00x.)
+    side = depthwise_side(packed_weights.shape[0], octets)
+    taps = side * side
     # The padded input a band reads: pitch pixels a row, from image row first_row*sh - pad_top
     # on; of an image row, the first copied_columns land in it (the rest lie past what the last
     # output reads).
