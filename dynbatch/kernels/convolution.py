@@ -276,8 +276,8 @@ def convolution_cpu(n, x, weights, biases, stride_h, stride_w, dilation_h, dilat
 
 #: Floats of padded input a task of ``convolution_depthwise_cpu`` copies at most (128 KB, in L2):
 #: whole planes up to 56x56 at stride 1 or 2 (the scratch reused for each plane), bands of output
-#: rows on larger ones. Against bands of at most 16 rows (``convolution_ab.py --set depthwise``):
-#: 28x28 planes 0.81x-0.87x the time, 56x56 at stride 2 0.85x-0.93x.
+#: rows on larger ones. Against bands of at most 16 rows (``convolution_ab.py --set depthwise``,
+#: n = 1, 2, 8): 28x28 planes 0.81x-0.88x the time, 56x56 0.87x-0.93x, 112x112 0.98x-1.02x.
 DEPTHWISE_SCRATCH_FLOATS = 1 << 15
 #: ... and as many tasks per thread at least, where the rows and planes allow (n = 1 on 56x56
 #: planes of 32 channels makes 4 planes of 8 channels, for 2 threads).
