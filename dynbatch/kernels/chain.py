@@ -39,9 +39,7 @@ from numba.extending import intrinsic
 
 from ..config import FASTMATH, PARALLEL_KERNEL, SCALAR_FUNCTION
 from .convolution import (convolution_depthwise_cpu, convolution_gemm_cpu, convolution_winograd_cpu,
-                          depthwise_band_rows, depthwise_side, depthwise_split, depthwise_task, gemm_split, gemm_task,
-                          winograd_split, winograd_task)
-from .depthwise import LANES
+                          depthwise_share, depthwise_task, gemm_split, gemm_task, winograd_split, winograd_task)
 
 GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP = 0, 1, 2
 _NO_ROWS = np.zeros(0, np.intp)
@@ -206,7 +204,7 @@ def winograd_step_task(task, n, row_address, alpha_beta_address, column_panels, 
 
 
 def depthwise_step_task(task, n, row_address, alpha_beta_address, band_rows, planes_per_task, chunks, unused):
-    """Task ``task`` of a depthwise step, as ``gemm_step_task`` (with ``depthwise_split``'s share)."""
+    """Task ``task`` of a depthwise step, as ``gemm_step_task`` (with ``depthwise_share``'s share)."""
     row = carray(_index_pointer(row_address), (INTS,))
     alpha_beta = carray(_float_pointer(alpha_beta_address), (2,))
     x, weights, biases, residual_flat, out, _, _, _, _ = _step_arrays(row)
@@ -250,11 +248,9 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                 tasks, column_panels, chunks, splits, panels_per_split = gemm_split(
                     n, biases_length, ints[s, GROUP], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out_pixels)
             elif ints[s, KIND] == DEPTHWISE_STEP:  # (its share in the same four integers)
-                octets, out_width = biases_length // LANES, ints[s, OUT_WIDTH]
-                max_rows = depthwise_band_rows(out_width, ints[s, STRIDE_H], ints[s, STRIDE_W],
-                                               depthwise_side(ints[s, WEIGHTS_LENGTH], octets))
-                tasks, column_panels, chunks, splits = depthwise_split(n, octets, out_pixels // out_width, max_rows,
-                                                                       ints[s, MIN_TASKS])
+                tasks, column_panels, chunks, splits = depthwise_share(
+                    n, ints[s, X_SHAPE + 1], ints[s, WEIGHTS_LENGTH], out_pixels, ints[s, OUT_WIDTH], ints[s, STRIDE_H],
+                    ints[s, STRIDE_W], ints[s, MIN_TASKS])
                 panels_per_split = 0
             else:
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(

@@ -316,6 +316,16 @@ def depthwise_split(n, octets, out_height, max_rows, min_tasks):
     return bands * chunks, band_rows, planes_per_task, chunks
 
 
+@njit(**SCALAR_FUNCTION)
+def depthwise_share(n, channels, weights_length, out_pixels, out_width, stride_h, stride_w, min_tasks):
+    """``depthwise_split`` of a layer of ``channels`` channels, packed weights of this length and
+    outputs ``out_width`` wide, its bands as ``depthwise_band_rows`` allows: what
+    ``convolution_depthwise_cpu`` and the chain's depthwise steps share out."""
+    octets = (channels + LANES - 1) // LANES
+    max_rows = depthwise_band_rows(out_width, stride_h, stride_w, depthwise_side(weights_length, octets))
+    return depthwise_split(n, octets, out_pixels // out_width, max_rows, min_tasks)
+
+
 @njit(**PARALLEL_KERNEL)
 def convolution_depthwise_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, out_width,
                               min_tasks, residual, has_residual, activation, alpha, beta, out):
@@ -329,7 +339,7 @@ def convolution_depthwise_cpu(n, x, packed_weights, biases, stride_h, stride_w, 
     again), has_residual, activation, alpha, beta: the fused ``epilogue``. Rows >= n are neither
     read nor written.
 
-    Each task takes a band of output rows of a few planes of 8 channels (``depthwise_split``).
+    Each task takes a band of output rows of a few planes of 8 channels (``depthwise_share``).
     For each plane it copies the input rows the band reads into a zero-padded scratch of
     8-channel pixels (``interleave_rows``, 8 pixels at a time), computes each output row's
     pixels from it (``depthwise_row``: s*s multiply-adds per pixel of 8 channels, the stride a
@@ -337,10 +347,8 @@ def convolution_depthwise_cpu(n, x, packed_weights, biases, stride_h, stride_w, 
     through the epilogue). Every plane of a band writes the same cells of the scratch, so its
     border of zeros is made once per task.
     """
-    octets = (x.shape[1] + LANES - 1) // LANES
-    side = depthwise_side(packed_weights.shape[0], octets)
-    tasks, band_rows, planes_per_task, chunks = depthwise_split(
-        n, octets, out.shape[2] // out_width, depthwise_band_rows(out_width, stride_h, stride_w, side), min_tasks)
+    tasks, band_rows, planes_per_task, chunks = depthwise_share(n, x.shape[1], packed_weights.shape[0], out.shape[2],
+                                                                out_width, stride_h, stride_w, min_tasks)
     x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
     for task in prange(tasks):
         depthwise_task(np.int64(task), n, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left,
@@ -353,7 +361,7 @@ def depthwise_task(task, n, x, x_flat, packed_weights, biases, stride_h, stride_
                    residual_flat, has_residual, activation, alpha, beta, out, out_flat, band_rows, planes_per_task,
                    chunks):
     """Task ``task`` of ``convolution_depthwise_cpu`` (its arguments, with x, out and residual
-    also as flat views, and ``depthwise_split``'s share): also a step of
+    also as flat views, and ``depthwise_share``'s share): also a step of
     ``chain.convolution_chain_cpu``."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_plane = out.shape[2]

@@ -23,22 +23,13 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .gemm import (_VECTOR, _ZERO, _activate, _branch, _branch_on_activation, _float_pointer, _lane_mask,
-                   _load_lanes, _transpose_8x8, _vector_at)
+from .gemm import (_VECTOR, _ZERO, _activate, _branch, _branch_on_activation, _float_pointer, _load_lanes,
+                   _store_lanes, _transpose_8x8, _vector_at)
 
 #: Channels per vector.
 LANES = 8
 #: The kernel sides there is a ``depthwise_row`` for.
 SIDES = (3, 5)
-
-
-def _masked_store(builder, value, pointer, count):
-    """Store the first ``count`` (an LLVM integer, at most 8) lanes of ``value`` from ``pointer`` on."""
-    mask = _lane_mask(builder, count)
-    store = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), ir.IntType(32), mask.type]),
-        "llvm.masked.store.v8f32.p0v8f32")
-    builder.call(store, [value, _vector_at(builder, pointer, 0), ir.Constant(ir.IntType(32), 4), mask])
 
 
 def _channel_rows(builder, pointer, plane, channels, load):
@@ -191,7 +182,7 @@ def deinterleave_rows(typingctx, source, source_offset, columns, destination, de
                         with whole:
                             builder.store(value, _vector_at(builder, row_ptr, 0), align=4)
                         with part:
-                            _masked_store(builder, value, row_ptr, columns)
+                            _store_lanes(builder, value, row_ptr, columns)
 
         _branch(builder, has_residual,
                 lambda add_residual: _branch_on_activation(builder, activation, lambda code: store(add_residual, code)))

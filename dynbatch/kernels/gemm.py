@@ -96,6 +96,16 @@ def _load_lanes(builder, pointer, count, fill):
                                ir.Constant(_VECTOR, [fill] * 8)])
 
 
+def _store_lanes(builder, value, pointer, count):
+    """Store the first ``count`` (an LLVM integer, at most 8) lanes of ``value`` from ``pointer``
+    on: a masked store, which writes nothing past them."""
+    mask = _lane_mask(builder, count)
+    store = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), ir.IntType(32), mask.type]),
+        "llvm.masked.store.v8f32.p0v8f32")
+    builder.call(store, [value, _vector_at(builder, pointer, 0), ir.Constant(ir.IntType(32), 4), mask])
+
+
 @intrinsic
 def copy_lanes(typingctx, source, source_offset, destination, destination_offset, count):
     """copy_lanes(source, source_offset, destination, destination_offset, count):
@@ -108,12 +118,7 @@ def copy_lanes(typingctx, source, source_offset, destination, destination_offset
         source_ptr = _float_pointer(context, builder, signature.args[0], args[0], args[1])
         destination_ptr = _float_pointer(context, builder, signature.args[2], args[2], args[3])
         count = args[4]
-        mask = _lane_mask(builder, count)
-        store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), ir.IntType(32), mask.type]),
-            "llvm.masked.store.v8f32.p0v8f32")
-        builder.call(store, [_load_lanes(builder, source_ptr, count, 0.0), _vector_at(builder, destination_ptr, 0),
-                             ir.Constant(ir.IntType(32), 4), mask])
+        _store_lanes(builder, _load_lanes(builder, source_ptr, count, 0.0), destination_ptr, count)
         return context.get_dummy_value()
 
     return sig, codegen
