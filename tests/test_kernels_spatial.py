@@ -12,7 +12,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dynbatch.kernels import convolution, deconvolution, lrn, pooling
-from dynbatch.kernels.gemm import KC, NR, PANELS_PER_BLOCK
+from dynbatch.kernels.gemm import NR, PANELS_PER_BLOCK
+from dynbatch.kernels.stem import STEM_CHANNELS
 from tests.naive import REFERENCES
 
 SPATIAL = st.integers(1, 10)
@@ -442,39 +443,70 @@ def test_winograd_convolution_takes_output_channels_a_block_at_a_time(min_tasks,
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2, atol=1e-5 if tile == 2 else 3e-5)
 
 
-def phases_case(data, rng, max_batch, n, channels, out_channels, kernel, strides):
-    """A convolution for ``convolution_phases_cpu``: its output rows 8, 16 or 24 wide (pairs of
-    runs of 8 within a row, across two rows, and a lone last run where a task's run count is
-    odd), 1 to 9 rows high, pads before and after drawn, the input sized to match."""
-    out_size = (data.draw(st.integers(1, 9), label="out_height"), data.draw(st.sampled_from([8, 16, 24]), label="out_width"))
-    pads_begin, pads_end = draw_pair(data, PAD, "pads_begin"), draw_pair(data, PAD, "pads_end")
-    size = tuple((out_size[a] - 1) * strides[a] + kernel[a] - pads_begin[a] - pads_end[a]
-                 + data.draw(st.integers(0, strides[a] - 1), label="extra") for a in range(2))
-    assume(min(size) >= 1)
-    return convolution_case(rng, max_batch, n, 1, channels, out_channels, size, kernel, strides, (1, 1), pads_begin,
-                            pads_end)
-
-
 @given(data=st.data())
-def test_convolution_by_phase_planes_matches_reference(data):
-    """``convolution_phases_cpu`` (a first layer on the image, B read in place from phase planes):
-    1 to 4 channels in, 1 to 20 out (every remainder of a 6-row panel, and the 4-row one), kernels
-    1 to 7 at strides 1 to 3, fused activations, rows >= n untouched, and as few tasks as one
-    sample's rows or as many as its rows (min_tasks)."""
+def test_convolution_by_output_channel_vectors_matches_reference(data):
+    """``convolution_stem_cpu`` (a first layer on the image, 16 output channels by 6 pixels a
+    call): 1 to 4 channels in, 16 or 32 out, kernels 1 to 7 at strides 1 to 4, pads before and
+    after, a band's last group of pixels under 6 (repeating its last pixel) and groups across
+    output rows, bands of one row to a whole sample (min_tasks), the fused residual and
+    activation, rows >= n untouched."""
     max_batch, n = draw_batches(data)
-    channels, out_channels = data.draw(st.integers(1, 4), label="channels"), data.draw(st.integers(1, 20), label="out")
+    channels = data.draw(st.integers(1, 4), label="channels")
+    out_channels = data.draw(st.sampled_from([16, 32]), label="out_channels")
     kernel = draw_pair(data, st.integers(1, 7), "kernel")
-    strides = draw_pair(data, st.integers(1, 3), "strides")
+    strides = draw_pair(data, st.integers(1, 4), "strides")
+    pads_begin, pads_end = draw_pair(data, PAD, "pads_begin"), draw_pair(data, PAD, "pads_end")
+    size = draw_pair(data, st.integers(1, 20), "size")
+    for a in range(2):
+        assume(size[a] + pads_begin[a] + pads_end[a] >= kernel[a])
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-    attrs, inputs, outputs = phases_case(data, rng, max_batch, n, channels, out_channels, kernel, strides)
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, out_channels, size, kernel, strides,
+                                              (1, 1), pads_begin, pads_end)
+    residual = None
+    if data.draw(st.booleans(), label="residual"):
+        # (a buffer of its own: the last run of 8 pixels writes some outputs again, reading their
+        # residual again, so the residual cannot be the output's own memory)
+        residual = rng.standard_normal(outputs[0][:n].shape).astype(np.float32)
+        inputs.append(np.concatenate([residual, np.full_like(outputs[0][n:], np.nan)]))
     attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
-    run_step(convolution, attrs, inputs, outputs, n, algorithm="phases",
+    run_step(convolution, attrs, inputs, outputs, n, algorithm="stem",
              min_tasks=data.draw(st.integers(1, 16), label="min_tasks"))
     expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
+    if residual is not None:
+        expected = expected + residual
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
     if attrs["activation"] is not None:
         expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
     check_outputs(outputs, [expected], n, scale=scale)
+
+
+@pytest.mark.parametrize("weights, size, strides, pads, min_tasks", [
+    ((64, 3, 11, 11), 67, 4, 2, 2),  # AlexNet's first layer: 363 taps, bands of a few rows
+    ((32, 3, 3, 3), 5, 2, 1, 1),     # 3 x 3 outputs: a band of 9 pixels, groups across rows
+    ((16, 1, 3, 3), 2, 1, 1, 8),     # 2 x 2 outputs: one group, under 8 pixels to write back
+    ((48, 4, 7, 7), 40, 2, 3, 3),    # three blocks of 16 channels, bands of several rows
+])
+def test_convolution_by_output_channel_vectors_fixed_cases(weights, size, strides, pads, min_tasks):
+    rng = np.random.default_rng(15)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, weights[1], weights[0], (size, size), weights[2:],
+                                              (strides, strides), (1, 1), (pads, pads), (pads, pads))
+    attrs["activation"] = {"type": "relu", "alpha": 0.0, "beta": 0.0}
+    run_step(convolution, attrs, inputs, outputs, 2, algorithm="stem", min_tasks=min_tasks)
+    expected = REFERENCES["Activation"](REFERENCES["Convolution"]([inputs[0][:2]], attrs), attrs["activation"])
+    check_outputs(outputs, expected, 2)
+
+
+def test_stem_split_covers_every_row_once():
+    """Bands cover the output rows once, fit the products' budget, and are no larger than makes
+    STEM_TASKS_PER_THREAD tasks per thread."""
+    for n, out_channels, out_height, out_width, min_tasks in [(1, 32, 56, 56, 2), (2, 64, 55, 55, 2),
+                                                              (32, 64, 112, 112, 2), (1, 16, 1, 1, 16),
+                                                              (1, 64, 26, 26, 2), (3, 48, 7, 300, 4)]:
+        rows, bands = convolution.stem_split(n, out_channels, out_height, out_width, min_tasks)
+        assert (bands - 1) * rows < out_height <= bands * rows
+        padded = -(-out_channels // STEM_CHANNELS) * STEM_CHANNELS
+        assert rows == 1 or rows * out_width * padded <= convolution.STEM_SUMS_FLOATS
+        assert rows <= max(1, -(-out_height * n // (min_tasks * convolution.STEM_TASKS_PER_THREAD)))
 
 
 @pytest.mark.parametrize("height, width, channels", [(3, 3, 2), (1, 7, 1), (2, 8, 3), (27, 27, 2)])
@@ -498,57 +530,27 @@ def test_pointwise_patches_match_the_general_loops(height, width, channels):
                         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("out_size, kernel, strides, pads, out_channels", [
-    ((5, 8), (3, 5), (1, 2), (1, 2), 6),   # tasks of 3 and 2 rows: runs paired across rows, a lone last run
-    ((3, 24), (7, 7), (2, 2), (3, 3), 13),  # 9 runs a task: pairs across rows, a lone last run; a 4-row panel
-    ((4, 16), (2, 4), (2, 1), (0, 1), 4),   # pairs within rows; one 4-row panel only
-])
-def test_convolution_by_phase_planes_pairs_runs_across_rows(out_size, kernel, strides, pads, out_channels):
-    """The runs of 8 output pixels the gathered kernel pairs, where the second starts the next
-    output row (its B and its product both elsewhere than 8 floats on), and a task's lone last run."""
-    size = tuple((out_size[a] - 1) * strides[a] + kernel[a] - 2 * pads[a] for a in range(2))
-    rng = np.random.default_rng(14)
-    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 3, out_channels, size, kernel, strides, (1, 1), pads, pads)
-    assert outputs[0].shape[2:] == out_size
-    run_step(convolution, attrs, inputs, outputs, 2, algorithm="phases", min_tasks=1)
-    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
-
-
-def test_convolution_by_phase_planes_over_two_reduction_blocks():
-    """4 channels of 9x9 taps: 324 reduction rows, two blocks of KC, the second added onto the
-    first in out and the epilogue applied once, after it."""
-    rng = np.random.default_rng(13)
-    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 4, 13, (21, 35), (9, 9), (2, 2), (1, 1), (3, 3), (4, 2))
-    assert outputs[0].shape[3] % 8 == 0 and 4 * 81 > KC
-    attrs["activation"] = {"type": "relu", "alpha": 0.0, "beta": 0.0}
-    run_step(convolution, attrs, inputs, outputs, 2, algorithm="phases")
-    expected = REFERENCES["Activation"](REFERENCES["Convolution"]([inputs[0][:2]], attrs), attrs["activation"])
-    check_outputs(outputs, expected, 2)
-
-
 @pytest.mark.parametrize("weights, size, strides, pads, algorithm", [
-    ((64, 3, 7, 7), 112, 2, 3, "phases"),  # ResNet's and GoogLeNet's first layer
-    ((32, 3, 3, 3), 64, 1, 1, "phases"),   # FCN's
-    ((32, 3, 3, 3), 112, 2, 1, "gemm"),    # MobileNet's: 72 multiply-adds per float copied
-    ((64, 3, 3, 3), 112, 2, 0, "gemm"),    # SqueezeNet's: 55 outputs wide
-    ((64, 3, 7, 7), 32, 2, 3, "gemm"),     # 16 x 16 outputs
-    ((64, 3, 5, 5), 112, 3, 2, "gemm"),    # stride 3
+    ((64, 3, 7, 7), 112, 2, 3, "stem"),    # ResNet's and GoogLeNet's first layer
+    ((32, 3, 3, 3), 64, 1, 1, "stem"),     # FCN's
+    ((32, 3, 3, 3), 112, 2, 1, "stem"),    # MobileNet's
+    ((64, 3, 3, 3), 112, 2, 0, "stem"),    # SqueezeNet's
+    ((64, 3, 11, 11), 112, 4, 2, "stem"),  # AlexNet's
+    ((32, 1, 3, 3), 28, 1, 1, "stem"),     # one channel in
+    ((24, 3, 3, 3), 112, 2, 1, "gemm"),    # 24 channels out: a third of the last 16 padding
     ((64, 5, 7, 7), 112, 2, 3, "gemm"),    # 5 channels in
 ])
-def test_convolution_chooses_phase_planes_for_first_layers(weights, size, strides, pads, algorithm):
+def test_convolution_chooses_output_channel_vectors_for_first_layers(weights, size, strides, pads, algorithm):
     attrs = {"weights": np.zeros(weights, np.float32), "biases": np.zeros(weights[0], np.float32),
              "strides": (strides, strides), "dilations": (1, 1), "group": 1, "pads_begin": (pads, pads),
              "pads_end": (pads, pads), "activation": None}
     shape = (2, weights[1], size, size)
     assert convolution.choose_algorithm(attrs, shape) == algorithm
-    assert convolution.choose_algorithm({**attrs, "dilations": (2, 2)}, shape) != "phases"
+    assert convolution.choose_algorithm({**attrs, "dilations": (2, 2)}, shape) != "stem"
     x = np.zeros(shape, np.float32)
     out = np.zeros((2, weights[0]) + convolution.out_size(attrs, shape), np.float32)
     kernel, _ = convolution.cpu_step(attrs, [x], [out])
     assert kernel.__name__ == f"convolution_{algorithm}_cpu"
-    # (it has no residual epilogue: with a residual, the GEMM)
-    kernel, _ = convolution.cpu_step(attrs, [x, out.copy()], [out])
-    assert kernel.__name__ == "convolution_gemm_cpu"
 
 
 @pytest.mark.parametrize("shape, algorithm", [

@@ -13,10 +13,11 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
-                   SHORT_PANEL_COLUMNS, copy_lanes, gathered_panel, masked_copy_panel_row_runs, micro_kernel_panel,
+                   SHORT_PANEL_COLUMNS, copy_lanes, masked_copy_panel_row_runs, micro_kernel_panel,
                    pack_weights, panel_layout, prefetch_rows, product_panel, short_panel_product,
                    transpose_copy_panel_rows)
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
+from .stem import STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, pack_stem, stem_pixels
 from .views import as_4d
 from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2,
                        output_transform_4, run_outputs, sample_tiles, tile_elements, transform_weights)
@@ -1203,100 +1204,110 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                     r += 1
 
 
-#: The most output rows a task of ``convolution_phases_cpu`` takes, and how many tasks per thread
-#: it makes at least where the rows allow: each task copies its rows' input, and the kernel's
-#: taps more (kh - 1 rows in all), into its phase planes.
-PHASES_MAX_ROWS = 8
-PHASES_TASKS_PER_THREAD = 4
+#: Floats of products a task of ``convolution_stem_cpu`` keeps (128 KB, in L2): its band's output
+#: rows, for all the output channels.
+STEM_SUMS_FLOATS = 1 << 15
+#: ... and as many tasks per thread at least, where the rows allow.
+STEM_TASKS_PER_THREAD = 4
 
 
 @njit(**SCALAR_FUNCTION)
-def phases_task_rows(n, out_height, min_tasks):
-    """Output rows per task of ``convolution_phases_cpu`` (the same for every task of a sample
-    but its last) and tasks per sample."""
-    wanted = -(-out_height * n // (min_tasks * PHASES_TASKS_PER_THREAD))
-    rows = max(1, min(PHASES_MAX_ROWS, wanted))
-    tasks_per_sample = -(-out_height // rows)
-    return -(-out_height // tasks_per_sample), tasks_per_sample
+def stem_split(n, out_channels, out_height, out_width, min_tasks):
+    """How ``convolution_stem_cpu`` shares out n samples: (output rows per band, bands per
+    sample), a task per band. Bands whose products fit STEM_SUMS_FLOATS, fewer rows where there
+    would be under STEM_TASKS_PER_THREAD tasks per thread."""
+    padded_channels = -(-out_channels // STEM_CHANNELS) * STEM_CHANNELS
+    max_rows = max(1, STEM_SUMS_FLOATS // (padded_channels * out_width))
+    wanted = -(-out_height * n // (min_tasks * STEM_TASKS_PER_THREAD))
+    rows = max(1, min(max_rows, wanted))
+    bands = -(-out_height // rows)
+    return -(-out_height // bands), bands
 
 
 @njit(**PARALLEL_KERNEL)
-def convolution_phases_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h, kernel_w,
-                           min_tasks, activation, alpha, beta, out):
-    """An ungrouped, undilated convolution with few input channels (a network's first layer, read
-    from the image: 3 x 7 x 7 at stride 2), as a GEMM whose B is read where it lies rather than
-    packed. x: (max_batch, C, H, W); packed_weights: ``gemm.pack_weights`` of the (1, K, C*kh*kw)
-    weights; biases (K,); out: (max_batch, K, OH, OW), OW a multiple of 8; activation, alpha,
-    beta: the fused epilogue (no residual). Rows >= n are neither read nor written.
+def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h, kernel_w,
+                         out_width, min_tasks, residual, has_residual, activation, alpha, beta, out):
+    """An ungrouped, undilated convolution with few input channels (a network's first layer, on the
+    image) with 8 output channels in each vector's lanes and the input's pixels broadcast
+    (``stem``). x: (max_batch, C, H, W); packed_weights, biases: ``stem.pack_stem`` of the (K, C,
+    kh, kw) weights and (K,) biases; out: (max_batch, K, OH*OW), rows ``out_width`` wide;
+    min_tasks: the threads to share the work among; residual (shaped as out, not out's own
+    memory: a last run of 8 pixels writes some again), has_residual, activation, alpha, beta: the
+    fused ``epilogue``. Rows >= n are neither read nor written.
 
-    Each task takes a few output rows of one sample (``phases_task_rows``). It copies the input they
-    read into zero-padded planes split by the stride's phases (plane (c, i % sh, j % sw) holds
-    x[c, r*sh + i % sh - pad_top, q*sw + j % sw - pad_left] at row r, column q), in which tap
-    (c, i, j) of output pixel (oh, ow) lies at row oh + i // sh, column ow + j // sw: for 8
-    consecutive output pixels of a row, 8 consecutive floats. So every reduction row of B is
-    runs of 8 at an offset from a table (``gemm.gathered_panel``, two runs of 8 pixels a
-    call, which may lie in two output rows), and the product goes straight into out. The GEMM
-    kernel instead packs B afresh for every block of columns: for a 3-channel image that packing
-    took 18% of the layer's time, against one copy of the input here."""
-    max_batch, channels, height, width = x.shape
-    out_channels, out_height, out_width = biases.shape[0], out.shape[2], out.shape[3]
-    reduction = channels * kernel_h * kernel_w
-    panels, _, padded_rows = panel_layout(out_channels)
-    rows, tasks_per_sample = phases_task_rows(n, out_height, min_tasks)
-    # (the direct kernel's phase planes, for a task's rows: no float past the last row is read here)
-    plane_rows, plane_width, _ = phase_layout(rows, out_width, kernel_h, kernel_w, stride_h, stride_w, 1, 1)
-    plane_floats = plane_rows * plane_width
-    planes = channels * stride_h * stride_w
-    # Reduction row r = (c, i, j) of B: where its tap lies in the phase planes, from the pixel's own
-    # offset (row * plane_width + column of its output).
-    b_rows = np.empty(reduction, np.intp)
-    for r in range(reduction):
-        c, tap = r // (kernel_h * kernel_w), r % (kernel_h * kernel_w)
-        i, j = tap // kernel_w, tap % kernel_w
-        plane = (c * stride_h + i % stride_h) * stride_w + j % stride_w
-        b_rows[r] = plane * plane_floats + (i // stride_h) * plane_width + j // stride_w
-    out_flat = out.reshape(out.size)
-    out_plane = out_height * out_width
-    runs_per_row = out_width // 8
-    for task in prange(n * tasks_per_sample):
-        b, first_row = task // tasks_per_sample, (task % tasks_per_sample) * rows
-        task_rows = min(rows, out_height - first_row)
-        phases = np.empty(planes * plane_floats, np.float32)
-        for plane in range(planes):
-            c, phase = plane // (stride_h * stride_w), plane % (stride_h * stride_w)
-            phase_y, phase_x = phase // stride_w, phase % stride_w
-            # The plane's columns q that read inside the image: first <= q < end.
-            first, end = columns_in_range(phase_x - pad_left, stride_w, width, plane_width)
-            for r in range(plane_rows):
-                at = plane * plane_floats + r * plane_width
-                iy = (first_row + r) * stride_h + phase_y - pad_top
-                if iy < 0 or iy >= height:
-                    for q in range(plane_width):
-                        phases[at + q] = 0.0
-                    continue
-                for q in range(first):
-                    phases[at + q] = 0.0
-                for q in range(first, end):
-                    phases[at + q] = x[b, c, iy, q * stride_w + phase_x - pad_left]
-                for q in range(end, plane_width):
-                    phases[at + q] = 0.0
-        runs = task_rows * runs_per_row
-        sample_out = (b * out_channels * out_height + first_row) * out_width
-        for pc in range(0, reduction, KC):
-            kc = min(KC, reduction - pc)
-            last_block = pc + KC >= reduction
-            for run in range(0, runs, 2):
-                row, column = run // runs_per_row, (run % runs_per_row) * 8
-                b_first, c_first = row * plane_width + column, sample_out + row * out_width + column
-                pair = run + 1 < runs
-                row, column = (run + 1) // runs_per_row, ((run + 1) % runs_per_row) * 8
-                b_second, c_second = row * plane_width + column, sample_out + row * out_width + column
-                for panel in range(panels):
-                    k = panel * MR
-                    gathered_panel(k + MR <= padded_rows, pair, kc, packed_weights, pc * padded_rows + k * kc, phases,
-                                   b_rows, pc, b_first, b_second, out_flat, c_first + k * out_plane,
-                                   c_second + k * out_plane, out_plane, min(MR, out_channels - k), pc > 0, last_block,
-                                   biases, k, activation, alpha, beta)
+    Each task takes a band of output rows of one sample (``stem_split``). It copies the input the
+    band reads into zero-padded planes, computes every output channel of the band's pixels, 6
+    pixels and 16 channels a call (``stem.stem_pixels``, the pixels' windows at any stride, in
+    consecutive rows or not), and writes them back as the channels' rows through the epilogue
+    (``depthwise.deinterleave_rows``)."""
+    channels = x.shape[1]
+    out_channels = out.shape[1]
+    out_height = out.shape[2] // out_width
+    band_rows, bands = stem_split(n, out_channels, out_height, out_width, min_tasks)
+    pitch = (out_width - 1) * stride_w + kernel_w
+    scratch_plane = ((band_rows - 1) * stride_h + kernel_h) * pitch
+    taps = channels * kernel_h * kernel_w
+    tap_offsets = np.empty(taps, np.intp)
+    for t in range(taps):
+        c, i, j = t // (kernel_h * kernel_w), (t // kernel_w) % kernel_h, t % kernel_w
+        tap_offsets[t] = c * scratch_plane + i * pitch + j
+    x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
+    for task in prange(n * bands):
+        stem_task(np.int64(task), x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h,
+                  kernel_w, out_width, tap_offsets, scratch_plane, residual_flat, has_residual, activation, alpha, beta,
+                  out, out_flat, band_rows, bands)
+
+
+@njit(**SHARED_STEP)
+def stem_task(task, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h, kernel_w,
+              out_width, tap_offsets, scratch_plane, residual_flat, has_residual, activation, alpha, beta, out,
+              out_flat, band_rows, bands):
+    """Task ``task`` of ``convolution_stem_cpu`` (its arguments, with x, out and residual also as
+    flat views, the taps' offsets in a scratch plane of ``scratch_plane`` floats, and
+    ``stem_split``'s share)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_channels, out_plane = out.shape[1], out.shape[2]
+    out_height = out_plane // out_width
+    taps = tap_offsets.shape[0]
+    b, band = task // bands, task % bands
+    first_row = band * band_rows
+    rows = min(band_rows, out_height - first_row)
+    pitch = (out_width - 1) * stride_w + kernel_w
+    top = first_row * stride_h - pad_top  # the image row of the scratch's first
+    copied_columns = max(0, min(width, pitch - pad_left))  # (none where the pads are wider than the window)
+    padded = np.zeros(channels * scratch_plane, np.float32)
+    for c in range(channels):
+        for y in range(max(0, top), min(height, top + (rows - 1) * stride_h + kernel_h)):
+            at, source = c * scratch_plane + (y - top) * pitch + pad_left, ((b * channels + c) * height + y) * width
+            padded[at:at + copied_columns] = x_flat[source:source + copied_columns]
+    pixels = rows * out_width
+    groups = -(-pixels // STEM_PIXELS)
+    # Each pixel's window in the scratch; a last group of under STEM_PIXELS repeats the last pixel.
+    origins = np.empty(groups * STEM_PIXELS, np.intp)
+    for q in range(groups * STEM_PIXELS):
+        pixel = min(q, pixels - 1)
+        origins[q] = (pixel // out_width) * stride_h * pitch + (pixel % out_width) * stride_w
+    # (+ LANES pixels: deinterleave_rows reads 8 pixels from a last run of 1 to 8)
+    octet_pixels = groups * STEM_PIXELS + LANES
+    blocks = packed_weights.shape[0] // (taps * STEM_CHANNELS)
+    sums = np.empty(blocks * STEM_VECTORS * octet_pixels * LANES, np.float32)
+    for octet in range(blocks * STEM_VECTORS):
+        sums[(octet * octet_pixels + octet_pixels - LANES) * LANES:(octet + 1) * octet_pixels * LANES] = 0.0
+    for block in range(blocks):
+        for group in range(groups):
+            stem_pixels(padded, 0, origins, group * STEM_PIXELS, tap_offsets, taps, packed_weights,
+                        block * taps * STEM_CHANNELS, biases, block * STEM_CHANNELS, sums,
+                        (block * STEM_VECTORS * octet_pixels + group * STEM_PIXELS) * LANES, octet_pixels * LANES)
+    # The band's rows lie back to back in each output plane: one run, written 8 pixels at a time,
+    # the last 8 overlapping the ones before.
+    for octet in range((out_channels + LANES - 1) // LANES):
+        lanes = min(LANES, out_channels - octet * LANES)
+        out_base = (b * out_channels + octet * LANES) * out_plane + first_row * out_width
+        for x0 in range(0, pixels, LANES):
+            x0 = max(0, min(x0, pixels - LANES))
+            deinterleave_rows(sums, (octet * octet_pixels + x0) * LANES, min(LANES, pixels - x0), out_flat,
+                              out_base + x0, out_plane, lanes, residual_flat, has_residual != 0, activation, alpha,
+                              beta)
 
 
 # Below these sizes the GEMM's panels would be mostly padding (measured on depthwise and tiny groups).
@@ -1387,18 +1398,13 @@ DEPTHWISE_KERNELS = ((3, 3), (5, 5))
 
 
 #: An ungrouped, undilated convolution of at most this many input channels (a network's first
-#: layer, on the image) takes ``convolution_phases_cpu`` where its output rows are a multiple of 8
-#: wide, its stride at most PHASES_MAX_STRIDE, it has at least PHASES_MIN_PIXELS pixels out and
-#: each float of its phase planes serves at least PHASES_MIN_REUSE multiply-adds (K * kh * kw /
-#: (sh * sw)). Against the GEMM kernel (one process, alternating, n = 1 and 8): 3 -> 64 7x7 s2
-#: on 112x112 and 224x224 0.84x-0.89x the time (784 multiply-adds a float), 3 -> 32 3x3 s1 on
-#: 64x64 0.75x (288), 2 -> 64 7x7 s1 on 24x24 0.72x-0.81x; but 16x16 outputs 1.01x-1.08x at
-#: n = 1, stride 3 1.05x-1.19x, 3 -> 16 3x3 s2 1.03x-1.04x (36), and MobileNet's 3 -> 32 3x3 s2
-#: (72) took its network 1.006x-1.010x the time.
-PHASES_MAX_CHANNELS = 4
-PHASES_MAX_STRIDE = 2
-PHASES_MIN_REUSE = 192
-PHASES_MIN_PIXELS = 512
+#: layer, on the image) takes ``convolution_stem_cpu`` where its output channels are a multiple of
+#: STEM_CHANNELS (16), at any kernel size, stride and pads. Against the GEMM kernel (one process,
+#: alternating, n = 1, 2 and 8): AlexNet's 3 -> 64 11x11 stride 4 0.73x-0.88x the time, ResNet's
+#: and GoogLeNet's 3 -> 64 7x7 stride 2 0.84x-0.88x, FCN's 3 -> 32 3x3 0.74x-0.83x, MobileNet's
+#: 3 -> 32 3x3 stride 2 0.91x-0.92x, SqueezeNet's 3 -> 64 3x3 stride 2 0.93x-0.99x; but 3 -> 24
+#: (padded to 32 channels) 1.05x-1.07x.
+STEM_MAX_CHANNELS = 4
 
 
 def out_size(attrs, input_shape) -> tuple[int, int]:
@@ -1411,8 +1417,8 @@ def out_size(attrs, input_shape) -> tuple[int, int]:
 def choose_algorithm(attrs, input_shape) -> str:
     """'depthwise' for an undilated depthwise convolution of a kernel in DEPTHWISE_KERNELS;
     'winograd' for a 3x3, stride-1, undilated, ungrouped convolution of at least
-    WINOGRAD_MIN_CHANNELS channels in and out; 'phases' for a first layer on the image (see
-    PHASES_MAX_CHANNELS); else 'gemm' where each group's matrices are big enough for the
+    WINOGRAD_MIN_CHANNELS channels in and out; 'stem' for a first layer on the image (see
+    STEM_MAX_CHANNELS); else 'gemm' where each group's matrices are big enough for the
     micro-kernel's 6 x 16 blocks; else 'direct' (other depthwise layers and small groups)."""
     k, c_per_group, kh, kw = attrs["weights"].shape
     if ((kh, kw) in DEPTHWISE_KERNELS and c_per_group == 1 and attrs["group"] == k
@@ -1421,12 +1427,9 @@ def choose_algorithm(attrs, input_shape) -> str:
     if ((kh, kw) == (3, 3) and tuple(attrs["strides"]) == (1, 1) and tuple(attrs["dilations"]) == (1, 1)
             and attrs["group"] == 1 and min(k, c_per_group) >= WINOGRAD_MIN_CHANNELS):
         return "winograd"
-    stride_h, stride_w = attrs["strides"]
-    if (attrs["group"] == 1 and c_per_group <= PHASES_MAX_CHANNELS and tuple(attrs["dilations"]) == (1, 1)
-            and max(stride_h, stride_w) <= PHASES_MAX_STRIDE and k * kh * kw >= PHASES_MIN_REUSE * stride_h * stride_w):
-        out_height, out_width = out_size(attrs, input_shape)
-        if out_width % 8 == 0 and out_height * out_width >= PHASES_MIN_PIXELS:
-            return "phases"
+    if (attrs["group"] == 1 and c_per_group <= STEM_MAX_CHANNELS and tuple(attrs["dilations"]) == (1, 1)
+            and k % STEM_CHANNELS == 0):
+        return "stem"
     if c_per_group * kh * kw >= GEMM_MIN_REDUCTION and k // attrs["group"] >= GEMM_MIN_GROUP_OUTPUTS:
         return "gemm"
     return "direct"
@@ -1468,8 +1471,6 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
     the pooling's (max_batch, K, 1, 1), computed by ``convolution_gemm_average_cpu``."""
     x, out = as_4d(inputs[0]), as_4d(outputs[0])
     algorithm = algorithm or choose_algorithm(attrs, x.shape)
-    if algorithm == "phases" and len(inputs) > 1:  # (it has no residual epilogue)
-        algorithm = "gemm"
     first_out_channel = 0
     if destination is not None:
         out, first_out_channel = destination
@@ -1521,11 +1522,11 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             int(out_width), int(min_tasks or numba.get_num_threads()), residual.reshape(max_batch, -1, pixels),
             *epilogue, out.reshape(max_batch, -1, pixels),
         )
-    if algorithm == "phases":
-        return convolution_phases_cpu, (
-            x, pack_weights(weights.reshape(1, k, -1)), biases, int(stride_h), int(stride_w), int(pad_top),
-            int(pad_left), int(kernel_h), int(kernel_w), int(min_tasks or numba.get_num_threads()), *epilogue[1:],
-            out,
+    if algorithm == "stem":
+        return convolution_stem_cpu, (
+            x, *pack_stem(weights, biases), int(stride_h), int(stride_w), int(pad_top), int(pad_left), int(kernel_h),
+            int(kernel_w), int(out_width), int(min_tasks or numba.get_num_threads()),
+            residual.reshape(max_batch, -1, pixels), *epilogue, out.reshape(max_batch, -1, pixels),
         )
     if algorithm == "gemm":
         return convolution_gemm_cpu, (

@@ -2,9 +2,7 @@
 kernel that packs its input itself (``convolution.convolution_gemm_cpu``) and its Winograd variant
 (``convolution.convolution_winograd_cpu``, through ``product_panel``), the deconvolution kernel
 that keeps each output plane's product in cache (``deconvolution.deconvolution_packed_cpu``), and
-FullyConnected (``fully_connected.fully_connected_cpu``); and a variant reading B in place through a
-table of row offsets (``gathered_kernel_6x16``), for a first layer's phase planes
-(``convolution.convolution_phases_cpu``).
+FullyConnected (``fully_connected.fully_connected_cpu``).
 
 BLAS multiplies two ready matrices; a convolution would first have to unfold its input (im2col)
 into one, and BLAS then copies that into its own packed panels again. Packing straight from the
@@ -311,109 +309,6 @@ def product_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, row
     else:
         micro_kernel_4_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, False,
                                c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
-
-
-def _gathered_kernel(mr: int, vectors: int):
-    """The intrinsic computing an ``mr`` x 8*``vectors`` block whose B is read where it lies, row
-    by row from a table of offsets, see ``gathered_kernel_6x16``."""
-
-    @intrinsic
-    def kernel(typingctx, kc, a, a_offset, b, b_rows, rows_start, b_first, b_second, c, c_first, c_second, ldc, rows,
-               accumulate, finish, biases, bias_offset, activation, alpha, beta):
-        sig = types.void(types.intp, a, types.intp, b, b_rows, types.intp, types.intp, types.intp, c, types.intp,
-                         types.intp, types.intp, types.intp, types.boolean, types.boolean, biases, types.intp,
-                         types.intp, types.float32, types.float32)
-
-        def codegen(context, builder, signature, args):
-            (kc, a, a_offset, b, b_rows, rows_start, b_first, b_second, c, c_first, c_second, ldc, rows, accumulate,
-             finish, biases, bias_offset, activation, alpha, beta) = args
-            index = kc.type
-            a_ptr = _float_pointer(context, builder, signature.args[1], a, a_offset)
-            b_ptr = _float_pointer(context, builder, signature.args[3], b, ir.Constant(index, 0))
-            rows_ptr = builder.gep(context.make_array(signature.args[4])(context, builder, b_rows).data, [rows_start])
-            b_bases = [b_first, b_second][:vectors]
-            c_ptrs = [_float_pointer(context, builder, signature.args[8], c, offset)
-                      for offset in (c_first, c_second)[:vectors]]
-            bias_ptr = _float_pointer(context, builder, signature.args[15], biases, bias_offset)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
-                                                 "llvm.fma.v8f32")
-            accumulators = [[cgutils.alloca_once_value(builder, _ZERO) for _ in range(vectors)] for _ in range(mr)]
-            with builder.if_then(builder.or_(accumulate, finish)):
-                for i in range(mr):
-                    for pointer in c_ptrs:
-                        row = builder.gep(pointer, [builder.mul(ldc, ir.Constant(index, i))])
-                        for last in (0, 7):
-                            _prefetch(builder, builder.gep(row, [ir.Constant(index, last)]), True)
-            with cgutils.for_range(builder, kc) as loop:
-                offset = builder.load(builder.gep(rows_ptr, [loop.index]))
-                b_vectors = [builder.load(_vector_at(builder, b_ptr, builder.add(offset, base)), align=4)
-                             for base in b_bases]
-                a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(index, min(mr, MR)))])
-                for i in range(mr):
-                    a_vector = _splat(builder, builder.load(builder.gep(a_row, [ir.Constant(index, i)])))
-                    for h, b_vector in enumerate(b_vectors):
-                        total = builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i][h])])
-                        builder.store(total, accumulators[i][h])
-
-            def store(add_partial, finishing, code):
-                for i in range(mr):
-                    with builder.if_then(builder.icmp_signed("<", ir.Constant(rows.type, i), rows)):
-                        offset = builder.mul(ldc, ir.Constant(index, i))
-                        if finishing:
-                            bias = _splat(builder, builder.load(builder.gep(bias_ptr, [ir.Constant(index, i)])))
-                        for h, pointer in enumerate(c_ptrs):
-                            target = _vector_at(builder, builder.gep(pointer, [offset]), 0)
-                            total = builder.load(accumulators[i][h])
-                            if add_partial:
-                                total = builder.fadd(builder.load(target, align=4), total)
-                            if finishing:
-                                total = _activate(builder, builder.fadd(total, bias), code, alpha, beta)
-                            builder.store(total, target, align=4)
-
-            _branch(builder, finish, lambda finishing: _branch(
-                builder, accumulate,
-                (lambda add_partial: _branch_on_activation(builder, activation,
-                                                           lambda code: store(add_partial, True, code)))
-                if finishing else (lambda add_partial: store(add_partial, False, None))))
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return kernel
-
-
-#: gathered_kernel_6x16(kc, a, a_offset, b, b_rows, rows_start, b_first, b_second, c, c_first,
-#: c_second, ldc, rows, accumulate, finish, biases, bias_offset, activation, alpha, beta): as
-#: ``micro_kernel_6`` (A a packed 6-row panel; ``finish``: the epilogue without a residual),
-#: but B's reduction row p is two runs of 8 floats read in place, at b[b_rows[rows_start + p] +
-#: b_first] and b[b_rows[rows_start + p] + b_second], and the product's columns 0-7 and 8-15 go
-#: to c from c_first and c_second on (each + i*ldc for row i < rows): two runs of 8 output
-#: pixels, which may lie in different rows of the output (``convolution.convolution_phases_cpu``).
-gathered_kernel_6x16 = _gathered_kernel(6, 2)
-#: ... of a 4-row panel (the last of a channel count that leaves 1 to 4 rows).
-gathered_kernel_4x16 = _gathered_kernel(4, 2)
-#: ... of one run of 8 (b_second and c_second unused).
-gathered_kernel_6x8 = _gathered_kernel(6, 1)
-gathered_kernel_4x8 = _gathered_kernel(4, 1)
-
-
-@njit(**SCALAR_FUNCTION)
-def gathered_panel(full, pair, kc, a, a_offset, b, b_rows, rows_start, b_first, b_second, c, c_first, c_second, ldc,
-                   rows, accumulate, finish, biases, bias_offset, activation, alpha, beta):
-    """The gathered kernel for an A panel of MR rows (``full``) or 4, and two runs of 8 pixels
-    (``pair``) or one (b_second and c_second then unused)."""
-    if pair and full:
-        gathered_kernel_6x16(kc, a, a_offset, b, b_rows, rows_start, b_first, b_second, c, c_first, c_second, ldc,
-                             rows, accumulate, finish, biases, bias_offset, activation, alpha, beta)
-    elif pair:
-        gathered_kernel_4x16(kc, a, a_offset, b, b_rows, rows_start, b_first, b_second, c, c_first, c_second, ldc,
-                             rows, accumulate, finish, biases, bias_offset, activation, alpha, beta)
-    elif full:
-        gathered_kernel_6x8(kc, a, a_offset, b, b_rows, rows_start, b_first, b_first, c, c_first, c_first, ldc,
-                            rows, accumulate, finish, biases, bias_offset, activation, alpha, beta)
-    else:
-        gathered_kernel_4x8(kc, a, a_offset, b, b_rows, rows_start, b_first, b_first, c, c_first, c_first, ldc,
-                            rows, accumulate, finish, biases, bias_offset, activation, alpha, beta)
 
 
 def _narrow_kernel(columns: int):

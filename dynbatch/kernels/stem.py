@@ -1,0 +1,96 @@
+"""The output-channel vectors of ``convolution.convolution_stem_cpu``: a network's first layer on
+the image (3 channels in, 3x3 to 11x11 kernels at strides 1 to 4) with 8 output channels side
+by side in each vector's lanes and the input's pixels broadcast.
+
+Such a layer has a short reduction (27 multiply-adds per output for 3 x 3 x 3) and many output
+pixels. As a GEMM (``convolution_gemm_cpu``), each 6 x 16 block of its product is a call of 27
+steps whose fixed costs (its stores, the epilogue) weigh as much as the steps, after a packing
+of B that the few output channels then use a handful of times: MobileNet's 3 -> 32 3x3 stride-2
+layer ran at 65 GF/s. Here each output pixel's channels are vectors (``stem_pixels``: 2 vectors
+of 8 channels by 6 pixels of accumulators, each tap 2 loads of weights and 6 broadcasts of
+input), read where they lie in a zero-padded copy of the input whatever the stride; the products
+are turned back into the channels' rows by ``depthwise.deinterleave_rows``, through the epilogue.
+This is how ONNX Runtime computes a first layer (its NCHW-input, NCHWc-output kernel).
+
+Written in LLVM IR as ``gemm``'s micro-kernel is. Numba caches the kernels on disk keyed on their
+own source file: after editing this file, delete ``dynbatch/kernels/__pycache__``.
+"""
+import llvmlite.ir as ir
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .depthwise import LANES
+from .gemm import _VECTOR, _float_pointer, _splat, _vector_at
+
+#: Output-channel vectors (of LANES channels) and output pixels one ``stem_pixels`` call keeps in
+#: registers: 12 accumulators, 2 vectors of weights and a broadcast, 15 of the 16 AVX2 registers.
+STEM_VECTORS, STEM_PIXELS = 2, 6
+#: Output channels one call computes.
+STEM_CHANNELS = STEM_VECTORS * LANES
+
+
+@intrinsic
+def stem_pixels(typingctx, source, source_offset, origins, origins_offset, tap_offsets, taps, weights,
+                weights_offset, biases, biases_offset, sums, sums_offset, octet_stride):
+    """stem_pixels(source, source_offset, origins, origins_offset, tap_offsets, taps, weights,
+    weights_offset, biases, biases_offset, sums, sums_offset, octet_stride): for each of
+    STEM_PIXELS output pixels p (its window at source_offset + origins[origins_offset + p]) and each
+    of STEM_VECTORS vectors v of 8 output channels, the vector sums[sums_offset + v*octet_stride +
+    8*p + lane] = biases[biases_offset + 8*v + lane] + sum over t < taps of weights[weights_offset
+    + (STEM_VECTORS*t + v)*8 + lane] * source[source_offset + origins[origins_offset + p] +
+    tap_offsets[t]]. No bounds checks."""
+    sig = types.void(source, types.intp, origins, types.intp, tap_offsets, types.intp, weights, types.intp, biases,
+                     types.intp, sums, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        (source, source_offset, origins, origins_offset, tap_offsets, taps, weights, weights_offset, biases,
+         biases_offset, sums, sums_offset, octet_stride) = args
+        index = taps.type
+        source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
+        origins_ptr = builder.gep(context.make_array(signature.args[2])(context, builder, origins).data,
+                                  [origins_offset])
+        taps_ptr = context.make_array(signature.args[4])(context, builder, tap_offsets).data
+        weights_ptr = _float_pointer(context, builder, signature.args[6], weights, weights_offset)
+        biases_ptr = _float_pointer(context, builder, signature.args[8], biases, biases_offset)
+        sums_ptr = _float_pointer(context, builder, signature.args[10], sums, sums_offset)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
+                                             "llvm.fma.v8f32")
+        windows = [builder.gep(source_ptr, [builder.load(builder.gep(origins_ptr, [ir.Constant(index, p)]))])
+                   for p in range(STEM_PIXELS)]
+        accumulators = []
+        for v in range(STEM_VECTORS):
+            bias = builder.load(_vector_at(builder, biases_ptr, LANES * v), align=4)
+            accumulators.append([cgutils.alloca_once_value(builder, bias) for _ in range(STEM_PIXELS)])
+        with cgutils.for_range(builder, taps) as loop:
+            offset = builder.load(builder.gep(taps_ptr, [loop.index]))
+            weights_row = builder.gep(weights_ptr, [builder.mul(loop.index, ir.Constant(index, STEM_CHANNELS))])
+            vectors = [builder.load(_vector_at(builder, weights_row, LANES * v), align=4) for v in range(STEM_VECTORS)]
+            for p, window in enumerate(windows):
+                value = _splat(builder, builder.load(builder.gep(window, [offset])))
+                for v, vector in enumerate(vectors):
+                    total = builder.call(fma, [vector, value, builder.load(accumulators[v][p])])
+                    builder.store(total, accumulators[v][p])
+        for v in range(STEM_VECTORS):
+            row = builder.gep(sums_ptr, [builder.mul(octet_stride, ir.Constant(index, v))])
+            for p in range(STEM_PIXELS):
+                builder.store(builder.load(accumulators[v][p]), _vector_at(builder, row, LANES * p), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def pack_stem(weights: np.ndarray, biases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, C, kh, kw) weights and (K,) biases -> (packed weights, packed biases) of
+    ``convolution_stem_cpu``: for each STEM_CHANNELS output channels b (the last padded with zero
+    channels), weights[(b*taps + t)*STEM_CHANNELS + 8*v + lane] = tap t = (c, i, j) of channel
+    b*STEM_CHANNELS + 8*v + lane, and biases[b*STEM_CHANNELS + 8*v + lane] its bias."""
+    channels = weights.shape[0]
+    blocks = -(-channels // STEM_CHANNELS)
+    padded = np.zeros((blocks * STEM_CHANNELS, weights[0].size), np.float32)
+    padded[:channels] = weights.reshape(channels, -1)
+    packed_biases = np.zeros(blocks * STEM_CHANNELS, np.float32)
+    packed_biases[:channels] = biases
+    return (np.ascontiguousarray(padded.reshape(blocks, STEM_CHANNELS, -1).transpose(0, 2, 1)).reshape(-1),
+            packed_biases)
