@@ -1,7 +1,7 @@
 """The CPU convolution kernel of a git revision against the working tree's, layer by layer, in one
 process: the only way to see a 5-10% change on a shared machine where whole runs differ by 25%.
 
-    python benchmarks/convolution_ab.py REVISION [--set resnet|squeezenet|alexnet|light|1x1|pointwise|depthwise]
+    python benchmarks/convolution_ab.py REVISION [--set resnet|squeezenet|alexnet|light|1x1|pointwise|depthwise|stems]
         [--batch 8] [--calls 41]
 
 Both kernels are bound to the same layer (random weights and inputs, a fused ReLU, a residual
@@ -50,6 +50,10 @@ SETS = {
     "1x1": [("1x1 64->256 28 +res", 64, 256, 1, 28, 1, 0, 1), ("1x1 256->64 28", 256, 64, 1, 28, 1, 0, 1),
             ("1x1 128->512 14 +res", 128, 512, 1, 14, 1, 0, 1), ("1x1 256->1000 13", 256, 1000, 1, 13, 1, 0, 1),
             ("1x1 192->64 28", 192, 64, 1, 28, 1, 0, 1), ("1x1 480->192 14", 480, 192, 1, 14, 1, 0, 1)],
+    # The networks' first layers (``convolution_stem_cpu`` with ``--algorithm chosen``).
+    "stems": [("mobilenet 3x3 s2", 3, 32, 3, 112, 2, 1, 1), ("squeezenet 3x3 s2", 3, 64, 3, 112, 2, 0, 1),
+              ("alexnet 11x11 s4", 3, 64, 11, 112, 4, 2, 1), ("resnet 7x7 s2", 3, 64, 7, 112, 2, 3, 1),
+              ("fcn 3x3 64", 3, 32, 3, 64, 1, 1, 1)],
     # MobileNet's 1x1 layers at compare.py's 112x112 input: short reductions over large planes.
     "pointwise": [("pw 32->64 56", 32, 64, 1, 56, 1, 0, 1), ("pw 64->128 28", 64, 128, 1, 28, 1, 0, 1),
                   ("pw 128->128 28", 128, 128, 1, 28, 1, 0, 1), ("pw 128->256 14", 128, 256, 1, 14, 1, 0, 1),

@@ -4,14 +4,16 @@ against each with an output buffer of its own, or (``--what pointwise``) with it
 convolutions packing x where its planes are a multiple of 2 KB against reading it in place at
 any plane size (``convolution.reads_in_place``), or (``--what averages``) with its global
 average poolings fused into their convolutions (``compiler.averages_fused``) against run apart,
-or (``--what stem``) with its first layer by output-channel vectors (``convolution_stem_cpu``,
-where ``choose_algorithm`` picks it) against packed by the GEMM kernel, or (``--what depthwise``)
-with its depthwise 3x3 layers by 8-channel vectors (``convolution_depthwise_cpu``) against the
-direct kernel, or (``--what chained_depthwise``) with those layers in the chains of convolutions
-(``compiler.chain_convolutions``) against a parallel loop each, in one process:
+or (``--what max_poolings``) with its first max pooling fused into the first layer
+(``compiler.max_poolings_fused``) against run apart, or (``--what stem``) with its first layer by
+output-channel vectors (``convolution_stem_cpu``, where ``choose_algorithm`` picks it) against
+packed by the GEMM kernel, or (``--what depthwise``) with its depthwise 3x3 layers by 8-channel
+vectors (``convolution_depthwise_cpu``) against the direct kernel, or (``--what
+chained_depthwise``) with those layers in the chains of convolutions (``compiler.chain_convolutions``)
+against a parallel loop each, in one process:
 
     python benchmarks/in_place_ab.py [--network squeezenet] [--size 112]
-        [--what concatenations|residuals|pointwise|averages|stem|depthwise|chained_depthwise] [--batches 1,8,32] [--calls 41]
+        [--what concatenations|residuals|pointwise|averages|max_poolings|stem|depthwise|chained_depthwise] [--batches 1,8,32] [--calls 41]
 
 Both are loaded from the same ONNX network of ``compare.py`` (max batch 32, ``--size`` its input
 side); their infer calls alternate, each time is the median of ``--calls``, and their outputs
@@ -38,6 +40,7 @@ CHOICES = {
     "residuals": (compiler, "residuals_in_place", lambda graph: (), "separate", "in place"),
     "pointwise": (convolution, "IN_PLACE_PLANE_ALIASING", 1 << 62, "in place", "packed at 2 KB"),
     "averages": (compiler, "averages_fused", lambda graph: graph, "apart", "fused"),
+    "max_poolings": (compiler, "max_poolings_fused", lambda graph: graph, "apart", "fused"),
     "stem": (convolution, "STEM_MAX_CHANNELS", 0, "GEMM", "stem"),
     "depthwise": (convolution, "DEPTHWISE_KERNELS", (), "direct", "channel vectors"),
     "chained_depthwise": (compiler, "CHAINED_KERNELS",

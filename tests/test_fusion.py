@@ -409,3 +409,52 @@ def test_global_average_fused_into_the_convolution_it_alone_reads(device, varian
         assert [layer.name for layer in compiled.layers] == ["projection", "conv"]
         assert conv.normalized["global_average"] == (6, 6)
         assert set(compiled.plan.shapes) == {"data", "projection", "pool"}
+
+
+def pooled_stem(variant="", max_batch=4):
+    """data (3 channels, 13x13) -> conv (3x3 stride 2, pad 1, 16 outputs: a first layer of
+    ``convolution_stem_cpu``) -> relu -> MaxPool 3x3 stride 2 -> output (overlapping windows over
+    the 7x7 output). variant: "ceil" (ceil rounding, a last window past the output), "padded"
+    (pads 1), "tiles" (2x2 windows at stride 2, which do not overlap), "exposed" (conv's output is
+    a network output too), "second_reader" (a Power layer reads it too), "leak" (a relu with a
+    negative leak, which does not keep its inputs' order), "avg" (an average pooling), "gemm"
+    (24 outputs: the GEMM kernel)."""
+    rng = np.random.default_rng(9)
+    net = db.Network("pooled_stem")
+    x = net.add_input("data", (max_batch, 3, 13, 13))
+    outputs = 24 if variant == "gemm" else 16
+    y = net.add_layer("Convolution", [x], name="conv", weights=rng.standard_normal((outputs, 3, 3, 3)) * 0.3,
+                      biases=rng.standard_normal(outputs), strides=2, pads_begin=1, pads_end=1)
+    y = net.add_layer("Activation", [y], name="relu", type="relu", negative_slope=-0.1 if variant == "leak" else 0.0)
+    window = dict(kernel=2, strides=2) if variant == "tiles" else dict(kernel=3, strides=2)
+    if variant == "padded":
+        window.update(pads_begin=1, pads_end=1)
+    pooled = net.add_layer("Pooling", [y], name="pool", pool_method="avg" if variant == "avg" else "max",
+                           rounding_type="ceil" if variant == "ceil" else "floor", **window)
+    net.add_output(pooled)
+    if variant == "exposed":
+        net.add_output(y)
+    if variant == "second_reader":
+        net.add_output(net.add_layer("Power", [y], name="reader", scale=2.0))
+    return net
+
+
+@pytest.mark.parametrize("variant", ["", "ceil", "padded", "tiles", "exposed", "second_reader", "leak", "avg",
+                                     "gemm"])
+def test_max_pooling_fused_into_the_first_layer_it_alone_reads(device, variant):
+    """On the CPU a max pooling is merged into the first layer (``convolution_stem_cpu``) whose
+    output only it reads, where the fused activation keeps its inputs' order: the convolution's
+    output is never planned. Nowhere else, and never on the GPU; the results equal the reference
+    at every batch."""
+    net = pooled_stem(variant)
+    statuses = run_and_compare(net, device)
+    compiled = db.Core().load_network(net, device, {db.KEY_DYN_BATCH_ENABLED: db.YES})._compiled
+    merged = device == "CPU" and variant in ("", "ceil", "padded", "tiles")
+    assert (statuses["pool"] == "OPTIMIZED_OUT") == merged
+    assert (compiled.fused_into.get("pool") == "conv") == merged
+    conv = next(layer for layer in compiled.layers if layer.name == "conv")
+    assert ("max_pool" in conv.normalized) == merged
+    if merged:  # the convolution alone, and no 7x7 tensor of its own
+        assert [layer.name for layer in compiled.layers] == ["conv"]
+        assert conv.normalized["max_pool"]["conv_size"] == (7, 7)
+        assert set(compiled.plan.shapes) == {"data", "pool"}

@@ -480,6 +480,53 @@ def test_convolution_by_output_channel_vectors_matches_reference(data):
     check_outputs(outputs, [expected], n, scale=scale)
 
 
+@given(data=st.data())
+def test_convolution_by_output_channel_vectors_with_max_pooling_matches_reference(data):
+    """``convolution_stem_cpu`` with the max pooling of its output fused in (``max_pool``): windows
+    1 to 3 at strides 1 to 3, leading pads under the window, ceil rounding's last window past the
+    convolution's output, windows overlapping two bands (whose shared row both compute), and the
+    activation after the pooling: a pooling of the activated output."""
+    max_batch, n = draw_batches(data)
+    channels = data.draw(st.integers(1, 4), label="channels")
+    kernel = draw_pair(data, st.integers(1, 5), "kernel")
+    strides = draw_pair(data, st.integers(1, 3), "strides")
+    pads = draw_pair(data, st.integers(0, 2), "pads")
+    size = draw_pair(data, st.integers(1, 20), "size")
+    for a in range(2):
+        assume(size[a] + 2 * pads[a] >= kernel[a])
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, 16, size, kernel, strides, (1, 1),
+                                              pads, pads)
+    conv_size = outputs[0].shape[2:]
+    pool_kernel = draw_pair(data, st.integers(1, 3), "pool_kernel")
+    pool_strides = draw_pair(data, st.integers(1, 3), "pool_strides")
+    pool_pads = tuple(data.draw(st.integers(0, pool_kernel[a] - 1), label="pool_pad") for a in range(2))
+    ceil = data.draw(st.booleans(), label="ceil")
+    pooled = []
+    for a in range(2):
+        span = conv_size[a] + pool_pads[a] - pool_kernel[a]
+        assume(span >= 0)
+        count = (-(-span // pool_strides[a]) if ceil else span // pool_strides[a]) + 1
+        if (count - 1) * pool_strides[a] >= conv_size[a] + pool_pads[a]:  # (a last window wholly in padding)
+            count -= 1
+        pooled.append(count)
+    pool = {"pool_method": "max", "kernel": pool_kernel, "strides": pool_strides, "pads_begin": pool_pads,
+            "pads_end": pool_pads, "exclude_pad": False, "output_size": tuple(pooled)}
+    attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
+    assume(attrs["activation"] is None or attrs["activation"].get("alpha", 0.0) >= 0.0)
+    attrs["max_pool"] = {"kernel": pool_kernel, "strides": pool_strides, "pads_begin": pool_pads,
+                         "conv_size": conv_size}
+    outputs = [poisoned_output((max_batch, 16) + tuple(pooled))]
+    run_step(convolution, attrs, inputs, outputs, n, algorithm="stem",
+             min_tasks=data.draw(st.integers(1, 16), label="min_tasks"))
+    expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    if attrs["activation"] is not None:
+        expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
+    expected = REFERENCES["Pooling"]([expected], pool)[0]
+    check_outputs(outputs, [expected], n, scale=scale)
+
+
 @pytest.mark.parametrize("weights, size, strides, pads, min_tasks", [
     ((64, 3, 11, 11), 67, 4, 2, 2),  # AlexNet's first layer: 363 taps, bands of a few rows
     ((32, 3, 3, 3), 5, 2, 1, 1),     # 3 x 3 outputs: a band of 9 pixels, groups across rows
@@ -497,16 +544,25 @@ def test_convolution_by_output_channel_vectors_fixed_cases(weights, size, stride
 
 
 def test_stem_split_covers_every_row_once():
-    """Bands cover the output rows once, fit the products' budget, and are no larger than makes
-    STEM_TASKS_PER_THREAD tasks per thread."""
-    for n, out_channels, out_height, out_width, min_tasks in [(1, 32, 56, 56, 2), (2, 64, 55, 55, 2),
-                                                              (32, 64, 112, 112, 2), (1, 16, 1, 1, 16),
-                                                              (1, 64, 26, 26, 2), (3, 48, 7, 300, 4)]:
-        rows, bands = convolution.stem_split(n, out_channels, out_height, out_width, min_tasks)
+    """Bands cover the output rows once, the convolution rows each reads fit the products'
+    budget, and the bands and chunks of channels make STEM_TASKS_PER_THREAD tasks per thread
+    where the rows and channels allow."""
+    for n, out_channels, out_height, conv_width, pool, pool_stride, min_tasks in [
+            (1, 32, 56, 56, 1, 1, 2), (2, 64, 55, 55, 1, 1, 2), (32, 64, 112, 112, 1, 1, 2), (1, 16, 1, 1, 1, 1, 16),
+            (1, 64, 26, 26, 1, 1, 2), (3, 48, 7, 300, 1, 1, 4), (2, 64, 27, 55, 3, 2, 2), (32, 64, 56, 112, 3, 2, 2),
+            (8, 32, 32, 64, 2, 2, 2), (1, 16, 3, 500, 5, 1, 1),
+            (0, 64, 27, 55, 3, 2, 2)]:  # (n = 0, the call that only compiles the kernel: no division by 0)
+        rows, bands, chunks = convolution.stem_split(n, out_channels, out_height, conv_width, pool, pool_stride,
+                                                     min_tasks)
         assert (bands - 1) * rows < out_height <= bands * rows
-        padded = -(-out_channels // STEM_CHANNELS) * STEM_CHANNELS
-        assert rows == 1 or rows * out_width * padded <= convolution.STEM_SUMS_FLOATS
-        assert rows <= max(1, -(-out_height * n // (min_tasks * convolution.STEM_TASKS_PER_THREAD)))
+        blocks = -(-out_channels // STEM_CHANNELS)
+        conv_rows = (rows - 1) * pool_stride + pool
+        assert rows == 1 or conv_rows * conv_width * blocks * STEM_CHANNELS <= convolution.STEM_SUMS_FLOATS
+        # (chunks of channels only where the pooling's windows overlap: bands would compute more)
+        assert chunks == 1 or 1 < chunks <= blocks and pool > pool_stride
+        # (as many tasks as wanted before the rows are rounded, which may halve the bands at most)
+        wanted = min_tasks * convolution.STEM_TASKS_PER_THREAD
+        assert 2 * n * bands * chunks >= min(wanted, n * out_height * (blocks if pool > pool_stride else 1))
 
 
 @pytest.mark.parametrize("height, width, channels", [(3, 3, 2), (1, 7, 1), (2, 8, 3), (27, 27, 2)])

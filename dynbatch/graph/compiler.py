@@ -2,7 +2,8 @@
 
 ``compile_network`` runs once per ``load_network``. It merges layers into their producers where a
 kernel can compute both (``fusion``; on the CPU also a global average pooling into the GEMM
-convolution before it, ``averages_fused``), lets the convolutions that feed a channel
+convolution before it, ``averages_fused``, and a max pooling into the first layer before it,
+``max_poolings_fused``), lets the convolutions that feed a channel
 Concatenation write straight into its output (``concatenations_in_place``, CPU) and a convolution
 with a residual write over the residual where nothing reads it after (``residuals_in_place``,
 CPU), then gives
@@ -385,13 +386,59 @@ def averages_fused(graph: FusedGraph) -> FusedGraph:
                                fused_into=fused_into)
 
 
+def _never_decreasing(activation) -> bool:
+    """Whether a fused activation (None, or relu, relu6, clamp) keeps the order of its inputs, so
+    that a max taken before it is the max of its outputs: all but a relu whose leak is negative."""
+    return activation is None or activation["type"] != "relu" or activation["alpha"] >= 0.0
+
+
+def max_poolings_fused(graph: FusedGraph) -> FusedGraph:
+    """``graph`` with each max pooling merged into the convolution whose output it alone reads
+    (CPU): a first layer that ``convolution.convolution_stem_cpu`` takes, without a residual, its
+    activation one that keeps the order of its inputs (so that pooling its sums and then
+    activating is the same), its output not a network output; a pooling whose windows each start
+    inside that output (``max_pool``). The merged convolution takes the pooling's output and
+    ``max_pool`` (its window, strides, leading pads and the convolution's own output size), and
+    pools each band of its output while it is in cache, never writing it: the stem and max pooling
+    of SqueezeNet, ResNet, GoogLeNet and FCN end this way."""
+    readers = Counter(name for layer in graph.layers for name in layer.inputs)
+    shapes = _tensor_shapes(graph.inputs, graph.layers)
+    writer = {name: index for index, layer in enumerate(graph.layers) for name in layer.outputs}
+    layers, fused_into, merged = list(graph.layers), dict(graph.fused_into), set()
+    for pool in graph.layers:
+        attrs = pool.normalized
+        if (pool.type != "Pooling" or attrs is None or attrs["pool_method"] != "max" or len(pool.inputs) != 1
+                or pool.inputs[0] not in writer or readers[pool.inputs[0]] != 1 or pool.inputs[0] in graph.outputs):
+            continue
+        conv_size, out_size = shapes[pool.inputs[0]][2:], pool.output_shapes[0][2:]
+        if len(conv_size) != 2 or any((out_size[a] - 1) * attrs["strides"][a] - attrs["pads_begin"][a] >= conv_size[a]
+                                      or attrs["pads_begin"][a] >= attrs["kernel"][a] for a in range(2)):
+            continue
+        index = writer[pool.inputs[0]]
+        conv = layers[index]
+        if (conv.type != "Convolution" or conv.normalized is None or len(conv.inputs) != 1 or len(conv.outputs) != 1
+                or choose_convolution(conv.normalized, shapes[conv.inputs[0]]) != "stem"
+                or not _never_decreasing(conv.normalized.get("activation"))):
+            continue
+        max_pool = {"kernel": tuple(attrs["kernel"]), "strides": tuple(attrs["strides"]),
+                    "pads_begin": tuple(attrs["pads_begin"]), "conv_size": tuple(conv_size)}
+        layers[index] = dataclasses.replace(conv, outputs=pool.outputs, output_shapes=pool.output_shapes,
+                                            normalized={**conv.normalized, "max_pool": max_pool})
+        merged.add(pool.name)
+        fused_into[pool.name] = conv.name
+    if not merged:
+        return graph
+    return dataclasses.replace(graph, layers=tuple(layer for layer in layers if layer.name not in merged),
+                               fused_into=fused_into)
+
+
 def compile_network(network: Network, device: str = "CPU") -> CompiledNetwork:
     """Fuse, then plan the buffers of a network that passed ``check_topology`` (on the CPU, with
-    the ``averages_fused`` and the ``concatenations_in_place`` and ``residuals_in_place`` written
-    in place)."""
+    the ``averages_fused`` and ``max_poolings_fused``, and the ``concatenations_in_place`` and
+    ``residuals_in_place`` written in place)."""
     fused = fuse(network)
     if device == "CPU":
-        fused = averages_fused(fused)
+        fused = max_poolings_fused(averages_fused(fused))
     in_place = concatenations_in_place(fused) if device == "CPU" else ()
     overwriting = residuals_in_place(fused) if device == "CPU" else ()
     if in_place:

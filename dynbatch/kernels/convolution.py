@@ -17,7 +17,7 @@ from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLU
                    pack_weights, panel_layout, prefetch_rows, product_panel, short_panel_product,
                    transpose_copy_panel_rows)
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
-from .stem import STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, pack_stem, stem_pixels
+from .stem import STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_window, pack_stem, stem_pixels
 from .views import as_4d
 from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2,
                        output_transform_4, run_outputs, sample_tiles, tile_elements, transform_weights)
@@ -1204,75 +1204,99 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                     r += 1
 
 
-#: Floats of products a task of ``convolution_stem_cpu`` keeps (128 KB, in L2): its band's output
-#: rows, for all the output channels.
-STEM_SUMS_FLOATS = 1 << 15
+#: Floats of products a task of ``convolution_stem_cpu`` keeps (256 KB, in L2): the convolution's
+#: output rows its band reads, for all the output channels.
+STEM_SUMS_FLOATS = 1 << 16
 #: ... and as many tasks per thread at least, where the rows allow.
 STEM_TASKS_PER_THREAD = 4
 
 
 @njit(**SCALAR_FUNCTION)
-def stem_split(n, out_channels, out_height, out_width, min_tasks):
+def stem_split(n, out_channels, out_height, conv_width, pool_h, pool_stride_h, min_tasks):
     """How ``convolution_stem_cpu`` shares out n samples: (output rows per band, bands per
-    sample), a task per band. Bands whose products fit STEM_SUMS_FLOATS, fewer rows where there
-    would be under STEM_TASKS_PER_THREAD tasks per thread."""
-    padded_channels = -(-out_channels // STEM_CHANNELS) * STEM_CHANNELS
-    max_rows = max(1, STEM_SUMS_FLOATS // (padded_channels * out_width))
-    wanted = -(-out_height * n // (min_tasks * STEM_TASKS_PER_THREAD))
-    rows = max(1, min(max_rows, wanted))
-    bands = -(-out_height // rows)
-    return -(-out_height // bands), bands
+    sample, chunks of output channels per band), a task per chunk of a band. The convolution rows
+    a band reads ((rows - 1) * pool_stride_h + pool_h, conv_width wide; a pool of 1 where there is
+    none), for all the channels, fit STEM_SUMS_FLOATS. Where that makes under
+    STEM_TASKS_PER_THREAD tasks per thread, the bands are made smaller; but where the pooling's
+    windows overlap (bands then compute their shared rows twice), the output channels are split
+    into chunks of STEM_CHANNELS or more first (each chunk copies the band's input again)."""
+    blocks = -(-out_channels // STEM_CHANNELS)
+    conv_rows = STEM_SUMS_FLOATS // (blocks * STEM_CHANNELS * conv_width)
+    max_rows = max(1, (conv_rows - pool_h) // pool_stride_h + 1)
+    wanted = min_tasks * STEM_TASKS_PER_THREAD
+    bands = -(-out_height // max_rows)
+    chunks, samples = 1, max(1, n)  # (n = 0: no tasks)
+    if pool_h > pool_stride_h:
+        chunks = min(blocks, max(1, -(-wanted // (samples * bands))))
+    bands = max(bands, min(out_height, -(-wanted // (samples * chunks))))
+    rows = -(-out_height // bands)
+    return rows, -(-out_height // rows), chunks
 
 
 @njit(**PARALLEL_KERNEL)
 def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h, kernel_w,
-                         out_width, min_tasks, residual, has_residual, activation, alpha, beta, out):
+                         conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top, pool_left,
+                         min_tasks, residual, has_residual, activation, alpha, beta, out, out_width):
     """An ungrouped, undilated convolution with few input channels (a network's first layer, on the
     image) with 8 output channels in each vector's lanes and the input's pixels broadcast
-    (``stem``). x: (max_batch, C, H, W); packed_weights, biases: ``stem.pack_stem`` of the (K, C,
-    kh, kw) weights and (K,) biases; out: (max_batch, K, OH*OW), rows ``out_width`` wide;
-    min_tasks: the threads to share the work among; residual (shaped as out, not out's own
-    memory: a last run of 8 pixels writes some again), has_residual, activation, alpha, beta: the
-    fused ``epilogue``. Rows >= n are neither read nor written.
+    (``stem``), and the max pooling that alone reads it, if any. x: (max_batch, C, H, W);
+    packed_weights, biases: ``stem.pack_stem`` of the (K, C, kh, kw) weights and (K,) biases;
+    conv_height, conv_width: the convolution's output size; pool_h, pool_w, pool_stride_h,
+    pool_stride_w, pool_top, pool_left: the max pooling's window, strides and leading pads (1, 1,
+    1, 1, 0, 0: none); out: (max_batch, K, OH*OW), rows ``out_width`` wide, the pooling's output
+    (else the convolution's); min_tasks: the threads to share the work among; residual (shaped as
+    out, not out's own memory: a last run of 8 pixels writes some again), has_residual,
+    activation, alpha, beta: the fused ``epilogue``, after the pooling (its activation a
+    non-decreasing one, so the same as before it). Rows >= n are neither read nor written.
 
-    Each task takes a band of output rows of one sample (``stem_split``). It copies the input the
-    band reads into zero-padded planes, computes every output channel of the band's pixels, 6
-    pixels and 16 channels a call (``stem.stem_pixels``, the pixels' windows at any stride, in
-    consecutive rows or not), and writes them back as the channels' rows through the epilogue
-    (``depthwise.deinterleave_rows``)."""
-    channels = x.shape[1]
-    out_channels = out.shape[1]
+    Each task takes a band of output rows of one sample (``stem_split``). It copies the input
+    the convolution rows that band reads read into zero-padded planes, computes every output
+    channel of those rows' pixels, 6 pixels and 16 channels a call (``stem.stem_pixels``, the
+    pixels' windows at any stride, in consecutive rows or not), pools them where there is a
+    pooling (``stem.max_window``: the convolution's output is never written, and bands whose
+    windows overlap compute their shared row twice), and writes them back as the channels' rows
+    through the epilogue (``depthwise.deinterleave_rows``)."""
     out_height = out.shape[2] // out_width
-    band_rows, bands = stem_split(n, out_channels, out_height, out_width, min_tasks)
-    pitch = (out_width - 1) * stride_w + kernel_w
-    scratch_plane = ((band_rows - 1) * stride_h + kernel_h) * pitch
-    taps = channels * kernel_h * kernel_w
-    tap_offsets = np.empty(taps, np.intp)
-    for t in range(taps):
-        c, i, j = t // (kernel_h * kernel_w), (t // kernel_w) % kernel_h, t % kernel_w
-        tap_offsets[t] = c * scratch_plane + i * pitch + j
+    band_rows, bands, chunks = stem_split(n, out.shape[1], out_height, conv_width, pool_h, pool_stride_h, min_tasks)
+    # Each tap's offset in a task's scratch: planes of the input the largest band reads.
+    channels = x.shape[1]
+    pitch = (conv_width - 1) * stride_w + kernel_w
+    scratch_plane = ((min(conv_height, (band_rows - 1) * pool_stride_h + pool_h) - 1) * stride_h + kernel_h) * pitch
+    tap_offsets = np.empty(channels * kernel_h * kernel_w, np.intp)
+    for c in range(channels):
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                tap_offsets[(c * kernel_h + i) * kernel_w + j] = c * scratch_plane + i * pitch + j
     x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
-    for task in prange(n * bands):
+    for task in prange(n * bands * chunks):
         stem_task(np.int64(task), x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h,
-                  kernel_w, out_width, tap_offsets, scratch_plane, residual_flat, has_residual, activation, alpha, beta,
-                  out, out_flat, band_rows, bands)
+                  kernel_w, conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top, pool_left,
+                  tap_offsets, scratch_plane, residual_flat, has_residual, activation, alpha, beta, out, out_flat,
+                  out_width, band_rows, bands, chunks)
 
 
 @njit(**SHARED_STEP)
 def stem_task(task, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h, kernel_w,
-              out_width, tap_offsets, scratch_plane, residual_flat, has_residual, activation, alpha, beta, out,
-              out_flat, band_rows, bands):
+              conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top, pool_left,
+              tap_offsets, scratch_plane, residual_flat, has_residual, activation, alpha, beta, out, out_flat,
+              out_width, band_rows, bands, chunks):
     """Task ``task`` of ``convolution_stem_cpu`` (its arguments, with x, out and residual also as
-    flat views, the taps' offsets in a scratch plane of ``scratch_plane`` floats, and
-    ``stem_split``'s share)."""
+    flat views, the taps' offsets in planes of ``scratch_plane`` floats, and ``stem_split``'s
+    share)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_channels, out_plane = out.shape[1], out.shape[2]
     out_height = out_plane // out_width
+    b, band, chunk = task // (bands * chunks), (task // chunks) % bands, task % chunks
+    # The chunk's blocks of STEM_CHANNELS output channels: [first_block, end_block).
+    all_blocks = packed_weights.shape[0] // (tap_offsets.shape[0] * STEM_CHANNELS)
+    first_block, end_block = chunk * all_blocks // chunks, (chunk + 1) * all_blocks // chunks
+    first_out_row = band * band_rows
+    out_rows = min(band_rows, out_height - first_out_row)
+    # The convolution's rows the band's output reads: [first_row, first_row + rows).
+    first_row = max(0, first_out_row * pool_stride_h - pool_top)
+    rows = min(conv_height, (first_out_row + out_rows - 1) * pool_stride_h - pool_top + pool_h) - first_row
+    pitch = (conv_width - 1) * stride_w + kernel_w
     taps = tap_offsets.shape[0]
-    b, band = task // bands, task % bands
-    first_row = band * band_rows
-    rows = min(band_rows, out_height - first_row)
-    pitch = (out_width - 1) * stride_w + kernel_w
     top = first_row * stride_h - pad_top  # the image row of the scratch's first
     copied_columns = max(0, min(width, pitch - pad_left))  # (none where the pads are wider than the window)
     padded = np.zeros(channels * scratch_plane, np.float32)
@@ -1280,32 +1304,51 @@ def stem_task(task, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_t
         for y in range(max(0, top), min(height, top + (rows - 1) * stride_h + kernel_h)):
             at, source = c * scratch_plane + (y - top) * pitch + pad_left, ((b * channels + c) * height + y) * width
             padded[at:at + copied_columns] = x_flat[source:source + copied_columns]
-    pixels = rows * out_width
+    pixels = rows * conv_width
     groups = -(-pixels // STEM_PIXELS)
     # Each pixel's window in the scratch; a last group of under STEM_PIXELS repeats the last pixel.
     origins = np.empty(groups * STEM_PIXELS, np.intp)
     for q in range(groups * STEM_PIXELS):
         pixel = min(q, pixels - 1)
-        origins[q] = (pixel // out_width) * stride_h * pitch + (pixel % out_width) * stride_w
+        origins[q] = (pixel // conv_width) * stride_h * pitch + (pixel % conv_width) * stride_w
     # (+ LANES pixels: deinterleave_rows reads 8 pixels from a last run of 1 to 8)
     octet_pixels = groups * STEM_PIXELS + LANES
-    blocks = packed_weights.shape[0] // (taps * STEM_CHANNELS)
-    sums = np.empty(blocks * STEM_VECTORS * octet_pixels * LANES, np.float32)
-    for octet in range(blocks * STEM_VECTORS):
+    # The chunk's octets of channels, from its first (octet 0 of sums and results).
+    first_octet = first_block * STEM_VECTORS
+    octets = min(end_block * STEM_VECTORS, (out_channels + LANES - 1) // LANES) - first_octet
+    sums = np.empty((end_block - first_block) * STEM_VECTORS * octet_pixels * LANES, np.float32)
+    for octet in range((end_block - first_block) * STEM_VECTORS):
         sums[(octet * octet_pixels + octet_pixels - LANES) * LANES:(octet + 1) * octet_pixels * LANES] = 0.0
-    for block in range(blocks):
+    for block in range(first_block, end_block):
         for group in range(groups):
             stem_pixels(padded, 0, origins, group * STEM_PIXELS, tap_offsets, taps, packed_weights,
                         block * taps * STEM_CHANNELS, biases, block * STEM_CHANNELS, sums,
-                        (block * STEM_VECTORS * octet_pixels + group * STEM_PIXELS) * LANES, octet_pixels * LANES)
+                        ((block - first_block) * STEM_VECTORS * octet_pixels + group * STEM_PIXELS) * LANES,
+                        octet_pixels * LANES)
+    run = out_rows * out_width
+    results, result_pixels = sums, octet_pixels
+    if pool_h * pool_w * pool_stride_h * pool_stride_w > 1:
+        result_pixels = run + LANES
+        results = np.empty(octets * result_pixels * LANES, np.float32)
+        for octet in range(octets):
+            results[(octet * result_pixels + run) * LANES:(octet + 1) * result_pixels * LANES] = 0.0
+            for q in range(run):
+                out_row, out_column = first_out_row + q // out_width, q % out_width
+                row = max(0, out_row * pool_stride_h - pool_top)
+                row_end = min(conv_height, out_row * pool_stride_h - pool_top + pool_h)
+                column = max(0, out_column * pool_stride_w - pool_left)
+                column_end = min(conv_width, out_column * pool_stride_w - pool_left + pool_w)
+                max_window(sums, (octet * octet_pixels + (row - first_row) * conv_width + column) * LANES,
+                           conv_width * LANES, row_end - row, column_end - column, results,
+                           (octet * result_pixels + q) * LANES)
     # The band's rows lie back to back in each output plane: one run, written 8 pixels at a time,
     # the last 8 overlapping the ones before.
-    for octet in range((out_channels + LANES - 1) // LANES):
-        lanes = min(LANES, out_channels - octet * LANES)
-        out_base = (b * out_channels + octet * LANES) * out_plane + first_row * out_width
-        for x0 in range(0, pixels, LANES):
-            x0 = max(0, min(x0, pixels - LANES))
-            deinterleave_rows(sums, (octet * octet_pixels + x0) * LANES, min(LANES, pixels - x0), out_flat,
+    for octet in range(octets):
+        lanes = min(LANES, out_channels - (first_octet + octet) * LANES)
+        out_base = (b * out_channels + (first_octet + octet) * LANES) * out_plane + first_out_row * out_width
+        for x0 in range(0, run, LANES):
+            x0 = max(0, min(x0, run - LANES))
+            deinterleave_rows(results, (octet * result_pixels + x0) * LANES, min(LANES, run - x0), out_flat,
                               out_base + x0, out_plane, lanes, residual_flat, has_residual != 0, activation, alpha,
                               beta)
 
@@ -1522,11 +1565,20 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             int(out_width), int(min_tasks or numba.get_num_threads()), residual.reshape(max_batch, -1, pixels),
             *epilogue, out.reshape(max_batch, -1, pixels),
         )
+    if attrs.get("max_pool") is not None and algorithm != "stem":
+        raise ValueError(f"only the stem convolution computes a max pooling of its output, not {algorithm!r}")
     if algorithm == "stem":
+        # attrs["max_pool"]: the max pooling fused in (``graph.compiler.max_poolings_fused``), whose
+        # output outputs[0] then is; the convolution's own size there.
+        pool = attrs.get("max_pool") or {"kernel": (1, 1), "strides": (1, 1), "pads_begin": (0, 0),
+                                         "conv_size": (out_height, out_width)}
+        conv_height, conv_width = pool["conv_size"]
         return convolution_stem_cpu, (
             x, *pack_stem(weights, biases), int(stride_h), int(stride_w), int(pad_top), int(pad_left), int(kernel_h),
-            int(kernel_w), int(out_width), int(min_tasks or numba.get_num_threads()),
-            residual.reshape(max_batch, -1, pixels), *epilogue, out.reshape(max_batch, -1, pixels),
+            int(kernel_w), int(conv_height), int(conv_width), *(int(v) for v in pool["kernel"]),
+            *(int(v) for v in pool["strides"]), *(int(v) for v in pool["pads_begin"]),
+            int(min_tasks or numba.get_num_threads()), residual.reshape(max_batch, -1, pixels), *epilogue,
+            out.reshape(max_batch, -1, pixels), int(out_width),
         )
     if algorithm == "gemm":
         return convolution_gemm_cpu, (

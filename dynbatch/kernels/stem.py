@@ -10,7 +10,9 @@ layer ran at 65 GF/s. Here each output pixel's channels are vectors (``stem_pixe
 of 8 channels by 6 pixels of accumulators, each tap 2 loads of weights and 6 broadcasts of
 input), read where they lie in a zero-padded copy of the input whatever the stride; the products
 are turned back into the channels' rows by ``depthwise.deinterleave_rows``, through the epilogue.
-This is how ONNX Runtime computes a first layer (its NCHW-input, NCHWc-output kernel).
+This is how ONNX Runtime computes a first layer (its NCHW-input, NCHWc-output kernel). A max
+pooling after the layer pools those 8-channel pixels before they are turned back
+(``max_window``), so that only the pooled outputs are.
 
 Written in LLVM IR as ``gemm``'s micro-kernel is. Numba caches the kernels on disk keyed on their
 own source file: after editing this file, delete ``dynbatch/kernels/__pycache__``.
@@ -23,6 +25,7 @@ from numba.extending import intrinsic
 
 from .depthwise import LANES
 from .gemm import _VECTOR, _float_pointer, _splat, _vector_at
+from .pooling import _nan_max
 
 #: Output-channel vectors (of LANES channels) and output pixels one ``stem_pixels`` call keeps in
 #: registers: 12 accumulators, 2 vectors of weights and a broadcast, 15 of the 16 AVX2 registers.
@@ -76,6 +79,59 @@ def stem_pixels(typingctx, source, source_offset, origins, origins_offset, tap_o
             row = builder.gep(sums_ptr, [builder.mul(octet_stride, ir.Constant(index, v))])
             for p in range(STEM_PIXELS):
                 builder.store(builder.load(accumulators[v][p]), _vector_at(builder, row, LANES * p), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+#: The window sides ``max_window`` unrolls (3x3 and 2x2 poolings, the common ones); larger windows
+#: take its loops.
+UNROLLED_WINDOW = 3
+
+
+@intrinsic
+def max_window(typingctx, source, source_offset, row_step, rows, columns, destination, destination_offset):
+    """max_window(source, source_offset, row_step, rows, columns, destination, destination_offset):
+    the vector destination[destination_offset + lane] = the max over r < ``rows`` and c <
+    ``columns`` (1 or more each) of source[source_offset + r*row_step + 8*c + lane], NaN where any
+    is (as ``pooling.pooled_pair``): a max pooling window of 8-channel pixels. No bounds checks.
+
+    Windows up to UNROLLED_WINDOW a side take straight-line code: UNROLLED_WINDOW squared loads,
+    those past the window reading its last row or column again (which leaves the max as it is),
+    so that no branch depends on the window's size."""
+    sig = types.void(source, types.intp, types.intp, types.intp, types.intp, destination, types.intp)
+
+    def codegen(context, builder, signature, args):
+        source, source_offset, row_step, rows, columns, destination, destination_offset = args
+        index = rows.type
+        source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
+        destination_ptr = _float_pointer(context, builder, signature.args[5], destination, destination_offset)
+        side = ir.Constant(index, UNROLLED_WINDOW)
+        small = builder.and_(builder.icmp_signed("<=", rows, side), builder.icmp_signed("<=", columns, side))
+        with builder.if_else(small) as (unrolled, looped):
+            with unrolled:
+                pooled = None
+                for r in range(UNROLLED_WINDOW):
+                    last_row = builder.sub(rows, ir.Constant(index, 1))
+                    row = builder.select(builder.icmp_signed("<", ir.Constant(index, r), rows), ir.Constant(index, r),
+                                         last_row)
+                    row_ptr = builder.gep(source_ptr, [builder.mul(row, row_step)])
+                    for c in range(UNROLLED_WINDOW):
+                        column = builder.select(builder.icmp_signed("<", ir.Constant(index, c), columns),
+                                                ir.Constant(index, c), builder.sub(columns, ir.Constant(index, 1)))
+                        value = builder.load(_vector_at(builder, row_ptr, builder.mul(column, ir.Constant(index, LANES))),
+                                             align=4)
+                        pooled = value if pooled is None else _nan_max(builder, pooled, value)
+                builder.store(pooled, _vector_at(builder, destination_ptr, 0), align=4)
+            with looped:
+                pooled = cgutils.alloca_once_value(builder, builder.load(_vector_at(builder, source_ptr, 0), align=4))
+                with cgutils.for_range(builder, rows) as row:
+                    row_ptr = builder.gep(source_ptr, [builder.mul(row.index, row_step)])
+                    with cgutils.for_range(builder, columns) as column:
+                        at = builder.mul(column.index, ir.Constant(index, LANES))
+                        value = builder.load(_vector_at(builder, row_ptr, at), align=4)
+                        builder.store(_nan_max(builder, builder.load(pooled), value), pooled)
+                builder.store(builder.load(pooled), _vector_at(builder, destination_ptr, 0), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
