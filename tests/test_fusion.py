@@ -356,6 +356,17 @@ def test_concatenation_runs_where_an_input_cannot_be_written_in_place(branches, 
     assert statuses["join"] == "EXECUTED"
 
 
+def output_with_readers(net, pooled, y, variant):
+    """Make ``pooled`` the network's output, and ``y`` (what it pools) one too for the "exposed"
+    variant, or read by a Power layer for "second_reader"; return the network."""
+    net.add_output(pooled)
+    if variant == "exposed":
+        net.add_output(y)
+    if variant == "second_reader":
+        net.add_output(net.add_layer("Power", [y], name="reader", scale=2.0))
+    return net
+
+
 def averaged_head(variant="", max_batch=4):
     """data (16 channels, 6x6) -> projection (1x1, 24) -> conv (1x1, 24 outputs: the GEMM kernel) ->
     relu -> GlobalAveragePool -> output. variant: "residual" (conv adds the projection's output
@@ -381,12 +392,7 @@ def averaged_head(variant="", max_batch=4):
     else:
         pooled = net.add_layer("Pooling", [y], name="pool", pool_method="max" if variant == "max" else "avg",
                                global_pool=True)
-    net.add_output(pooled)
-    if variant == "exposed":
-        net.add_output(y)
-    if variant == "second_reader":
-        net.add_output(net.add_layer("Power", [y], name="reader", scale=2.0))
-    return net
+    return output_with_readers(net, pooled, y, variant)
 
 
 @pytest.mark.parametrize("variant", ["", "residual", "exposed", "second_reader", "grouped", "winograd", "window",
@@ -431,12 +437,7 @@ def pooled_stem(variant="", max_batch=4):
         window.update(pads_begin=1, pads_end=1)
     pooled = net.add_layer("Pooling", [y], name="pool", pool_method="avg" if variant == "avg" else "max",
                            rounding_type="ceil" if variant == "ceil" else "floor", **window)
-    net.add_output(pooled)
-    if variant == "exposed":
-        net.add_output(y)
-    if variant == "second_reader":
-        net.add_output(net.add_layer("Power", [y], name="reader", scale=2.0))
-    return net
+    return output_with_readers(net, pooled, y, variant)
 
 
 @pytest.mark.parametrize("variant", ["", "ceil", "padded", "tiles", "exposed", "second_reader", "leak", "avg",

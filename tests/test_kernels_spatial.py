@@ -93,6 +93,18 @@ def gemm_split(data):
             "min_tasks": data.draw(st.integers(1, 8), label="min_tasks")}
 
 
+def expected_convolution(inputs, attrs, n, residual=None):
+    """(rows < n of the reference convolution, plus ``residual`` and through the fused activation;
+    the largest magnitude before the activation, at least 1, which the tolerance scales with)."""
+    expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
+    if residual is not None:
+        expected = expected + residual
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    if attrs.get("activation") is not None:
+        expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
+    return expected, scale
+
+
 def convolution_case(rng, max_batch, n, group, group_in, group_out, size, kernel, strides, dilations,
                      pads_begin, pads_end):
     channels, out_channels = group * group_in, group * group_out
@@ -421,12 +433,7 @@ def test_winograd_convolution_matches_reference(data):
     residual = with_residual(data, rng, inputs, outputs, n)
     attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
     run_step(convolution, attrs, inputs, outputs, n, algorithm="winograd", tile=tile, **gemm_split(data))
-    expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
-    if residual is not None:
-        expected = expected + residual
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    if attrs["activation"] is not None:
-        expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
+    expected, scale = expected_convolution(inputs, attrs, n, residual)
     check_outputs(outputs, [expected], n, atol=1e-5 if tile == 2 else 3e-5, scale=scale)
 
 
@@ -471,12 +478,7 @@ def test_convolution_by_output_channel_vectors_matches_reference(data):
     attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
     run_step(convolution, attrs, inputs, outputs, n, algorithm="stem",
              min_tasks=data.draw(st.integers(1, 16), label="min_tasks"))
-    expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
-    if residual is not None:
-        expected = expected + residual
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    if attrs["activation"] is not None:
-        expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
+    expected, scale = expected_convolution(inputs, attrs, n, residual)
     check_outputs(outputs, [expected], n, scale=scale)
 
 
@@ -519,10 +521,7 @@ def test_convolution_by_output_channel_vectors_with_max_pooling_matches_referenc
     outputs = [poisoned_output((max_batch, 16) + tuple(pooled))]
     run_step(convolution, attrs, inputs, outputs, n, algorithm="stem",
              min_tasks=data.draw(st.integers(1, 16), label="min_tasks"))
-    expected = REFERENCES["Convolution"]([inputs[0][:n]], attrs)[0]
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    if attrs["activation"] is not None:
-        expected = REFERENCES["Activation"]([expected], attrs["activation"])[0]
+    expected, scale = expected_convolution(inputs, attrs, n)
     expected = REFERENCES["Pooling"]([expected], pool)[0]
     check_outputs(outputs, [expected], n, scale=scale)
 
@@ -607,6 +606,18 @@ def test_convolution_chooses_output_channel_vectors_for_first_layers(weights, si
     out = np.zeros((2, weights[0]) + convolution.out_size(attrs, shape), np.float32)
     kernel, _ = convolution.cpu_step(attrs, [x], [out])
     assert kernel.__name__ == f"convolution_{algorithm}_cpu"
+
+
+def test_only_the_stem_kernel_takes_a_fused_max_pooling():
+    """A convolution bound with ``max_pool`` (``compiler.max_poolings_fused``) by any other kernel
+    would compute the convolution's output into the pooling's buffer: an error says so."""
+    attrs = {"weights": np.zeros((64, 64, 3, 3), np.float32), "biases": np.zeros(64, np.float32), "strides": (1, 1),
+             "dilations": (1, 1), "group": 1, "pads_begin": (1, 1), "pads_end": (1, 1), "activation": None,
+             "max_pool": {"kernel": (2, 2), "strides": (2, 2), "pads_begin": (0, 0), "conv_size": (8, 8)}}
+    for algorithm in (None, "gemm", "direct"):
+        with pytest.raises(ValueError, match="only the stem convolution computes a max pooling"):
+            convolution.cpu_step(attrs, [np.zeros((1, 64, 8, 8), np.float32)], [np.zeros((1, 64, 4, 4), np.float32)],
+                                 algorithm=algorithm)
 
 
 @pytest.mark.parametrize("shape, algorithm", [

@@ -348,6 +348,48 @@ def residuals_in_place(graph: FusedGraph) -> tuple[Layer, ...]:
     )
 
 
+def _poolings_merged(graph: FusedGraph, method: str, attribute: str, value) -> FusedGraph:
+    """``graph`` with each Pooling of ``method`` merged into the Convolution that writes its input,
+    where the pooling alone reads that input and it is not a network output, and ``value(pool,
+    conv, shapes)`` (the tensors' shapes) is not None: the merged convolution takes the pooling's
+    output, and that value as its ``attribute``, and the pooling reports as fused into it."""
+    readers = Counter(name for layer in graph.layers for name in layer.inputs)
+    shapes = _tensor_shapes(graph.inputs, graph.layers)
+    writer = {name: index for index, layer in enumerate(graph.layers) for name in layer.outputs}
+    layers, fused_into, merged = list(graph.layers), dict(graph.fused_into), set()
+    for pool in graph.layers:
+        if (pool.type != "Pooling" or pool.normalized is None or pool.normalized["pool_method"] != method
+                or len(pool.inputs) != 1 or pool.inputs[0] not in writer or readers[pool.inputs[0]] != 1
+                or pool.inputs[0] in graph.outputs):
+            continue
+        index = writer[pool.inputs[0]]
+        conv = layers[index]
+        if conv.type != "Convolution" or conv.normalized is None or len(conv.outputs) != 1:
+            continue
+        merged_value = value(pool, conv, shapes)
+        if merged_value is None:
+            continue
+        layers[index] = dataclasses.replace(conv, outputs=pool.outputs, output_shapes=pool.output_shapes,
+                                            normalized={**conv.normalized, attribute: merged_value})
+        merged.add(pool.name)
+        fused_into[pool.name] = conv.name
+    if not merged:
+        return graph
+    return dataclasses.replace(graph, layers=tuple(layer for layer in layers if layer.name not in merged),
+                               fused_into=fused_into)
+
+
+def _global_average(pool, conv, shapes):
+    """The plane (OH, OW) that ``pool`` averages whole, without padding, where ``conv`` is a
+    one-group GEMM convolution; else None."""
+    attrs, plane = pool.normalized, shapes[pool.inputs[0]][2:]
+    if (len(plane) != 2 or tuple(attrs["kernel"]) != tuple(plane) or any(attrs["pads_begin"])
+            or any(attrs["pads_end"]) or conv.normalized["group"] != 1
+            or choose_convolution(conv.normalized, shapes[conv.inputs[0]]) != "gemm"):
+        return None
+    return tuple(plane)
+
+
 def averages_fused(graph: FusedGraph) -> FusedGraph:
     """``graph`` with each global average pooling merged into the convolution whose output it
     alone reads (CPU): a one-group GEMM convolution, its output not a network output, then a
@@ -356,34 +398,7 @@ def averages_fused(graph: FusedGraph) -> FusedGraph:
     ``convolution.convolution_gemm_average_cpu`` sums each output plane while it is in cache,
     never writing it: SqueezeNet's last 1x1 layer (256 -> 1000 on 13x13) and ResNet's last
     bottleneck end this way."""
-    readers = Counter(name for layer in graph.layers for name in layer.inputs)
-    shapes = _tensor_shapes(graph.inputs, graph.layers)
-    writer = {name: index for index, layer in enumerate(graph.layers) for name in layer.outputs}
-    layers, fused_into, merged = list(graph.layers), dict(graph.fused_into), set()
-    for pool in graph.layers:
-        attrs = pool.normalized
-        if (pool.type != "Pooling" or attrs is None or attrs["pool_method"] != "avg" or len(pool.inputs) != 1
-                or pool.inputs[0] not in writer or readers[pool.inputs[0]] != 1 or pool.inputs[0] in graph.outputs):
-            continue
-        plane = shapes[pool.inputs[0]][2:]
-        if (len(plane) != 2 or tuple(attrs["kernel"]) != tuple(plane)
-                or any(attrs["pads_begin"]) or any(attrs["pads_end"])):
-            continue
-        index = writer[pool.inputs[0]]
-        conv = layers[index]
-        if (conv.type != "Convolution" or conv.normalized is None or len(conv.outputs) != 1
-                or conv.normalized["group"] != 1
-                or choose_convolution(conv.normalized, shapes[conv.inputs[0]]) != "gemm"):
-            continue
-        layers[index] = dataclasses.replace(
-            conv, outputs=pool.outputs, output_shapes=pool.output_shapes,
-            normalized={**conv.normalized, "global_average": tuple(plane)})
-        merged.add(pool.name)
-        fused_into[pool.name] = conv.name
-    if not merged:
-        return graph
-    return dataclasses.replace(graph, layers=tuple(layer for layer in layers if layer.name not in merged),
-                               fused_into=fused_into)
+    return _poolings_merged(graph, "avg", "global_average", _global_average)
 
 
 def _never_decreasing(activation) -> bool:
@@ -392,44 +407,31 @@ def _never_decreasing(activation) -> bool:
     return activation is None or activation["type"] != "relu" or activation["alpha"] >= 0.0
 
 
+def _max_pool(pool, conv, shapes):
+    """``max_pool`` (the pooling's window, strides, leading pads, and the convolution's output
+    size) where ``conv`` is a stem layer without a residual whose activation keeps its inputs'
+    order, and each of the pooling's windows starts inside that output; else None."""
+    attrs, conv_size, out_size = pool.normalized, shapes[pool.inputs[0]][2:], pool.output_shapes[0][2:]
+    if (len(conv_size) != 2 or len(conv.inputs) != 1
+            or any((out_size[a] - 1) * attrs["strides"][a] - attrs["pads_begin"][a] >= conv_size[a]
+                   or attrs["pads_begin"][a] >= attrs["kernel"][a] for a in range(2))
+            or choose_convolution(conv.normalized, shapes[conv.inputs[0]]) != "stem"
+            or not _never_decreasing(conv.normalized.get("activation"))):
+        return None
+    return {"kernel": tuple(attrs["kernel"]), "strides": tuple(attrs["strides"]),
+            "pads_begin": tuple(attrs["pads_begin"]), "conv_size": tuple(conv_size)}
+
+
 def max_poolings_fused(graph: FusedGraph) -> FusedGraph:
     """``graph`` with each max pooling merged into the convolution whose output it alone reads
     (CPU): a first layer that ``convolution.convolution_stem_cpu`` takes, without a residual, its
     activation one that keeps the order of its inputs (so that pooling its sums and then
     activating is the same), its output not a network output; a pooling whose windows each start
-    inside that output (``max_pool``). The merged convolution takes the pooling's output and
-    ``max_pool`` (its window, strides, leading pads and the convolution's own output size), and
-    pools each band of its output while it is in cache, never writing it: the stem and max pooling
-    of SqueezeNet, ResNet, GoogLeNet and FCN end this way."""
-    readers = Counter(name for layer in graph.layers for name in layer.inputs)
-    shapes = _tensor_shapes(graph.inputs, graph.layers)
-    writer = {name: index for index, layer in enumerate(graph.layers) for name in layer.outputs}
-    layers, fused_into, merged = list(graph.layers), dict(graph.fused_into), set()
-    for pool in graph.layers:
-        attrs = pool.normalized
-        if (pool.type != "Pooling" or attrs is None or attrs["pool_method"] != "max" or len(pool.inputs) != 1
-                or pool.inputs[0] not in writer or readers[pool.inputs[0]] != 1 or pool.inputs[0] in graph.outputs):
-            continue
-        conv_size, out_size = shapes[pool.inputs[0]][2:], pool.output_shapes[0][2:]
-        if len(conv_size) != 2 or any((out_size[a] - 1) * attrs["strides"][a] - attrs["pads_begin"][a] >= conv_size[a]
-                                      or attrs["pads_begin"][a] >= attrs["kernel"][a] for a in range(2)):
-            continue
-        index = writer[pool.inputs[0]]
-        conv = layers[index]
-        if (conv.type != "Convolution" or conv.normalized is None or len(conv.inputs) != 1 or len(conv.outputs) != 1
-                or choose_convolution(conv.normalized, shapes[conv.inputs[0]]) != "stem"
-                or not _never_decreasing(conv.normalized.get("activation"))):
-            continue
-        max_pool = {"kernel": tuple(attrs["kernel"]), "strides": tuple(attrs["strides"]),
-                    "pads_begin": tuple(attrs["pads_begin"]), "conv_size": tuple(conv_size)}
-        layers[index] = dataclasses.replace(conv, outputs=pool.outputs, output_shapes=pool.output_shapes,
-                                            normalized={**conv.normalized, "max_pool": max_pool})
-        merged.add(pool.name)
-        fused_into[pool.name] = conv.name
-    if not merged:
-        return graph
-    return dataclasses.replace(graph, layers=tuple(layer for layer in layers if layer.name not in merged),
-                               fused_into=fused_into)
+    inside that output. The merged convolution takes the pooling's output and ``max_pool`` (its
+    window, strides, leading pads and the convolution's own output size), and pools each band of
+    its output while it is in cache, never writing it: the stem and max pooling of SqueezeNet,
+    ResNet, GoogLeNet and FCN end this way."""
+    return _poolings_merged(graph, "max", "max_pool", _max_pool)
 
 
 def compile_network(network: Network, device: str = "CPU") -> CompiledNetwork:

@@ -1250,12 +1250,12 @@ def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_t
     non-decreasing one, so the same as before it). Rows >= n are neither read nor written.
 
     Each task takes a band of output rows of one sample (``stem_split``). It copies the input
-    the convolution rows that band reads read into zero-padded planes, computes every output
-    channel of those rows' pixels, 6 pixels and 16 channels a call (``stem.stem_pixels``, the
-    pixels' windows at any stride, in consecutive rows or not), pools them where there is a
-    pooling (``stem.max_window``: the convolution's output is never written, and bands whose
-    windows overlap compute their shared row twice), and writes them back as the channels' rows
-    through the epilogue (``depthwise.deinterleave_rows``)."""
+    that the band's convolution rows read into zero-padded planes, computes every output channel
+    of those rows' pixels (or a chunk of the channels), 6 pixels and 16 channels a call
+    (``stem.stem_pixels``, the pixels' windows at any stride, in consecutive rows or not), pools
+    them where there is a pooling (``stem.max_window``: the convolution's output is never
+    written, and bands whose windows overlap compute their shared row twice), and writes them
+    back as the channels' rows through the epilogue (``depthwise.deinterleave_rows``)."""
     out_height = out.shape[2] // out_width
     band_rows, bands, chunks = stem_split(n, out.shape[1], out_height, conv_width, pool_h, pool_stride_h, min_tasks)
     # Each tap's offset in a task's scratch: planes of the input the largest band reads.
@@ -1514,6 +1514,8 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
     the pooling's (max_batch, K, 1, 1), computed by ``convolution_gemm_average_cpu``."""
     x, out = as_4d(inputs[0]), as_4d(outputs[0])
     algorithm = algorithm or choose_algorithm(attrs, x.shape)
+    if attrs.get("max_pool") is not None and algorithm != "stem":
+        raise ValueError(f"only the stem convolution computes a max pooling of its output, not {algorithm!r}")
     first_out_channel = 0
     if destination is not None:
         out, first_out_channel = destination
@@ -1565,8 +1567,6 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             int(out_width), int(min_tasks or numba.get_num_threads()), residual.reshape(max_batch, -1, pixels),
             *epilogue, out.reshape(max_batch, -1, pixels),
         )
-    if attrs.get("max_pool") is not None and algorithm != "stem":
-        raise ValueError(f"only the stem convolution computes a max pooling of its output, not {algorithm!r}")
     if algorithm == "stem":
         # attrs["max_pool"]: the max pooling fused in (``graph.compiler.max_poolings_fused``), whose
         # output outputs[0] then is; the convolution's own size there.

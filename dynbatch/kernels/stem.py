@@ -1,6 +1,6 @@
 """The output-channel vectors of ``convolution.convolution_stem_cpu``: a network's first layer on
-the image (3 channels in, 3x3 to 11x11 kernels at strides 1 to 4) with 8 output channels side
-by side in each vector's lanes and the input's pixels broadcast.
+the image (1 to 4 channels in; 3x3 to 11x11 kernels at strides 1 to 4 in the networks here)
+with 8 output channels side by side in each vector's lanes and the input's pixels broadcast.
 
 Such a layer has a short reduction (27 multiply-adds per output for 3 x 3 x 3) and many output
 pixels. As a GEMM (``convolution_gemm_cpu``), each 6 x 16 block of its product is a call of 27
