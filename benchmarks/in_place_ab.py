@@ -10,10 +10,12 @@ output-channel vectors (``convolution_stem_cpu``, where ``choose_algorithm`` pic
 packed by the GEMM kernel, or (``--what depthwise``) with its depthwise 3x3 layers by 8-channel
 vectors (``convolution_depthwise_cpu``) against the direct kernel, or (``--what
 chained_depthwise``) with those layers in the chains of convolutions (``compiler.chain_convolutions``)
-against a parallel loop each, in one process:
+against a parallel loop each, or (``--what chained_ends``) with its first layers and its
+convolutions with a global average in those chains too against a parallel loop each, in one
+process:
 
     python benchmarks/in_place_ab.py [--network squeezenet] [--size 112]
-        [--what concatenations|residuals|pointwise|averages|max_poolings|stem|depthwise|chained_depthwise] [--batches 1,8,32] [--calls 41]
+        [--what concatenations|residuals|pointwise|averages|max_poolings|stem|depthwise|chained_depthwise|chained_ends] [--batches 1,8,32] [--calls 41]
 
 Both are loaded from the same ONNX network of ``compare.py`` (max batch 32, ``--size`` its input
 side); their infer calls alternate, each time is the median of ``--calls``, and their outputs
@@ -46,6 +48,10 @@ CHOICES = {
     "chained_depthwise": (compiler, "CHAINED_KERNELS",
                           {kernel: kind for kernel, kind in compiler.CHAINED_KERNELS.items()
                            if kernel is not convolution.convolution_depthwise_cpu}, "apart", "chained"),
+    "chained_ends": (compiler, "CHAINED_KERNELS",
+                     {kernel: kind for kernel, kind in compiler.CHAINED_KERNELS.items()
+                      if kernel not in (convolution.convolution_stem_cpu, convolution.convolution_gemm_average_cpu)},
+                     "apart", "chained"),
 }
 
 

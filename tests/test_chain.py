@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from dynbatch.kernels import convolution
-from dynbatch.kernels.chain import CHAINED_KERNELS, HAS_CYCLE_COUNTER, chain_step, step_seconds
+from dynbatch.kernels.chain import (AVERAGE_STEP, CHAINED_KERNELS, HAS_CYCLE_COUNTER, STEM_STEP, chain_step,
+                                   step_seconds)
 from tests.naive import REFERENCES
 
 MAX_BATCH = 4
@@ -99,6 +100,55 @@ def test_chain_computes_what_its_steps_compute_one_by_one(n, threads):
     seconds = step_seconds(args)  # (None where there is no time-stamp counter to read)
     assert (seconds is None) == (not HAS_CYCLE_COUNTER)
     assert seconds is None or (len(seconds) == len(steps) and all(s >= 0.0 for s in seconds))
+
+
+def stem_chain(rng, n, size=(21, 17)):
+    """A first layer (3 -> 16 3x3 stride 2, its max pooling 3x3 stride 2 fused: a stem step whose
+    bands share rows; a plane wider than high, so that no height stands for a width), a 1x1 GEMM
+    step, then a 1x1 layer of 32 channels with its global average (an averaged step): what a
+    network's first chain and last convolution hold. Returns (steps, the stem's attributes, the
+    input, the buffers the steps write)."""
+    x = poisoned((MAX_BATCH, 3) + size, n, rng)
+    conv_size = tuple((side - 1) // 2 + 1 for side in size)
+    pooled_size = tuple((side - 3) // 2 + 1 for side in conv_size)
+    pooled = poisoned((MAX_BATCH, 16) + pooled_size, n)
+    squeezed = poisoned((MAX_BATCH, 24) + pooled_size, n)
+    averaged = poisoned((MAX_BATCH, 32, 1, 1), n)
+    stem = {**layer(rng, 3, 16, 3, stride=2, activation=RELU),
+            "max_pool": {"kernel": (3, 3), "strides": (2, 2), "pads_begin": (0, 0), "conv_size": conv_size}}
+    steps = [
+        convolution.cpu_step(stem, [x], [pooled]),
+        convolution.cpu_step(layer(rng, 16, 24, 1, activation=RELU), [pooled], [squeezed]),
+        convolution.cpu_step({**layer(rng, 24, 32, 1, activation=RELU), "global_average": pooled_size},
+                             [squeezed], [averaged]),
+    ]
+    kinds = [CHAINED_KERNELS[kernel] for kernel, _ in steps]
+    assert kinds == [STEM_STEP, 0, AVERAGE_STEP], kinds
+    return steps, stem, x, [pooled, squeezed, averaged]
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chain_runs_stem_and_averaged_steps(n, threads):
+    """A chain's stem step (pooled) and averaged step compute what their kernels compute alone."""
+    rng = np.random.default_rng(20 + n * 10 + threads)
+    steps, stem, x, written = stem_chain(rng, n)
+    for kernel, args in steps:
+        kernel(n, *args)
+    expected = [buffer.copy() for buffer in written]
+    # (the stem's own kernel against the naive reference: this test cannot pass on outputs all wrong)
+    pool = {"pool_method": "max", "kernel": (3, 3), "strides": (2, 2), "pads_begin": (0, 0), "pads_end": (0, 0),
+            "exclude_pad": False, "output_size": written[0].shape[2:]}
+    reference = REFERENCES["Pooling"](REFERENCES["Activation"](REFERENCES["Convolution"]([x[:n]], stem), RELU), pool)
+    np.testing.assert_allclose(expected[0][:n], reference[0], rtol=1e-4, atol=1e-5)
+    for buffer in written:
+        buffer[:] = np.nan
+    kernel, args = chain_step(steps, threads)
+    kernel(n, *args)
+    for got, want in zip(written, expected):
+        scale = max(1.0, float(np.abs(want[:n]).max(initial=0.0)))
+        np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6 * scale)
+        assert np.isnan(got[n:]).all(), "a row >= n was written"
 
 
 def test_chain_finishes_when_its_iterations_share_one_thread():

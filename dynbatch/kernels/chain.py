@@ -6,8 +6,8 @@ layer that takes 20-40 us at n = 1 (SqueezeNet's small 1x1 layers) spends much o
 Run as one loop, the worker joins once for the whole run of layers and then stays.
 
 Inside the loop every thread runs the steps in order. For each step it takes tasks (those of
-``convolution.gemm_task``, ``convolution.winograd_task`` or ``convolution.depthwise_task``) from
-its own share first, the one the step's kernel would give it alone, then from the others'
+``convolution.gemm_task``, ``winograd_task``, ``depthwise_task``, ``stem_task`` or
+``gemm_average_task``) from its own share first, the one the step's kernel would give it alone, then from the others'
 shares. Each take is one atomic add on that share's counter, so no task runs twice. It then
 waits until the step's count of finished tasks reaches its task count, since the next step reads
 what this one wrote. A thread waits only for tasks that a running thread has taken, so the loop
@@ -38,30 +38,42 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..config import FASTMATH, PARALLEL_KERNEL, SCALAR_FUNCTION
-from .convolution import (convolution_depthwise_cpu, convolution_gemm_cpu, convolution_winograd_cpu,
-                          depthwise_share, depthwise_task, gemm_split, gemm_task, winograd_split, winograd_task)
+from .convolution import (average_splits, convolution_depthwise_cpu, convolution_gemm_average_cpu,
+                          convolution_gemm_cpu, convolution_stem_cpu, convolution_winograd_cpu, depthwise_share,
+                          depthwise_task, gemm_average_task, gemm_split, gemm_task, stem_split, stem_task, stem_taps,
+                          winograd_split, winograd_task)
 
-GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP = 0, 1, 2
+GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP = 0, 1, 2, 3, 4
 _NO_ROWS = np.zeros(0, np.intp)
 #: Arguments one chained kernel takes and another does not, at the value that stands for it:
 #: the GEMM's that the Winograd kernel (3x3, stride 1, ungrouped) fixes, Winograd's tile side,
-#: and the GEMM's reduction rows and task width, which the depthwise kernel has none of.
+#: the GEMM's reduction rows and task width, which the depthwise and stem kernels have none of,
+#: the stem's kernel, convolution and pooling sizes, and the averaged pixels.
 ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False, "tile": 0, "task_columns": 0,
                     "first_out_channel": 0, "row_offset": _NO_ROWS, "row_tap": _NO_ROWS, "tap_dy": _NO_ROWS,
-                    "tap_dx": _NO_ROWS}
+                    "tap_dx": _NO_ROWS, "kernel_h": 0, "kernel_w": 0, "conv_height": 0, "conv_width": 0, "pool_h": 1,
+                    "pool_w": 1, "pool_stride_h": 1, "pool_stride_w": 1, "pool_top": 0, "pool_left": 0, "pixels": 0}
 #: The kernels whose steps a chain can take, and each one's step kind.
 CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP,
-                   convolution_depthwise_cpu: DEPTHWISE_STEP}
+                   convolution_depthwise_cpu: DEPTHWISE_STEP, convolution_stem_cpu: STEM_STEP,
+                   convolution_gemm_average_cpu: AVERAGE_STEP}
 
 # Columns of a step's row of ``ints``: its kind, where its arrays are (address, then shape or
 # length), and its scalar arguments.
 KIND, X, X_SHAPE, WEIGHTS, WEIGHTS_LENGTH, BIASES, BIASES_LENGTH = 0, 1, 2, 6, 7, 8, 9
 ROW_OFFSET, ROW_TAP, TAP_DY, TAP_DX = 10, 12, 14, 16  # each (address, length)
-RESIDUAL, RESIDUAL_SHAPE, OUT, OUT_SHAPE = 18, 19, 22, 23
+RESIDUAL, RESIDUAL_SHAPE, OUT, OUT_SHAPE = 18, 19, 22, 23  # (shapes of 3, a 2-d array's as (N, K, 1))
 GROUP, STRIDE_H, STRIDE_W, PAD_TOP, PAD_LEFT, OUT_WIDTH, IN_PLACE = 26, 27, 28, 29, 30, 31, 32
 TASK_COLUMNS, MIN_TASKS, HAS_RESIDUAL, ACTIVATION, FIRST_OUT_CHANNEL, TILE = 33, 34, 35, 36, 37, 38
-TASK = 39  # the address of the step kind's task function (``task_function``)
-INTS = 40
+KERNEL_H, KERNEL_W, CONV_HEIGHT, CONV_WIDTH, POOL_H, POOL_W, POOL_STRIDE_H, POOL_STRIDE_W = 39, 40, 41, 42, 43, 44, 45, 46
+POOL_TOP, POOL_LEFT, PIXELS = 47, 48, 49
+TASK = 50  # the address of the step kind's task function (``task_function``)
+INTS = 51
+#: The scalar arguments from GROUP on, in their columns' order.
+SCALARS = ("group", "stride_h", "stride_w", "pad_top", "pad_left", "out_width", "in_place", "task_columns",
+           "min_tasks", "has_residual", "activation", "first_out_channel", "tile", "kernel_h", "kernel_w",
+           "conv_height", "conv_width", "pool_h", "pool_w", "pool_stride_h", "pool_stride_w", "pool_top", "pool_left",
+           "pixels")
 
 
 @intrinsic
@@ -213,8 +225,35 @@ def depthwise_step_task(task, n, row_address, alpha_beta_address, band_rows, pla
                    alpha_beta[1], out, out.reshape(out.size), band_rows, planes_per_task, chunks)
 
 
+def stem_step_task(task, n, row_address, alpha_beta_address, band_rows, bands, chunks, unused):
+    """Task ``task`` of a stem step, as ``gemm_step_task`` (with ``stem_split``'s share)."""
+    row = carray(_index_pointer(row_address), (INTS,))
+    alpha_beta = carray(_float_pointer(alpha_beta_address), (2,))
+    x, weights, biases, residual_flat, out, _, _, _, _ = _step_arrays(row)
+    tap_offsets, scratch_plane = stem_taps(row[X_SHAPE + 1], row[KERNEL_H], row[KERNEL_W], row[STRIDE_H],
+                                           row[STRIDE_W], row[CONV_HEIGHT], row[CONV_WIDTH], row[POOL_H],
+                                           row[POOL_STRIDE_H], band_rows)
+    stem_task(task, x, x.reshape(x.size), weights, biases, row[STRIDE_H], row[STRIDE_W], row[PAD_TOP], row[PAD_LEFT],
+              row[KERNEL_H], row[KERNEL_W], row[CONV_HEIGHT], row[CONV_WIDTH], row[POOL_H], row[POOL_W],
+              row[POOL_STRIDE_H], row[POOL_STRIDE_W], row[POOL_TOP], row[POOL_LEFT], tap_offsets, scratch_plane,
+              residual_flat, row[HAS_RESIDUAL], row[ACTIVATION], alpha_beta[0], alpha_beta[1], out,
+              out.reshape(out.size), row[OUT_WIDTH], band_rows, bands, chunks)
+
+
+def average_step_task(task, n, row_address, alpha_beta_address, splits, unused, unused2, unused3):
+    """Task ``task`` of a GEMM step with its global average (``average_splits``' share)."""
+    row = carray(_index_pointer(row_address), (INTS,))
+    alpha_beta = carray(_float_pointer(alpha_beta_address), (2,))
+    x, weights, biases, residual_flat, out, row_offset, row_tap, tap_dy, tap_dx = _step_arrays(row)
+    gemm_average_task(task, splits, x, x.reshape(x.size), weights, biases, row[STRIDE_H], row[STRIDE_W],
+                      row[PAD_TOP], row[PAD_LEFT], row[OUT_WIDTH], row[PIXELS], row_offset, row_tap, tap_dy, tap_dx,
+                      row[IN_PLACE] != 0, row[TASK_COLUMNS], residual_flat, row[HAS_RESIDUAL], row[ACTIVATION],
+                      alpha_beta[0], alpha_beta[1], out.reshape(out.size))
+
+
 _TASK_SIGNATURE = types.void(*([types.int64] * 8))
-_STEP_TASKS = {GEMM_STEP: gemm_step_task, WINOGRAD_STEP: winograd_step_task, DEPTHWISE_STEP: depthwise_step_task}
+_STEP_TASKS = {GEMM_STEP: gemm_step_task, WINOGRAD_STEP: winograd_step_task, DEPTHWISE_STEP: depthwise_step_task,
+               STEM_STEP: stem_step_task, AVERAGE_STEP: average_step_task}
 _task_functions = {}
 
 
@@ -252,6 +291,14 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                     n, ints[s, X_SHAPE + 1], ints[s, WEIGHTS_LENGTH], out_pixels, ints[s, OUT_WIDTH], ints[s, STRIDE_H],
                     ints[s, STRIDE_W], ints[s, MIN_TASKS])
                 panels_per_split = 0
+            elif ints[s, KIND] == STEM_STEP:
+                column_panels, chunks, splits = stem_split(
+                    n, ints[s, OUT_SHAPE + 1], out_pixels // ints[s, OUT_WIDTH], ints[s, CONV_WIDTH], ints[s, POOL_H],
+                    ints[s, POOL_STRIDE_H], ints[s, MIN_TASKS])
+                tasks, panels_per_split = n * chunks * splits, 0
+            elif ints[s, KIND] == AVERAGE_STEP:
+                column_panels = average_splits(n, biases_length, ints[s, MIN_TASKS])
+                tasks, chunks, splits, panels_per_split = n * column_panels, 0, 0, 0
             else:
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(
                     n, biases_length, ints[s, OUT_WIDTH], ints[s, TILE], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS],
@@ -279,7 +326,8 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
 
 
 def task_kinds(args) -> list[int]:
-    """The kinds of step (GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP) of the chain bound to ``args``."""
+    """The kinds of step (GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP) of the
+    chain bound to ``args``."""
     return sorted({int(kind) for kind in args[3][:, KIND]})
 
 
@@ -290,6 +338,11 @@ def _address(array: np.ndarray, dtype) -> int:
         raise ValueError(f"a chained step's arrays must be C-contiguous {np.dtype(dtype)}: got a {layout} "
                          f"{array.dtype} array of shape {array.shape}")
     return array.ctypes.data
+
+
+def _shape_3(array: np.ndarray) -> tuple[int, ...]:
+    """A 3-d array's shape, a 2-d one's as (N, K, 1) (an averaged step's output, (N, K))."""
+    return tuple(array.shape) + (1,) * (3 - array.ndim)
 
 
 def chain_step(steps, threads: int, link_tasks: bool = True):
@@ -315,11 +368,9 @@ def chain_step(steps, threads: int, link_tasks: bool = True):
         row[BIASES], row[BIASES_LENGTH] = _address(biases, np.float32), biases.size
         for column, name in ((ROW_OFFSET, "row_offset"), (ROW_TAP, "row_tap"), (TAP_DY, "tap_dy"), (TAP_DX, "tap_dx")):
             row[column], row[column + 1] = _address(named[name], np.intp), named[name].size
-        row[RESIDUAL], row[RESIDUAL_SHAPE:RESIDUAL_SHAPE + 3] = _address(residual, np.float32), residual.shape
-        row[OUT], row[OUT_SHAPE:OUT_SHAPE + 3] = _address(out, np.float32), out.shape
-        row[GROUP:TILE + 1] = [named[name] for name in (
-            "group", "stride_h", "stride_w", "pad_top", "pad_left", "out_width", "in_place", "task_columns",
-            "min_tasks", "has_residual", "activation", "first_out_channel", "tile")]
+        row[RESIDUAL], row[RESIDUAL_SHAPE:RESIDUAL_SHAPE + 3] = _address(residual, np.float32), _shape_3(residual)
+        row[OUT], row[OUT_SHAPE:OUT_SHAPE + 3] = _address(out, np.float32), _shape_3(out)
+        row[GROUP:GROUP + len(SCALARS)] = [named[name] for name in SCALARS]
         floats[s] = named["alpha"], named["beta"]
     counters = np.zeros(len(steps) * (threads + 1), np.int64)
     cycles = np.zeros(len(steps) + 1, np.int64)

@@ -1233,6 +1233,22 @@ def stem_split(n, out_channels, out_height, conv_width, pool_h, pool_stride_h, m
     return rows, -(-out_height // rows), chunks
 
 
+@njit(**SCALAR_FUNCTION)
+def stem_taps(channels, kernel_h, kernel_w, stride_h, stride_w, conv_height, conv_width, pool_h, pool_stride_h,
+              band_rows):
+    """(tap_offsets, scratch_plane) of ``convolution_stem_cpu``'s tasks: each tap's offset in a
+    task's scratch, whose planes (``scratch_plane`` floats) hold the input that the largest band
+    reads."""
+    pitch = (conv_width - 1) * stride_w + kernel_w
+    scratch_plane = ((min(conv_height, (band_rows - 1) * pool_stride_h + pool_h) - 1) * stride_h + kernel_h) * pitch
+    tap_offsets = np.empty(channels * kernel_h * kernel_w, np.intp)
+    for c in range(channels):
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                tap_offsets[(c * kernel_h + i) * kernel_w + j] = c * scratch_plane + i * pitch + j
+    return tap_offsets, scratch_plane
+
+
 @njit(**PARALLEL_KERNEL)
 def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h, kernel_w,
                          conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top, pool_left,
@@ -1256,17 +1272,10 @@ def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_t
     them where there is a pooling (``stem.max_window``: the convolution's output is never
     written, and bands whose windows overlap compute their shared row twice), and writes them
     back as the channels' rows through the epilogue (``depthwise.deinterleave_rows``)."""
-    out_height = out.shape[2] // out_width
-    band_rows, bands, chunks = stem_split(n, out.shape[1], out_height, conv_width, pool_h, pool_stride_h, min_tasks)
-    # Each tap's offset in a task's scratch: planes of the input the largest band reads.
-    channels = x.shape[1]
-    pitch = (conv_width - 1) * stride_w + kernel_w
-    scratch_plane = ((min(conv_height, (band_rows - 1) * pool_stride_h + pool_h) - 1) * stride_h + kernel_h) * pitch
-    tap_offsets = np.empty(channels * kernel_h * kernel_w, np.intp)
-    for c in range(channels):
-        for i in range(kernel_h):
-            for j in range(kernel_w):
-                tap_offsets[(c * kernel_h + i) * kernel_w + j] = c * scratch_plane + i * pitch + j
+    band_rows, bands, chunks = stem_split(n, out.shape[1], out.shape[2] // out_width, conv_width, pool_h,
+                                          pool_stride_h, min_tasks)
+    tap_offsets, scratch_plane = stem_taps(x.shape[1], kernel_h, kernel_w, stride_h, stride_w, conv_height,
+                                           conv_width, pool_h, pool_stride_h, band_rows)
     x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
     for task in prange(n * bands * chunks):
         stem_task(np.int64(task), x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h,
