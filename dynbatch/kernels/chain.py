@@ -7,10 +7,10 @@ Run as one loop, the worker joins once for the whole run of layers and then stay
 
 Inside the loop every thread runs the steps in order. For each step it takes tasks (those of
 ``convolution.gemm_task``, ``winograd_task``, ``depthwise_task``, ``stem_task`` or
-``gemm_average_task``) from its own share first, the one the step's kernel would give it alone, then from the others'
-shares. Each take is one atomic add on that share's counter, so no task runs twice. It then
-waits until the step's count of finished tasks reaches its task count, since the next step reads
-what this one wrote. A thread waits only for tasks that a running thread has taken, so the loop
+``gemm_average_task``) from its own share first, the one the step's kernel would give it alone,
+then from the others' shares. Each take is one atomic add on that share's counter, so no task
+runs twice. It then waits until the step's count of finished tasks reaches its task count, since
+the next step reads what this one wrote. A thread waits only for tasks that a running thread has taken, so the loop
 ends even where a worker never comes (TBB does not promise one): the master then takes every
 task itself.
 
@@ -65,8 +65,8 @@ ROW_OFFSET, ROW_TAP, TAP_DY, TAP_DX = 10, 12, 14, 16  # each (address, length)
 RESIDUAL, RESIDUAL_SHAPE, OUT, OUT_SHAPE = 18, 19, 22, 23  # (shapes of 3, a 2-d array's as (N, K, 1))
 GROUP, STRIDE_H, STRIDE_W, PAD_TOP, PAD_LEFT, OUT_WIDTH, IN_PLACE = 26, 27, 28, 29, 30, 31, 32
 TASK_COLUMNS, MIN_TASKS, HAS_RESIDUAL, ACTIVATION, FIRST_OUT_CHANNEL, TILE = 33, 34, 35, 36, 37, 38
-KERNEL_H, KERNEL_W, CONV_HEIGHT, CONV_WIDTH, POOL_H, POOL_W, POOL_STRIDE_H, POOL_STRIDE_W = 39, 40, 41, 42, 43, 44, 45, 46
-POOL_TOP, POOL_LEFT, PIXELS = 47, 48, 49
+KERNEL_H, KERNEL_W, CONV_HEIGHT, CONV_WIDTH, POOL_H, POOL_W = 39, 40, 41, 42, 43, 44
+POOL_STRIDE_H, POOL_STRIDE_W, POOL_TOP, POOL_LEFT, PIXELS = 45, 46, 47, 48, 49
 TASK = 50  # the address of the step kind's task function (``task_function``)
 INTS = 51
 #: The scalar arguments from GROUP on, in their columns' order.

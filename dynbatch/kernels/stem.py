@@ -110,17 +110,16 @@ def max_window(typingctx, source, source_offset, row_step, rows, columns, destin
         small = builder.and_(builder.icmp_signed("<=", rows, side), builder.icmp_signed("<=", columns, side))
         with builder.if_else(small) as (unrolled, looped):
             with unrolled:
+                def clamped(i, count):  # (i, or the last of count where i is past it)
+                    return builder.select(builder.icmp_signed("<", ir.Constant(index, i), count), ir.Constant(index, i),
+                                          builder.sub(count, ir.Constant(index, 1)))
+
                 pooled = None
                 for r in range(UNROLLED_WINDOW):
-                    last_row = builder.sub(rows, ir.Constant(index, 1))
-                    row = builder.select(builder.icmp_signed("<", ir.Constant(index, r), rows), ir.Constant(index, r),
-                                         last_row)
-                    row_ptr = builder.gep(source_ptr, [builder.mul(row, row_step)])
+                    row_ptr = builder.gep(source_ptr, [builder.mul(clamped(r, rows), row_step)])
                     for c in range(UNROLLED_WINDOW):
-                        column = builder.select(builder.icmp_signed("<", ir.Constant(index, c), columns),
-                                                ir.Constant(index, c), builder.sub(columns, ir.Constant(index, 1)))
-                        value = builder.load(_vector_at(builder, row_ptr, builder.mul(column, ir.Constant(index, LANES))),
-                                             align=4)
+                        at = builder.mul(clamped(c, columns), ir.Constant(index, LANES))
+                        value = builder.load(_vector_at(builder, row_ptr, at), align=4)
                         pooled = value if pooled is None else _nan_max(builder, pooled, value)
                 builder.store(pooled, _vector_at(builder, destination_ptr, 0), align=4)
             with looped:
