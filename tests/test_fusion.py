@@ -418,16 +418,17 @@ def test_global_average_fused_into_the_convolution_it_alone_reads(device, varian
 
 
 def pooled_stem(variant="", max_batch=4):
-    """data (3 channels, 13x13) -> conv (3x3 stride 2, pad 1, 16 outputs: a first layer of
+    """data (3 channels, 15x15) -> conv (3x3 stride 2, pad 1, 16 outputs: a first layer of
     ``convolution_stem_cpu``) -> relu -> MaxPool 3x3 stride 2 -> output (overlapping windows over
-    the 7x7 output). variant: "ceil" (ceil rounding, a last window past the output), "padded"
+    the 8x8 output). variant: "ceil" (ceil rounding: a fourth window, its last column and row past
+    the output), "padded"
     (pads 1), "tiles" (2x2 windows at stride 2, which do not overlap), "exposed" (conv's output is
     a network output too), "second_reader" (a Power layer reads it too), "leak" (a relu with a
     negative leak, which does not keep its inputs' order), "avg" (an average pooling), "gemm"
     (24 outputs: the GEMM kernel)."""
     rng = np.random.default_rng(9)
     net = db.Network("pooled_stem")
-    x = net.add_input("data", (max_batch, 3, 13, 13))
+    x = net.add_input("data", (max_batch, 3, 15, 15))
     outputs = 24 if variant == "gemm" else 16
     y = net.add_layer("Convolution", [x], name="conv", weights=rng.standard_normal((outputs, 3, 3, 3)) * 0.3,
                       biases=rng.standard_normal(outputs), strides=2, pads_begin=1, pads_end=1)
@@ -455,7 +456,8 @@ def test_max_pooling_fused_into_the_first_layer_it_alone_reads(device, variant):
     assert (compiled.fused_into.get("pool") == "conv") == merged
     conv = next(layer for layer in compiled.layers if layer.name == "conv")
     assert ("max_pool" in conv.normalized) == merged
-    if merged:  # the convolution alone, and no 7x7 tensor of its own
+    if merged:  # the convolution alone, and no 8x8 tensor of its own
         assert [layer.name for layer in compiled.layers] == ["conv"]
-        assert conv.normalized["max_pool"]["conv_size"] == (7, 7)
+        assert conv.normalized["max_pool"]["conv_size"] == (8, 8)
+        assert compiled.plan.shapes["pool"][2:] == ((4, 4) if variant in ("ceil", "padded", "tiles") else (3, 3))
         assert set(compiled.plan.shapes) == {"data", "pool"}
