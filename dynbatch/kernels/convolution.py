@@ -357,6 +357,20 @@ def convolution_depthwise_cpu(n, x, packed_weights, biases, stride_h, stride_w, 
                        planes_per_task, chunks)
 
 
+@njit(**SCALAR_FUNCTION)
+def deinterleave_run(source, source_offset, run, out_flat, out_offset, out_plane, channels, residual_flat,
+                     has_residual, activation, alpha, beta):
+    """``run`` consecutive pixels of up to 8 channels, 8-channel pixel vectors from source_offset on
+    in source, written back as the channels' rows (out_flat[out_offset + c*out_plane + i]) through
+    the epilogue by ``depthwise.deinterleave_rows``, 8 pixels at a time: the last 8 overlap the
+    ones before (a masked store, slow on AMD, only where the whole run is under 8, whose vectors
+    past it source must hold)."""
+    for x0 in range(0, run, LANES):
+        x0 = max(0, min(x0, run - LANES))
+        deinterleave_rows(source, source_offset + x0 * LANES, min(LANES, run - x0), out_flat, out_offset + x0,
+                          out_plane, channels, residual_flat, has_residual != 0, activation, alpha, beta)
+
+
 @njit(**SHARED_STEP)
 def depthwise_task(task, n, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, out_width,
                    residual_flat, has_residual, activation, alpha, beta, out, out_flat, band_rows, planes_per_task,
@@ -404,15 +418,10 @@ def depthwise_task(task, n, x, x_flat, packed_weights, biases, stride_h, stride_
             for r in range(rows):
                 depthwise_row_5(padded, r * stride_h * pitch * LANES, pitch, stride_w, packed_weights,
                                 octet * taps * LANES, biases, octet * LANES, sums, r * out_width * LANES, out_width)
-        # The band's rows lie back to back in each output plane: one run of rows x OW pixels,
-        # written 8 at a time, the last 8 overlapping the ones before (a masked store, slow on
-        # AMD, only where the whole run is under 8).
-        run = rows * out_width
-        out_base = (b * channels + octet * LANES) * out_plane + first_row * out_width
-        for x0 in range(0, run, LANES):
-            x0 = max(0, min(x0, run - LANES))
-            deinterleave_rows(sums, x0 * LANES, min(LANES, run - x0), out_flat, out_base + x0, out_plane, lanes,
-                              residual_flat, has_residual != 0, activation, alpha, beta)
+        # The band's rows lie back to back in each output plane: one run of rows x OW pixels.
+        deinterleave_run(sums, 0, rows * out_width, out_flat, (b * channels + octet * LANES) * out_plane
+                         + first_row * out_width, out_plane, lanes, residual_flat, has_residual, activation, alpha,
+                         beta)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -1350,16 +1359,12 @@ def stem_task(task, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_t
                 max_window(sums, (octet * octet_pixels + (row - first_row) * conv_width + column) * LANES,
                            conv_width * LANES, row_end - row, column_end - column, results,
                            (octet * result_pixels + q) * LANES)
-    # The band's rows lie back to back in each output plane: one run, written 8 pixels at a time,
-    # the last 8 overlapping the ones before.
+    # The band's rows lie back to back in each output plane: one run of out_rows x OW pixels.
     for octet in range(octets):
-        lanes = min(LANES, out_channels - (first_octet + octet) * LANES)
-        out_base = (b * out_channels + (first_octet + octet) * LANES) * out_plane + first_out_row * out_width
-        for x0 in range(0, run, LANES):
-            x0 = max(0, min(x0, run - LANES))
-            deinterleave_rows(results, (octet * result_pixels + x0) * LANES, min(LANES, run - x0), out_flat,
-                              out_base + x0, out_plane, lanes, residual_flat, has_residual != 0, activation, alpha,
-                              beta)
+        deinterleave_run(results, octet * result_pixels * LANES, run, out_flat,
+                         (b * out_channels + (first_octet + octet) * LANES) * out_plane + first_out_row * out_width,
+                         out_plane, min(LANES, out_channels - (first_octet + octet) * LANES), residual_flat,
+                         has_residual, activation, alpha, beta)
 
 
 # Below these sizes the GEMM's panels would be mostly padding (measured on depthwise and tiny groups).

@@ -191,15 +191,22 @@ def deinterleave_rows(typingctx, source, source_offset, columns, destination, de
     return sig, codegen
 
 
+def pack_channel_blocks(weights: np.ndarray, biases: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K, ...) weights and (K,) biases -> (packed weights, packed biases) with ``block`` output
+    channels side by side per tap: for each block b of channels (the last padded with zero
+    channels), weights[(b*taps + t)*block + i] = tap t (the weights' flattened index past K) of
+    channel b*block + i, and biases[b*block + i] its bias."""
+    channels, taps = weights.shape[0], weights[0].size
+    blocks = -(-channels // block)
+    packed = np.zeros((blocks * block, taps), np.float32)
+    packed[:channels] = weights.reshape(channels, taps)
+    packed_biases = np.zeros(blocks * block, np.float32)
+    packed_biases[:channels] = biases
+    return np.ascontiguousarray(packed.reshape(blocks, block, taps).transpose(0, 2, 1)).reshape(-1), packed_biases
+
+
 def pack_depthwise(weights: np.ndarray, biases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(K, 1, s, s) weights (s in SIDES) and (K,) biases -> (packed weights, packed biases) of
     ``convolution_depthwise_cpu``: for each 8 channels o, weights[8*s*s*o + 8*t + lane] = tap t
     of channel 8*o + lane and biases[8*o + lane] its bias, zeros past K."""
-    channels, taps = weights.shape[0], weights[0].size
-    octets = -(-channels // LANES)
-    packed = np.zeros((octets * LANES, taps), np.float32)
-    packed[:channels] = weights.reshape(channels, taps)
-    packed_biases = np.zeros(octets * LANES, np.float32)
-    packed_biases[:channels] = biases
-    return (np.ascontiguousarray(packed.reshape(octets, LANES, -1).transpose(0, 2, 1)).reshape(-1),
-            packed_biases)
+    return pack_channel_blocks(weights, biases, LANES)

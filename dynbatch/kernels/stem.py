@@ -23,7 +23,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .depthwise import LANES
+from .depthwise import LANES, pack_channel_blocks
 from .gemm import _VECTOR, _float_pointer, _splat, _vector_at
 from .pooling import _nan_max
 
@@ -141,11 +141,4 @@ def pack_stem(weights: np.ndarray, biases: np.ndarray) -> tuple[np.ndarray, np.n
     ``convolution_stem_cpu``: for each STEM_CHANNELS output channels b (the last padded with zero
     channels), weights[(b*taps + t)*STEM_CHANNELS + 8*v + lane] = tap t = (c, i, j) of channel
     b*STEM_CHANNELS + 8*v + lane, and biases[b*STEM_CHANNELS + 8*v + lane] its bias."""
-    channels = weights.shape[0]
-    blocks = -(-channels // STEM_CHANNELS)
-    padded = np.zeros((blocks * STEM_CHANNELS, weights[0].size), np.float32)
-    padded[:channels] = weights.reshape(channels, -1)
-    packed_biases = np.zeros(blocks * STEM_CHANNELS, np.float32)
-    packed_biases[:channels] = biases
-    return (np.ascontiguousarray(padded.reshape(blocks, STEM_CHANNELS, -1).transpose(0, 2, 1)).reshape(-1),
-            packed_biases)
+    return pack_channel_blocks(weights, biases, STEM_CHANNELS)
