@@ -1,14 +1,16 @@
-"""The CPU kernels of one layer type (pooling, deconvolution or fully connected) at a git revision
+"""The CPU kernels of one layer type (pooling, deconvolution, fully connected or SoftMax) at a git revision
 against the working tree's, layer by layer, in one process (as ``convolution_ab.py``, whose
 revision loading it shares):
 
-    python benchmarks/layer_ab.py REVISION [--layer pooling|deconvolution|fully_connected]
+    python benchmarks/layer_ab.py REVISION [--layer pooling|deconvolution|fully_connected|softmax]
         [--method max|avg] [--batch 8] [--calls 61] [--threads 2]
 
 The pooling layers are those of ``compare.py``'s networks (``--method`` picks max or avg); the
 deconvolutions FCN's 8x8 stride-4 upsampling and three common shapes, on 16x16 or 28x28 inputs and
 on 32x32 (planes of 4 KB, which the packed kernel copies out for large kernels), with 5x5 to 7x7
-kernels there too; the fully connected layers those of compare.py's networks and LeNet's first.
+kernels there too; the fully connected layers those of compare.py's networks and LeNet's first;
+the softmaxes over 1000 and 21841 classes, over a segmentation's 21 classes per pixel, and over a
+short axis of 7 (7 floats apart, 1024 side by side).
 Both kernels are bound to the same input, their calls alternate and each time is the median of
 ``--calls``. The outputs must agree.
 """
@@ -67,9 +69,21 @@ def fully_connected_layers(rng, n, method):
         yield name, attrs, x, (n, out_features)
 
 
+# name: (sample shape, axis)
+SOFTMAX = [("1000 classes", (1000,), 1), ("21841 classes", (21841,), 1), ("21 classes per pixel of 32x32", (21, 32, 32), 1),
+           ("over 7 of 1024 positions", (1024, 7), 2)]
+
+
+def softmax_layers(rng, n, method):
+    for name, shape, axis in SOFTMAX:
+        x = (rng.standard_normal((n, *shape)) * 5).astype(np.float32)
+        yield name, dict(axis=axis, flatten=False), x, x.shape
+
+
 LAYERS = {"pooling": (pooling_layers, ("pooling",)),
           "deconvolution": (deconvolution_layers, ("deconvolution", "convolution", "gemm")),
-          "fully_connected": (fully_connected_layers, ("fully_connected", "gemm", "epilogue"))}
+          "fully_connected": (fully_connected_layers, ("fully_connected", "gemm", "epilogue")),
+          "softmax": (softmax_layers, ("softmax", "gemm", "pooling"))}
 
 
 def main():

@@ -1,12 +1,13 @@
-"""Whole networks with the convolution and pooling kernels of a git revision against the working
-tree's, in one process: a change to ``chain.py``, ``convolution.py``, ``gemm.py`` or ``pooling.py``
-measured end to end.
+"""Whole networks with the convolution, pooling and SoftMax kernels of a git revision against the
+working tree's, in one process: a change to ``chain.py``, ``convolution.py``, ``gemm.py``,
+``pooling.py`` or ``softmax.py`` measured end to end.
 
     python benchmarks/network_ab.py REVISION [--networks resnet,squeezenet,mobilenet] [--batches 1,8,32]
         [--calls 41] [--threads 2]
 
 Each network (``compare.py``'s) is loaded once, by the working tree. The revision's ``chain.py``,
-``convolution.py``, ``gemm.py`` and ``pooling.py`` are copied into the package under temporary names
+``convolution.py``, ``gemm.py``, ``pooling.py`` and ``softmax.py`` are copied into the package under
+temporary names
 (as ``convolution_ab.py`` does), and its kernels are called with the very arguments the working
 tree's steps were bound to: the same buffers, weights and step tables, so this compares kernel code
 only (it needs the two revisions to agree on those arguments). Each call writes the input and runs
@@ -30,10 +31,10 @@ import compare  # noqa: E402  (the benchmark networks)
 import convolution_ab  # noqa: E402  (a revision's kernel modules, importable beside the working tree's)
 
 
-def revision_calls(request, old_chain, old_convolution, old_pooling):
+def revision_calls(request, old_chain, old_convolution, old_pooling, old_softmax):
     """The request's (kernel, args) per step, each convolution kernel replaced by the revision's
-    (where it has one of that name)
-    and each pooling kernel by the one the revision's ``choose_cpu_kernel`` picks.
+    (where it has one of that name), each pooling kernel by the one the revision's
+    ``choose_cpu_kernel`` picks and each SoftMax kernel by the revision's.
     A chain's rows name its task functions by address (``chain.task_function``): the revision's chain
     gets a copy of the rows naming its own, where it has them."""
     calls = []
@@ -49,6 +50,8 @@ def revision_calls(request, old_chain, old_convolution, old_pooling):
             call = getattr(old_convolution, step.exec_type)  # (GEMM, Winograd, direct, averaged)
         elif step.layer.type == "Pooling":  # (the same arguments for all its kernels)
             call = old_pooling.choose_cpu_kernel(step.layer.normalized, args[0].shape, args[-1].shape)
+        elif step.layer.type == "SoftMax":
+            call = old_softmax.softmax_cpu
         calls.append((call, args))
     return calls
 
@@ -76,17 +79,19 @@ def main():
     numba.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     try:
-        old_chain = convolution_ab.load_revision(args.revision, modules=("chain", "convolution", "gemm", "pooling"))
+        modules = ("chain", "convolution", "gemm", "pooling", "softmax")
+        old_chain = convolution_ab.load_revision(args.revision, modules=modules)
         old_convolution = importlib.import_module("dynbatch.kernels._ab_convolution")
         old_pooling = importlib.import_module("dynbatch.kernels._ab_pooling")
-        print(f"convolution and pooling kernels at {args.revision} (old) against the working tree (new), "
+        old_softmax = importlib.import_module("dynbatch.kernels._ab_softmax")
+        print(f"convolution, pooling and SoftMax kernels at {args.revision} (old) against the working tree (new), "
               f"{args.threads} threads, median of {args.calls} alternating calls (fewer at n = 32)")
         for name in args.networks.split(","):
             model = {**compare.NETWORKS, **compare.EXTRA_NETWORKS}[name]()
             network = db.read_network(model, batch=max(batches))
             request = db.Core().load_network(network, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES}).create_infer_request()
             x = np.random.default_rng(0).standard_normal((max(batches), *compare.sample_shape(model))).astype(np.float32)
-            old_calls = revision_calls(request, old_chain, old_convolution, old_pooling)
+            old_calls = revision_calls(request, old_chain, old_convolution, old_pooling, old_softmax)
             versions = {"old": old_calls, "new": request._calls}
             for n in batches:
                 request.set_batch(n)

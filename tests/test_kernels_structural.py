@@ -135,6 +135,60 @@ def test_softmax_matches_reference(rank, axis, data):
     check_outputs(outputs, REFERENCES["SoftMax"]([inputs[0][:n]], attrs), n)
 
 
+@pytest.mark.parametrize("sample_shape, axis, flatten", [
+    ((1500,), 1, False),        # classes, contiguous: softmax_run
+    ((21, 13, 31), 1, False),   # per pixel over channels, inner 403 (no multiple of 8): softmax_lanes
+    ((5, 12, 40), 2, True),     # over all the axes from 2 on
+])
+def test_softmax_over_the_serial_limit_matches_reference(sample_shape, axis, flatten):
+    """Rows whose elements pass SERIAL_ELEMENTS run as parallel tasks (the drawn shapes above
+    never do); n = 1 stays under it where a row does."""
+    max_batch = 6
+    rng = np.random.default_rng(1)
+    inputs = [poisoned_input(rng, (max_batch,) + sample_shape, max_batch) * np.float32(30.0)]
+    assert max_batch * np.prod(sample_shape) > softmax.SERIAL_ELEMENTS
+    attrs = {"axis": axis, "flatten": flatten}
+    for n in (1, 4, max_batch):
+        x = inputs[0].copy()
+        x[n:] = np.nan
+        outputs = [poisoned_output(x.shape)]
+        run_step(softmax, attrs, [x], outputs, n)
+        check_outputs(outputs, REFERENCES["SoftMax"]([x[:n]], attrs), n)
+
+
+@pytest.mark.parametrize("inner", [1, 3, 8, 11])
+def test_softmax_special_values_stay_in_their_vector(inner):
+    """-inf gives 0 and leaves the rest a softmax; a NaN makes its own vector NaN and no other
+    (the lanes of softmax_lanes are separate vectors); logits 1000 apart give exact 0 and 1."""
+    length = 19
+    x = np.random.default_rng(2).uniform(-2, 2, (3, 1, length, inner)).astype(np.float32)
+    x[0, 0, 3, 0] = -np.inf
+    x[1, 0, :, :] = -500.0
+    x[1, 0, 5, :] = 500.0
+    x[2, 0, 17, inner - 1] = np.nan
+    got = poisoned_output(x.shape)
+    softmax.softmax_cpu(3, x, got)
+    want = REFERENCES["SoftMax"]([x], {"axis": 2})[0].astype(np.float32)
+    assert got[0, 0, 3, 0] == 0.0
+    assert (got[1, 0, 5] == 1.0).all() and (np.delete(got[1, 0], 5, axis=0) == 0.0).all()
+    assert np.isnan(got[2, 0, :, inner - 1]).all()
+    assert not np.isnan(got[:2]).any() and not np.isnan(got[2, :, :, :inner - 1]).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_softmax_exponentials_within_2_ulps():
+    """softmax([0, t]) for t <= -17.4 stores exp(t) unscaled (1 + exp(t) rounds to 1 in float32):
+    the kernel's vector exp against float64's, down to the smallest normal float."""
+    t = np.linspace(-87.3, -17.4, 100_003).astype(np.float32)
+    x = np.stack([np.zeros_like(t), t], axis=1).reshape(-1, 1, 2, 1)
+    got = np.empty_like(x)
+    softmax.softmax_cpu(len(t), x, got)
+    want = np.exp(t.astype(np.float64))
+    ulps = np.abs(got[:, 0, 1, 0] - want) / np.spacing(want.astype(np.float32))
+    assert ulps.max() <= 2.0, ulps.max()
+    assert (got[:, 0, 0, 0] == 1.0).all()
+
+
 def test_softmax_compiles_once():
     rng = np.random.default_rng(0)
     inputs = [poisoned_input(rng, (4, 3, 5, 6), 4)]
