@@ -11,11 +11,13 @@ packed by the GEMM kernel, or (``--what depthwise``) with its depthwise 3x3 laye
 vectors (``convolution_depthwise_cpu``) against the direct kernel, or (``--what
 chained_depthwise``) with those layers in the chains of convolutions (``compiler.chain_convolutions``)
 against a parallel loop each, or (``--what chained_ends``) with its first layers and its
-convolutions with a global average in those chains too against a parallel loop each, in one
-process:
+convolutions with a global average in those chains too against a parallel loop each, or (``--what
+huge_pages``) with its arena on transparent huge pages (``compiler.zeroed_floats``) against 4 KB
+pages, in one process:
 
     python benchmarks/in_place_ab.py [--network squeezenet] [--size 112]
-        [--what concatenations|residuals|pointwise|averages|max_poolings|stem|depthwise|chained_depthwise|chained_ends] [--batches 1,8,32] [--calls 41]
+        [--what concatenations|residuals|pointwise|averages|max_poolings|stem|depthwise|chained_depthwise|
+              chained_ends|huge_pages] [--batches 1,8,32] [--calls 41]
 
 Both are loaded from the same ONNX network of ``compare.py`` (max batch 32, ``--size`` its input
 side); their infer calls alternate, each time is the median of ``--calls``, and their outputs
@@ -52,6 +54,7 @@ CHOICES = {
                      {kernel: kind for kernel, kind in compiler.CHAINED_KERNELS.items()
                       if kernel not in (convolution.convolution_stem_cpu, convolution.convolution_gemm_average_cpu)},
                      "apart", "chained"),
+    "huge_pages": (compiler, "HUGE_PAGE", 1 << 62, "4 KB pages", "huge pages"),
 }
 
 

@@ -2,12 +2,15 @@
 (aligned) bytes of tensors alive at one step, computed by hand on small chains; the greedy plan
 stays within 1.2x of it on the reference models and on ONNX models of real architectures (before
 and after fusion), and never lets two tensors alive at the same step overlap."""
+import mmap
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 
 import dynbatch as db
-from dynbatch.graph.compiler import ALIGNMENT, compile_network, plan_buffers
+from dynbatch.graph.compiler import ALIGNMENT, HUGE_PAGE, compile_network, plan_buffers, zeroed_floats
 from dynbatch.graph.network import Network
 from dynbatch.kernels import deconvolution
 from dynbatch.models import inception, lenet
@@ -138,3 +141,27 @@ def test_scratch_is_the_largest_any_layer_needs():
              for layer in compiled.layers]
     assert 0 < needs[0] < needs[1]
     assert compiled.scratch_elements == max(needs)
+
+
+@pytest.mark.parametrize("count", [100, HUGE_PAGE // 4, 3 * HUGE_PAGE // 4 + 5])
+def test_zeroed_floats_are_zero_writable_and_private(count):
+    """An arena is zero, float32 and writable; from 2 MB on (where Linux advises huge pages) it
+    starts on a 2 MB boundary, and a forked child's writes (a serving worker) stay its own."""
+    floats = zeroed_floats(count)
+    assert floats.dtype == np.float32 and floats.shape == (count,) and floats.flags.writeable
+    assert not floats.any()
+    floats[-1] = 1.0
+    if count * 4 >= HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
+        assert floats.ctypes.data % HUGE_PAGE == 0
+    if hasattr(os, "fork"):
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # (the child only writes and exits: no pytest, no Numba)
+            floats[0] = 7.0
+            os.write(write, b"1")
+            os._exit(0)
+        os.read(read, 1)
+        os.waitpid(child, 0)
+        os.close(read)
+        os.close(write)
+        assert floats[0] == 0.0 and floats[-1] == 1.0
