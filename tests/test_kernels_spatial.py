@@ -450,6 +450,35 @@ def test_winograd_convolution_takes_output_channels_a_block_at_a_time(min_tasks,
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2, atol=1e-5 if tile == 2 else 3e-5)
 
 
+def test_winograd_split_gives_every_chunk_as_many_panels():
+    """A 27x27 output in 4x4 tiles has 49 tiles a sample: at n = 2, 7 panels of 16 tiles. Four
+    chunks of 1, 2, 2 and 2 panels gave one of 2 threads 3 panels and the other 4 (each a fixed
+    cost of 36 short GEMMs); where the chunks do not share the panels evenly, each takes one
+    panel, and the chain's threads even out by taking each other's. The tasks cover every tile
+    once."""
+    assert convolution.winograd_split.py_func(2, 64, 27, 4, 48, 2, 729)[:3] == (7, 7, 7)
+    assert convolution.winograd_split.py_func(1, 64, 27, 4, 48, 2, 729)[:3] == (2, 4, 2)  # (2 + 2: kept)
+    for n in range(9):
+        for out_channels, side, tile in ((64, 27, 4), (128, 13, 4), (192, 28, 4), (384, 6, 2)):
+            tasks, column_panels, chunks, splits, per_split = convolution.winograd_split.py_func(
+                n, out_channels, side, tile, 48, 2, side * side)
+            columns = n * convolution.sample_tiles.py_func(side, side, tile)[1]
+            if columns == 0:
+                continue
+            assert tasks == chunks * splits and column_panels % chunks == 0
+            panels = convolution.panel_layout.py_func(out_channels)[0]
+            covered = np.zeros((columns, panels), np.int64)
+            for task in range(tasks):
+                _, first_panel, end_panel, first, count = convolution.task_share.py_func(
+                    task, columns, panels, column_panels, chunks, splits, per_split)
+                covered[first:first + count, first_panel:end_panel] += 1
+            assert (covered == 1).all()
+    rng = np.random.default_rng(9)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 16, 24, (27, 27), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1))
+    run_step(convolution, attrs, inputs, outputs, 2, algorithm="winograd", tile=4, min_tasks=2)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2, atol=3e-5)
+
+
 @given(data=st.data())
 def test_convolution_by_output_channel_vectors_matches_reference(data):
     """``convolution_stem_cpu`` (a first layer on the image, 16 output channels by 6 pixels a

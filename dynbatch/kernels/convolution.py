@@ -1049,6 +1049,12 @@ def winograd_split(n, out_channels, out_width, tile, task_columns, min_tasks, pi
     task_columns = min(task_columns, NR * max(1, (columns + NR - 1) // NR // min_tasks))
     column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels, 1,
                                                                         False)
+    # Chunks of unequal panels (7 panels as 1 + 2 + 2 + 2: 3 for one thread, 4 for the other)
+    # become a panel each, which the chain's threads even out by taking each other's. Each panel
+    # has a fixed cost (36 GEMMs, as short as the input's channels) that fewer tiles do not cut;
+    # a task per panel only re-reads U, which stays in L2.
+    if splits == 1 and chunks < column_panels_total and column_panels_total % chunks != 0:
+        chunks = column_panels_total
     return splits * chunks, column_panels_total, chunks, splits, panels_per_split
 
 
