@@ -29,6 +29,8 @@ Packed layouts (element offsets into 1-d float32 arrays):
   rows already lie in memory NR-contiguous (a 1x1 convolution's input), the micro-kernel reads
   them in place with a row stride instead.
 """
+import contextlib
+
 import llvmlite.ir as ir
 import numpy as np
 from numba import njit, types
@@ -73,6 +75,38 @@ def _prefetch(builder, pointer, write: bool):
         "llvm.prefetch.p0i8")
     flags = [ir.Constant(ir.IntType(32), value) for value in (int(write), 3, 1)]  # (rw, locality, data)
     builder.call(function, [builder.bitcast(pointer, ir.IntType(8).as_pointer())] + flags)
+
+
+@contextlib.contextmanager
+def steps_not_unrolled(builder, count):
+    """``cgutils.for_range(builder, count)`` whose loop LLVM is told not to unroll
+    (``llvm.loop.unroll.disable``), for a register-blocked loop that holds all the registers:
+    unrolled by 2, the 12 x 8 kernel's loads of A for both steps went ahead of its multiply-adds
+    and 8 of its 12 accumulators lived on the stack (0.90x-0.94x the time of two 6 x 16 calls on
+    the same panels; 0.56x not unrolled, its multiply-adds' share)."""
+    index_type = count.type
+    condition = builder.append_basic_block("steps.cond")
+    body = builder.append_basic_block("steps.body")
+    end = builder.append_basic_block("steps.end")
+    start = builder.basic_block
+    builder.branch(condition)
+    with builder.goto_block(condition):
+        index = builder.phi(index_type, name="steps.index")
+        builder.cbranch(builder.icmp_signed("<", index, count), body, end)
+    with builder.goto_block(body):
+        yield cgutils.Loop(index, lambda: builder.branch(end))
+        last = builder.basic_block
+        following = builder.add(index, ir.Constant(index_type, 1))
+        back = builder.branch(condition)
+        module = builder.module
+        no_unroll = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+        # A loop's ID is a node whose first operand is itself, which add_metadata cannot make.
+        loop_id = module.add_metadata([no_unroll, no_unroll, ir.MetaDataString(module, f"steps.{id(back)}")])
+        loop_id.operands = (loop_id, no_unroll)
+        back.set_metadata("llvm.loop", loop_id)
+    index.add_incoming(ir.Constant(index_type, 0), start)
+    index.add_incoming(following, last)
+    builder.position_at_end(end)
 
 
 def _lane_mask(builder, count):
@@ -213,7 +247,10 @@ def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
             if epilogue:
                 with builder.if_then(builder.and_(finish, has_residual)):
                     fetch(residual_ptr, False)
-            with cgutils.for_range(builder, kc) as loop:
+            # (The 6 x 16 kernel and the others stay unrolled: not unrolled, whole layers took
+            # 1.03x-1.13x the time at n = 1 and 8.)
+            steps = steps_not_unrolled if mr > MR else cgutils.for_range
+            with steps(builder, kc) as loop:
                 b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
                 b_vectors = [builder.load(_vector_at(builder, b_row, 8 * h), align=4) for h in range(nr // 8)]
                 a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(kc.type, a_step))])
@@ -443,7 +480,9 @@ def narrow_product(columns, kc, a, a_offset, a_step, second_offset, second_step,
 
 #: ``micro_kernel_6_product`` for 12 rows (two consecutive 6-row panels of A, the second 6*kc
 #: floats after the first) by 8 columns (j < 8; B's rows still ldb apart): 7 or 8 valid columns
-#: of a B panel (a 6 x 6 image at n = 2: 72 = 4 x 16 + 8) cost 0.8x the two 6 x 16 calls.
+#: of a B panel (a 6 x 6 image at n = 2: 72 = 4 x 16 + 8, or 14 x 14: 392 = 24 x 16 + 8) cost
+#: 0.55x-0.59x the two 6 x 16 calls with its loop not unrolled (``steps_not_unrolled``), 0.90x-0.94x
+#: unrolled.
 micro_kernel_12x8_product = _micro_kernel(12, 8, epilogue=False)
 #: The most valid columns of a B panel that ``short_panel_product`` takes, in one pass over A.
 #: Two passes (9 columns as 6 + 3) measured 0.8x the 6 x 16 kernel's time with A in cache, but
