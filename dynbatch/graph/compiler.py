@@ -48,7 +48,8 @@ def zeroed_floats(count: int) -> np.ndarray:
     that walks a tensor across its rows or channels, such as a 1x1 layer reading its input in
     place (each step of the micro-kernel another channel's row, 3 KB apart at 28x28), touches a
     new 4 KB page at almost every step and misses the TLB; a 2 MB page holds 640 such rows.
-    Measured: ResNet 0.93x-0.99x the time, FCN 0.96x-0.97x, the other networks 0.99x-1.01x."""
+    Measured (``benchmarks/in_place_ab.py --what huge_pages``): ResNet 0.973x-0.985x the time but
+    for one 1.005x, the other networks 0.98x-1.01x."""
     size = count * 4
     if size < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
         return np.zeros(count, np.float32)
