@@ -70,8 +70,8 @@ def fully_connected_layers(rng, n, method):
 
 
 # name: (sample shape, axis)
-SOFTMAX = [("1000 classes", (1000,), 1), ("21841 classes", (21841,), 1), ("21 classes per pixel of 32x32", (21, 32, 32), 1),
-           ("over 7 of 1024 positions", (1024, 7), 2)]
+SOFTMAX = [("1000 classes", (1000,), 1), ("21841 classes", (21841,), 1),
+           ("21 classes per pixel of 32x32", (21, 32, 32), 1), ("over 7 of 1024 positions", (1024, 7), 2)]
 
 
 def softmax_layers(rng, n, method):

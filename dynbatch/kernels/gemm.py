@@ -100,7 +100,9 @@ def steps_not_unrolled(builder, count):
         back = builder.branch(condition)
         module = builder.module
         no_unroll = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
-        # A loop's ID is a node whose first operand is itself, which add_metadata cannot make.
+        # A loop's ID is a node whose first operand is itself, which add_metadata cannot make: it
+        # makes a node of this loop's own (the name keeps it from being shared), then points it
+        # at itself.
         loop_id = module.add_metadata([no_unroll, no_unroll, ir.MetaDataString(module, f"steps.{id(back)}")])
         loop_id.operands = (loop_id, no_unroll)
         back.set_metadata("llvm.loop", loop_id)
