@@ -890,6 +890,9 @@ def pooled_extent(size, kernel, stride, pad_begin, pad_end, ceil):
 
 def pooling_case(rng, max_batch, n, channels, size, out_size):
     inputs = [poisoned_input(rng, (max_batch, channels) + size, n)]
+    # Rows >= n finite, unlike the output's NaN poison: a plane of them pooled would show. (A
+    # pooling never mixes planes, so NaN there would only hide such a write.)
+    inputs[0][n:] = 7.0
     outputs = [poisoned_output((max_batch, channels) + out_size)]
     return inputs, outputs
 
@@ -1002,6 +1005,32 @@ def test_max_pooling_3_wide_matches_reference(data):
     real[rng.choice(real.size, size=special, replace=False)] = [np.nan, np.inf, -np.inf][:special]
     kernel_fn, _ = run_step(pooling, attrs, inputs, outputs, n)
     assert kernel_fn is pooling.max_pooling_3_wide_cpu
+    expected = REFERENCES["Pooling"]([inputs[0][:n]], {**attrs, "output_size": out_size})
+    check_outputs(outputs, expected, n)
+
+
+@pytest.mark.parametrize("method, exclude_pad, kernel, strides, pads", [
+    ("max", False, (3, 3), (2, 2), (0, 1)),  # max_pooling_3_wide_cpu
+    ("max", False, (3, 3), (1, 1), (1, 1)),
+    ("max", False, (2, 2), (2, 2), (0, 0)),  # max_pooling_cpu
+    ("avg", True, (3, 3), (2, 2), (1, 1)),  # avg_pooling_cpu
+])
+def test_pooling_takes_small_planes_several_to_a_task(method, exclude_pad, kernel, strides, pads):
+    """14x14 planes go several to a task (``pool_split``), 37 channels at n = 2 of 4 leaving the
+    last task fewer planes: every plane < n * channels pooled as the reference pools it, none of
+    row n written."""
+    size, channels, n = (14, 14), 37, 2
+    out_size = tuple(pooled_extent(size[a], kernel[a], strides[a], pads[0], pads[1], True) for a in range(2))
+    line_work = kernel[0] * size[1] + kernel[1] * out_size[1]
+    tasks, tasks_per_plane, _, planes_per_task = pooling.pool_split(n * channels, out_size[0], line_work)
+    assert tasks_per_plane == 1 and 1 < planes_per_task < n * channels
+    assert (n * channels) % planes_per_task != 0 and tasks == -(-n * channels // planes_per_task)
+    attrs = {"pool_method": method, "kernel": kernel, "strides": strides, "pads_begin": (pads[0],) * 2,
+             "pads_end": (pads[1],) * 2, "exclude_pad": exclude_pad}
+    rng = np.random.default_rng(11)
+    inputs, outputs = pooling_case(rng, 4, n, channels, size, out_size)
+    inputs[0][n - 1, channels - 1, 13, 13] = np.inf  # in the last plane, which the last task takes
+    run_step(pooling, attrs, inputs, outputs, n)
     expected = REFERENCES["Pooling"]([inputs[0][:n]], {**attrs, "output_size": out_size})
     check_outputs(outputs, expected, n)
 

@@ -290,6 +290,23 @@ def max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_
 
 
 @njit(**SCALAR_FUNCTION)
+def pool_split(planes, out_height, line_work):
+    """How ``pool_windows`` shares out ``planes`` planes of ``out_height`` output lines, each line
+    ``line_work`` loads (window rows times input width, plus window columns times output width):
+    (tasks, tasks_per_plane, lines_per_task, planes_per_task). A task takes about CHUNK loads of
+    work, enough to pay for its scratch: lines_per_task lines of one plane where a plane holds
+    more (the lines spread evenly over tasks_per_plane tasks), else planes_per_task whole planes
+    (the last task fewer). Small planes went one to a task before: GoogLeNet's 480-channel 14x14
+    pooling took 1.27x-1.28x the time at n = 2 and 8 (``benchmarks/layer_ab.py --layer pooling``)."""
+    lines_per_task = max(1, min(out_height, CHUNK // line_work))
+    tasks_per_plane = (out_height + lines_per_task - 1) // lines_per_task
+    lines_per_task = (out_height + tasks_per_plane - 1) // tasks_per_plane
+    planes_per_task = max(1, CHUNK // (out_height * line_work)) if tasks_per_plane == 1 else 1
+    tasks = (planes + planes_per_task - 1) // planes_per_task * tasks_per_plane
+    return tasks, tasks_per_plane, lines_per_task, planes_per_task
+
+
+@njit(**SCALAR_FUNCTION)
 def pool_windows(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
                  pad_right, method, exclude_pad, out, vectors):
     """The body of max_pooling_cpu, max_pooling_3_wide_cpu and avg_pooling_cpu, inlined into each
@@ -300,21 +317,23 @@ def pool_windows(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left
     Separable: the rows of a window are pooled into one row, whose columns then pool each output.
     That row is padded (-inf, which loses every max, or 0 for a sum), so every window reads kw
     cells of it and no loop tests a bound. A parallel iteration pools several output lines of one
-    plane, enough to pay for its scratch: rows 0 and 1 for the rows pooled, row 2 (an average's
-    only) for the number of columns of each window that it divides by. x and out are indexed in
-    full through 2-d views, as in global_pooling_cpu."""
+    plane, or several small planes (``pool_split``), enough to pay for its scratch: rows 0 and 1
+    for the rows pooled, row 2 (an average's only) for the number of columns of each window that
+    it divides by. x and out are indexed in full through 2-d views, as in global_pooling_cpu."""
     max_batch, channels, height, width = x.shape
     out_height, out_width = out.shape[2], out.shape[3]
     x_rows = x.reshape((max_batch * channels * height, width))
     out_rows = out.reshape((max_batch * channels * out_height, out_width))
     padded_width = (out_width - 1) * stride_w + kernel_w  # >= out_width
     data_width = min(width, padded_width - pad_left)
-    lines_per_task = max(1, min(out_height, CHUNK // (kernel_h * width + kernel_w * out_width)))
-    tasks_per_plane = (out_height + lines_per_task - 1) // lines_per_task
-    lines_per_task = (out_height + tasks_per_plane - 1) // tasks_per_plane
-    for task in prange(n * channels * tasks_per_plane):
-        plane = task // tasks_per_plane
+    planes = n * channels
+    tasks, tasks_per_plane, lines_per_task, planes_per_task = pool_split(
+        planes, out_height, kernel_h * width + kernel_w * out_width)
+    for task in prange(tasks):
+        first_plane = (task // tasks_per_plane) * planes_per_task
+        end_plane = min(first_plane + planes_per_task, planes)
         first_line = (task % tasks_per_plane) * lines_per_task
+        end_line = min(first_line + lines_per_task, out_height)
         # (8 more columns: the vector passes load past the last window, and on rows under 8,
         # into rows 1 and 2, which they do not use. With 16 more, or with row 0 alone on cache
         # lines of its own, SqueezeNet's first pool took 1.2x-1.3x the time on two threads.)
@@ -328,31 +347,31 @@ def pool_windows(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left
             for ow in range(out_width):
                 left = ow * stride_w - pad_left
                 scratch[2, ow] = window_cells(left, kernel_w, width, pad_right, exclude_pad)
-        end_line = min(first_line + lines_per_task, out_height)
-        if vectors:
-            max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_line, height, out_height,
-                                      kernel_h, stride_h, stride_w, pad_top, pad_left, data_width)
-            continue
-        for oh in range(first_line, end_line):
-            top = oh * stride_h - pad_top
-            row_begin = max(top, 0)
-            rows = min(top + kernel_h, height) - row_begin
-            first_row = np.uintp(plane * height + row_begin)
-            pool_rows(x_rows, first_row, rows, scratch, np.uintp(pad_left), data_width, method)
-            line = np.uintp(plane * out_height + oh)
-            # The common window widths and strides, as literals.
-            if kernel_w == 3 and stride_w == 2:
-                pool_columns(scratch, out_rows, line, out_width, 3, 2, method)
-            elif kernel_w == 2 and stride_w == 2:
-                pool_columns(scratch, out_rows, line, out_width, 2, 2, method)
-            elif kernel_w == 3 and stride_w == 1:
-                pool_columns(scratch, out_rows, line, out_width, 3, 1, method)
-            else:
-                pool_columns(scratch, out_rows, line, out_width, kernel_w, stride_w, method)
-            if method == METHOD_AVG:
-                divisor_rows = np.float32(window_cells(top, kernel_h, height, pad_bottom, exclude_pad))
-                for ow in range(np.uintp(out_width)):
-                    out_rows[line, ow] /= divisor_rows * scratch[2, ow]
+        for plane in range(first_plane, end_plane):
+            if vectors:
+                max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_line, height,
+                                          out_height, kernel_h, stride_h, stride_w, pad_top, pad_left, data_width)
+                continue
+            for oh in range(first_line, end_line):
+                top = oh * stride_h - pad_top
+                row_begin = max(top, 0)
+                rows = min(top + kernel_h, height) - row_begin
+                first_row = np.uintp(plane * height + row_begin)
+                pool_rows(x_rows, first_row, rows, scratch, np.uintp(pad_left), data_width, method)
+                line = np.uintp(plane * out_height + oh)
+                # The common window widths and strides, as literals.
+                if kernel_w == 3 and stride_w == 2:
+                    pool_columns(scratch, out_rows, line, out_width, 3, 2, method)
+                elif kernel_w == 2 and stride_w == 2:
+                    pool_columns(scratch, out_rows, line, out_width, 2, 2, method)
+                elif kernel_w == 3 and stride_w == 1:
+                    pool_columns(scratch, out_rows, line, out_width, 3, 1, method)
+                else:
+                    pool_columns(scratch, out_rows, line, out_width, kernel_w, stride_w, method)
+                if method == METHOD_AVG:
+                    divisor_rows = np.float32(window_cells(top, kernel_h, height, pad_bottom, exclude_pad))
+                    for ow in range(np.uintp(out_width)):
+                        out_rows[line, ow] /= divisor_rows * scratch[2, ow]
 
 
 @njit(**PARALLEL_KERNEL)
