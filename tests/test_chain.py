@@ -4,8 +4,8 @@ the loop's iterations get a thread of their own.
 
 Each chain here is built from ``convolution.cpu_step`` bindings, as ``graph.compiler`` builds
 them; the same steps called one by one (their own kernels) give the expected output, itself
-checked against the naive reference. Buffers start as NaN past row n: a chain that read or wrote
-a row >= n would show it.
+checked against the naive reference. The input is NaN past row n and every written buffer starts
+as a NaN of its own bit pattern: a chain that read or wrote a row >= n would show it.
 """
 import numba
 import numpy as np
@@ -30,10 +30,22 @@ def layer(rng, channels, out_channels, kernel, stride=1, group=1, activation=Non
     return attrs
 
 
+# A quiet NaN whose payload no arithmetic produces: what every buffer a step writes starts as, so
+# that a row >= n written even from an input's NaN rows shows.
+OUTPUT_POISON_BITS = np.uint32(0x7FC0DEAD)
+
+
+def poison(buffer):
+    buffer.view(np.uint32)[...] = OUTPUT_POISON_BITS
+
+
 def poisoned(shape, n, rng=None):
+    """An input (``rng``: rows < n drawn, the others NaN) or an output (all the output poison)."""
     array = np.full(shape, np.nan, np.float32)
     if rng is not None:
         array[:n] = rng.uniform(-1.0, 1.0, (n,) + shape[1:])
+    else:
+        poison(array)
     return array
 
 
@@ -86,7 +98,7 @@ def test_chain_computes_what_its_steps_compute_one_by_one(n, threads):
     reference = REFERENCES["Activation"](REFERENCES["Convolution"]([x[:n]], first), RELU)[0]
     np.testing.assert_allclose(expected[0][:n], reference, rtol=1e-4, atol=1e-5)
     for buffer in written:
-        buffer[:] = np.nan
+        poison(buffer)
     kernel, args = chain_step(steps, threads)
     kernel(n, *args)
     for got, want in zip(written, expected):
@@ -95,7 +107,7 @@ def test_chain_computes_what_its_steps_compute_one_by_one(n, threads):
         # the 4x4 tiles' by up to a few 1e-6 of the output's scale (seen: 2.9e-6 on outputs up to 51).
         scale = max(1.0, float(np.abs(want[:n]).max())) if n else 1.0
         np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6 * scale)
-        assert np.isnan(got[n:]).all(), "a row >= n was written"
+        assert (got[n:].view(np.uint32) == OUTPUT_POISON_BITS).all(), "a row >= n was written"
     assert np.isfinite(last[:n]).all()
     seconds = step_seconds(args)  # (None where there is no time-stamp counter to read)
     assert (seconds is None) == (not HAS_CYCLE_COUNTER)
@@ -142,13 +154,13 @@ def test_chain_runs_stem_and_averaged_steps(n, threads):
     reference = REFERENCES["Pooling"](REFERENCES["Activation"](REFERENCES["Convolution"]([x[:n]], stem), RELU), pool)
     np.testing.assert_allclose(expected[0][:n], reference[0], rtol=1e-4, atol=1e-5)
     for buffer in written:
-        buffer[:] = np.nan
+        poison(buffer)
     kernel, args = chain_step(steps, threads)
     kernel(n, *args)
     for got, want in zip(written, expected):
         scale = max(1.0, float(np.abs(want[:n]).max(initial=0.0)))
         np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6 * scale)
-        assert np.isnan(got[n:]).all(), "a row >= n was written"
+        assert (got[n:].view(np.uint32) == OUTPUT_POISON_BITS).all(), "a row >= n was written"
 
 
 def test_chain_finishes_when_its_iterations_share_one_thread():
