@@ -290,6 +290,35 @@ def max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_
 
 
 @njit(**SCALAR_FUNCTION)
+def pool_lines(x_rows, out_rows, scratch, plane, first_line, end_line, height, out_height, kernel_h, kernel_w,
+               stride_h, stride_w, pad_top, pad_left, pad_bottom, exclude_pad, data_width, method):
+    """Output lines first_line..end_line of one plane of ``pool_windows``, any window: the rows of
+    each window pooled into scratch row 0 (``pool_rows``), its columns then pooled into the line
+    (``pool_columns``), an average divided by its cells (scratch row 2 holds each window's columns)."""
+    out_width = out_rows.shape[1]
+    for oh in range(first_line, end_line):
+        top = oh * stride_h - pad_top
+        row_begin = max(top, 0)
+        rows = min(top + kernel_h, height) - row_begin
+        first_row = np.uintp(plane * height + row_begin)
+        pool_rows(x_rows, first_row, rows, scratch, np.uintp(pad_left), data_width, method)
+        line = np.uintp(plane * out_height + oh)
+        # The common window widths and strides, as literals.
+        if kernel_w == 3 and stride_w == 2:
+            pool_columns(scratch, out_rows, line, out_width, 3, 2, method)
+        elif kernel_w == 2 and stride_w == 2:
+            pool_columns(scratch, out_rows, line, out_width, 2, 2, method)
+        elif kernel_w == 3 and stride_w == 1:
+            pool_columns(scratch, out_rows, line, out_width, 3, 1, method)
+        else:
+            pool_columns(scratch, out_rows, line, out_width, kernel_w, stride_w, method)
+        if method == METHOD_AVG:
+            divisor_rows = np.float32(window_cells(top, kernel_h, height, pad_bottom, exclude_pad))
+            for ow in range(np.uintp(out_width)):
+                out_rows[line, ow] /= divisor_rows * scratch[2, ow]
+
+
+@njit(**SCALAR_FUNCTION)
 def pool_split(planes, out_height, line_work):
     """How ``pool_windows`` shares out ``planes`` planes of ``out_height`` output lines, each line
     ``line_work`` loads (window rows times input width, plus window columns times output width):
@@ -312,7 +341,8 @@ def pool_windows(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left
     """The body of max_pooling_cpu, max_pooling_3_wide_cpu and avg_pooling_cpu, inlined into each
     with a literal ``method`` and ``vectors`` (its prange becomes the kernel's parallel loop, and
     Numba prunes the branches of the others, which halves the compile time of each kernel).
-    vectors: the lines go to ``max_pool_lines_by_vectors`` (``max_pooling_3_wide_cpu``).
+    vectors: the lines go to ``max_pool_lines_by_vectors`` (``max_pooling_3_wide_cpu``), else to
+    ``pool_lines``.
 
     Separable: the rows of a window are pooled into one row, whose columns then pool each output.
     That row is padded (-inf, which loses every max, or 0 for a sum), so every window reads kw
@@ -351,27 +381,10 @@ def pool_windows(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left
             if vectors:
                 max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_line, height,
                                           out_height, kernel_h, stride_h, stride_w, pad_top, pad_left, data_width)
-                continue
-            for oh in range(first_line, end_line):
-                top = oh * stride_h - pad_top
-                row_begin = max(top, 0)
-                rows = min(top + kernel_h, height) - row_begin
-                first_row = np.uintp(plane * height + row_begin)
-                pool_rows(x_rows, first_row, rows, scratch, np.uintp(pad_left), data_width, method)
-                line = np.uintp(plane * out_height + oh)
-                # The common window widths and strides, as literals.
-                if kernel_w == 3 and stride_w == 2:
-                    pool_columns(scratch, out_rows, line, out_width, 3, 2, method)
-                elif kernel_w == 2 and stride_w == 2:
-                    pool_columns(scratch, out_rows, line, out_width, 2, 2, method)
-                elif kernel_w == 3 and stride_w == 1:
-                    pool_columns(scratch, out_rows, line, out_width, 3, 1, method)
-                else:
-                    pool_columns(scratch, out_rows, line, out_width, kernel_w, stride_w, method)
-                if method == METHOD_AVG:
-                    divisor_rows = np.float32(window_cells(top, kernel_h, height, pad_bottom, exclude_pad))
-                    for ow in range(np.uintp(out_width)):
-                        out_rows[line, ow] /= divisor_rows * scratch[2, ow]
+            else:
+                pool_lines(x_rows, out_rows, scratch, plane, first_line, end_line, height, out_height, kernel_h,
+                           kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, exclude_pad, data_width,
+                           method)
 
 
 @njit(**PARALLEL_KERNEL)
