@@ -17,6 +17,7 @@ from dynbatch.kernels import convolution, deconvolution, lrn, pooling
 from dynbatch.kernels.gemm import NR, PANELS_PER_BLOCK
 from dynbatch.kernels.stem import STEM_CHANNELS
 from tests.naive import REFERENCES
+from tests.poison import poisoned_output, untouched
 
 SPATIAL = st.integers(1, 10)
 KERNEL_SIDE = st.integers(1, 3)
@@ -47,19 +48,6 @@ def poisoned_input(rng, shape, n):
     x = rng.uniform(-2.0, 2.0, size=shape).astype(np.float32)
     x[n:] = np.nan
     return x
-
-
-# A quiet NaN whose payload no arithmetic produces and no input holds.
-OUTPUT_POISON_BITS = np.uint32(0x7FC0DEAD)
-
-
-def poisoned_output(shape):
-    return np.full(shape, OUTPUT_POISON_BITS, dtype=np.uint32).view(np.float32)
-
-
-def untouched(rows):
-    """Whether every element of ``rows`` still holds the output poison."""
-    return bool((rows.view(np.uint32) == OUTPUT_POISON_BITS).all())
 
 
 def run_step(module, attrs, inputs, outputs, n, **options):
