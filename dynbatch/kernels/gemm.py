@@ -60,11 +60,11 @@ def _float_pointer(context, builder, array_type, array, offset):
     return builder.gep(context.make_array(array_type)(context, builder, array).data, [offset])
 
 
-def _vector_at(builder, pointer, offset):
-    """Pointer to the 8 floats from ``pointer[offset]`` on (offset: an LLVM integer or an int)."""
+def _vector_at(builder, pointer, offset, width=8):
+    """Pointer to the ``width`` floats from ``pointer[offset]`` on (offset: an LLVM integer or an int)."""
     if isinstance(offset, int):
         offset = ir.Constant(ir.IntType(64), offset)
-    return builder.bitcast(builder.gep(pointer, [offset]), _VECTOR.as_pointer())
+    return builder.bitcast(builder.gep(pointer, [offset]), ir.VectorType(_FLOAT, width).as_pointer())
 
 
 def _prefetch(builder, pointer, write: bool):
@@ -158,30 +158,33 @@ def copy_lanes(typingctx, source, source_offset, destination, destination_offset
     return sig, codegen
 
 
-def _splat(builder, value):
-    """An 8-wide vector of one float."""
-    undef = ir.Constant(_VECTOR, ir.Undefined)
+def _splat(builder, value, width=8):
+    """A ``width``-wide vector of one float."""
+    undef = ir.Constant(ir.VectorType(_FLOAT, width), ir.Undefined)
     return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(_LANE, 0)), undef,
-                                  ir.Constant(ir.VectorType(_LANE, 8), [0] * 8))
+                                  ir.Constant(ir.VectorType(_LANE, width), [0] * width))
 
 
 def _activate(builder, value, code, alpha, beta):
-    """``epilogue``'s activation of an 8-wide vector, for a code known while generating the code
+    """``epilogue``'s activation of a vector of floats (any width), for a code known while generating the code
     (the micro-kernel branches once per call to a store sequence made for its code): relu
     x > 0 ? x : alpha*x, relu6 and clamp min(max(x, low), high), each keeping NaN as
     ``activation.activation_value`` does; any other code (no activation) leaves x."""
+
+    width = value.type.count
+    zero = ir.Constant(value.type, [0.0] * width)
 
     def clip(low, high):
         low_clipped = builder.select(builder.fcmp_ordered("<", value, low), low, value)
         return builder.select(builder.fcmp_ordered(">", low_clipped, high), high, low_clipped)
 
     if code == RELU:
-        leaky = builder.fmul(value, _splat(builder, alpha))
-        return builder.select(builder.fcmp_ordered(">", value, _ZERO), value, leaky)
+        leaky = builder.fmul(value, _splat(builder, alpha, width))
+        return builder.select(builder.fcmp_ordered(">", value, zero), value, leaky)
     if code == RELU6:
-        return clip(_ZERO, ir.Constant(_VECTOR, [6.0] * 8))
+        return clip(zero, ir.Constant(value.type, [6.0] * width))
     if code == CLAMP:
-        return clip(_splat(builder, alpha), _splat(builder, beta))
+        return clip(_splat(builder, alpha, width), _splat(builder, beta, width))
     return value
 
 
@@ -229,10 +232,11 @@ def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
             c_ptr = _float_pointer(context, builder, signature.args[6], c, c_offset)
             bias_ptr = _float_pointer(context, builder, signature.args[12], biases, bias_offset)
             residual_ptr = _float_pointer(context, builder, signature.args[14], residual, c_offset)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
-                                                 "llvm.fma.v8f32")
+            row_vector = ir.VectorType(_FLOAT, nr)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(row_vector, [row_vector] * 3),
+                                                 f"llvm.fma.v{nr}f32")
             # Allocas in the entry block: LLVM promotes them to registers.
-            accumulators = [[cgutils.alloca_once_value(builder, _ZERO) for _ in range(nr // 8)] for _ in range(mr)]
+            accumulators = [cgutils.alloca_once_value(builder, ir.Constant(row_vector, [0.0] * nr)) for _ in range(mr)]
             # The block's rows of c (and of the residual) lie a whole row of the output apart, far
             # from each other and from anything the loop touches: fetch their cache lines now, so
             # that the loop hides the misses the stores would wait for.
@@ -254,16 +258,15 @@ def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
             steps = steps_not_unrolled if mr > MR else cgutils.for_range
             with steps(builder, kc) as loop:
                 b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
-                b_vectors = [builder.load(_vector_at(builder, b_row, 8 * h), align=4) for h in range(nr // 8)]
+                b_vector = builder.load(_vector_at(builder, b_row, 0, nr), align=4)
                 a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(kc.type, a_step))])
                 for i in range(mr):
                     # Row i of A: in panel i // MR (each MR * kc floats), at i % MR.
                     at = builder.add(builder.mul(kc, ir.Constant(kc.type, (i // a_step) * a_step)),
                                      ir.Constant(kc.type, i % a_step)) if i >= a_step else ir.Constant(kc.type, i)
-                    a_vector = _splat(builder, builder.load(builder.gep(a_row, [at])))
-                    for h, b_vector in enumerate(b_vectors):
-                        total = builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i][h])])
-                        builder.store(total, accumulators[i][h])
+                    a_vector = _splat(builder, builder.load(builder.gep(a_row, [at])), nr)
+                    total = builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i])])
+                    builder.store(total, accumulators[i])
 
             def store(add_partial, finishing, add_residual, code):
                 """The block's rows < rows into c: one sequence per combination of the flags
@@ -272,18 +275,16 @@ def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
                     with builder.if_then(builder.icmp_signed("<", ir.Constant(rows.type, i), rows)):
                         offset = builder.mul(ldc, ir.Constant(ldc.type, i))
                         c_row, residual_row = builder.gep(c_ptr, [offset]), builder.gep(residual_ptr, [offset])
+                        total = builder.load(accumulators[i])
+                        if add_partial:
+                            total = builder.fadd(builder.load(_vector_at(builder, c_row, 0, nr), align=4), total)
                         if finishing:
-                            bias = _splat(builder, builder.load(builder.gep(bias_ptr, [ir.Constant(ldc.type, i)])))
-                        for h in range(nr // 8):
-                            total = builder.load(accumulators[i][h])
-                            if add_partial:
-                                total = builder.fadd(builder.load(_vector_at(builder, c_row, 8 * h), align=4), total)
-                            if finishing:
-                                if add_residual:
-                                    shortcut = builder.load(_vector_at(builder, residual_row, 8 * h), align=4)
-                                    total = builder.fadd(total, shortcut)
-                                total = _activate(builder, builder.fadd(total, bias), code, alpha, beta)
-                            builder.store(total, _vector_at(builder, c_row, 8 * h), align=4)
+                            if add_residual:
+                                shortcut = builder.load(_vector_at(builder, residual_row, 0, nr), align=4)
+                                total = builder.fadd(total, shortcut)
+                            bias = _splat(builder, builder.load(builder.gep(bias_ptr, [ir.Constant(ldc.type, i)])), nr)
+                            total = _activate(builder, builder.fadd(total, bias), code, alpha, beta)
+                        builder.store(total, _vector_at(builder, c_row, 0, nr), align=4)
 
             def finished(add_partial):
                 _branch(builder, has_residual, lambda add_residual: _branch_on_activation(
