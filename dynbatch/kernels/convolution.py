@@ -13,8 +13,8 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
-                   SHORT_PANEL_COLUMNS, copy_lanes, masked_copy_panel_row_runs, micro_kernel_panel,
-                   pack_weights, panel_layout, prefetch_rows, product_panel, short_panel_product,
+                   PANELS_PER_CALL, SHORT_PANEL_COLUMNS, copy_lanes, masked_copy_panel_row_runs, micro_kernel_panels,
+                   pack_weights, panel_layout, prefetch_rows, product_panels, short_panel_product,
                    transpose_copy_panel_rows)
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
 from .stem import STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_window, pack_stem, stem_pixels
@@ -856,7 +856,7 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                         column = next_first + (0 if in_place else jp * NR)
                         fetch_at = (column // pixels) * channels * plane + next_group_offset + column % pixels
                         fetch_count = min(KC, reduction)
-                fetch_rows = -(-fetch_count // (block_end - block))
+                fetch_rows = -(-fetch_count // -(-(block_end - block) // PANELS_PER_CALL))
                 fetched = 0
                 panel = block
                 while panel < block_end:
@@ -878,11 +878,11 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                             panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source, b_offset, ldb, c,
                             c_offset, ldc, group_rows - panel * MR, accumulate)
                         continue
-                    micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source,
-                                       b_offset, ldb, c, c_offset, ldc, min(MR, group_rows - panel * MR), accumulate,
-                                       finish, biases, k, residual_flat, has_residual and not onto_residual,
-                                       activation, alpha, beta)
-                    panel += 1
+                    panel += micro_kernel_panels(
+                        panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows, panel * MR + MR <= padded_rows,
+                        kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
+                        group_rows - panel * MR, accumulate, finish, biases, k, residual_flat,
+                        has_residual and not onto_residual, activation, alpha, beta)
     # The panels that span two samples or end the batch went to the product: their epilogue.
     for jp in range(column_panels):
         if direct_out[jp] >= 0:
@@ -1012,11 +1012,11 @@ def gemm_average_task(task, splits, x, x_flat, packed_weights, biases, stride_h,
                                 panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source, b_offset,
                                 ldb, product, c_offset, panel_columns, out_channels - panel * MR, pc > 0)
                             continue
-                        micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source,
-                                           b_offset, ldb, product, c_offset, panel_columns,
-                                           min(MR, out_channels - panel * MR), pc > 0, False, biases, 0, product,
-                                           False, 0, alpha, beta)
-                        panel += 1
+                        panel += micro_kernel_panels(
+                            panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows,
+                            panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source, b_offset, ldb,
+                            product, c_offset, panel_columns, out_channels - panel * MR, pc > 0, False, biases, 0,
+                            product, False, 0, alpha, beta)
                 if last_block:  # the block's rows are finished for these columns
                     for row in range(block * MR, min(out_channels, block_end * MR)):
                         sums[row - first_panel * MR] += epilogue_sum(
@@ -1177,13 +1177,17 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
         for xi in range(elements):
             for pc in range(0, channels, KC):
                 kc = min(KC, channels - pc)
-                for panel in range(first_block_panel, end_block_panel):
+                panel = first_block_panel
+                while panel < end_block_panel:
                     a_offset = xi * padded_rows * channels + pc * padded_rows + panel * MR * kc
                     c_offset = xi * m_stride + (panel - first_block_panel) * MR * m_columns
+                    pair = panel + 1 < end_block_panel and panel * MR + 2 * MR <= padded_rows
+                    taken = 1
                     for jp in range(full_column_panels):
-                        product_panel(panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
-                                      xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
-                                      m_columns, MR, pc > 0)
+                        taken = product_panels(pair, panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
+                                               xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
+                                               m_columns, (end_block_panel - panel) * MR, pc > 0)
+                    panel += taken
                 panel = first_block_panel
                 # (ldb as np.intp: a constant 16 would compile short_panel_product once more)
                 while narrow_last and panel < end_block_panel:

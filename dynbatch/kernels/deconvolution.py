@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from ..config import CHUNK, PARALLEL_KERNEL, SCALAR_FUNCTION
 from .convolution import IN_PLACE_PLANE_ALIASING, columns_in_range
-from .gemm import KC, MR, NR, micro_kernel_panel, pack_weights, panel_layout
+from .gemm import KC, MR, NR, micro_kernel_panels, pack_weights, panel_layout
 from .views import as_4d, shape_4d
 
 
@@ -231,12 +231,14 @@ def deconvolution_packed_cpu(n, x, packed_weights, biases, stride_h, stride_w, d
                         for j in range(NR):
                             tail[p * NR + j] = x_flat[x_rows + p * pixels + first + j] if first + j < pixels else 0.0
                     b_source, b_offset, ldb = tail, 0, NR
-                for panel in range(panels):
+                panel = 0
+                while panel < panels:
                     a_offset = a_plane + pc * padded_rows + panel * MR * kc
-                    micro_kernel_panel(panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source,
-                                       b_offset, ldb, product, panel * MR * row_length + first, row_length,
-                                       min(MR, taps - panel * MR), pc > 0, False, biases, 0, product, False, 0,
-                                       np.float32(0.0), np.float32(0.0))
+                    panel += micro_kernel_panels(
+                        panel + 1 < panels and panel * MR + 2 * MR <= padded_rows, panel * MR + MR <= padded_rows, kc,
+                        packed_weights, a_offset, b_source, b_offset, ldb, product, panel * MR * row_length + first,
+                        row_length, taps - panel * MR, pc > 0, False, biases, 0, product, False, 0, np.float32(0.0),
+                        np.float32(0.0))
         for oh in range(out_height):
             col2im_line(product, 0, row_length, 0, width, kernel_h, kernel_w, stride_w, source_rows, column_ranges,
                         phase_offset, phase_width, biases[out_channel], acc, out, b, out_channel, oh)
