@@ -7,8 +7,9 @@ process: the only way to see a 5-10% change on a shared machine where whole runs
 Both kernels are bound to the same layer (random weights and inputs, a fused ReLU, a residual
 input where the shape says "+res"); their calls alternate, so that a slow phase of the machine
 hits both; each time is the median of ``--calls``. The outputs must agree. REVISION's
-``convolution.py`` and ``gemm.py`` are copied into the package under temporary names for the run
-(and removed after, with their Numba cache files).
+``convolution.py`` and the kernel modules it calls (``gemm.py``, ``stem.py``, ``depthwise.py``,
+``winograd.py``) are copied into the package under temporary names for the run (and removed after,
+with their Numba cache files).
 """
 from __future__ import annotations
 
@@ -67,7 +68,10 @@ SETS = {
 }
 
 
-def load_revision(revision: str, modules=("convolution", "gemm")):
+CONVOLUTION_MODULES = ("convolution", "gemm", "stem", "depthwise", "winograd")
+
+
+def load_revision(revision: str, modules=CONVOLUTION_MODULES):
     """REVISION's kernel module ``modules[0]`` (importing its sibling ``modules[1:]`` and its
     ``epilogue`` from the same revision), importable beside the working tree's."""
     modules = (*modules, "epilogue")  # (the kernels' shared epilogue: the revision's may differ)

@@ -1,14 +1,13 @@
 """Whole networks with the convolution, pooling and SoftMax kernels of a git revision against the
-working tree's, in one process: a change to ``chain.py``, ``convolution.py``, ``gemm.py``,
-``pooling.py`` or ``softmax.py`` measured end to end.
+working tree's, in one process: a change to ``chain.py``, ``convolution.py`` (with ``gemm.py``,
+``stem.py``, ``depthwise.py``, ``winograd.py``), ``pooling.py`` or ``softmax.py`` measured end to
+end.
 
     python benchmarks/network_ab.py REVISION [--networks resnet,squeezenet,mobilenet] [--batches 1,8,32]
         [--calls 41] [--threads 2]
 
-Each network (``compare.py``'s) is loaded once, by the working tree. The revision's ``chain.py``,
-``convolution.py``, ``gemm.py``, ``pooling.py`` and ``softmax.py`` are copied into the package under
-temporary names
-(as ``convolution_ab.py`` does), and its kernels are called with the very arguments the working
+Each network (``compare.py``'s) is loaded once, by the working tree. The revision's copies of those
+files are copied into the package under temporary names (as ``convolution_ab.py`` does), and its kernels are called with the very arguments the working
 tree's steps were bound to: the same buffers, weights and step tables, so this compares kernel code
 only (it needs the two revisions to agree on those arguments). Each call writes the input and runs
 every step, as ``InferRequest.infer`` does without its checks and output copy; the two take turns,
@@ -79,7 +78,7 @@ def main():
     numba.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     try:
-        modules = ("chain", "convolution", "gemm", "pooling", "softmax")
+        modules = ("chain", *convolution_ab.CONVOLUTION_MODULES, "pooling", "softmax")
         old_chain = convolution_ab.load_revision(args.revision, modules=modules)
         old_convolution = importlib.import_module("dynbatch.kernels._ab_convolution")
         old_pooling = importlib.import_module("dynbatch.kernels._ab_pooling")

@@ -8,7 +8,8 @@ steps whose fixed costs (its stores, the epilogue) weigh as much as the steps, a
 of B that the few output channels then use a handful of times: MobileNet's 3 -> 32 3x3 stride-2
 layer ran at 65 GF/s. Here each output pixel's channels are vectors (``stem_pixels``: 2 vectors
 of 8 channels by 6 pixels of accumulators, each tap 2 loads of weights and 6 broadcasts of
-input), read where they lie in a zero-padded copy of the input whatever the stride; the products
+input; with AVX-512, one vector of 16 channels by 12 pixels), read where they lie in a
+zero-padded copy of the input whatever the stride; the products
 are turned back into the channels' rows by ``depthwise.deinterleave_rows``, through the epilogue.
 This is how ONNX Runtime computes a first layer (its NCHW-input, NCHWc-output kernel). A max
 pooling after the layer pools those 8-channel pixels before they are turned back
@@ -24,14 +25,18 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .depthwise import LANES, pack_channel_blocks
-from .gemm import _VECTOR, _float_pointer, _splat, _vector_at
+from .gemm import WIDE_VECTORS, _float_pointer, _splat, _vector_at
 from .pooling import _nan_max
 
-#: Output-channel vectors (of LANES channels) and output pixels one ``stem_pixels`` call keeps in
-#: registers: 12 accumulators, 2 vectors of weights and a broadcast, 15 of the 16 AVX2 registers.
-STEM_VECTORS, STEM_PIXELS = 2, 6
+#: Output-channel octets (of LANES channels) one ``stem_pixels`` call computes, as one vector of
+#: STEM_CHANNELS: on AVX2 two registers, with AVX-512 one.
+STEM_VECTORS = 2
 #: Output channels one call computes.
 STEM_CHANNELS = STEM_VECTORS * LANES
+#: Output pixels one call computes: 6 on AVX2 (12 accumulators, 2 of weights and a broadcast: 15
+#: of the 16 registers); 12 with AVX-512 (12 accumulators of its 32 registers: 6 would leave its
+#: multiply-adds waiting on each other).
+STEM_PIXELS = 12 if WIDE_VECTORS else 6
 
 
 @intrinsic
@@ -58,27 +63,30 @@ def stem_pixels(typingctx, source, source_offset, origins, origins_offset, tap_o
         weights_ptr = _float_pointer(context, builder, signature.args[6], weights, weights_offset)
         biases_ptr = _float_pointer(context, builder, signature.args[8], biases, biases_offset)
         sums_ptr = _float_pointer(context, builder, signature.args[10], sums, sums_offset)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
-                                             "llvm.fma.v8f32")
+        channels = ir.VectorType(ir.FloatType(), STEM_CHANNELS)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(channels, [channels] * 3),
+                                             f"llvm.fma.v{STEM_CHANNELS}f32")
         windows = [builder.gep(source_ptr, [builder.load(builder.gep(origins_ptr, [ir.Constant(index, p)]))])
                    for p in range(STEM_PIXELS)]
-        accumulators = []
-        for v in range(STEM_VECTORS):
-            bias = builder.load(_vector_at(builder, biases_ptr, LANES * v), align=4)
-            accumulators.append([cgutils.alloca_once_value(builder, bias) for _ in range(STEM_PIXELS)])
+        bias = builder.load(_vector_at(builder, biases_ptr, 0, STEM_CHANNELS), align=4)
+        accumulators = [cgutils.alloca_once_value(builder, bias) for _ in range(STEM_PIXELS)]
         with cgutils.for_range(builder, taps) as loop:
             offset = builder.load(builder.gep(taps_ptr, [loop.index]))
             weights_row = builder.gep(weights_ptr, [builder.mul(loop.index, ir.Constant(index, STEM_CHANNELS))])
-            vectors = [builder.load(_vector_at(builder, weights_row, LANES * v), align=4) for v in range(STEM_VECTORS)]
+            vector = builder.load(_vector_at(builder, weights_row, 0, STEM_CHANNELS), align=4)
             for p, window in enumerate(windows):
-                value = _splat(builder, builder.load(builder.gep(window, [offset])))
-                for v, vector in enumerate(vectors):
-                    total = builder.call(fma, [vector, value, builder.load(accumulators[v][p])])
-                    builder.store(total, accumulators[v][p])
-        for v in range(STEM_VECTORS):
-            row = builder.gep(sums_ptr, [builder.mul(octet_stride, ir.Constant(index, v))])
-            for p in range(STEM_PIXELS):
-                builder.store(builder.load(accumulators[v][p]), _vector_at(builder, row, LANES * p), align=4)
+                value = _splat(builder, builder.load(builder.gep(window, [offset])), STEM_CHANNELS)
+                total = builder.call(fma, [vector, value, builder.load(accumulators[p])])
+                builder.store(total, accumulators[p])
+        # Each octet of a pixel's channels to its own octet's row.
+        octet_lanes = [ir.Constant(ir.VectorType(ir.IntType(32), LANES), list(range(LANES * v, LANES * (v + 1))))
+                       for v in range(STEM_VECTORS)]
+        for p in range(STEM_PIXELS):
+            total = builder.load(accumulators[p])
+            for v in range(STEM_VECTORS):
+                row = builder.gep(sums_ptr, [builder.mul(octet_stride, ir.Constant(index, v))])
+                octet = builder.shuffle_vector(total, total, octet_lanes[v])
+                builder.store(octet, _vector_at(builder, row, LANES * p), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
