@@ -52,13 +52,10 @@ KC = 256
 PANELS_PER_BLOCK = 16
 
 def _compiles_for_avx512() -> bool:
-    """Whether Numba compiles for a CPU with AVX-512F: its NUMBA_CPU_FEATURES where set, else the
-    host's where it compiles for the host (a NUMBA_CPU_NAME of its own without features is taken
-    as without)."""
-    if numba.config.CPU_FEATURES:
+    """Whether Numba compiles for a CPU with AVX-512F: the features it compiles for are
+    NUMBA_CPU_FEATURES where set, else the host's (even under a NUMBA_CPU_NAME of its own)."""
+    if numba.config.CPU_FEATURES is not None:
         return "+avx512f" in numba.config.CPU_FEATURES.split(",")
-    if numba.config.CPU_NAME not in (None, "host"):
-        return False
     return bool(binding.get_host_cpu_features().get("avx512f", False))
 
 
