@@ -482,10 +482,10 @@ def test_winograd_split_gives_every_chunk_as_many_panels():
 
 @given(data=st.data())
 def test_convolution_by_output_channel_vectors_matches_reference(data):
-    """``convolution_stem_cpu`` (a first layer on the image, 16 output channels by STEM_PIXELS
-    pixels a call: 6, or 12 with AVX-512): 1 to 4 channels in, 16 or 32 out, kernels 1 to 7 at
-    strides 1 to 4, pads before and after, a band's last group of pixels under STEM_PIXELS
-    (repeating its last pixel) and groups across
+    """``convolution_stem_cpu`` (a first layer on the image, STEM_CHANNELS output channels by 6
+    pixels a call: 16, or 32 with AVX-512, 16 of them padding for 16 channels): 1 to 4 channels
+    in, 16 or 32 out, kernels 1 to 7 at strides 1 to 4, pads before and after, a band's last group
+    of pixels under 6 (repeating its last pixel) and groups across
     output rows, bands of one row to a whole sample (min_tasks), the fused residual and
     activation, rows >= n untouched."""
     max_batch, n = draw_batches(data)
