@@ -13,9 +13,9 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
-                   PANELS_PER_CALL, SHORT_PANEL_COLUMNS, copy_lanes, masked_copy_panel_row_runs, micro_kernel_panels,
-                   pack_weights, panel_layout, prefetch_rows, product_panels, short_panel_product,
-                   transpose_copy_panel_rows)
+                   PANELS_PER_CALL, SHORT_PANEL_COLUMNS, copy_lanes, empty_panels, masked_copy_panel_row_runs,
+                   micro_kernel_panels, pack_weights, panel_layout, prefetch_rows, product_panels,
+                   short_panel_product, transpose_copy_panel_rows)
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
 from .stem import STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_window, pack_stem, stem_pixels
 from .views import as_4d
@@ -828,9 +828,9 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
     # the stores need anyway, and not again in the epilogue. (The product's panels read it in
     # ``epilogue_at`` element by element, before writing the same element.)
     onto_residual = has_residual and residual_flat.ctypes.data == out_flat.ctypes.data
-    packed = np.empty(min(KC, reduction) * panel_columns, np.float32)
+    packed = empty_panels(min(KC, reduction) * panel_columns)
     window_width = window_columns(tap_dy, tap_dx)
-    product = np.empty((end_panel - first_panel) * MR * panel_columns if through_product else 0, np.float32)
+    product = empty_panels((end_panel - first_panel) * MR * panel_columns if through_product else 0)
     a_group = g * padded_rows * reduction
     for pc in range(0, reduction, KC):
         kc = min(KC, reduction - pc)
@@ -961,8 +961,8 @@ def gemm_average_task(task, splits, x, x_flat, packed_weights, biases, stride_h,
     keep_all = reduction > KC  # (partial products must outlive each KC block)
     product_panels = end_panel - first_panel if keep_all else min(PANELS_PER_BLOCK, end_panel - first_panel)
     most_columns = NR * -(-min(task_columns, pixels) // NR)
-    product = np.empty(product_panels * MR * most_columns, np.float32)
-    packed = np.empty(min(KC, reduction) * most_columns, np.float32)
+    product = empty_panels(product_panels * MR * most_columns)
+    packed = empty_panels(min(KC, reduction) * most_columns)
     sums = np.zeros((end_panel - first_panel) * MR, np.float32)
     window_width = window_columns(tap_dy, tap_dx)
     # The sample's columns in chunks of whole panels, spread evenly (13 panels as 4 + 4 + 5), so
@@ -1142,8 +1142,8 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
     # xi * v_stride + jp * channels * NR on. (+ NR: a stride of a multiple of 4 KB would put
     # the 16 rows the transforms write or read together in one set of the L1 cache.)
     v_stride = column_panels * channels * NR + NR
-    v = np.empty(elements * v_stride, np.float32)
-    packed = np.empty(KC * panel_columns, np.float32)
+    v = empty_panels(elements * v_stride)
+    packed = empty_panels(KC * panel_columns)
     window_width = window_columns(tap_dy, tap_dx)
     for c0 in range(0, channels, block_channels):
         block = min(block_channels, channels - c0)
@@ -1170,7 +1170,7 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
     full_column_panels = column_panels - (1 if narrow_last else 0)
     block_rows = min(end_panel - first_panel, PANELS_PER_BLOCK) * MR
     m_stride = block_rows * m_columns + NR
-    m = np.empty(elements * m_stride, np.float32)
+    m = empty_panels(elements * m_stride)
     transformed = np.empty(tile * run, np.float32)  # one panel's output rows
     for first_block_panel in range(first_panel, end_panel, PANELS_PER_BLOCK):
         end_block_panel = min(end_panel, first_block_panel + PANELS_PER_BLOCK)
