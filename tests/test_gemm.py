@@ -13,7 +13,7 @@ from dynbatch.kernels.activation import ACTIVATION_CODES, CLAMP, RELU, RELU6
 from dynbatch.kernels.epilogue import NO_ACTIVATION
 from dynbatch.kernels.gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, masked_copy_panel_row,
                                    masked_copy_panel_row_two_runs, micro_kernel_1, micro_kernel_4, micro_kernel_6,
-                                   micro_kernel_12, micro_kernel_12x8_product, micro_kernel_panels,
+                                   micro_kernel_12, micro_kernel_12x8_product, micro_kernel_24, micro_kernel_panels,
                                    PANELS_PER_CALL, WIDE_VECTORS,
                                    NARROW_COLUMNS, pack_weights, panel_rows, short_panel_product,
                                    SHORT_PANEL_COLUMNS, transpose_copy_panel_rows)
@@ -26,6 +26,9 @@ def call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, r
     if mr == 6:
         micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    elif mr == 24:
+        micro_kernel_24(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
     elif mr == 12:
         micro_kernel_12(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                         biases, bias_offset, residual, has_residual, activation, alpha, beta)
@@ -62,7 +65,7 @@ def activate(values, code, alpha, beta):
                          list(itertools.product([False, True], [False, True], [False, True],
                                                 [NO_ACTIVATION, RELU, RELU6, CLAMP])))
 @settings(deadline=None, max_examples=12)
-@given(mr=st.sampled_from([1, 4, 6, 12]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7),
+@given(mr=st.sampled_from([1, 4, 6, 12, 24]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7),
        rows_missing=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
 def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, accumulate, finish, has_residual,
                                     activation, seed):
@@ -79,7 +82,7 @@ def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, 
     before = c.copy()
     call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
-    # (mr, kc): one panel, a[p * mr + i], or for 12 rows two 6-row panels one after the other
+    # (mr, kc): one panel, a[p * mr + i], or for 12 and 24 rows 6-row panels one after the other
     panel = np.concatenate([part.reshape(kc, -1).T for part in np.split(a[a_offset:], max(1, mr // MR))])
     panel = panel.astype(np.float64)
     columns = b[b_offset:].reshape(kc, ldb)[:, :NR].astype(np.float64)  # (kc, NR)
@@ -95,31 +98,32 @@ def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, 
 
 
 @njit
-def call_micro_kernel_panels(pair, full, kc, a, b, c, ldc, rows, biases):
-    return micro_kernel_panels(pair, full, kc, a, 0, b, 0, NR, c, 0, ldc, rows, False, True, biases, 0, c, False,
+def call_micro_kernel_panels(following, full, kc, a, b, c, ldc, rows, biases):
+    return micro_kernel_panels(following, full, kc, a, 0, b, 0, NR, c, 0, ldc, rows, False, True, biases, 0, c, False,
                                NO_ACTIVATION, np.float32(0.0), np.float32(0.0))
 
 
-@pytest.mark.parametrize("pair", [False, True])
-@pytest.mark.parametrize("rows", [1, 6, 7, 12, 13])
-def test_micro_kernel_panels_takes_a_pair_in_one_call_with_wide_vectors(pair, rows):
-    """Two full A panels go to the 12 x 16 kernel together where the CPU has AVX-512 (one
-    call, 2 returned), else the first alone; the rows of the panels taken (at most ``rows``) are
-    the product plus the bias, and no row past them is touched."""
-    rng = np.random.default_rng(rows)
-    kc, ldc = 9, NR + 3
-    a = rng.uniform(-1, 1, 2 * MR * kc).astype(np.float32)
+@pytest.mark.parametrize("following", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("rows", [1, 6, 7, 12, 13, 24, 30])
+def test_micro_kernel_panels_takes_several_panels_a_call_with_wide_vectors(following, rows):
+    """Where the CPU has AVX-512, four following full A panels go to the 24 x 16 kernel in one
+    call (4 returned), else two to the 12 x 16 one (2), else the first alone (1, as always on
+    AVX2); the rows of the panels taken (at most ``rows``) are the product plus the bias, and no
+    row past them is touched."""
+    rng = np.random.default_rng(rows * 10 + following)
+    kc, ldc, most = 9, NR + 3, 5 * MR
+    a = rng.uniform(-1, 1, most * kc).astype(np.float32)
     b = rng.uniform(-1, 1, kc * NR).astype(np.float32)
-    biases = rng.uniform(-1, 1, 2 * MR).astype(np.float32)
-    c = rng.uniform(-1, 1, 2 * MR * ldc + 1).astype(np.float32)
+    biases = rng.uniform(-1, 1, most).astype(np.float32)
+    c = rng.uniform(-1, 1, most * ldc + 1).astype(np.float32)
     before = c.copy()
-    taken = call_micro_kernel_panels(pair, True, kc, a, b, c, ldc, rows, biases)
-    assert taken == (2 if pair and WIDE_VECTORS else 1)
-    assert PANELS_PER_CALL == (2 if WIDE_VECTORS else 1)
-    weights = np.concatenate([a[:MR * kc].reshape(kc, MR).T, a[MR * kc:].reshape(kc, MR).T]).astype(np.float64)
-    product = weights @ b.reshape(kc, NR).astype(np.float64) + biases[:, None]
+    taken = call_micro_kernel_panels(following, True, kc, a, b, c, ldc, rows, biases)
+    assert taken == ((4 if following >= 4 else 2 if following >= 2 else 1) if WIDE_VECTORS else 1)
+    assert PANELS_PER_CALL == (4 if WIDE_VECTORS else 1)
+    weights = np.concatenate([a[p * MR * kc:(p + 1) * MR * kc].reshape(kc, MR).T for p in range(5)])
+    product = weights.astype(np.float64) @ b.reshape(kc, NR).astype(np.float64) + biases[:, None]
     stored = min(rows, taken * MR)
-    for i in range(2 * MR):
+    for i in range(most):
         line = slice(i * ldc, i * ldc + NR)
         if i < stored:
             np.testing.assert_allclose(c[line], product[i], rtol=1e-5, atol=1e-5)

@@ -879,7 +879,7 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                             c_offset, ldc, group_rows - panel * MR, accumulate)
                         continue
                     panel += micro_kernel_panels(
-                        panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows, panel * MR + MR <= padded_rows,
+                        min(block_end, padded_rows // MR) - panel, panel * MR + MR <= padded_rows,
                         kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
                         group_rows - panel * MR, accumulate, finish, biases, k, residual_flat,
                         has_residual and not onto_residual, activation, alpha, beta)
@@ -1013,10 +1013,9 @@ def gemm_average_task(task, splits, x, x_flat, packed_weights, biases, stride_h,
                                 ldb, product, c_offset, panel_columns, out_channels - panel * MR, pc > 0)
                             continue
                         panel += micro_kernel_panels(
-                            panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows,
-                            panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source, b_offset, ldb,
-                            product, c_offset, panel_columns, out_channels - panel * MR, pc > 0, False, biases, 0,
-                            product, False, 0, alpha, beta)
+                            min(block_end, padded_rows // MR) - panel, panel * MR + MR <= padded_rows, kc,
+                            packed_weights, a_offset, b_source, b_offset, ldb, product, c_offset, panel_columns,
+                            out_channels - panel * MR, pc > 0, False, biases, 0, product, False, 0, alpha, beta)
                 if last_block:  # the block's rows are finished for these columns
                     for row in range(block * MR, min(out_channels, block_end * MR)):
                         sums[row - first_panel * MR] += epilogue_sum(
@@ -1181,10 +1180,10 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                 while panel < end_block_panel:
                     a_offset = xi * padded_rows * channels + pc * padded_rows + panel * MR * kc
                     c_offset = xi * m_stride + (panel - first_block_panel) * MR * m_columns
-                    pair = panel + 1 < end_block_panel and panel * MR + 2 * MR <= padded_rows
+                    following = min(end_block_panel, padded_rows // MR) - panel
                     taken = 1
                     for jp in range(full_column_panels):
-                        taken = product_panels(pair, panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
+                        taken = product_panels(following, panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
                                                xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
                                                m_columns, (end_block_panel - panel) * MR, pc > 0)
                     panel += taken
