@@ -16,10 +16,10 @@ sum: benchmarks/README.md, "Winograd's 4x4 tiles") and tiles that overhang small
 (a 6x6 output is 4 tiles of 16 outputs, where 2x2 tiles make 9 of 4).
 
 The input and output transforms here work on 16 tiles at once, one per lane of the GEMM's
-16-column panels (two 8-wide vectors), written in LLVM IR as ``gemm``'s micro-kernel is (Numba
-would not vectorise them itself: it cannot tell that their source and destination do not
-overlap), from the matrices below: additions where a coefficient is 1 or -1, multiply-adds
-otherwise. Numba caches the kernels on disk keyed on their own source file: after editing this
+16-column panels (one 16-wide vector with AVX-512, else two 8-wide passes), written in LLVM IR
+as ``gemm``'s micro-kernel is (Numba would not vectorise them itself: it cannot tell that their
+source and destination do not overlap), from the matrices below: additions where a coefficient
+is 1 or -1, multiply-adds otherwise. Numba caches the kernels on disk keyed on their own source file: after editing this
 file, delete ``dynbatch/kernels/__pycache__``.
 """
 import llvmlite.ir as ir
@@ -29,7 +29,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..config import SCALAR_FUNCTION
-from .gemm import (_VECTOR, _activate, _branch, _branch_on_activation, _float_pointer, _splat,
+from .gemm import (WIDE_VECTORS, _activate, _branch, _branch_on_activation, _float_pointer, _splat,
                    _vector_at, NR, pack_weights)
 
 #: The output tile sides m this module has transforms for.
@@ -81,25 +81,32 @@ def transform_weights(weights: np.ndarray, tile: int) -> np.ndarray:
     return pack_weights(u.reshape(tile_elements(tile), out_channels, channels).astype(np.float32))
 
 
+#: Tiles (lanes of a panel's 16) a transform's vectors hold: all 16 with AVX-512; on AVX2 8, in
+#: two passes (a 16-wide vector there is two registers, and a 6x6 tile's 36 of them would spill).
+WIDTH = 16 if WIDE_VECTORS else 8
+
+
 def _lanes(builder, row_pointer, h):
-    """Lanes 8h..8h+7 of a 16-lane row."""
-    return builder.load(_vector_at(builder, row_pointer, 8 * h), align=4)
+    """Lanes WIDTH*h.. WIDTH*h + WIDTH - 1 of a 16-lane row."""
+    return builder.load(_vector_at(builder, row_pointer, WIDTH * h, WIDTH), align=4)
 
 
 def _combine(builder, coefficients, values):
-    """sum_i coefficients[i] * values[i] (8-wide vectors) over the non-zero coefficients, a
+    """sum_i coefficients[i] * values[i] (vectors of WIDTH) over the non-zero coefficients, a
     positive one first: an addition or subtraction per coefficient of 1 or -1, a multiply-add
     (or a product, first) per other one."""
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), "llvm.fma.v8f32")
+    vector = ir.VectorType(ir.FloatType(), WIDTH)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                         f"llvm.fma.v{WIDTH}f32")
     terms = sorted(((float(c), v) for c, v in zip(coefficients, values) if c != 0), key=lambda term: term[0] < 0)
     total = None
     for coefficient, value in terms:
         if total is None:
-            total = value if coefficient == 1 else builder.fmul(value, ir.Constant(_VECTOR, [coefficient] * 8))
+            total = value if coefficient == 1 else builder.fmul(value, ir.Constant(vector, [coefficient] * WIDTH))
         elif abs(coefficient) == 1:
             total = builder.fadd(total, value) if coefficient > 0 else builder.fsub(total, value)
         else:
-            total = builder.call(fma, [value, ir.Constant(_VECTOR, [coefficient] * 8), total])
+            total = builder.call(fma, [value, ir.Constant(vector, [coefficient] * WIDTH), total])
     return total
 
 
@@ -119,7 +126,7 @@ def _input_transform(tile: int):
             source_ptr = _float_pointer(context, builder, signature.args[0], args[0], args[1])
             destination_ptr = _float_pointer(context, builder, signature.args[2], args[2], args[3])
             stride = args[4]
-            for h in range(NR // 8):
+            for h in range(NR // WIDTH):
                 d = [[_lanes(builder, builder.gep(source_ptr, [ir.Constant(ir.IntType(64), (side * i + j) * NR)]), h)
                       for j in range(side)] for i in range(side)]
                 columns = [[_combine(builder, b_t[a], [d[i][j] for i in range(side)]) for a in range(side)]
@@ -128,8 +135,8 @@ def _input_transform(tile: int):
                     for b in range(side):
                         value = _combine(builder, b_t[b], [columns[j][a] for j in range(side)])  # ((B^T d) B)[a][b]
                         at = builder.add(builder.mul(stride, ir.Constant(stride.type, side * a + b)),
-                                         ir.Constant(stride.type, 8 * h))
-                        builder.store(value, _vector_at(builder, destination_ptr, at), align=4)
+                                         ir.Constant(stride.type, WIDTH * h))
+                        builder.store(value, _vector_at(builder, destination_ptr, at, WIDTH), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -148,7 +155,8 @@ def _output_transform(tile: int):
     side, a_t, run = tile + 2, A_T[tile], tile * NR
     lane = ir.IntType(32)
     # Y[r][c] of each lane side by side: output lane * tile + c from vector c's lane.
-    interleave = ir.Constant(ir.VectorType(lane, 8 * tile), [8 * c + j for j in range(8) for c in range(tile)])
+    interleave = ir.Constant(ir.VectorType(lane, WIDTH * tile),
+                             [WIDTH * c + j for j in range(WIDTH) for c in range(tile)])
 
     @intrinsic
     def output_transform(typingctx, source, source_offset, source_stride, destination, destination_offset, finish,
@@ -162,7 +170,7 @@ def _output_transform(tile: int):
             destination_ptr = _float_pointer(context, builder, signature.args[3], destination, destination_offset)
 
             def emit(code):
-                for h in range(NR // 8):
+                for h in range(NR // WIDTH):
                     m = [_lanes(builder, builder.gep(source_ptr, [builder.mul(stride, ir.Constant(stride.type, xi))]),
                                 h) for xi in range(side * side)]
                     columns = [[_combine(builder, a_t[r], [m[side * a + b] for a in range(side)]) for r in range(tile)]
@@ -170,18 +178,18 @@ def _output_transform(tile: int):
                     for r in range(tile):
                         y = [_combine(builder, a_t[c], [columns[b][r] for b in range(side)]) for c in range(tile)]
                         if code is not False:
-                            y = [_activate(builder, builder.fadd(value, _splat(builder, bias)), code, alpha, beta)
-                                 for value in y]
-                        while len(y) > 1:  # side by side in one vector of 8 * tile lanes
+                            y = [_activate(builder, builder.fadd(value, _splat(builder, bias, WIDTH)), code, alpha,
+                                           beta) for value in y]
+                        while len(y) > 1:  # side by side in one vector of WIDTH * tile lanes
                             width = y[0].type.count
                             both = ir.Constant(ir.VectorType(lane, 2 * width), list(range(2 * width)))
                             y = [builder.shuffle_vector(y[i], y[i + 1], both) for i in range(0, len(y), 2)]
                         row = builder.shuffle_vector(y[0], ir.Constant(y[0].type, ir.Undefined), interleave)
                         for q in range(tile):
-                            eight = ir.Constant(ir.VectorType(lane, 8), list(range(8 * q, 8 * q + 8)))
-                            piece = builder.shuffle_vector(row, ir.Constant(row.type, ir.Undefined), eight)
-                            at = run * r + 8 * tile * h + 8 * q
-                            builder.store(piece, _vector_at(builder, destination_ptr, at), align=4)
+                            lanes = ir.Constant(ir.VectorType(lane, WIDTH), list(range(WIDTH * q, WIDTH * q + WIDTH)))
+                            piece = builder.shuffle_vector(row, ir.Constant(row.type, ir.Undefined), lanes)
+                            at = run * r + WIDTH * tile * h + WIDTH * q
+                            builder.store(piece, _vector_at(builder, destination_ptr, at, WIDTH), align=4)
 
             _branch(builder, finish, lambda finishing: _branch_on_activation(builder, activation, emit)
                     if finishing else emit(False))
