@@ -516,7 +516,7 @@ def test_convolution_by_output_channel_vectors_matches_reference(data):
 @given(data=st.data())
 def test_convolution_by_output_channel_vectors_with_max_pooling_matches_reference(data):
     """``convolution_stem_cpu`` with the max pooling of its output fused in (``max_pool``): windows
-    1 to 3 at strides 1 to 3, leading pads under the window, ceil rounding's last window past the
+    1 to 4 (4: ``stem.max_run``'s loop) at strides 1 to 3, leading pads under the window, ceil rounding's last window past the
     convolution's output, windows overlapping two bands (whose shared row both compute), and the
     activation after the pooling: a pooling of the activated output."""
     max_batch, n = draw_batches(data)
@@ -531,7 +531,7 @@ def test_convolution_by_output_channel_vectors_with_max_pooling_matches_referenc
     attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, 16, size, kernel, strides, (1, 1),
                                               pads, pads)
     conv_size = outputs[0].shape[2:]
-    pool_kernel = draw_pair(data, st.integers(1, 3), "pool_kernel")
+    pool_kernel = draw_pair(data, st.integers(1, 4), "pool_kernel")
     pool_strides = draw_pair(data, st.integers(1, 3), "pool_strides")
     pool_pads = tuple(data.draw(st.integers(0, pool_kernel[a] - 1), label="pool_pad") for a in range(2))
     ceil = data.draw(st.booleans(), label="ceil")

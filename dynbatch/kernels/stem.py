@@ -12,8 +12,8 @@ input; with AVX-512, 32 channels as 2 vectors by 6 pixels), read where they lie 
 zero-padded copy of the input whatever the stride; the products
 are turned back into the channels' rows by ``depthwise.deinterleave_rows``, through the epilogue.
 This is how ONNX Runtime computes a first layer (its NCHW-input, NCHWc-output kernel). A max
-pooling after the layer pools those 8-channel pixels before they are turned back
-(``max_window``), so that only the pooled outputs are.
+pooling after the layer pools those 8-channel pixels before they are turned back (``max_run``,
+across each row of the band, then down), so that only the pooled outputs are.
 
 Written in LLVM IR as ``gemm``'s micro-kernel is. Numba caches the kernels on disk keyed on their
 own source file: after editing this file, delete ``dynbatch/kernels/__pycache__``.
@@ -101,52 +101,43 @@ def stem_pixels(typingctx, source, source_offset, origins, origins_offset, tap_o
     return sig, codegen
 
 
-#: The window sides ``max_window`` unrolls (3x3 and 2x2 poolings, the common ones); larger windows
-#: take its loops.
-UNROLLED_WINDOW = 3
+#: The runs ``max_run`` unrolls (3 and 2 wide or high windows, the common ones); longer runs take
+#: its loop.
+UNROLLED_RUN = 3
 
 
 @intrinsic
-def max_window(typingctx, source, source_offset, row_step, rows, columns, destination, destination_offset):
-    """max_window(source, source_offset, row_step, rows, columns, destination, destination_offset):
-    the vector destination[destination_offset + lane] = the max over r < ``rows`` and c <
-    ``columns`` (1 or more each) of source[source_offset + r*row_step + 8*c + lane], NaN where any
-    is (as ``pooling.pooled_pair``): a max pooling window of 8-channel pixels. No bounds checks.
+def max_run(typingctx, source, source_offset, step, count, destination, destination_offset):
+    """max_run(source, source_offset, step, count, destination, destination_offset): the vector
+    destination[destination_offset + lane] = the max over i < ``count`` (1 or more) of
+    source[source_offset + i*step + lane], NaN where any is (as ``pooling.pooled_pair``): one
+    side of a max pooling window of 8-channel pixels, ``step`` floats apart (8: along a row).
+    No bounds checks.
 
-    Windows up to UNROLLED_WINDOW a side take straight-line code: UNROLLED_WINDOW squared loads,
-    those past the window reading its last row or column again (which leaves the max as it is),
-    so that no branch depends on the window's size."""
-    sig = types.void(source, types.intp, types.intp, types.intp, types.intp, destination, types.intp)
+    Runs up to UNROLLED_RUN take straight-line code: UNROLLED_RUN loads, those past the run
+    reading its last vector again (which leaves the max as it is), so that no branch depends on
+    the run's length."""
+    sig = types.void(source, types.intp, types.intp, types.intp, destination, types.intp)
 
     def codegen(context, builder, signature, args):
-        source, source_offset, row_step, rows, columns, destination, destination_offset = args
-        index = rows.type
+        source, source_offset, step, count, destination, destination_offset = args
+        index = count.type
         source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
-        destination_ptr = _float_pointer(context, builder, signature.args[5], destination, destination_offset)
-        side = ir.Constant(index, UNROLLED_WINDOW)
-        small = builder.and_(builder.icmp_signed("<=", rows, side), builder.icmp_signed("<=", columns, side))
-        with builder.if_else(small) as (unrolled, looped):
+        destination_ptr = _float_pointer(context, builder, signature.args[4], destination, destination_offset)
+        with builder.if_else(builder.icmp_signed("<=", count, ir.Constant(index, UNROLLED_RUN))) as (unrolled, looped):
             with unrolled:
-                def clamped(i, count):  # (i, or the last of count where i is past it)
-                    return builder.select(builder.icmp_signed("<", ir.Constant(index, i), count), ir.Constant(index, i),
-                                          builder.sub(count, ir.Constant(index, 1)))
-
                 pooled = None
-                for r in range(UNROLLED_WINDOW):
-                    row_ptr = builder.gep(source_ptr, [builder.mul(clamped(r, rows), row_step)])
-                    for c in range(UNROLLED_WINDOW):
-                        at = builder.mul(clamped(c, columns), ir.Constant(index, LANES))
-                        value = builder.load(_vector_at(builder, row_ptr, at), align=4)
-                        pooled = value if pooled is None else _nan_max(builder, pooled, value)
+                for i in range(UNROLLED_RUN):
+                    clamped = builder.select(builder.icmp_signed("<", ir.Constant(index, i), count),
+                                             ir.Constant(index, i), builder.sub(count, ir.Constant(index, 1)))
+                    value = builder.load(_vector_at(builder, source_ptr, builder.mul(clamped, step)), align=4)
+                    pooled = value if pooled is None else _nan_max(builder, pooled, value)
                 builder.store(pooled, _vector_at(builder, destination_ptr, 0), align=4)
             with looped:
                 pooled = cgutils.alloca_once_value(builder, builder.load(_vector_at(builder, source_ptr, 0), align=4))
-                with cgutils.for_range(builder, rows) as row:
-                    row_ptr = builder.gep(source_ptr, [builder.mul(row.index, row_step)])
-                    with cgutils.for_range(builder, columns) as column:
-                        at = builder.mul(column.index, ir.Constant(index, LANES))
-                        value = builder.load(_vector_at(builder, row_ptr, at), align=4)
-                        builder.store(_nan_max(builder, builder.load(pooled), value), pooled)
+                with cgutils.for_range(builder, count) as loop:
+                    value = builder.load(_vector_at(builder, source_ptr, builder.mul(loop.index, step)), align=4)
+                    builder.store(_nan_max(builder, builder.load(pooled), value), pooled)
                 builder.store(builder.load(pooled), _vector_at(builder, destination_ptr, 0), align=4)
         return context.get_dummy_value()
 
