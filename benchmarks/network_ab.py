@@ -7,11 +7,13 @@ end.
         [--calls 41] [--threads 2]
 
 Each network (``compare.py``'s) is loaded once, by the working tree. The revision's copies of those
-files are copied into the package under temporary names (as ``convolution_ab.py`` does), and its kernels are called with the very arguments the working
-tree's steps were bound to: the same buffers, weights and step tables, so this compares kernel code
-only (it needs the two revisions to agree on those arguments). Each call writes the input and runs
-every step, as ``InferRequest.infer`` does without its checks and output copy; the two take turns,
-in alternating order, and each time is the median of ``--calls``. Their outputs must agree.
+files are copied into the package under temporary names (as ``convolution_ab.py`` does), and its
+kernels are called with the very arguments the working tree's steps were bound to: the same
+buffers, weights and step tables, so this compares kernel code only (it needs the two revisions to
+agree on those arguments and on how weights are packed: the stem's 32-channel blocks of 2026-11-28
+made older revisions' stem kernels misread them). Each call writes the input and runs every step,
+as ``InferRequest.infer`` does without its checks and output copy; the two take turns, in
+alternating order, and each time is the median of ``--calls``. Their outputs must agree.
 """
 from __future__ import annotations
 

@@ -65,8 +65,8 @@ def activate(values, code, alpha, beta):
                          list(itertools.product([False, True], [False, True], [False, True],
                                                 [NO_ACTIVATION, RELU, RELU6, CLAMP])))
 @settings(deadline=None, max_examples=12)
-@given(mr=st.sampled_from([1, 4, 6, 12, 24]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7),
-       rows_missing=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
+@given(mr=st.sampled_from([1, 4, 6, 12, 24]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5),
+       ldc_extra=st.integers(0, 7), rows_missing=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
 def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, accumulate, finish, has_residual,
                                     activation, seed):
     rng = np.random.default_rng(seed)

@@ -516,9 +516,10 @@ def test_convolution_by_output_channel_vectors_matches_reference(data):
 @given(data=st.data())
 def test_convolution_by_output_channel_vectors_with_max_pooling_matches_reference(data):
     """``convolution_stem_cpu`` with the max pooling of its output fused in (``max_pool``): windows
-    1 to 4 (4: ``stem.max_run``'s loop) at strides 1 to 3, leading pads under the window, ceil rounding's last window past the
-    convolution's output, windows overlapping two bands (whose shared row both compute), and the
-    activation after the pooling: a pooling of the activated output."""
+    1 to 4 (4: ``stem.max_run``'s loop) at strides 1 to 3, leading pads under the window, ceil
+    rounding's last window past the convolution's output, windows overlapping two bands (whose
+    shared row both compute), and the activation after the pooling: a pooling of the activated
+    output."""
     max_batch, n = draw_batches(data)
     channels = data.draw(st.integers(1, 4), label="channels")
     kernel = draw_pair(data, st.integers(1, 5), "kernel")

@@ -1476,10 +1476,10 @@ DEPTHWISE_KERNELS = ((3, 3), (5, 5))
 #: An ungrouped, undilated convolution of at most this many input channels (a network's first
 #: layer, on the image) takes ``convolution_stem_cpu`` where its output channels are a multiple of
 #: STEM_CHANNELS (16; 32 with AVX-512), at any kernel size, stride and pads. Against the GEMM
-#: kernel (AVX2, one process, alternating, n = 1, 2 and 8): AlexNet's 3 -> 64 11x11 stride 4 0.73x-0.88x the time, ResNet's
-#: and GoogLeNet's 3 -> 64 7x7 stride 2 0.84x-0.88x, FCN's 3 -> 32 3x3 0.74x-0.83x, MobileNet's
-#: 3 -> 32 3x3 stride 2 0.91x-0.92x, SqueezeNet's 3 -> 64 3x3 stride 2 0.93x-0.99x; but 3 -> 24
-#: (padded to 32 channels) 1.05x-1.07x.
+#: kernel (AVX2, one process, alternating, n = 1, 2 and 8): AlexNet's 3 -> 64 11x11 stride 4
+#: 0.73x-0.88x the time, ResNet's and GoogLeNet's 3 -> 64 7x7 stride 2 0.84x-0.88x, FCN's 3 -> 32
+#: 3x3 0.74x-0.83x, MobileNet's 3 -> 32 3x3 stride 2 0.91x-0.92x, SqueezeNet's 3 -> 64 3x3 stride 2
+#: 0.93x-0.99x; but 3 -> 24 (padded to 32 channels) 1.05x-1.07x.
 STEM_MAX_CHANNELS = 4
 
 

@@ -10,10 +10,11 @@ image into the panels the micro-kernel reads saves both passes, keeps every thre
 thread pool, and leaves the epilogue (bias, residual, activation) to run while the block is in cache.
 
 The micro-kernel is the BLIS design: ``MR`` rows by ``NR`` columns of the product held in vector
-registers while it walks the reduction, each step one broadcast of A times two 8-wide loads of
-B. Numba has no vector types of its own, so it is written in LLVM IR (``numba.extending.intrinsic``):
-LLVM then keeps the 12 accumulators in registers and emits fused multiply-adds on AVX2 (or
-splits each 8-wide operation in two where the CPU has only SSE: slower, still right).
+registers while it walks the reduction, each step one broadcast of A times a 16-float row of B.
+Numba has no vector types of its own, so it is written in LLVM IR (``numba.extending.intrinsic``):
+LLVM then keeps the accumulators in registers and emits fused multiply-adds, a row of 16 floats
+as two 8-wide operations on AVX2 (four on SSE: slower, still right) and one with AVX-512, where
+two or four panels of A go to one call (``WIDE_VECTORS``, ``micro_kernel_panels``).
 
 Numba caches a kernel on disk keyed on its own source file: after editing this file, delete
 ``dynbatch/kernels/__pycache__``, or the convolution, deconvolution and FullyConnected kernels
@@ -43,13 +44,15 @@ from ..config import SCALAR_FUNCTION, SHARED_STEP
 from .activation import CLAMP, RELU, RELU6
 
 #: Rows and columns of the product a micro-kernel call keeps in registers: 6 x 16 float32 is 12
-#: AVX2 registers of accumulators, 2 of B and 1 broadcast of A: 15 of the 16.
+#: AVX2 registers of accumulators, 2 of B and 1 broadcast of A: 15 of the 16. (With AVX-512 a
+#: call takes up to four such panels: 24 of its 32 registers.)
 MR, NR = 6, 16
 #: Reduction rows per packed block: a 6 x KC panel of A and a KC x 16 panel of B stay in L1.
 KC = 256
 #: A panels multiplied with every B panel of a task before the next ones: 16 x 6 x KC floats
 #: (96 KB) stay in L2.
 PANELS_PER_BLOCK = 16
+
 
 def _compiles_for_avx512() -> bool:
     """Whether Numba compiles for a CPU with AVX-512F: the features it compiles for are
@@ -60,8 +63,8 @@ def _compiles_for_avx512() -> bool:
 
 
 #: AVX-512: 32 vector registers of 16 floats. A row of the 6 x 16 kernel is then one register, and
-#: ``micro_kernel_panels`` multiplies two A panels at a time (12 x 16: 12 accumulators), which the
-#: 16 AVX2 registers could not hold.
+#: ``micro_kernel_panels`` multiplies two or four A panels a call (12 x 16 or 24 x 16: 12 or 24
+#: accumulators), which the 16 AVX2 registers could not hold.
 WIDE_VECTORS = _compiles_for_avx512()
 #: A panels a whole-panel call of ``micro_kernel_panels`` takes where it can.
 PANELS_PER_CALL = 4 if WIDE_VECTORS else 1
@@ -78,7 +81,8 @@ def _float_pointer(context, builder, array_type, array, offset):
 
 
 def _vector_at(builder, pointer, offset, width=8):
-    """Pointer to the ``width`` floats from ``pointer[offset]`` on (offset: an LLVM integer or an int)."""
+    """Pointer to the ``width`` floats from ``pointer[offset]`` on (offset: an LLVM integer or an
+    int)."""
     if isinstance(offset, int):
         offset = ir.Constant(ir.IntType(64), offset)
     return builder.bitcast(builder.gep(pointer, [offset]), ir.VectorType(_FLOAT, width).as_pointer())
@@ -183,11 +187,10 @@ def _splat(builder, value, width=8):
 
 
 def _activate(builder, value, code, alpha, beta):
-    """``epilogue``'s activation of a vector of floats (any width), for a code known while generating the code
-    (the micro-kernel branches once per call to a store sequence made for its code): relu
-    x > 0 ? x : alpha*x, relu6 and clamp min(max(x, low), high), each keeping NaN as
+    """``epilogue``'s activation of a vector of floats (any width), for a code known while
+    generating the code (the micro-kernel branches once per call to a store sequence made for its
+    code): relu x > 0 ? x : alpha*x, relu6 and clamp min(max(x, low), high), each keeping NaN as
     ``activation.activation_value`` does; any other code (no activation) leaves x."""
-
     width = value.type.count
     zero = ir.Constant(value.type, [0.0] * width)
 
