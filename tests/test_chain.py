@@ -107,7 +107,7 @@ def test_chain_computes_what_its_steps_compute_one_by_one(n, threads):
 
 
 def stem_chain(rng, n, size=(21, 17)):
-    """A first layer (3 -> 32 3x3 stride 2, its max pooling 3x3 stride 2 fused: a stem step whose
+    """A first layer (3 -> 16 3x3 stride 2, its max pooling 3x3 stride 2 fused: a stem step whose
     bands share rows; a plane wider than high, so that no height stands for a width), a 1x1 GEMM
     step, then a 1x1 layer of 32 channels with its global average (an averaged step): what a
     network's first chain and last convolution hold. Returns (steps, the stem's attributes, the
@@ -115,14 +115,14 @@ def stem_chain(rng, n, size=(21, 17)):
     x = poisoned((MAX_BATCH, 3) + size, n, rng)
     conv_size = tuple((side - 1) // 2 + 1 for side in size)
     pooled_size = tuple((side - 3) // 2 + 1 for side in conv_size)
-    pooled = poisoned((MAX_BATCH, 32) + pooled_size, n)
+    pooled = poisoned((MAX_BATCH, 16) + pooled_size, n)
     squeezed = poisoned((MAX_BATCH, 24) + pooled_size, n)
     averaged = poisoned((MAX_BATCH, 32, 1, 1), n)
-    stem = {**layer(rng, 3, 32, 3, stride=2, activation=RELU),
+    stem = {**layer(rng, 3, 16, 3, stride=2, activation=RELU),
             "max_pool": {"kernel": (3, 3), "strides": (2, 2), "pads_begin": (0, 0), "conv_size": conv_size}}
     steps = [
         convolution.cpu_step(stem, [x], [pooled]),
-        convolution.cpu_step(layer(rng, 32, 24, 1, activation=RELU), [pooled], [squeezed]),
+        convolution.cpu_step(layer(rng, 16, 24, 1, activation=RELU), [pooled], [squeezed]),
         convolution.cpu_step({**layer(rng, 24, 32, 1, activation=RELU), "global_average": pooled_size},
                              [squeezed], [averaged]),
     ]

@@ -418,7 +418,7 @@ def test_global_average_fused_into_the_convolution_it_alone_reads(device, varian
 
 
 def pooled_stem(variant="", max_batch=4):
-    """data (3 channels, 15x15) -> conv (3x3 stride 2, pad 1, 32 outputs: a first layer of
+    """data (3 channels, 15x15) -> conv (3x3 stride 2, pad 1, 16 outputs: a first layer of
     ``convolution_stem_cpu``) -> relu -> MaxPool 3x3 stride 2 -> output (overlapping windows over
     the 8x8 output). variant: "ceil" (ceil rounding: a fourth window, its last column and row past
     the output), "padded"
@@ -429,7 +429,7 @@ def pooled_stem(variant="", max_batch=4):
     rng = np.random.default_rng(9)
     net = db.Network("pooled_stem")
     x = net.add_input("data", (max_batch, 3, 15, 15))
-    outputs = 24 if variant == "gemm" else 32
+    outputs = 24 if variant == "gemm" else 16
     y = net.add_layer("Convolution", [x], name="conv", weights=rng.standard_normal((outputs, 3, 3, 3)) * 0.3,
                       biases=rng.standard_normal(outputs), strides=2, pads_begin=1, pads_end=1)
     y = net.add_layer("Activation", [y], name="relu", type="relu", negative_slope=-0.1 if variant == "leak" else 0.0)

@@ -17,7 +17,7 @@ from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLU
                    micro_kernel_panels, pack_weights, panel_layout, prefetch_rows, product_panels,
                    short_panel_product, transpose_copy_panel_rows)
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
-from .stem import STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_run, pack_stem, stem_pixels
+from .stem import STEM_CHANNEL_MULTIPLE, STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_run, pack_stem, stem_pixels
 from .views import as_4d
 from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2,
                        output_transform_4, run_outputs, sample_tiles, tile_elements, transform_weights)
@@ -1475,7 +1475,7 @@ DEPTHWISE_KERNELS = ((3, 3), (5, 5))
 
 #: An ungrouped, undilated convolution of at most this many input channels (a network's first
 #: layer, on the image) takes ``convolution_stem_cpu`` where its output channels are a multiple of
-#: STEM_CHANNELS (16; 32 with AVX-512), at any kernel size, stride and pads. Against the GEMM
+#: STEM_CHANNEL_MULTIPLE (16), at any kernel size, stride and pads. Against the GEMM
 #: kernel (AVX2, one process, alternating, n = 1, 2 and 8): AlexNet's 3 -> 64 11x11 stride 4
 #: 0.73x-0.88x the time, ResNet's and GoogLeNet's 3 -> 64 7x7 stride 2 0.84x-0.88x, FCN's 3 -> 32
 #: 3x3 0.74x-0.83x, MobileNet's 3 -> 32 3x3 stride 2 0.91x-0.92x, SqueezeNet's 3 -> 64 3x3 stride 2
@@ -1504,7 +1504,7 @@ def choose_algorithm(attrs, input_shape) -> str:
             and attrs["group"] == 1 and min(k, c_per_group) >= WINOGRAD_MIN_CHANNELS):
         return "winograd"
     if (attrs["group"] == 1 and c_per_group <= STEM_MAX_CHANNELS and tuple(attrs["dilations"]) == (1, 1)
-            and k % STEM_CHANNELS == 0):
+            and k % STEM_CHANNEL_MULTIPLE == 0):
         return "stem"
     if c_per_group * kh * kw >= GEMM_MIN_REDUCTION and k // attrs["group"] >= GEMM_MIN_GROUP_OUTPUTS:
         return "gemm"

@@ -36,6 +36,10 @@ from .pooling import _nan_max
 STEM_VECTORS = 4 if WIDE_VECTORS else 2
 #: Output channels one call computes.
 STEM_CHANNELS = STEM_VECTORS * LANES
+#: A first layer takes the stem where its output channels are a multiple of this, on either CPU
+#: (so that the plan, with its max pooling fused, is the same on both): with AVX-512 a layer of
+#: 16 or 48 channels computes its last block of 32 with 16 zero channels.
+STEM_CHANNEL_MULTIPLE = 16
 #: Output pixels one call computes.
 STEM_PIXELS = 6
 _CHANNEL_VECTOR = 16
