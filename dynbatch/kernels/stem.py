@@ -7,10 +7,10 @@ pixels. As a GEMM (``convolution_gemm_cpu``), each 6 x 16 block of its product i
 steps whose fixed costs (its stores, the epilogue) weigh as much as the steps, after a packing
 of B that the few output channels then use a handful of times: MobileNet's 3 -> 32 3x3 stride-2
 layer ran at 65 GF/s. Here each output pixel's channels are vectors (``stem_pixels``: 2 vectors
-of 8 channels by 6 pixels of accumulators, each tap 2 loads of weights and 6 broadcasts of
-input; with AVX-512, 32 channels as 2 vectors by 6 pixels), read where they lie in a
-zero-padded copy of the input whatever the stride; the products
-are turned back into the channels' rows by ``depthwise.deinterleave_rows``, through the epilogue.
+of 8 channels by 6 pixels of accumulators, each tap 2 loads of weights and 6 broadcasts of input;
+with AVX-512, 32 channels as 2 vectors of 16 by 6 pixels), read where they lie in a zero-padded
+copy of the input whatever the stride; the products are turned back into the channels' rows by
+``depthwise.deinterleave_rows``, through the epilogue.
 This is how ONNX Runtime computes a first layer (its NCHW-input, NCHWc-output kernel). A max
 pooling after the layer pools those 8-channel pixels before they are turned back (``max_run``,
 across each row of the band, then down), so that only the pooled outputs are.
@@ -42,6 +42,7 @@ STEM_CHANNELS = STEM_VECTORS * LANES
 STEM_CHANNEL_MULTIPLE = 16
 #: Output pixels one call computes.
 STEM_PIXELS = 6
+#: Channels of one vector of ``stem_pixels``: two AVX2 registers, one AVX-512 register.
 _CHANNEL_VECTOR = 16
 
 

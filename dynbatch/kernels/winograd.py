@@ -19,8 +19,8 @@ The input and output transforms here work on 16 tiles at once, one per lane of t
 16-column panels (one 16-wide vector with AVX-512, else two 8-wide passes), written in LLVM IR
 as ``gemm``'s micro-kernel is (Numba would not vectorise them itself: it cannot tell that their
 source and destination do not overlap), from the matrices below: additions where a coefficient
-is 1 or -1, multiply-adds otherwise. Numba caches the kernels on disk keyed on their own source file: after editing this
-file, delete ``dynbatch/kernels/__pycache__``.
+is 1 or -1, multiply-adds otherwise. Numba caches the kernels on disk keyed on their own source
+file: after editing this file, delete ``dynbatch/kernels/__pycache__``.
 """
 import llvmlite.ir as ir
 import numpy as np
@@ -87,7 +87,7 @@ WIDTH = 16 if WIDE_VECTORS else 8
 
 
 def _lanes(builder, row_pointer, h):
-    """Lanes WIDTH*h.. WIDTH*h + WIDTH - 1 of a 16-lane row."""
+    """Lanes WIDTH*h to WIDTH*h + WIDTH - 1 of a 16-lane row."""
     return builder.load(_vector_at(builder, row_pointer, WIDTH * h, WIDTH), align=4)
 
 
