@@ -14,7 +14,7 @@ from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
                    PANELS_PER_CALL, SHORT_PANEL_COLUMNS, copy_lanes, empty_panels, masked_copy_panel_row_runs,
-                   micro_kernel_panels, pack_weights, panel_layout, prefetch_rows, product_panels,
+                   micro_kernel_panels, pack_weights, panel_layout, panels_a_call, prefetch_rows, product_panels,
                    short_panel_product, transpose_copy_panel_rows)
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
 from .stem import STEM_CHANNEL_MULTIPLE, STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_run, pack_stem, stem_pixels
@@ -1181,12 +1181,11 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                     a_offset = xi * padded_rows * channels + pc * padded_rows + panel * MR * kc
                     c_offset = xi * m_stride + (panel - first_block_panel) * MR * m_columns
                     following = min(end_block_panel, padded_rows // MR) - panel
-                    taken = 1
                     for jp in range(full_column_panels):
-                        taken = product_panels(following, panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
-                                               xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
-                                               m_columns, (end_block_panel - panel) * MR, pc > 0)
-                    panel += taken
+                        product_panels(following, panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
+                                       xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
+                                       m_columns, (end_block_panel - panel) * MR, pc > 0)
+                    panel += panels_a_call(following)
                 panel = first_block_panel
                 # (ldb as np.intp: a constant 16 would compile short_panel_product once more)
                 while narrow_last and panel < end_block_panel:

@@ -360,25 +360,37 @@ micro_kernel_24 = _micro_kernel(24)
 
 
 @njit(**SCALAR_FUNCTION)
+def panels_a_call(following):
+    """A panels one call of ``micro_kernel_panels`` (or ``product_panels``) takes, given the full
+    panels from the first on that the caller takes (``following``): with WIDE_VECTORS four (24 x
+    16) where there are four, else two (12 x 16) where there are two; else one."""
+    if WIDE_VECTORS and following >= 4:
+        return 4
+    if WIDE_VECTORS and following >= 2:
+        return 2
+    return 1
+
+
+@njit(**SCALAR_FUNCTION)
 def micro_kernel_panels(following, full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate,
                         finish, biases, bias_offset, residual, has_residual, activation, alpha, beta):
     """``micro_kernel_panel`` for the A panel at a_offset and, with WIDE_VECTORS, the next ones
-    with it where ``following`` (the full panels from this one on that the caller takes) allows:
-    four in one 24 x 16 call, else two in one 12 x 16 call. With AVX-512 (a core, A in L2, B in
-    L1): two 6 x 16 calls 199 GFLOP/s, 12 x 16 223-246, 24 x 16 240-250, the larger ones less held
-    back where B's rows cross cache lines or the reduction is short. Stores rows < ``rows`` of the
-    panels taken (c's row i, biases[bias_offset + i]). Returns how many it took."""
-    if WIDE_VECTORS and following >= 4:
+    with it (``panels_a_call(following)``): four in one 24 x 16 call, or two in one 12 x 16 call.
+    With AVX-512 (a core, A in L2, B in L1): two 6 x 16 calls 199 GFLOP/s, 12 x 16 223-246,
+    24 x 16 240-250, the larger ones less held back where B's rows cross cache lines or the
+    reduction is short. Stores rows < ``rows`` of the panels taken (c's row i, biases[bias_offset
+    + i]). Returns how many it took."""
+    taken = panels_a_call(following)
+    if taken == 4:
         micro_kernel_24(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, 4 * MR), accumulate, finish,
                         biases, bias_offset, residual, has_residual, activation, alpha, beta)
-        return 4
-    if WIDE_VECTORS and following >= 2:
+    elif taken == 2:
         micro_kernel_12(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, 2 * MR), accumulate, finish,
                         biases, bias_offset, residual, has_residual, activation, alpha, beta)
-        return 2
-    micro_kernel_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, MR), accumulate, finish,
-                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
-    return 1
+    else:
+        micro_kernel_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, MR), accumulate,
+                           finish, biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    return taken
 
 
 #: micro_kernel_6 and micro_kernel_4 without the epilogue (``finish`` ignored): for a product
@@ -406,17 +418,17 @@ micro_kernel_24_product = _micro_kernel(24, epilogue=False)
 @njit(**SCALAR_FUNCTION)
 def product_panels(following, full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate):
     """``micro_kernel_panels`` without the epilogue (``product_panel`` for one, two or four
-    panels). Returns the panels it took."""
-    if WIDE_VECTORS and following >= 4:
+    panels, ``panels_a_call(following)``). Returns the panels it took."""
+    taken = panels_a_call(following)
+    if taken == 4:
         micro_kernel_24_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, 4 * MR), accumulate,
                                 False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
-        return 4
-    if WIDE_VECTORS and following >= 2:
+    elif taken == 2:
         micro_kernel_12_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, 2 * MR), accumulate,
                                 False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
-        return 2
-    product_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, MR), accumulate)
-    return 1
+    else:
+        product_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, MR), accumulate)
+    return taken
 
 
 def _narrow_kernel(columns: int):
