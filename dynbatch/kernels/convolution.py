@@ -13,7 +13,7 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
-                   PANELS_PER_CALL, SHORT_PANEL_COLUMNS, copy_lanes, empty_panels, masked_copy_panel_row_runs,
+                   PANELS_PER_CALL, SHORT_PANEL_COLUMNS, address, copy_lanes, empty_panels, masked_copy_panel_row_runs,
                    micro_kernel_panels, pack_weights, panel_layout, panels_a_call, prefetch_rows, product_panels,
                    short_panel_product, transpose_copy_panel_rows)
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
@@ -831,6 +831,7 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
     packed = empty_panels(min(KC, reduction) * panel_columns)
     window_width = window_columns(tap_dy, tap_dx)
     product = empty_panels((end_panel - first_panel) * MR * panel_columns if through_product else 0)
+    x_at, packed_at, out_at, product_at = address(x_flat), address(packed), address(out_flat), address(product)
     a_group = g * padded_rows * reduction
     for pc in range(0, reduction, KC):
         kc = min(KC, reduction - pc)
@@ -842,9 +843,9 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
         for block in range(first_panel, end_panel, PANELS_PER_BLOCK):
             for jp in range(column_panels):
                 if in_place and panel_one_run[jp]:  # x's rows pc.. of these columns, plane apart
-                    b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
+                    b_source, b_offset, ldb = x_at, column_base[jp * NR] + pc * plane, plane
                 else:
-                    b_source, b_offset, ldb = packed, jp * kc * NR, NR
+                    b_source, b_offset, ldb = packed_at, jp * kc * NR, NR
                 valid = min(NR, chunk_columns - jp * NR)  # (under NR: the last panel, through the product)
                 block_end = min(end_panel, block + PANELS_PER_BLOCK)
                 fetch_at, fetch_count = -1, 0
@@ -867,10 +868,10 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                     a_offset = a_group + pc * padded_rows + panel * MR * kc
                     k = g * group_rows + panel * MR
                     if direct_out[jp] >= 0:  # straight into out, through the epilogue
-                        c, ldc, finish, accumulate = out_flat, pixels, last_block, pc > 0 or onto_residual
+                        c, ldc, finish, accumulate = out_at, pixels, last_block, pc > 0 or onto_residual
                         c_offset = direct_out[jp] + panel * MR * pixels
                     else:
-                        c, ldc, finish, accumulate = product, panel_columns, False, pc > 0
+                        c, ldc, finish, accumulate = product_at, panel_columns, False, pc > 0
                         c_offset = (panel - first_panel) * MR * panel_columns + jp * NR
                     if valid <= SHORT_PANEL_COLUMNS:
                         panel += short_panel_product(

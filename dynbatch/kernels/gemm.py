@@ -76,8 +76,21 @@ _ZERO = ir.Constant(_VECTOR, [0.0] * 8)
 
 
 def _float_pointer(context, builder, array_type, array, offset):
-    """Pointer to element ``offset`` of a 1-d float32 Numba array."""
+    """Pointer to element ``offset`` of a 1-d float32 Numba array, or of the floats from an
+    address (an integer, ``address``) on."""
+    if isinstance(array_type, types.Integer):
+        return builder.gep(builder.inttoptr(array, _FLOAT.as_pointer()), [offset])
     return builder.gep(context.make_array(array_type)(context, builder, array).data, [offset])
+
+
+@njit(**SCALAR_FUNCTION)
+def address(array):
+    """The address of a float32 array's first element, which the kernels here take in place of
+    the array (``_float_pointer``). A loop that picks one of two arrays per micro-kernel call
+    (packed panels or x in place; out or a task-local product) passes their addresses: Numba
+    counts the references of an array variable at each assignment, two atomics per call that the
+    threads contend for where the array is shared. The caller keeps the array alive."""
+    return np.intp(array.ctypes.data)
 
 
 def _vector_at(builder, pointer, offset, width=8):
