@@ -13,7 +13,8 @@ from dynbatch.kernels.activation import ACTIVATION_CODES, CLAMP, RELU, RELU6
 from dynbatch.kernels.epilogue import NO_ACTIVATION
 from dynbatch.kernels.gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, masked_copy_panel_row,
                                    masked_copy_panel_row_two_runs, micro_kernel_1, micro_kernel_4, micro_kernel_6,
-                                   micro_kernel_12, micro_kernel_12x8_product, micro_kernel_24, micro_kernel_panels,
+                                   micro_kernel_10, micro_kernel_12, micro_kernel_12x8_product, micro_kernel_16,
+                                   micro_kernel_24, micro_kernel_panels,
                                    PANELS_PER_CALL, WIDE_VECTORS,
                                    NARROW_COLUMNS, pack_weights, panel_rows, short_panel_product,
                                    SHORT_PANEL_COLUMNS, transpose_copy_panel_rows)
@@ -26,6 +27,12 @@ def call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, r
     if mr == 6:
         micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    elif mr == 10:
+        micro_kernel_10(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    elif mr == 16:
+        micro_kernel_16(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
     elif mr == 24:
         micro_kernel_24(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                         biases, bias_offset, residual, has_residual, activation, alpha, beta)
@@ -65,7 +72,7 @@ def activate(values, code, alpha, beta):
                          list(itertools.product([False, True], [False, True], [False, True],
                                                 [NO_ACTIVATION, RELU, RELU6, CLAMP])))
 @settings(deadline=None, max_examples=12)
-@given(mr=st.sampled_from([1, 4, 6, 12, 24]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5),
+@given(mr=st.sampled_from([1, 4, 6, 10, 12, 16, 24]), kc=st.integers(1, 40), ldb_extra=st.integers(0, 5),
        ldc_extra=st.integers(0, 7), rows_missing=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
 def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, accumulate, finish, has_residual,
                                     activation, seed):
@@ -82,8 +89,9 @@ def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, 
     before = c.copy()
     call_micro_kernel(mr, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
-    # (mr, kc): one panel, a[p * mr + i], or for 12 and 24 rows 6-row panels one after the other
-    panel = np.concatenate([part.reshape(kc, -1).T for part in np.split(a[a_offset:], max(1, mr // MR))])
+    # (mr, kc): mr // 6 panels of 6 rows one after the other, a[p * 6 + i] each, then one of the
+    # mr % 6 others (a[p * (mr % 6) + i])
+    panel = np.concatenate([part.reshape(kc, -1).T for part in np.split(a[a_offset:], [kc * MR * (p + 1) for p in range(mr // MR)]) if part.size])
     panel = panel.astype(np.float64)
     columns = b[b_offset:].reshape(kc, ldb)[:, :NR].astype(np.float64)  # (kc, NR)
     expected = before.copy()
@@ -98,31 +106,40 @@ def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, 
 
 
 @njit
-def call_micro_kernel_panels(following, full, kc, a, b, c, ldc, rows, biases):
-    return micro_kernel_panels(following, full, kc, a, 0, b, 0, NR, c, 0, ldc, rows, False, True, biases, 0, c, False,
-                               NO_ACTIVATION, np.float32(0.0), np.float32(0.0))
+def call_micro_kernel_panels(following, remaining, kc, a, b, c, ldc, rows, biases):
+    return micro_kernel_panels(following, remaining, kc, a, 0, b, 0, NR, c, 0, ldc, rows, False, True, biases, 0, c,
+                               False, NO_ACTIVATION, np.float32(0.0), np.float32(0.0))
 
 
-@pytest.mark.parametrize("following", [1, 2, 3, 4, 5])
-@pytest.mark.parametrize("rows", [1, 6, 7, 12, 13, 24, 30])
-def test_micro_kernel_panels_takes_several_panels_a_call_with_wide_vectors(following, rows):
-    """Where the CPU has AVX-512, four following full A panels go to the 24 x 16 kernel in one
-    call (4 returned), else two to the 12 x 16 one (2), else the first alone (1, as always on
-    AVX2); the rows of the panels taken (at most ``rows``) are the product plus the bias, and no
-    row past them is touched."""
-    rng = np.random.default_rng(rows * 10 + following)
-    kc, ldc, most = 9, NR + 3, 5 * MR
+@pytest.mark.parametrize("following,short", [(f, s) for f in range(7) for s in (False, True) if f or s])
+@pytest.mark.parametrize("rows", [1, 6, 7, 12, 13, 24, 30, 40])
+def test_micro_kernel_panels_takes_several_panels_a_call_with_wide_vectors(following, short, rows):
+    """Of ``following`` full A panels, then (``short``) the layer's 4-row last one: where the CPU
+    has AVX-512, the short one and the one or two full ones before it go to one call (10 or 16
+    rows), else four full ones to the 24 x 16 kernel (4 returned) unless only the short one
+    would be left, else two to the 12 x 16 one (2), else the first alone (1, as always on AVX2);
+    the rows of the panels taken (at most ``rows``) are the product plus the bias, and no row
+    past them is touched."""
+    rng = np.random.default_rng(rows * 100 + following * 2 + short)
+    remaining = following + short
+    kc, ldc, most = 9, NR + 3, following * MR + 4 * short
     a = rng.uniform(-1, 1, most * kc).astype(np.float32)
     b = rng.uniform(-1, 1, kc * NR).astype(np.float32)
     biases = rng.uniform(-1, 1, most).astype(np.float32)
     c = rng.uniform(-1, 1, most * ldc + 1).astype(np.float32)
     before = c.copy()
-    taken = call_micro_kernel_panels(following, True, kc, a, b, c, ldc, rows, biases)
-    assert taken == ((4 if following >= 4 else 2 if following >= 2 else 1) if WIDE_VECTORS else 1)
+    taken = call_micro_kernel_panels(following, remaining, kc, a, b, c, ldc, rows, biases)
+    if not WIDE_VECTORS:
+        assert taken == 1
+    elif short and following <= 2:
+        assert taken == remaining
+    else:
+        assert taken == (4 if following >= 4 and (following, short) != (4, True) else 2 if following >= 2 else 1)
     assert PANELS_PER_CALL == (4 if WIDE_VECTORS else 1)
-    weights = np.concatenate([a[p * MR * kc:(p + 1) * MR * kc].reshape(kc, MR).T for p in range(5)])
+    panels = [a[p * MR * kc:(p + 1) * MR * kc].reshape(kc, MR).T for p in range(following)]
+    weights = np.concatenate(panels + ([a[following * MR * kc:].reshape(kc, 4).T] if short else []))
     product = weights.astype(np.float64) @ b.reshape(kc, NR).astype(np.float64) + biases[:, None]
-    stored = min(rows, taken * MR)
+    stored = min(rows, sum(len(panel) for panel in (panels + [[0] * 4])[:taken]))
     for i in range(most):
         line = slice(i * ldc, i * ldc + NR)
         if i < stored:

@@ -880,7 +880,7 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                             c_offset, ldc, group_rows - panel * MR, accumulate)
                         continue
                     panel += micro_kernel_panels(
-                        min(block_end, padded_rows // MR) - panel, panel * MR + MR <= padded_rows,
+                        min(block_end, padded_rows // MR) - panel, block_end - panel,
                         kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
                         group_rows - panel * MR, accumulate, finish, biases, k, residual_flat,
                         has_residual and not onto_residual, activation, alpha, beta)
@@ -1014,7 +1014,7 @@ def gemm_average_task(task, splits, x, x_flat, packed_weights, biases, stride_h,
                                 ldb, product, c_offset, panel_columns, out_channels - panel * MR, pc > 0)
                             continue
                         panel += micro_kernel_panels(
-                            min(block_end, padded_rows // MR) - panel, panel * MR + MR <= padded_rows, kc,
+                            min(block_end, padded_rows // MR) - panel, block_end - panel, kc,
                             packed_weights, a_offset, b_source, b_offset, ldb, product, c_offset, panel_columns,
                             out_channels - panel * MR, pc > 0, False, biases, 0, product, False, 0, alpha, beta)
                 if last_block:  # the block's rows are finished for these columns
@@ -1181,12 +1181,12 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                 while panel < end_block_panel:
                     a_offset = xi * padded_rows * channels + pc * padded_rows + panel * MR * kc
                     c_offset = xi * m_stride + (panel - first_block_panel) * MR * m_columns
-                    following = min(end_block_panel, padded_rows // MR) - panel
+                    following, remaining = min(end_block_panel, padded_rows // MR) - panel, end_block_panel - panel
                     for jp in range(full_column_panels):
-                        product_panels(following, panel * MR + MR <= padded_rows, kc, packed_u, a_offset, v,
+                        product_panels(following, remaining, kc, packed_u, a_offset, v,
                                        xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
                                        m_columns, (end_block_panel - panel) * MR, pc > 0)
-                    panel += panels_a_call(following)
+                    panel += panels_a_call(following, remaining)
                 panel = first_block_panel
                 # (ldb as np.intp: a constant 16 would compile short_panel_product once more)
                 while narrow_last and panel < end_block_panel:

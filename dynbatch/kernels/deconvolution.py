@@ -235,7 +235,7 @@ def deconvolution_packed_cpu(n, x, packed_weights, biases, stride_h, stride_w, d
                 while panel < panels:
                     a_offset = a_plane + pc * padded_rows + panel * MR * kc
                     panel += micro_kernel_panels(
-                        min(panels, padded_rows // MR) - panel, panel * MR + MR <= padded_rows, kc,
+                        min(panels, padded_rows // MR) - panel, panels - panel, kc,
                         packed_weights, a_offset, b_source, b_offset, ldb, product, panel * MR * row_length + first,
                         row_length, taps - panel * MR, pc > 0, False, biases, 0, product, False, 0, np.float32(0.0),
                         np.float32(0.0))

@@ -244,11 +244,13 @@ def _branch_on_activation(builder, activation, emit):
 
 
 def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
-    """The intrinsic computing an ``mr`` x ``nr`` block, see ``micro_kernel_6``. Where mr > MR,
-    its A is consecutive MR-row panels (``micro_kernel_12x8_product``). Without ``epilogue``,
-    ``finish`` is taken as False and only the two plain store sequences are made (half the code
-    of a kernel that calls it, and of its compile time, is the epilogue's sixteen)."""
-    a_step = min(mr, MR)  # floats of A per reduction step, in one panel
+    """The intrinsic computing an ``mr`` x ``nr`` block, see ``micro_kernel_6``. Its A is mr // MR
+    full panels of MR rows, each MR * kc floats after the one before, then where mr % MR is not 0
+    one panel of that many rows: a layer's short last panel (4 rows, ``panel_layout``) or
+    FullyConnected's one row. Without ``epilogue``, ``finish`` is taken as False and only the two
+    plain store sequences are made (half the code of a kernel that calls it, and of its compile
+    time, is the epilogue's sixteen)."""
+    full_rows, short_rows = mr - mr % MR, mr % MR
 
     @intrinsic
     def kernel(typingctx, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
@@ -292,12 +294,18 @@ def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
             with steps(builder, kc) as loop:
                 b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
                 b_vector = builder.load(_vector_at(builder, b_row, 0, nr), align=4)
-                a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(kc.type, a_step))])
+                a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(kc.type, MR))])
+                short_row = builder.gep(a_ptr, [builder.add(builder.mul(kc, ir.Constant(kc.type, full_rows)),
+                                                            builder.mul(loop.index, ir.Constant(kc.type, short_rows)))])
                 for i in range(mr):
-                    # Row i of A: in panel i // MR (each MR * kc floats), at i % MR.
-                    at = builder.add(builder.mul(kc, ir.Constant(kc.type, (i // a_step) * a_step)),
-                                     ir.Constant(kc.type, i % a_step)) if i >= a_step else ir.Constant(kc.type, i)
-                    a_vector = _splat(builder, builder.load(builder.gep(a_row, [at])), nr)
+                    # Row i of A: in full panel i // MR (each MR * kc floats), at i % MR; past
+                    # them, in the short panel.
+                    if i < full_rows:
+                        at = builder.add(builder.mul(kc, ir.Constant(kc.type, i - i % MR)), ir.Constant(kc.type, i % MR))
+                        a_pointer = builder.gep(a_row, [at])
+                    else:
+                        a_pointer = builder.gep(short_row, [ir.Constant(kc.type, i - full_rows)])
+                    a_vector = _splat(builder, builder.load(a_pointer), nr)
                     total = builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i])])
                     builder.store(total, accumulators[i])
 
@@ -367,17 +375,32 @@ def micro_kernel_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc
 
 
 #: The same for 12 and 24 rows: two or four consecutive full panels of A, each MR * kc floats
-#: after the one before (``micro_kernel_panels``, with WIDE_VECTORS only).
+#: after the one before (``micro_kernel_panels``, with WIDE_VECTORS only) ...
 micro_kernel_12 = _micro_kernel(12)
 micro_kernel_24 = _micro_kernel(24)
+#: ... and for one or two full panels followed by the short last panel (4 rows): 10 and 16 rows.
+#: Alone, the 4-row panel takes as long as a 6-row one, and each half a 12-row call (each step
+#: waits on its few accumulators' multiply-adds), so where a layer's last rows left 12 + 4
+#: (ResNet's 64 and 256 outputs) their calls took the time of 24 rows, and 6 + 4 (128, 512) of
+#: 12. (With 22 and 28-row kernels too, a cold load compiled for 1.4x as long.)
+micro_kernel_10 = _micro_kernel(10)
+micro_kernel_16 = _micro_kernel(16)
 
 
 @njit(**SCALAR_FUNCTION)
-def panels_a_call(following):
-    """A panels one call of ``micro_kernel_panels`` (or ``product_panels``) takes, given the full
-    panels from the first on that the caller takes (``following``): with WIDE_VECTORS four (24 x
-    16) where there are four, else two (12 x 16) where there are two; else one."""
-    if WIDE_VECTORS and following >= 4:
+def panels_a_call(following, remaining):
+    """A panels one call of ``micro_kernel_panels`` (or ``product_panels``) takes, of the
+    ``remaining`` panels from the first on that the caller takes, the first ``following`` of them
+    MR-row ("full": a last panel padded to MR rows counts) and the one after them, where
+    remaining = following + 1, a layer's short last panel of 4 rows (``panel_layout``). With
+    WIDE_VECTORS: all of them where they are the short one after one or two full ones (10 or 16
+    rows); two (12 x 16) where three or four full ones are left before the short one, which then
+    joins the next call; else four (24 x 16) where there are four, two where there are two. Else
+    one."""
+    short = remaining > following
+    if WIDE_VECTORS and short and 1 <= following <= 2:
+        return remaining
+    if WIDE_VECTORS and following >= 4 and not (short and following == 4):
         return 4
     if WIDE_VECTORS and following >= 2:
         return 2
@@ -385,24 +408,33 @@ def panels_a_call(following):
 
 
 @njit(**SCALAR_FUNCTION)
-def micro_kernel_panels(following, full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate,
+def micro_kernel_panels(following, remaining, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate,
                         finish, biases, bias_offset, residual, has_residual, activation, alpha, beta):
     """``micro_kernel_panel`` for the A panel at a_offset and, with WIDE_VECTORS, the next ones
-    with it (``panels_a_call(following)``): four in one 24 x 16 call, or two in one 12 x 16 call.
-    With AVX-512 (a core, A in L2, B in L1): two 6 x 16 calls 199 GFLOP/s, 12 x 16 223-246,
-    24 x 16 240-250, the larger ones less held back where B's rows cross cache lines or the
-    reduction is short. Stores rows < ``rows`` of the panels taken (c's row i, biases[bias_offset
-    + i]). Returns how many it took."""
-    taken = panels_a_call(following)
-    if taken == 4:
-        micro_kernel_24(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, 4 * MR), accumulate, finish,
+    with it (``panels_a_call(following, remaining)``): four full ones in one 24 x 16 call, two in
+    one 12 x 16 call, or one or two and the short last one in one call of 10 or 16 rows. With
+    AVX-512 (a core, A in L2, B in L1): two 6 x 16 calls 199 GFLOP/s, 12 x 16 223-246, 24 x 16
+    240-250, the larger ones less held back where B's rows cross cache lines or the reduction is
+    short. Stores rows < ``rows`` of the panels taken (c's row i, biases[bias_offset + i]).
+    Returns how many it took."""
+    taken = panels_a_call(following, remaining)
+    rows = min(rows, taken * MR)
+    short = taken > following  # (the call ends with the short panel)
+    if taken == 1:
+        micro_kernel_panel(not short, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate,
+                           finish, biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    elif taken == 2 and not short:
+        micro_kernel_12(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                         biases, bias_offset, residual, has_residual, activation, alpha, beta)
     elif taken == 2:
-        micro_kernel_12(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, 2 * MR), accumulate, finish,
+        micro_kernel_10(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    elif taken == 3:
+        micro_kernel_16(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                         biases, bias_offset, residual, has_residual, activation, alpha, beta)
     else:
-        micro_kernel_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, MR), accumulate,
-                           finish, biases, bias_offset, residual, has_residual, activation, alpha, beta)
+        micro_kernel_24(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                        biases, bias_offset, residual, has_residual, activation, alpha, beta)
     return taken
 
 
@@ -426,21 +458,31 @@ def product_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, row
 
 micro_kernel_12_product = _micro_kernel(12, epilogue=False)
 micro_kernel_24_product = _micro_kernel(24, epilogue=False)
+micro_kernel_10_product = _micro_kernel(10, epilogue=False)
+micro_kernel_16_product = _micro_kernel(16, epilogue=False)
 
 
 @njit(**SCALAR_FUNCTION)
-def product_panels(following, full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate):
-    """``micro_kernel_panels`` without the epilogue (``product_panel`` for one, two or four
-    panels, ``panels_a_call(following)``). Returns the panels it took."""
-    taken = panels_a_call(following)
-    if taken == 4:
-        micro_kernel_24_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, 4 * MR), accumulate,
+def product_panels(following, remaining, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate):
+    """``micro_kernel_panels`` without the epilogue (``product_panel`` for the panels
+    ``panels_a_call(following, remaining)`` gives). Returns the panels it took."""
+    taken = panels_a_call(following, remaining)
+    rows = min(rows, taken * MR)
+    short = taken > following
+    if taken == 1:
+        product_panel(not short, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate)
+    elif taken == 2 and not short:
+        micro_kernel_12_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate,
                                 False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
     elif taken == 2:
-        micro_kernel_12_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, 2 * MR), accumulate,
+        micro_kernel_10_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate,
+                                False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
+    elif taken == 3:
+        micro_kernel_16_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate,
                                 False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
     else:
-        product_panel(full, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, min(rows, MR), accumulate)
+        micro_kernel_24_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate,
+                                False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
     return taken
 
 
