@@ -11,9 +11,9 @@ import numba
 import numpy as np
 import pytest
 
-from dynbatch.kernels import convolution
-from dynbatch.kernels.chain import (AVERAGE_STEP, CHAINED_KERNELS, HAS_CYCLE_COUNTER, STEM_STEP, chain_step,
-                                   step_seconds)
+from dynbatch.kernels import convolution, pooling
+from dynbatch.kernels.chain import (AVERAGE_STEP, CHAINED_KERNELS, HAS_CYCLE_COUNTER, MAX_POOL_STEP, STEM_STEP,
+                                   chain_step, chainable, step_seconds)
 from tests.naive import REFERENCES
 from tests.poison import poison, untouched
 
@@ -155,6 +155,76 @@ def test_chain_runs_stem_and_averaged_steps(n, threads):
         assert untouched(got[n:]), "a row >= n was written"
 
 
+def pooling_chain(rng, n, size=(13, 11)):
+    """A 1x1 GEMM step, then two max poolings over 3-wide windows (``max_pooling_3_wide_cpu``):
+    3x3 at stride 2 with a pad, and 3x3 at stride 1 padded (GoogLeNet's inception branch), then a
+    1x1 GEMM step on that. Returns (steps, the pooling attributes, the buffers the steps write)."""
+    def pool(kernel, stride, pad):
+        return {"pool_method": "max", "kernel": (kernel, kernel), "strides": (stride, stride),
+                "pads_begin": (pad, pad), "pads_end": (pad, pad), "exclude_pad": False}
+
+    x = poisoned((MAX_BATCH, 16) + size, n, rng)
+    sides = [size]
+    pools = [pool(3, 2, 1), pool(3, 1, 1)]
+    for attrs in pools:
+        sides.append(tuple((side + 2 * attrs["pads_begin"][0] - attrs["kernel"][0]) // attrs["strides"][0] + 1
+                           for side in sides[-1]))
+    squeezed = poisoned((MAX_BATCH, 16) + size, n)
+    pooled = [poisoned((MAX_BATCH, 16) + side, n) for side in sides[1:]]
+    last = poisoned((MAX_BATCH, 8) + sides[-1], n)
+    steps = [convolution.cpu_step(layer(rng, 16, 16, 1, activation=RELU), [x], [squeezed])]
+    for attrs, source, target in zip(pools, [squeezed] + pooled[:-1], pooled):
+        steps.append(pooling.cpu_step(attrs, [source], [target]))
+    steps.append(convolution.cpu_step(layer(rng, 16, 8, 1), [pooled[-1]], [last]))
+    kinds = [CHAINED_KERNELS[kernel] for kernel, _ in steps]
+    assert kinds == [0, MAX_POOL_STEP, MAX_POOL_STEP, 0], kinds
+    return steps, pools, [squeezed] + pooled + [last]
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chain_runs_pooling_steps(n, threads):
+    """A chain's pooling steps compute what their kernel computes alone, rows >= n untouched."""
+    rng = np.random.default_rng(40 + n * 10 + threads)
+    steps, pools, written = pooling_chain(rng, n)
+    for kernel, args in steps:
+        kernel(n, *args)
+    expected = [buffer.copy() for buffer in written]
+    for attrs, source, target in zip(pools, expected, expected[1:]):  # (the kernels alone, against the reference)
+        reference = REFERENCES["Pooling"]([source[:n]], {**attrs, "output_size": target.shape[2:]})[0]
+        np.testing.assert_allclose(target[:n], reference, rtol=1e-6, atol=1e-6)
+    for buffer in written:
+        poison(buffer)
+    kernel, args = chain_step(steps, threads)
+    kernel(n, *args)
+    for got, want in zip(written, expected):
+        np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6)
+        assert untouched(got[n:]), "a row >= n was written"
+
+
+def test_chain_takes_no_pooling_step_on_strided_arrays_nor_other_pooling_kernels():
+    """A pooling kernel takes any strides, a chain only arrays it can address: such a step is left
+    out of the chain (``chainable``), and ``chain_step`` refuses it. Nor does a chain take the
+    general max or the average pooling kernel."""
+    rng = np.random.default_rng(6)
+    steps, _, _ = pooling_chain(rng, 1)
+    kernel, args = steps[1]
+    assert chainable(kernel, args)
+    wide = np.full((MAX_BATCH, 32) + args[-1].shape[2:], np.nan, np.float32)
+    strided = (*args[:-1], wide[:, ::2])  # every other channel: not C-contiguous
+    assert not chainable(kernel, strided)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        chain_step([(kernel, strided)], 2)
+    for attrs in ({"pool_method": "max", "kernel": (2, 2), "strides": (2, 2)},
+                  {"pool_method": "avg", "kernel": (3, 3), "strides": (1, 1)}):
+        source = np.zeros((MAX_BATCH, 4, 8, 8), np.float32)
+        target = np.zeros((MAX_BATCH, 4, 4 if attrs["strides"][0] == 2 else 6, 4 if attrs["strides"][0] == 2 else 6),
+                          np.float32)
+        other, other_args = pooling.cpu_step({**attrs, "pads_begin": (0, 0), "pads_end": (0, 0), "exclude_pad": False},
+                                             [source], [target])
+        assert other in (pooling.max_pooling_cpu, pooling.avg_pooling_cpu) and not chainable(other, other_args)
+
+
 def test_chain_finishes_when_its_iterations_share_one_thread():
     """A chain bound for 3 threads run where Numba has 1: its iterations run one after the other,
     and the first takes every task (none waits for a thread that never comes)."""
@@ -200,12 +270,13 @@ def test_chain_rejects_arrays_it_cannot_address():
 
 def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
     """A network's consecutive GEMM, Winograd (12x12 outputs: 4x4 tiles) and depthwise convolutions
-    bind as one chain step (a pooling layer between two runs ends the first); its outputs match the unchained
-    steps' and the reference network's, and get_performance_counts times every layer of a chain on
-    its own."""
+    and a max pooling bind as one chain step (an LRN layer between two runs ends the first); its
+    outputs match the unchained steps' and the reference network's, and get_performance_counts
+    times every layer of a chain on its own."""
     import dynbatch as db
     from dynbatch.graph import compiler
-    from dynbatch.kernels.chain import TILE
+    from dynbatch.kernels.chain import (DEPTHWISE_STEP, GEMM_STEP, KIND, MAX_POOL_STEP, TILE,
+                                       WINOGRAD_STEP)
     from tests.reference_network import run_reference
 
     rng = np.random.default_rng(5)
@@ -218,7 +289,8 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
         channels = out_channels
     y = net.add_layer("Convolution", [y], name="dw", weights=rng.standard_normal((24, 1, 3, 3)) * 0.1,
                       biases=rng.standard_normal(24), pads_begin=1, pads_end=1, group=24)
-    y = net.add_layer("Pooling", [y], name="pool", pool_method="max", kernel=2, strides=2)
+    y = net.add_layer("Pooling", [y], name="pool", pool_method="max", kernel=3, strides=2, pads_begin=1, pads_end=1)
+    y = net.add_layer("LRN", [y], name="norm", local_size=3, alpha=1e-2, beta=0.75, k=1.0)
     y = net.add_layer("Convolution", [y], name="last", weights=rng.standard_normal((16, 24, 1, 1)) * 0.1,
                       biases=rng.standard_normal(16))
     net.add_output(y)
@@ -226,8 +298,10 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
     request = exe.create_infer_request()
     steps = request._steps
     assert [[member.layer.name for member in step.members] for step in steps] == [
-        ["conv0", "conv1", "conv2", "dw"], [], ["last"]]
-    assert list(steps[0].args[3][:, TILE]) == [0, 4, 4, 0]  # (the chain's ints: GEMM, 4x4 tiles, depthwise)
+        ["conv0", "conv1", "conv2", "dw", "pool"], [], ["last"]]
+    # (the chain's ints: GEMM, 4x4 tiles, depthwise, and a max pooling of 3x3 windows)
+    assert list(steps[0].args[3][:, TILE]) == [0, 4, 4, 0, 0]
+    assert list(steps[0].args[3][:, KIND]) == [GEMM_STEP, WINOGRAD_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, MAX_POOL_STEP]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(compiler, "chain_convolutions", lambda bound, link_tasks=True: bound)
         unchained = exe.create_infer_request()
@@ -240,8 +314,10 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
         np.testing.assert_allclose(got, run_reference(net, {"data": x[:n]})["last"], rtol=1e-4, atol=1e-5)
     counts = request.get_performance_counts()
     kernels = {"conv0": "convolution_gemm_cpu", "conv1": "convolution_winograd_cpu",
-               "conv2": "convolution_winograd_cpu", "dw": "convolution_depthwise_cpu", "last": "convolution_gemm_cpu"}
+               "conv2": "convolution_winograd_cpu", "dw": "convolution_depthwise_cpu", "pool": "max_pooling_3_wide_cpu",
+               "last": "convolution_gemm_cpu"}
     for name, kernel in kernels.items():
         assert counts[name]["status"] == "EXECUTED" and counts[name]["exec_type"] == kernel
         # (without a time-stamp counter, the chain's first layer takes all of its time)
-        assert counts[name]["real_time_us"] > 0.0 or (not HAS_CYCLE_COUNTER and name in ("conv1", "conv2", "dw"))
+        assert counts[name]["real_time_us"] > 0.0 or (not HAS_CYCLE_COUNTER and name in ("conv1", "conv2", "dw",
+                                                                                         "pool"))

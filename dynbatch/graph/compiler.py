@@ -13,7 +13,7 @@ lifetimes do not overlap share memory.
 scratch buffer its BLAS-based Deconvolution kernels share), it asks each layer's kernel module
 for ``(kernel, args)`` over views of it, so an inference is just ``kernel(n, *args)`` for each
 step, in order, with nothing looked up and no tensor buffer allocated. On the CPU each run of
-consecutive convolutions of the kinds ``kernels.chain`` takes is one step
+consecutive convolutions and poolings of the kinds ``kernels.chain`` takes is one step
 (``chain_convolutions``). On the GPU the arena is device memory (``dynbatch.gpu``) and the steps
 come from each module's ``gpu_step``.
 """
@@ -29,7 +29,7 @@ import numba
 import numpy as np
 
 from ..kernels import KERNELS
-from ..kernels.chain import CHAINED_KERNELS, chain_step, step_seconds
+from ..kernels.chain import chain_step, chainable, step_seconds
 from ..kernels.convolution import WRITES_DESTINATION, choose_algorithm as choose_convolution
 from .fusion import FusedGraph, fuse
 from .network import Layer, Network
@@ -207,10 +207,10 @@ class CompiledNetwork:
 
 
 def chain_convolutions(steps: list[BoundStep], link_tasks: bool = True) -> list[BoundStep]:
-    """``steps`` with each run of consecutive convolution steps that ``chain.CHAINED_KERNELS``
-    takes (GEMM, Winograd, depthwise, stem, averaged; one step alone too) made one step of
-    ``chain.convolution_chain_cpu``: one parallel loop for the run, which Numba's worker thread
-    joins once rather than at every layer (7-18 us each time)."""
+    """``steps`` with each run of consecutive steps that ``chain.chainable`` takes (GEMM,
+    Winograd, depthwise, stem and averaged convolutions, max and average poolings; one step
+    alone too) made one step of ``chain.convolution_chain_cpu``: one parallel loop for the run,
+    which Numba's worker thread joins once rather than at every layer (7-18 us each time)."""
     threads = numba.get_num_threads()
     chained, run = [], []
 
@@ -221,7 +221,7 @@ def chain_convolutions(steps: list[BoundStep], link_tasks: bool = True) -> list[
             run.clear()
 
     for step in steps:
-        if step.kernel in CHAINED_KERNELS:
+        if chainable(step.kernel, step.args):
             run.append(step)
         else:
             close_run()

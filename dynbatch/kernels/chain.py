@@ -37,26 +37,38 @@ from numba import carray, cfunc, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..config import FASTMATH, PARALLEL_KERNEL, SCALAR_FUNCTION
+from ..config import CHUNK, FASTMATH, PARALLEL_KERNEL, SCALAR_FUNCTION
 from .convolution import (average_splits, convolution_depthwise_cpu, convolution_gemm_average_cpu,
                           convolution_gemm_cpu, convolution_stem_cpu, convolution_winograd_cpu, depthwise_share,
                           depthwise_task, gemm_average_task, gemm_split, gemm_task, stem_split, stem_task, stem_taps,
                           winograd_split, winograd_task)
+from .pooling import METHOD_MAX, max_pooling_3_wide_cpu, pool_split, pool_task
 
-GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP = 0, 1, 2, 3, 4
+GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP, MAX_POOL_STEP = 0, 1, 2, 3, 4, 5
 _NO_ROWS = np.zeros(0, np.intp)
+_NO_FLOATS = np.zeros(0, np.float32)
 #: Arguments one chained kernel takes and another does not, at the value that stands for it:
 #: the GEMM's that the Winograd kernel (3x3, stride 1, ungrouped) fixes, Winograd's tile side,
 #: the GEMM's reduction rows and task width, which the depthwise and stem kernels have none of,
-#: the stem's kernel, convolution and pooling sizes, and the averaged pixels.
+#: the stem's kernel, convolution and pooling sizes, the averaged pixels, and the pooling's end
+#: pads and exclude_pad, which no convolution takes (a pooling step's others: ``chain_step``).
 ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False, "tile": 0, "task_columns": 0,
                     "first_out_channel": 0, "row_offset": _NO_ROWS, "row_tap": _NO_ROWS, "tap_dy": _NO_ROWS,
                     "tap_dx": _NO_ROWS, "kernel_h": 0, "kernel_w": 0, "conv_height": 0, "conv_width": 0, "pool_h": 1,
-                    "pool_w": 1, "pool_stride_h": 1, "pool_stride_w": 1, "pool_top": 0, "pool_left": 0, "pixels": 0}
+                    "pool_w": 1, "pool_stride_h": 1, "pool_stride_w": 1, "pool_top": 0, "pool_left": 0, "pixels": 0,
+                    "pad_bottom": 0, "pad_right": 0, "exclude_pad": 0}
 #: The kernels whose steps a chain can take, and each one's step kind.
+#: (Max pooling over 3-wide windows, the networks' 3x3 poolings, and not ``max_pooling_cpu`` or
+#: ``avg_pooling_cpu``: their loops, which LLVM vectorises on its own, took 1.5x-1.8x their
+#: kernel's time in a task function, for reasons not found; the 3-wide kernel's explicit vectors
+#: took the same.)
 CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP,
                    convolution_depthwise_cpu: DEPTHWISE_STEP, convolution_stem_cpu: STEM_STEP,
-                   convolution_gemm_average_cpu: AVERAGE_STEP}
+                   convolution_gemm_average_cpu: AVERAGE_STEP, max_pooling_3_wide_cpu: MAX_POOL_STEP}
+#: Loads of work in a chained pooling task: four times its kernel's (``pooling.CHUNK``). A task
+#: costs the chain two atomic adds and a call; at CHUNK, a pooling took 1.02x-1.05x its kernel's
+#: time on one thread, at four times 0.97x-0.98x.
+CHAINED_POOL_WORK = 4 * CHUNK
 
 # Columns of a step's row of ``ints``: its kind, where its arrays are (address, then shape or
 # length), and its scalar arguments.
@@ -67,13 +79,14 @@ GROUP, STRIDE_H, STRIDE_W, PAD_TOP, PAD_LEFT, OUT_WIDTH, IN_PLACE = 26, 27, 28, 
 TASK_COLUMNS, MIN_TASKS, HAS_RESIDUAL, ACTIVATION, FIRST_OUT_CHANNEL, TILE = 33, 34, 35, 36, 37, 38
 KERNEL_H, KERNEL_W, CONV_HEIGHT, CONV_WIDTH, POOL_H, POOL_W = 39, 40, 41, 42, 43, 44
 POOL_STRIDE_H, POOL_STRIDE_W, POOL_TOP, POOL_LEFT, PIXELS = 45, 46, 47, 48, 49
-TASK = 50  # the address of the step kind's task function (``task_function``)
-INTS = 51
+PAD_BOTTOM, PAD_RIGHT, EXCLUDE_PAD = 50, 51, 52
+TASK = 53  # the address of the step kind's task function (``task_function``)
+INTS = 54
 #: The scalar arguments from GROUP on, in their columns' order.
 SCALARS = ("group", "stride_h", "stride_w", "pad_top", "pad_left", "out_width", "in_place", "task_columns",
            "min_tasks", "has_residual", "activation", "first_out_channel", "tile", "kernel_h", "kernel_w",
            "conv_height", "conv_width", "pool_h", "pool_w", "pool_stride_h", "pool_stride_w", "pool_top", "pool_left",
-           "pixels")
+           "pixels", "pad_bottom", "pad_right", "exclude_pad")
 
 
 @intrinsic
@@ -251,9 +264,29 @@ def average_step_task(task, n, row_address, alpha_beta_address, splits, unused, 
                       alpha_beta[0], alpha_beta[1], out.reshape(out.size))
 
 
+@njit(**SCALAR_FUNCTION)
+def _pooling_rows(row):
+    """A pooling step's x and out as 2-d arrays of rows (``pooling.pool_task``'s), and out's
+    rows a plane."""
+    x_rows = carray(_float_pointer(row[X]), (row[X_SHAPE] * row[X_SHAPE + 1] * row[X_SHAPE + 2], row[X_SHAPE + 3]))
+    out_height = row[OUT_SHAPE + 2] // row[OUT_WIDTH]
+    out_rows = carray(_float_pointer(row[OUT]), (row[OUT_SHAPE] * row[OUT_SHAPE + 1] * out_height, row[OUT_WIDTH]))
+    return x_rows, out_rows, out_height
+
+
+def max_pool_step_task(task, n, row_address, alpha_beta_address, tasks_per_plane, lines_per_task, planes_per_task,
+                       unused):
+    """Task ``task`` of a ``max_pooling_3_wide_cpu`` step (``pooling.pool_split``'s share)."""
+    row = carray(_index_pointer(row_address), (INTS,))
+    x_rows, out_rows, out_height = _pooling_rows(row)
+    pool_task(task, x_rows, row[X_SHAPE + 2], row[KERNEL_H], row[KERNEL_W], row[STRIDE_H], row[STRIDE_W],
+              row[PAD_TOP], row[PAD_LEFT], row[PAD_BOTTOM], row[PAD_RIGHT], METHOD_MAX, row[EXCLUDE_PAD], out_rows,
+              out_height, True, tasks_per_plane, lines_per_task, planes_per_task, n * row[X_SHAPE + 1])
+
+
 _TASK_SIGNATURE = types.void(*([types.int64] * 8))
 _STEP_TASKS = {GEMM_STEP: gemm_step_task, WINOGRAD_STEP: winograd_step_task, DEPTHWISE_STEP: depthwise_step_task,
-               STEM_STEP: stem_step_task, AVERAGE_STEP: average_step_task}
+               STEM_STEP: stem_step_task, AVERAGE_STEP: average_step_task, MAX_POOL_STEP: max_pool_step_task}
 _task_functions = {}
 
 
@@ -299,6 +332,12 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
             elif ints[s, KIND] == AVERAGE_STEP:
                 column_panels = average_splits(n, biases_length, ints[s, MIN_TASKS])
                 tasks, chunks, splits, panels_per_split = n * column_panels, 0, 0, 0
+            elif ints[s, KIND] == MAX_POOL_STEP:  # (its share in three of the four)
+                out_width = ints[s, OUT_WIDTH]
+                tasks, column_panels, chunks, splits = pool_split(
+                    n * ints[s, X_SHAPE + 1], out_pixels // out_width,
+                    ints[s, KERNEL_H] * ints[s, X_SHAPE + 3] + ints[s, KERNEL_W] * out_width, CHAINED_POOL_WORK)
+                panels_per_split = 0
             else:
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(
                     n, biases_length, ints[s, OUT_WIDTH], ints[s, TILE], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS],
@@ -325,9 +364,19 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                 cycles[s + 1] = _cycles()
 
 
+def chainable(kernel, args) -> bool:
+    """Whether a chain can take the step ``kernel(n, *args)``: a kernel of ``CHAINED_KERNELS``
+    (and a pooling step's x and out C-contiguous float32, as its own kernel takes any strides)."""
+    if kernel not in CHAINED_KERNELS:
+        return False
+    if CHAINED_KERNELS[kernel] != MAX_POOL_STEP:
+        return True
+    return all(array.dtype == np.float32 and array.flags.c_contiguous for array in (args[0], args[-1]))
+
+
 def task_kinds(args) -> list[int]:
-    """The kinds of step (GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP) of the
-    chain bound to ``args``."""
+    """The kinds of step (GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP,
+    MAX_POOL_STEP) of the chain bound to ``args``."""
     return sorted({int(kind) for kind in args[3][:, KIND]})
 
 
@@ -358,6 +407,14 @@ def chain_step(steps, threads: int, link_tasks: bool = True):
         # The arguments by the kernel's own parameter names (after n), so that the order is
         # written once, in the kernel; ABSENT_ARGUMENTS fills in what this kernel does not take.
         named = {**ABSENT_ARGUMENTS, **dict(zip(list(inspect.signature(kernel.py_func).parameters)[1:], args))}
+        if CHAINED_KERNELS[kernel] == MAX_POOL_STEP:
+            # A pooling step: its out (N, C, OH, OW) held as (N, C, OH*OW) and OW, as a
+            # convolution's; no weights, epilogue or thread count.
+            out = named["out"]
+            _address(out, np.float32)  # (C-contiguous, or the reshape below would be a copy)
+            named.update(out=out.reshape(out.shape[0], out.shape[1], -1), out_width=out.shape[3],
+                         residual=out.reshape(out.shape[0], out.shape[1], -1), biases=_NO_FLOATS,
+                         packed_weights=_NO_FLOATS, has_residual=0, activation=0, alpha=0.0, beta=0.0, min_tasks=0)
         x, biases, residual, out = named["x"], named["biases"], named["residual"], named["out"]
         weights = named["packed_weights"] if "packed_weights" in named else named["packed_u"]
         row = ints[s]

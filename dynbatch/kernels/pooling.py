@@ -319,20 +319,67 @@ def pool_lines(x_rows, out_rows, scratch, plane, first_line, end_line, height, o
 
 
 @njit(**SCALAR_FUNCTION)
-def pool_split(planes, out_height, line_work):
+def pool_split(planes, out_height, line_work, task_work=CHUNK):
     """How ``pool_windows`` shares out ``planes`` planes of ``out_height`` output lines, each line
     ``line_work`` loads (window rows times input width, plus window columns times output width):
-    (tasks, tasks_per_plane, lines_per_task, planes_per_task). A task takes about CHUNK loads of
-    work, enough to pay for its scratch: lines_per_task lines of one plane where a plane holds
+    (tasks, tasks_per_plane, lines_per_task, planes_per_task). A task takes about ``task_work``
+    loads of work (CHUNK; a chain's pooling steps more), enough to pay for its scratch: lines_per_task lines of one plane where a plane holds
     more (the lines spread evenly over tasks_per_plane tasks), else planes_per_task whole planes
     (the last task fewer). Small planes went one to a task before: GoogLeNet's 480-channel 14x14
     pooling took 1.27x-1.28x the time at n = 2 and 8 (``benchmarks/layer_ab.py --layer pooling``)."""
-    lines_per_task = max(1, min(out_height, CHUNK // line_work))
+    lines_per_task = max(1, min(out_height, task_work // line_work))
     tasks_per_plane = (out_height + lines_per_task - 1) // lines_per_task
     lines_per_task = (out_height + tasks_per_plane - 1) // tasks_per_plane
-    planes_per_task = max(1, CHUNK // (out_height * line_work)) if tasks_per_plane == 1 else 1
+    planes_per_task = max(1, task_work // (out_height * line_work)) if tasks_per_plane == 1 else 1
     tasks = (planes + planes_per_task - 1) // planes_per_task * tasks_per_plane
     return tasks, tasks_per_plane, lines_per_task, planes_per_task
+
+
+@njit(**SCALAR_FUNCTION)
+def pool_share(n, x_shape, out_shape, kernel_h, kernel_w):
+    """``pool_split`` of ``pool_windows``' n samples of x_shape's planes into out_shape's (4-d):
+    (tasks, tasks_per_plane, lines_per_task, planes_per_task)."""
+    return pool_split(n * x_shape[1], out_shape[2], kernel_h * x_shape[3] + kernel_w * out_shape[3])
+
+
+@njit(**SCALAR_FUNCTION)
+def pool_task(task, x_rows, height, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
+              method, exclude_pad, out_rows, out_height, vectors, tasks_per_plane, lines_per_task, planes_per_task,
+              planes):
+    """Task ``task`` of ``pool_windows`` (``pool_share``'s share of its ``planes`` = n * C planes),
+    on x and out as 2-d arrays of rows (``height`` and ``out_height`` a plane), inlined with a
+    literal ``method`` and ``vectors``: into each pooling kernel's parallel loop, and into the
+    task functions of ``chain.convolution_chain_cpu``'s pooling steps. (Views taken per task
+    would each take a reference on the buffer: an atomic both threads contend for, which made
+    the pooling kernels 1.02x-1.28x slower.)"""
+    width, out_width = x_rows.shape[1], out_rows.shape[1]
+    padded_width = (out_width - 1) * stride_w + kernel_w  # >= out_width
+    data_width = min(width, padded_width - pad_left)
+    first_plane = (task // tasks_per_plane) * planes_per_task
+    end_plane = min(first_plane + planes_per_task, planes)
+    first_line = (task % tasks_per_plane) * lines_per_task
+    end_line = min(first_line + lines_per_task, out_height)
+    # (8 more columns: the vector passes load past the last window, and on rows under 8,
+    # into rows 1 and 2, which they do not use. With 16 more, or with row 0 alone on cache
+    # lines of its own, SqueezeNet's first pool took 1.2x-1.3x the time on two threads.)
+    scratch = np.empty((3, padded_width + (8 if vectors else 0)), dtype=np.float32)
+    padding = -np.inf if method == METHOD_MAX else 0.0
+    for i in range(pad_left):
+        scratch[0, i] = padding
+    for i in range(pad_left + data_width, padded_width):
+        scratch[0, i] = padding
+    if method == METHOD_AVG:
+        for ow in range(out_width):
+            left = ow * stride_w - pad_left
+            scratch[2, ow] = window_cells(left, kernel_w, width, pad_right, exclude_pad)
+    for plane in range(first_plane, end_plane):
+        if vectors:
+            max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_line, height,
+                                      out_height, kernel_h, stride_h, stride_w, pad_top, pad_left, data_width)
+        else:
+            pool_lines(x_rows, out_rows, scratch, plane, first_line, end_line, height, out_height, kernel_h,
+                       kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, exclude_pad, data_width,
+                       method)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -346,45 +393,20 @@ def pool_windows(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left
 
     Separable: the rows of a window are pooled into one row, whose columns then pool each output.
     That row is padded (-inf, which loses every max, or 0 for a sum), so every window reads kw
-    cells of it and no loop tests a bound. A parallel iteration pools several output lines of one
-    plane, or several small planes (``pool_split``), enough to pay for its scratch: rows 0 and 1
-    for the rows pooled, row 2 (an average's only) for the number of columns of each window that
-    it divides by. x and out are indexed in full through 2-d views, as in global_pooling_cpu."""
+    cells of it and no loop tests a bound. A parallel iteration (``pool_task``) pools several
+    output lines of one plane, or several small planes (``pool_split``), enough to pay for its
+    scratch: rows 0 and 1 for the rows pooled, row 2 (an average's only) for the number of
+    columns of each window that it divides by. x and out are indexed in full through 2-d views,
+    as in global_pooling_cpu."""
     max_batch, channels, height, width = x.shape
     out_height, out_width = out.shape[2], out.shape[3]
     x_rows = x.reshape((max_batch * channels * height, width))
     out_rows = out.reshape((max_batch * channels * out_height, out_width))
-    padded_width = (out_width - 1) * stride_w + kernel_w  # >= out_width
-    data_width = min(width, padded_width - pad_left)
-    planes = n * channels
-    tasks, tasks_per_plane, lines_per_task, planes_per_task = pool_split(
-        planes, out_height, kernel_h * width + kernel_w * out_width)
+    tasks, tasks_per_plane, lines_per_task, planes_per_task = pool_share(n, x.shape, out.shape, kernel_h, kernel_w)
     for task in prange(tasks):
-        first_plane = (task // tasks_per_plane) * planes_per_task
-        end_plane = min(first_plane + planes_per_task, planes)
-        first_line = (task % tasks_per_plane) * lines_per_task
-        end_line = min(first_line + lines_per_task, out_height)
-        # (8 more columns: the vector passes load past the last window, and on rows under 8,
-        # into rows 1 and 2, which they do not use. With 16 more, or with row 0 alone on cache
-        # lines of its own, SqueezeNet's first pool took 1.2x-1.3x the time on two threads.)
-        scratch = np.empty((3, padded_width + (8 if vectors else 0)), dtype=np.float32)
-        padding = -np.inf if method == METHOD_MAX else 0.0
-        for i in range(pad_left):
-            scratch[0, i] = padding
-        for i in range(pad_left + data_width, padded_width):
-            scratch[0, i] = padding
-        if method == METHOD_AVG:
-            for ow in range(out_width):
-                left = ow * stride_w - pad_left
-                scratch[2, ow] = window_cells(left, kernel_w, width, pad_right, exclude_pad)
-        for plane in range(first_plane, end_plane):
-            if vectors:
-                max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_line, height,
-                                          out_height, kernel_h, stride_h, stride_w, pad_top, pad_left, data_width)
-            else:
-                pool_lines(x_rows, out_rows, scratch, plane, first_line, end_line, height, out_height, kernel_h,
-                           kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, exclude_pad, data_width,
-                           method)
+        pool_task(task, x_rows, height, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
+                  pad_right, method, exclude_pad, out_rows, out_height, vectors, tasks_per_plane, lines_per_task,
+                  planes_per_task, n * channels)
 
 
 @njit(**PARALLEL_KERNEL)
