@@ -9,9 +9,10 @@ end.
 Each network (``compare.py``'s) is loaded once, by the working tree. The revision's copies of those
 files are copied into the package under temporary names (as ``convolution_ab.py`` does), and its
 kernels are called with the very arguments the working tree's steps were bound to: the same
-buffers, weights and step tables, so this compares kernel code only (it needs the two revisions to
-agree on those arguments and on how weights are packed: the stem's 32-channel blocks of 2026-11-28
-made older revisions' stem kernels misread them). Each call writes the input and runs every step,
+buffers and weights (a chain bound again by the revision's ``chain_step`` from its members'), so
+this compares kernel code only (it needs the two revisions to agree on those arguments and on how
+weights are packed: the stem's 32-channel blocks of 2026-11-28 made older revisions' stem kernels
+misread them). Each call writes the input and runs every step,
 as ``InferRequest.infer`` does without its checks and output copy; the two take turns, in
 alternating order, and each time is the median of ``--calls``. Their outputs must agree.
 """
@@ -35,25 +36,36 @@ import convolution_ab  # noqa: E402  (a revision's kernel modules, importable be
 def revision_calls(request, old_chain, old_convolution, old_pooling, old_softmax):
     """The request's (kernel, args) per step, each convolution kernel replaced by the revision's
     (where it has one of that name), each pooling kernel by the one the revision's
-    ``choose_cpu_kernel`` picks and each SoftMax kernel by the revision's.
-    A chain's rows name its task functions by address (``chain.task_function``): the revision's chain
-    gets a copy of the rows naming its own, where it has them."""
+    ``choose_cpu_kernel`` picks and each SoftMax kernel by the revision's. A chain is bound again
+    by the revision's ``chain_step`` from its members' arguments (its rows and task functions are
+    the revision's): into the runs that the revision chains, and the members it does not (a max
+    pooling before 2026-11-28) called alone between them."""
+    def old_kernel(step):
+        if step.layer.type == "Pooling":  # (the same arguments for all its kernels)
+            return old_pooling.choose_cpu_kernel(step.layer.normalized, step.args[0].shape, step.args[-1].shape)
+        if step.layer.type == "SoftMax":
+            return old_softmax.softmax_cpu
+        if step.exec_type.startswith("convolution_") and hasattr(old_convolution, step.exec_type):
+            return getattr(old_convolution, step.exec_type)  # (GEMM, Winograd, direct, averaged)
+        return step.kernel
+
     calls = []
     for step, (call, args) in zip(request._steps, request._calls):
-        if step.exec_type == "convolution_chain_cpu":
-            call = old_chain.convolution_chain_cpu
-            if hasattr(old_chain, "task_function"):
-                ints = args[3].copy()
-                for row in ints:
-                    row[old_chain.TASK] = old_chain.task_function(row[old_chain.KIND])
-                args = (*args[:3], ints, *args[4:])
-        elif step.exec_type.startswith("convolution_") and hasattr(old_convolution, step.exec_type):
-            call = getattr(old_convolution, step.exec_type)  # (GEMM, Winograd, direct, averaged)
-        elif step.layer.type == "Pooling":  # (the same arguments for all its kernels)
-            call = old_pooling.choose_cpu_kernel(step.layer.normalized, args[0].shape, args[-1].shape)
-        elif step.layer.type == "SoftMax":
-            call = old_softmax.softmax_cpu
-        calls.append((call, args))
+        if step.exec_type != "convolution_chain_cpu":
+            calls.append((old_kernel(step), args))
+            continue
+        threads, run = args[0], []
+        for member in step.members:
+            kernel = old_kernel(member)
+            if kernel in old_chain.CHAINED_KERNELS:
+                run.append((kernel, member.args))
+                continue
+            if run:
+                calls.append(old_chain.chain_step(run, threads))
+                run = []
+            calls.append((kernel, member.args))
+        if run:
+            calls.append(old_chain.chain_step(run, threads))
     return calls
 
 
