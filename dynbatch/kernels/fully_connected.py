@@ -8,12 +8,8 @@ from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION
 from .epilogue import epilogue_value, fused_activation
-from .gemm import KC, MR, NR, micro_kernel_1, micro_kernel_panel, panel_layout
+from .gemm import KC, MR, NR, address, rows_product
 from .views import as_rows
-
-
-#: Up to this many input elements, ``fully_connected_cpu`` packs its rows in one thread.
-SERIAL_PACKING = 1 << 14
 
 
 @njit(**PARALLEL_KERNEL)
@@ -23,76 +19,45 @@ def fully_connected_cpu(n, source, packed_weights, biases, activation, alpha, be
     biases: (out,); destination: (max_batch, out); activation, alpha, beta: the fused
     ``epilogue``. Reads and writes rows < n only.
 
-    The gemm micro-kernel with the n rows as its A (packed here, MR rows a panel, zero rows past
-    n; a lone row read in place by the one-row micro-kernel) and the weights as its B, one
-    parallel task per panel of NR output features: each task streams its panel of weights
-    (contiguous, packed at load) once per MR rows, so n = 1 reads every weight once as a
-    matrix-vector product would, and a batch reuses each panel from L1. The bias and the
-    activation go on while the task's block is in cache. No BLAS call, whose threads would wait
-    on the cores Numba's hold: against OpenBLAS through np.dot, 0.34x-0.49x the time at n = 8 on
-    compare.py's layers, 0.50x-0.63x at n = 32; at n = 1 0.83x-1.09x alone, about half inside a
-    network (ResNet's 175 -> 87 us)."""
-    in_features, out_features = source.shape[1], destination.shape[1]
-    weights_flat = packed_weights.reshape(-1)
-    destination_flat = destination.reshape(-1)
-    if n == 1:  # one row: the micro-kernel reads it in place
-        source_flat = source.reshape(-1)
-        for jp in prange(packed_weights.shape[0]):
-            first = jp * NR
-            columns = min(NR, out_features - first)
-            block = np.empty(NR, np.float32)
-            for pc in range(0, in_features, KC):
-                micro_kernel_1(min(KC, in_features - pc), source_flat, pc, weights_flat, (jp * in_features + pc) * NR,
-                               NR, block, 0, NR, 1, pc > 0, False, biases, 0, block, False, 0, alpha, beta)
-            bias_activation_columns(block, 0, destination_flat, first, columns, biases, first, activation, alpha, beta)
-        return
-    panels, _, padded_rows = panel_layout(n)
-    rows_packed = np.zeros(padded_rows * in_features, np.float32)
-    blocks = (in_features + KC - 1) // KC
-    if n * in_features <= SERIAL_PACKING:  # a parallel region would cost more than the copy
-        for block in range(blocks):
-            pack_rows(n, source, block * KC, padded_rows, rows_packed)
-    else:
-        for block in prange(blocks):
-            pack_rows(n, source, block * KC, padded_rows, rows_packed)
+    One parallel task per panel of NR output features (``fully_connected_task``), also a step of
+    ``chain.convolution_chain_cpu``. No BLAS call, whose threads would wait on the cores Numba's
+    hold: against OpenBLAS through np.dot, 0.34x-0.49x the time at n = 8 on compare.py's layers,
+    0.50x-0.63x at n = 32; at n = 1 0.83x-1.09x alone, about half inside a network (ResNet's
+    175 -> 87 us)."""
+    source_flat, weights_flat, destination_flat = source.reshape(-1), packed_weights.reshape(-1), destination.reshape(-1)
     for jp in prange(packed_weights.shape[0]):
-        first = jp * NR
-        columns = min(NR, out_features - first)
-        block = np.empty(MR * NR, np.float32)  # the panel that ends past out_features
-        for panel in range(panels):
-            m0 = panel * MR
-            rows = min(MR, n - m0)
-            for pc in range(0, in_features, KC):
-                kc = min(KC, in_features - pc)
-                a_offset = pc * padded_rows + m0 * kc
-                b_offset = (jp * in_features + pc) * NR
-                if columns == NR:
-                    c, c_offset, ldc = destination_flat, m0 * out_features + first, out_features
-                else:
-                    c, c_offset, ldc = block, 0, NR
-                micro_kernel_panel(m0 + MR <= padded_rows, kc, rows_packed, a_offset, weights_flat, b_offset, NR, c,
-                                   c_offset, ldc, rows, pc > 0, False, biases, 0, c, False, 0, alpha, beta)
-            for i in range(rows):
-                if columns == NR:
-                    row_at = (m0 + i) * out_features + first
-                    bias_activation_columns(destination_flat, row_at, destination_flat, row_at, NR, biases, first,
-                                            activation, alpha, beta)
-                else:
-                    bias_activation_columns(block, i * NR, destination_flat, (m0 + i) * out_features + first,
-                                            columns, biases, first, activation, alpha, beta)
+        fully_connected_task(jp, n, source_flat, source.shape[1], weights_flat, biases, activation, alpha, beta,
+                             destination_flat, destination.shape[1])
 
 
 @njit(**SCALAR_FUNCTION)
-def pack_rows(n, source, pc, padded_rows, rows_packed):
-    """Rows < n of source, columns pc..pc+KC, into ``gemm.pack_weights``' layout (MR-row panels,
-    p-major); the rows from n to padded_rows stay as they are (zero)."""
-    kc = min(KC, source.shape[1] - pc)
-    for row in range(n):
-        panel_start = (row // MR) * MR
-        height = min(MR, padded_rows - panel_start)
-        at = pc * padded_rows + panel_start * kc + row - panel_start
-        for p in range(kc):
-            rows_packed[at + p * height] = source[row, pc + p]
+def fully_connected_task(jp, n, source_flat, in_features, weights_flat, biases, activation, alpha, beta,
+                         destination_flat, out_features):
+    """Output features jp*NR.. (panel jp of the packed weights) of rows < n: the rows six at a
+    time as A, read in place (``gemm.rows_product``), the panel's weights as B (contiguous,
+    packed at load), streamed once per six rows, so n = 1 reads every weight once as a
+    matrix-vector product would and a batch reuses each KC block of the panel from L1. The bias
+    and the activation go on while the rows are in cache."""
+    first = jp * NR
+    columns = min(NR, out_features - first)
+    block = np.empty(MR * NR, np.float32)  # (the last panel's, whose columns end past out_features)
+    # (by address: an array variable chosen per panel would take and drop a reference on the
+    # buffer, an atomic the threads contend for)
+    c = address(destination_flat) if columns == NR else address(block)
+    for m0 in range(0, n, MR):
+        rows = min(MR, n - m0)
+        c_offset, ldc = (m0 * out_features + first, out_features) if columns == NR else (0, NR)
+        for pc in range(0, in_features, KC):
+            rows_product(min(KC, in_features - pc), source_flat, m0 * in_features + pc, in_features, rows,
+                         weights_flat, (jp * in_features + pc) * NR, NR, c, c_offset, ldc, pc > 0)
+        for i in range(rows):
+            if columns == NR:
+                row_at = (m0 + i) * out_features + first
+                bias_activation_columns(destination_flat, row_at, destination_flat, row_at, NR, biases, first,
+                                        activation, alpha, beta)
+            else:
+                bias_activation_columns(block, i * NR, destination_flat, (m0 + i) * out_features + first, columns,
+                                        biases, first, activation, alpha, beta)
 
 
 @njit(**SCALAR_FUNCTION)

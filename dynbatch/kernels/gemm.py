@@ -246,8 +246,7 @@ def _branch_on_activation(builder, activation, emit):
 def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
     """The intrinsic computing an ``mr`` x ``nr`` block, see ``micro_kernel_6``. Its A is mr // MR
     full panels of MR rows, each MR * kc floats after the one before, then where mr % MR is not 0
-    one panel of that many rows: a layer's short last panel (4 rows, ``panel_layout``) or
-    FullyConnected's one row. Without ``epilogue``, ``finish`` is taken as False and only the two
+    one panel of that many rows: a layer's short last panel (4 rows, ``panel_layout``). Without ``epilogue``, ``finish`` is taken as False and only the two
     plain store sequences are made (half the code of a kernel that calls it, and of its compile
     time, is the epilogue's sixteen)."""
     full_rows, short_rows = mr - mr % MR, mr % MR
@@ -356,9 +355,6 @@ def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
 micro_kernel_6 = _micro_kernel(6)
 #: The same for 4-row panels: the last panel of a channel count that leaves 1 to 4 rows.
 micro_kernel_4 = _micro_kernel(4)
-#: The same for one row, whose A is any contiguous run (``a[a_offset + p]``): a matrix-vector
-#: product, such as a FullyConnected layer's at n = 1.
-micro_kernel_1 = _micro_kernel(1)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -484,6 +480,75 @@ def product_panels(following, remaining, kc, a, a_offset, b, b_offset, ldb, c, c
         micro_kernel_24_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate,
                                 False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
     return taken
+
+
+def _rows_kernel(mr: int):
+    """The intrinsic of ``rows_product``, for 1 to ``mr`` rows of A."""
+    @intrinsic
+    def kernel(typingctx, kc, a, a_offset, lda, rows, b, b_offset, ldb, c, c_offset, ldc, accumulate):
+        sig = types.void(types.intp, a, types.intp, types.intp, types.intp, b, types.intp, types.intp, c,
+                         types.intp, types.intp, types.boolean)
+
+        def codegen(context, builder, signature, args):
+            kc, a, a_offset, lda, rows, b, b_offset, ldb, c, c_offset, ldc, accumulate = args
+            a_ptr = _float_pointer(context, builder, signature.args[1], a, a_offset)
+            b_ptr = _float_pointer(context, builder, signature.args[5], b, b_offset)
+            c_ptr = _float_pointer(context, builder, signature.args[8], c, c_offset)
+            row_vector = ir.VectorType(_FLOAT, NR)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(row_vector, [row_vector] * 3),
+                                                 f"llvm.fma.v{NR}f32")
+            # Row i of A, or the last one where i >= rows (computed, never stored: nothing past
+            # the caller's rows is read).
+            last = builder.sub(rows, ir.Constant(rows.type, 1))
+            a_rows = []
+            for i in range(mr):
+                index = ir.Constant(rows.type, i)
+                row = builder.select(builder.icmp_signed("<", index, rows), index, last)
+                a_rows.append(builder.gep(a_ptr, [builder.mul(row, lda)]))
+            accumulators = [cgutils.alloca_once_value(builder, ir.Constant(row_vector, [0.0] * NR)) for _ in range(mr)]
+            with cgutils.for_range(builder, kc) as loop:
+                b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
+                b_vector = builder.load(_vector_at(builder, b_row, 0, NR), align=4)
+                for i in range(mr):
+                    a_vector = _splat(builder, builder.load(builder.gep(a_rows[i], [loop.index])), NR)
+                    builder.store(builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i])]),
+                                  accumulators[i])
+
+            def store(add_partial):
+                for i in range(mr):
+                    with builder.if_then(builder.icmp_signed("<", ir.Constant(rows.type, i), rows)):
+                        c_row = _vector_at(builder, builder.gep(c_ptr, [builder.mul(ldc, ir.Constant(ldc.type, i))]),
+                                           0, NR)
+                        total = builder.load(accumulators[i])
+                        if add_partial:
+                            total = builder.fadd(builder.load(c_row, align=4), total)
+                        builder.store(total, c_row, align=4)
+
+            _branch(builder, accumulate, store)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kernel
+
+
+rows_product_1, rows_product_2, rows_product_6 = _rows_kernel(1), _rows_kernel(2), _rows_kernel(MR)
+
+
+@njit(**SCALAR_FUNCTION)
+def rows_product(kc, a, a_offset, lda, rows, b, b_offset, ldb, c, c_offset, ldc, accumulate):
+    """c[c_offset + i*ldc + j] = (c[...] if accumulate else 0) + sum_{p < kc} a[a_offset + i*lda +
+    p] * b[b_offset + p*ldb + j] for i < rows (1 to MR), j < NR. A's rows are read where they
+    are, a row apart (FullyConnected's input rows), not packed. One or two rows take kernels of
+    their own: a lone row in the 6-row kernel (the others repeating it, never stored) took 1.2x
+    the time of a 1-row kernel, whose one chain of multiply-adds LLVM splits when it unrolls the
+    loop (fastmath)."""
+    if rows == 1:
+        rows_product_1(kc, a, a_offset, lda, rows, b, b_offset, ldb, c, c_offset, ldc, accumulate)
+    elif rows == 2:
+        rows_product_2(kc, a, a_offset, lda, rows, b, b_offset, ldb, c, c_offset, ldc, accumulate)
+    else:
+        rows_product_6(kc, a, a_offset, lda, rows, b, b_offset, ldb, c, c_offset, ldc, accumulate)
 
 
 def _narrow_kernel(columns: int):
