@@ -11,9 +11,9 @@ import numba
 import numpy as np
 import pytest
 
-from dynbatch.kernels import convolution, pooling
-from dynbatch.kernels.chain import (AVERAGE_STEP, CHAINED_KERNELS, HAS_CYCLE_COUNTER, MAX_POOL_STEP, STEM_STEP,
-                                   chain_step, chainable, step_seconds)
+from dynbatch.kernels import convolution, fully_connected, pooling
+from dynbatch.kernels.chain import (AVERAGE_STEP, CHAINED_KERNELS, FC_STEP, HAS_CYCLE_COUNTER, MAX_POOL_STEP,
+                                   STEM_STEP, chain_step, chainable, step_seconds)
 from tests.naive import REFERENCES
 from tests.poison import poison, untouched
 
@@ -193,6 +193,43 @@ def test_chain_runs_pooling_steps(n, threads):
     for attrs, source, target in zip(pools, expected, expected[1:]):  # (the kernels alone, against the reference)
         reference = REFERENCES["Pooling"]([source[:n]], {**attrs, "output_size": target.shape[2:]})[0]
         np.testing.assert_allclose(target[:n], reference, rtol=1e-6, atol=1e-6)
+    for buffer in written:
+        poison(buffer)
+    kernel, args = chain_step(steps, threads)
+    kernel(n, *args)
+    for got, want in zip(written, expected):
+        np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6)
+        assert untouched(got[n:]), "a row >= n was written"
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chain_runs_fully_connected_steps(n, threads):
+    """An averaged 1x1 convolution (N, 24) then two FullyConnected steps (24 -> 37 with a ReLU:
+    a last panel of 5 features; 37 -> 16), as a network's head: the chain computes what the
+    kernels compute alone (n = 7: a second block of rows), rows >= n untouched."""
+    rng = np.random.default_rng(60 + n * 10 + threads)
+    x = poisoned((MAX_BATCH * 2, 16, 5, 5), n, rng)
+    averaged = poisoned((MAX_BATCH * 2, 24, 1, 1), n)
+    hidden, last = poisoned((MAX_BATCH * 2, 37), n), poisoned((MAX_BATCH * 2, 16), n)
+    steps = [convolution.cpu_step({**layer(rng, 16, 24, 1, activation=RELU), "global_average": (5, 5)}, [x],
+                                  [averaged])]
+    layers = []
+    for source, target, activation in ((averaged, hidden, RELU), (hidden, last, None)):
+        attrs = {"weights": rng.uniform(-0.5, 0.5, (target.shape[1], source[0].size)).astype(np.float32),
+                 "biases": rng.uniform(-0.5, 0.5, target.shape[1]).astype(np.float32)}
+        if activation:
+            attrs["activation"] = activation
+        layers.append(attrs)
+        steps.append(fully_connected.cpu_step(attrs, [source], [target]))
+    assert [CHAINED_KERNELS[kernel] for kernel, _ in steps] == [AVERAGE_STEP, FC_STEP, FC_STEP]
+    written = [averaged, hidden, last]
+    for kernel, args in steps:
+        kernel(n, *args)
+    expected = [buffer.copy() for buffer in written]
+    # (FC's own kernel, against numpy: this test cannot pass on outputs all wrong)
+    reference = np.maximum(expected[0][:n].reshape(n, 24) @ layers[0]["weights"].T + layers[0]["biases"], 0.0)
+    np.testing.assert_allclose(expected[1][:n], reference, rtol=1e-5, atol=1e-5)
     for buffer in written:
         poison(buffer)
     kernel, args = chain_step(steps, threads)

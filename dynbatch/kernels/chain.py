@@ -1,4 +1,5 @@
-"""A run of consecutive convolution steps in one parallel loop: ``convolution_chain_cpu``.
+"""A run of consecutive convolution steps (and the max poolings over 3-wide windows and the
+FullyConnected layers among them) in one parallel loop: ``convolution_chain_cpu``.
 
 Each Numba parallel loop is a new TBB task arena that the worker thread joins 7 to 18 us after
 the loop starts, even when loops follow each other closely (``benchmarks/thread_join.py``). A
@@ -6,13 +7,14 @@ layer that takes 20-40 us at n = 1 (SqueezeNet's small 1x1 layers) spends much o
 Run as one loop, the worker joins once for the whole run of layers and then stays.
 
 Inside the loop every thread runs the steps in order. For each step it takes tasks (those of
-``convolution.gemm_task``, ``winograd_task``, ``depthwise_task``, ``stem_task`` or
-``gemm_average_task``) from its own share first, the one the step's kernel would give it alone,
-then from the others' shares. Each take is one atomic add on that share's counter, so no task
-runs twice. It then waits until the step's count of finished tasks reaches its task count, since
-the next step reads what this one wrote. A thread waits only for tasks that a running thread has taken, so the loop
-ends even where a worker never comes (TBB does not promise one): the master then takes every
-task itself.
+``convolution.gemm_task``, ``winograd_task``, ``depthwise_task``, ``stem_task``,
+``gemm_average_task``, ``pooling.pool_task`` or ``fully_connected.fully_connected_task``) from
+its own share first, the one the step's kernel would give it alone, then from the others'
+shares. Each take is one atomic add on that share's counter, so no task runs twice. It then
+waits until the step's count of finished tasks reaches its task count, since the next step
+reads what this one wrote. A thread waits only for tasks that a running thread has taken, so
+the loop ends even where a worker never comes (TBB does not promise one): the master then takes
+every task itself.
 
 The steps' arrays are passed as their addresses and shapes in one int64 array (``chain_step``),
 which Numba's parallel loop can take where it cannot take a tuple of arrays. The arrays belong to
@@ -42,9 +44,14 @@ from .convolution import (average_splits, convolution_depthwise_cpu, convolution
                           convolution_gemm_cpu, convolution_stem_cpu, convolution_winograd_cpu, depthwise_share,
                           depthwise_task, gemm_average_task, gemm_split, gemm_task, stem_split, stem_task, stem_taps,
                           winograd_split, winograd_task)
+from .fully_connected import fully_connected_cpu, fully_connected_task
+from .gemm import NR
 from .pooling import METHOD_MAX, max_pooling_3_wide_cpu, pool_split, pool_task
 
-GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP, MAX_POOL_STEP = 0, 1, 2, 3, 4, 5
+GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP, MAX_POOL_STEP, FC_STEP = 0, 1, 2, 3, 4, 5, 6
+#: The steps that are not convolutions: their x and out must be C-contiguous (``chainable``),
+#: and ``chain_step`` fills in the arguments they lack.
+OTHER_STEPS = (MAX_POOL_STEP, FC_STEP)
 _NO_ROWS = np.zeros(0, np.intp)
 _NO_FLOATS = np.zeros(0, np.float32)
 #: Arguments one chained kernel takes and another does not, at the value that stands for it:
@@ -64,7 +71,8 @@ ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False,
 #: took the same.)
 CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP,
                    convolution_depthwise_cpu: DEPTHWISE_STEP, convolution_stem_cpu: STEM_STEP,
-                   convolution_gemm_average_cpu: AVERAGE_STEP, max_pooling_3_wide_cpu: MAX_POOL_STEP}
+                   convolution_gemm_average_cpu: AVERAGE_STEP, max_pooling_3_wide_cpu: MAX_POOL_STEP,
+                   fully_connected_cpu: FC_STEP}
 #: Loads of work in a chained pooling task: four times its kernel's (``pooling.CHUNK``). A task
 #: costs the chain two atomic adds and a call; at CHUNK, a pooling took 1.02x-1.05x its kernel's
 #: time on one thread, at four times 0.97x-0.98x.
@@ -284,9 +292,22 @@ def max_pool_step_task(task, n, row_address, alpha_beta_address, tasks_per_plane
               out_height, True, tasks_per_plane, lines_per_task, planes_per_task, n * row[X_SHAPE + 1])
 
 
+def fully_connected_step_task(task, n, row_address, alpha_beta_address, unused, unused2, unused3, unused4):
+    """Task ``task`` of a FullyConnected step: its panel ``task`` of output features."""
+    row = carray(_index_pointer(row_address), (INTS,))
+    alpha_beta = carray(_float_pointer(alpha_beta_address), (2,))
+    in_features, out_features = row[X_SHAPE + 1], row[OUT_SHAPE + 1]
+    fully_connected_task(task, n, carray(_float_pointer(row[X]), (row[X_SHAPE] * in_features,)), in_features,
+                         carray(_float_pointer(row[WEIGHTS]), (row[WEIGHTS_LENGTH],)),
+                         carray(_float_pointer(row[BIASES]), (row[BIASES_LENGTH],)), row[ACTIVATION], alpha_beta[0],
+                         alpha_beta[1], carray(_float_pointer(row[OUT]), (row[OUT_SHAPE] * out_features,)),
+                         out_features)
+
+
 _TASK_SIGNATURE = types.void(*([types.int64] * 8))
 _STEP_TASKS = {GEMM_STEP: gemm_step_task, WINOGRAD_STEP: winograd_step_task, DEPTHWISE_STEP: depthwise_step_task,
-               STEM_STEP: stem_step_task, AVERAGE_STEP: average_step_task, MAX_POOL_STEP: max_pool_step_task}
+               STEM_STEP: stem_step_task, AVERAGE_STEP: average_step_task, MAX_POOL_STEP: max_pool_step_task,
+               FC_STEP: fully_connected_step_task}
 _task_functions = {}
 
 
@@ -338,6 +359,9 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                     n * ints[s, X_SHAPE + 1], out_pixels // out_width,
                     ints[s, KERNEL_H] * ints[s, X_SHAPE + 3] + ints[s, KERNEL_W] * out_width, CHAINED_POOL_WORK)
                 panels_per_split = 0
+            elif ints[s, KIND] == FC_STEP:  # (a task per panel of NR output features)
+                tasks = ints[s, WEIGHTS_LENGTH] // (ints[s, X_SHAPE + 1] * NR) if n > 0 else 0
+                column_panels, chunks, splits, panels_per_split = 0, 0, 0, 0
             else:
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(
                     n, biases_length, ints[s, OUT_WIDTH], ints[s, TILE], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS],
@@ -366,17 +390,18 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
 
 def chainable(kernel, args) -> bool:
     """Whether a chain can take the step ``kernel(n, *args)``: a kernel of ``CHAINED_KERNELS``
-    (and a pooling step's x and out C-contiguous float32, as its own kernel takes any strides)."""
+    (and a pooling or FullyConnected step's input and output C-contiguous float32, as their own
+    kernels take any strides)."""
     if kernel not in CHAINED_KERNELS:
         return False
-    if CHAINED_KERNELS[kernel] != MAX_POOL_STEP:
+    if CHAINED_KERNELS[kernel] not in OTHER_STEPS:
         return True
     return all(array.dtype == np.float32 and array.flags.c_contiguous for array in (args[0], args[-1]))
 
 
 def task_kinds(args) -> list[int]:
     """The kinds of step (GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP,
-    MAX_POOL_STEP) of the chain bound to ``args``."""
+    MAX_POOL_STEP, FC_STEP) of the chain bound to ``args``."""
     return sorted({int(kind) for kind in args[3][:, KIND]})
 
 
@@ -415,6 +440,13 @@ def chain_step(steps, threads: int, link_tasks: bool = True):
             named.update(out=out.reshape(out.shape[0], out.shape[1], -1), out_width=out.shape[3],
                          residual=out.reshape(out.shape[0], out.shape[1], -1), biases=_NO_FLOATS,
                          packed_weights=_NO_FLOATS, has_residual=0, activation=0, alpha=0.0, beta=0.0, min_tasks=0)
+        elif CHAINED_KERNELS[kernel] == FC_STEP:
+            # A FullyConnected step: its (N, in_features) source held as x (N, in_features, 1, 1),
+            # its (N, out) destination as out; no residual or thread count.
+            source, destination = named["source"], named["destination"]
+            _address(source, np.float32)
+            named.update(x=source.reshape(source.shape[0], source.shape[1], 1, 1), out=destination,
+                         residual=destination, out_width=1, has_residual=0, min_tasks=0, pad_top=0, pad_left=0)
         x, biases, residual, out = named["x"], named["biases"], named["residual"], named["out"]
         weights = named["packed_weights"] if "packed_weights" in named else named["packed_u"]
         row = ints[s]
