@@ -155,6 +155,27 @@ def test_chain_runs_stem_and_averaged_steps(n, threads):
         assert untouched(got[n:]), "a row >= n was written"
 
 
+def run_steps_alone(steps, written, n):
+    """Each step by its own kernel, in order: copies of the buffers they wrote (the expected
+    outputs), then every buffer poisoned again for the chain."""
+    for kernel, args in steps:
+        kernel(n, *args)
+    expected = [buffer.copy() for buffer in written]
+    for buffer in written:
+        poison(buffer)
+    return expected
+
+
+def check_chain(steps, written, expected, n, threads):
+    """The chain of ``steps`` writes the expected rows < n (as the steps' own kernels, apart from
+    rounding) and no row >= n."""
+    kernel, args = chain_step(steps, threads)
+    kernel(n, *args)
+    for got, want in zip(written, expected):
+        np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6)
+        assert untouched(got[n:]), "a row >= n was written"
+
+
 def pooling_chain(rng, n, size=(13, 11)):
     """A 1x1 GEMM step, then two max poolings over 3-wide windows (``max_pooling_3_wide_cpu``):
     3x3 at stride 2 with a pad, and 3x3 at stride 1 padded (GoogLeNet's inception branch), then a
@@ -187,19 +208,11 @@ def test_chain_runs_pooling_steps(n, threads):
     """A chain's pooling steps compute what their kernel computes alone, rows >= n untouched."""
     rng = np.random.default_rng(40 + n * 10 + threads)
     steps, pools, written = pooling_chain(rng, n)
-    for kernel, args in steps:
-        kernel(n, *args)
-    expected = [buffer.copy() for buffer in written]
+    expected = run_steps_alone(steps, written, n)
     for attrs, source, target in zip(pools, expected, expected[1:]):  # (the kernels alone, against the reference)
         reference = REFERENCES["Pooling"]([source[:n]], {**attrs, "output_size": target.shape[2:]})[0]
         np.testing.assert_allclose(target[:n], reference, rtol=1e-6, atol=1e-6)
-    for buffer in written:
-        poison(buffer)
-    kernel, args = chain_step(steps, threads)
-    kernel(n, *args)
-    for got, want in zip(written, expected):
-        np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6)
-        assert untouched(got[n:]), "a row >= n was written"
+    check_chain(steps, written, expected, n, threads)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7])
@@ -224,19 +237,11 @@ def test_chain_runs_fully_connected_steps(n, threads):
         steps.append(fully_connected.cpu_step(attrs, [source], [target]))
     assert [CHAINED_KERNELS[kernel] for kernel, _ in steps] == [AVERAGE_STEP, FC_STEP, FC_STEP]
     written = [averaged, hidden, last]
-    for kernel, args in steps:
-        kernel(n, *args)
-    expected = [buffer.copy() for buffer in written]
+    expected = run_steps_alone(steps, written, n)
     # (FC's own kernel, against numpy: this test cannot pass on outputs all wrong)
     reference = np.maximum(expected[0][:n].reshape(n, 24) @ layers[0]["weights"].T + layers[0]["biases"], 0.0)
     np.testing.assert_allclose(expected[1][:n], reference, rtol=1e-5, atol=1e-5)
-    for buffer in written:
-        poison(buffer)
-    kernel, args = chain_step(steps, threads)
-    kernel(n, *args)
-    for got, want in zip(written, expected):
-        np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-6)
-        assert untouched(got[n:]), "a row >= n was written"
+    check_chain(steps, written, expected, n, threads)
 
 
 def test_chain_takes_no_pooling_step_on_strided_arrays_nor_other_pooling_kernels():

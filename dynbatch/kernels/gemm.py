@@ -243,6 +243,15 @@ def _branch_on_activation(builder, activation, emit):
     rest([RELU, RELU6, CLAMP])
 
 
+def _fma_and_accumulators(builder, count, width):
+    """(the llvm.fma intrinsic on ``width`` floats, ``count`` accumulators of that many zeros):
+    allocas in the entry block, which LLVM promotes to registers."""
+    row_vector = ir.VectorType(_FLOAT, width)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(row_vector, [row_vector] * 3),
+                                         f"llvm.fma.v{width}f32")
+    return fma, [cgutils.alloca_once_value(builder, ir.Constant(row_vector, [0.0] * width)) for _ in range(count)]
+
+
 def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
     """The intrinsic computing an ``mr`` x ``nr`` block, see ``micro_kernel_6``. Its A is mr // MR
     full panels of MR rows, each MR * kc floats after the one before, then where mr % MR is not 0
@@ -266,11 +275,7 @@ def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
             c_ptr = _float_pointer(context, builder, signature.args[6], c, c_offset)
             bias_ptr = _float_pointer(context, builder, signature.args[12], biases, bias_offset)
             residual_ptr = _float_pointer(context, builder, signature.args[14], residual, c_offset)
-            row_vector = ir.VectorType(_FLOAT, nr)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(row_vector, [row_vector] * 3),
-                                                 f"llvm.fma.v{nr}f32")
-            # Allocas in the entry block: LLVM promotes them to registers.
-            accumulators = [cgutils.alloca_once_value(builder, ir.Constant(row_vector, [0.0] * nr)) for _ in range(mr)]
+            fma, accumulators = _fma_and_accumulators(builder, mr, nr)
             # The block's rows of c (and of the residual) lie a whole row of the output apart, far
             # from each other and from anything the loop touches: fetch their cache lines now, so
             # that the loop hides the misses the stores would wait for.
@@ -494,9 +499,7 @@ def _rows_kernel(mr: int):
             a_ptr = _float_pointer(context, builder, signature.args[1], a, a_offset)
             b_ptr = _float_pointer(context, builder, signature.args[5], b, b_offset)
             c_ptr = _float_pointer(context, builder, signature.args[8], c, c_offset)
-            row_vector = ir.VectorType(_FLOAT, NR)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(row_vector, [row_vector] * 3),
-                                                 f"llvm.fma.v{NR}f32")
+            fma, accumulators = _fma_and_accumulators(builder, mr, NR)
             # Row i of A, or the last one where i >= rows (computed, never stored: nothing past
             # the caller's rows is read).
             last = builder.sub(rows, ir.Constant(rows.type, 1))
@@ -505,7 +508,6 @@ def _rows_kernel(mr: int):
                 index = ir.Constant(rows.type, i)
                 row = builder.select(builder.icmp_signed("<", index, rows), index, last)
                 a_rows.append(builder.gep(a_ptr, [builder.mul(row, lda)]))
-            accumulators = [cgutils.alloca_once_value(builder, ir.Constant(row_vector, [0.0] * NR)) for _ in range(mr)]
             with cgutils.for_range(builder, kc) as loop:
                 b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
                 b_vector = builder.load(_vector_at(builder, b_row, 0, NR), align=4)
