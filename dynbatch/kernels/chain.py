@@ -67,13 +67,13 @@ ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False,
 #: The kernels whose steps a chain can take, and each one's step kind.
 #: (Max pooling over 3-wide windows, the networks' 3x3 poolings, and not ``max_pooling_cpu`` or
 #: ``avg_pooling_cpu``: their loops, which LLVM vectorises on its own, took 1.5x-1.8x their
-#: kernel's time in a task function, for reasons not found; the 3-wide kernel's explicit vectors
-#: took the same.)
+#: kernels' time in a task function, for reasons not found, where the 3-wide kernel's explicit
+#: vectors took their kernel's time.)
 CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP,
                    convolution_depthwise_cpu: DEPTHWISE_STEP, convolution_stem_cpu: STEM_STEP,
                    convolution_gemm_average_cpu: AVERAGE_STEP, max_pooling_3_wide_cpu: MAX_POOL_STEP,
                    fully_connected_cpu: FC_STEP}
-#: Loads of work in a chained pooling task: four times its kernel's (``pooling.CHUNK``). A task
+#: Loads of work in a chained pooling task: four times its kernel's (``config.CHUNK``). A task
 #: costs the chain two atomic adds and a call; at CHUNK, a pooling took 1.02x-1.05x its kernel's
 #: time on one thread, at four times 0.97x-0.98x.
 CHAINED_POOL_WORK = 4 * CHUNK
