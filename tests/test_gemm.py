@@ -88,7 +88,8 @@ def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, 
                       biases, bias_offset, residual, has_residual, activation, alpha, beta)
     # (mr, kc): mr // 6 panels of 6 rows one after the other, a[p * 6 + i] each, then one of the
     # mr % 6 others (a[p * (mr % 6) + i])
-    panel = np.concatenate([part.reshape(kc, -1).T for part in np.split(a[a_offset:], [kc * MR * (p + 1) for p in range(mr // MR)]) if part.size])
+    parts = np.split(a[a_offset:], [kc * MR * (p + 1) for p in range(mr // MR)])
+    panel = np.concatenate([part.reshape(kc, -1).T for part in parts if part.size])
     panel = panel.astype(np.float64)
     columns = b[b_offset:].reshape(kc, ldb)[:, :NR].astype(np.float64)  # (kc, NR)
     expected = before.copy()

@@ -24,7 +24,8 @@ def fully_connected_cpu(n, source, packed_weights, biases, activation, alpha, be
     hold: against OpenBLAS through np.dot, 0.34x-0.49x the time at n = 8 on compare.py's layers,
     0.50x-0.63x at n = 32; at n = 1 0.83x-1.09x alone, about half inside a network (ResNet's
     175 -> 87 us)."""
-    source_flat, weights_flat, destination_flat = source.reshape(-1), packed_weights.reshape(-1), destination.reshape(-1)
+    source_flat, weights_flat = source.reshape(-1), packed_weights.reshape(-1)
+    destination_flat = destination.reshape(-1)
     for jp in prange(packed_weights.shape[0]):
         fully_connected_task(jp, n, source_flat, source.shape[1], weights_flat, biases, activation, alpha, beta,
                              destination_flat, destination.shape[1])

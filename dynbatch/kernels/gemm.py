@@ -255,9 +255,10 @@ def _fma_and_accumulators(builder, count, width):
 def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
     """The intrinsic computing an ``mr`` x ``nr`` block, see ``micro_kernel_6``. Its A is mr // MR
     full panels of MR rows, each MR * kc floats after the one before, then where mr % MR is not 0
-    one panel of that many rows: a layer's short last panel (4 rows, ``panel_layout``). Without ``epilogue``, ``finish`` is taken as False and only the two
-    plain store sequences are made (half the code of a kernel that calls it, and of its compile
-    time, is the epilogue's sixteen)."""
+    one panel of that many rows: a layer's short last panel (4 rows, ``panel_layout``). Without
+    ``epilogue``, ``finish`` is taken as False and only the two plain store sequences are made
+    (half the code of a kernel that calls it, and of its compile time, is the epilogue's
+    sixteen)."""
     full_rows, short_rows = mr - mr % MR, mr % MR
 
     @intrinsic
@@ -305,8 +306,8 @@ def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
                     # Row i of A: in full panel i // MR (each MR * kc floats), at i % MR; past
                     # them, in the short panel.
                     if i < full_rows:
-                        at = builder.add(builder.mul(kc, ir.Constant(kc.type, i - i % MR)), ir.Constant(kc.type, i % MR))
-                        a_pointer = builder.gep(a_row, [at])
+                        panel_start = builder.mul(kc, ir.Constant(kc.type, i - i % MR))
+                        a_pointer = builder.gep(a_row, [builder.add(panel_start, ir.Constant(kc.type, i % MR))])
                     else:
                         a_pointer = builder.gep(short_row, [ir.Constant(kc.type, i - full_rows)])
                     a_vector = _splat(builder, builder.load(a_pointer), nr)

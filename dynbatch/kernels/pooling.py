@@ -325,8 +325,9 @@ def pool_split(planes, out_height, line_work, task_work=CHUNK):
     (tasks, tasks_per_plane, lines_per_task, planes_per_task). A task takes about ``task_work``
     loads of work (CHUNK; a chain's pooling steps more), enough to pay for its scratch:
     lines_per_task lines of one plane where a plane holds more (the lines spread evenly over
-    tasks_per_plane tasks), else planes_per_task whole planes (the last task fewer). Small planes went one to a task before: GoogLeNet's 480-channel 14x14
-    pooling took 1.27x-1.28x the time at n = 2 and 8 (``benchmarks/layer_ab.py --layer pooling``)."""
+    tasks_per_plane tasks), else planes_per_task whole planes (the last task fewer). Small planes
+    went one to a task before: GoogLeNet's 480-channel 14x14 pooling took 1.27x-1.28x the time at
+    n = 2 and 8 (``benchmarks/layer_ab.py --layer pooling``)."""
     lines_per_task = max(1, min(out_height, task_work // line_work))
     tasks_per_plane = (out_height + lines_per_task - 1) // lines_per_task
     lines_per_task = (out_height + tasks_per_plane - 1) // tasks_per_plane
