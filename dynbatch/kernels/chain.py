@@ -46,7 +46,7 @@ from .convolution import (average_splits, convolution_depthwise_cpu, convolution
                           winograd_split, winograd_task)
 from .fully_connected import fully_connected_cpu, fully_connected_task
 from .gemm import NR
-from .pooling import METHOD_MAX, max_pooling_3_wide_cpu, pool_split, pool_task
+from .pooling import METHOD_MAX, max_pooling_3_wide_cpu, pool_share, pool_task
 
 GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP, MAX_POOL_STEP, FC_STEP = 0, 1, 2, 3, 4, 5, 6
 #: The steps that are not convolutions: their x and out must be C-contiguous (``chainable``),
@@ -284,7 +284,7 @@ def _pooling_rows(row):
 
 def max_pool_step_task(task, n, row_address, alpha_beta_address, tasks_per_plane, lines_per_task, planes_per_task,
                        unused):
-    """Task ``task`` of a ``max_pooling_3_wide_cpu`` step (``pooling.pool_split``'s share)."""
+    """Task ``task`` of a ``max_pooling_3_wide_cpu`` step (``pooling.pool_share``'s share)."""
     row = carray(_index_pointer(row_address), (INTS,))
     x_rows, out_rows, out_height = _pooling_rows(row)
     pool_task(task, x_rows, row[X_SHAPE + 2], row[KERNEL_H], row[KERNEL_W], row[STRIDE_H], row[STRIDE_W],
@@ -355,9 +355,9 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                 tasks, chunks, splits, panels_per_split = n * column_panels, 0, 0, 0
             elif ints[s, KIND] == MAX_POOL_STEP:  # (its share in three of the four)
                 out_width = ints[s, OUT_WIDTH]
-                tasks, column_panels, chunks, splits = pool_split(
-                    n * ints[s, X_SHAPE + 1], out_pixels // out_width,
-                    ints[s, KERNEL_H] * ints[s, X_SHAPE + 3] + ints[s, KERNEL_W] * out_width, CHAINED_POOL_WORK)
+                tasks, column_panels, chunks, splits = pool_share(
+                    n, ints[s, X_SHAPE + 1], ints[s, X_SHAPE + 3], out_pixels // out_width, out_width,
+                    ints[s, KERNEL_H], ints[s, KERNEL_W], CHAINED_POOL_WORK)
                 panels_per_split = 0
             elif ints[s, KIND] == FC_STEP:  # (a task per panel of NR output features)
                 tasks = ints[s, WEIGHTS_LENGTH] // (ints[s, X_SHAPE + 1] * NR) if n > 0 else 0

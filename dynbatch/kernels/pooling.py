@@ -337,10 +337,11 @@ def pool_split(planes, out_height, line_work, task_work=CHUNK):
 
 
 @njit(**SCALAR_FUNCTION)
-def pool_share(n, x_shape, out_shape, kernel_h, kernel_w):
-    """``pool_split`` of ``pool_windows``' n samples of x_shape's planes into out_shape's (4-d):
-    (tasks, tasks_per_plane, lines_per_task, planes_per_task)."""
-    return pool_split(n * x_shape[1], out_shape[2], kernel_h * x_shape[3] + kernel_w * out_shape[3])
+def pool_share(n, channels, width, out_height, out_width, kernel_h, kernel_w, task_work=CHUNK):
+    """``pool_split`` of n samples of ``channels`` planes ``width`` wide into planes of out_height
+    x out_width, by windows kernel_h x kernel_w: (tasks, tasks_per_plane, lines_per_task,
+    planes_per_task), for ``pool_windows`` and a chain's pooling steps."""
+    return pool_split(n * channels, out_height, kernel_h * width + kernel_w * out_width, task_work)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -403,7 +404,8 @@ def pool_windows(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left
     out_height, out_width = out.shape[2], out.shape[3]
     x_rows = x.reshape((max_batch * channels * height, width))
     out_rows = out.reshape((max_batch * channels * out_height, out_width))
-    tasks, tasks_per_plane, lines_per_task, planes_per_task = pool_share(n, x.shape, out.shape, kernel_h, kernel_w)
+    tasks, tasks_per_plane, lines_per_task, planes_per_task = pool_share(n, channels, width, out_height, out_width,
+                                                                         kernel_h, kernel_w)
     for task in prange(tasks):
         pool_task(task, x_rows, height, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
                   pad_right, method, exclude_pad, out_rows, out_height, vectors, tasks_per_plane, lines_per_task,
