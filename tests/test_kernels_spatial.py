@@ -354,6 +354,49 @@ def test_window_columns_counts_a_kernel_rows_consecutive_taps(kernel, dilations,
     assert convolution.window_columns.py_func(tap_dy, tap_dx) == width
 
 
+def check_share(share, columns, panels, threads, group=1):
+    """``task_share``'s tasks of a (tasks, column_panels, chunks, splits, panels_per_split) share
+    cover each column of each output panel of each group once; an even-tailed one (negative
+    splits) gives each thread's run of tasks (the chain's, and Numba's) the same work but for
+    a piece of each tail panel."""
+    tasks, column_panels, chunks, splits, per_split = share
+    if splits < 0:
+        assert group == 1 and -splits == threads and tasks % threads == 0
+    else:
+        assert tasks == group * chunks * splits
+    covered = np.zeros((group, columns, panels), np.int64)
+    work = np.zeros(threads)
+    for task in range(tasks):
+        g, first_panel, end_panel, first, count = convolution.task_share.py_func(
+            task, columns, panels, column_panels, chunks, splits, per_split)
+        covered[g, first:first + count, first_panel:end_panel] += 1
+        work[task * threads // tasks] += -(-count // convolution.NR) * (end_panel - first_panel) / panels
+    assert (covered == 1).all()
+    if splits < 0:  # (the tail's pieces of A panels may differ by one panel of A each)
+        tail = column_panels - chunks * (column_panels // chunks)
+        assert 0 < tail <= threads and work.max() - work.min() <= tail * per_split / panels
+
+
+def test_convolution_gemm_evens_out_the_threads_runs():
+    """ResNet's 3x3 stride-2 layer at n = 2 (392 columns, 25 panels) in 8 chunks of 3 or 4
+    panels gave one of 2 threads 12 panels and the other 13: the other waited out a whole chunk.
+    Even-tailed, each takes 4 chunks of 3 and half the outputs of the 25th. Where the runs are
+    even already (98 panels in 26 chunks), or the layer is grouped, the split stays."""
+    assert convolution.gemm_split.py_func(2, 128, 1, 64, 2, 196) == (10, 25, 8, -2, 11)
+    assert convolution.gemm_split.py_func(8, 128, 1, 64, 2, 196)[3] == 1
+    assert convolution.gemm_split.py_func(2, 128, 2, 64, 2, 196)[3] == 1
+    for n in range(1, 12):
+        for out_channels, pixels, task_columns, group in ((128, 196, 64, 1), (512, 196, 64, 1), (64, 784, 64, 1),
+                                                          (256, 169, 64, 1), (96, 169, 64, 2), (1000, 169, 128, 1)):
+            for threads in (1, 2, 3, 4):
+                check_share(convolution.gemm_split.py_func(n, out_channels, group, task_columns, threads, pixels),
+                            n * pixels, convolution.panel_layout.py_func(out_channels // group)[0], threads, group)
+    rng = np.random.default_rng(10)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 24, 40, (28, 28), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1))
+    run_step(convolution, attrs, inputs, outputs, 2, algorithm="gemm", columns_per_task=64, min_tasks=2)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
+
+
 @pytest.mark.parametrize("kernel, pads", [((1, 1), (0, 0)), ((3, 3), (1, 1))])
 def test_convolution_gemm_splits_uneven_columns_by_output_channels(kernel, pads):
     """11 panels of columns (a 13x13 image) over 2 threads: whole panels would give one thread 6
@@ -456,24 +499,19 @@ def test_winograd_split_gives_every_chunk_as_many_panels():
     chunks of 1, 2, 2 and 2 panels gave one of 2 threads 3 panels and the other 4 (each a fixed
     cost of 36 short GEMMs); where the chunks do not share the panels evenly, each takes one
     panel, and the chain's threads even out by taking each other's. The tasks cover every tile
-    once."""
-    assert convolution.winograd_split.py_func(2, 64, 27, 4, 48, 2, 729)[:3] == (7, 7, 7)
-    assert convolution.winograd_split.py_func(1, 64, 27, 4, 48, 2, 729)[:3] == (2, 4, 2)  # (2 + 2: kept)
-    for n in range(9):
-        for out_channels, side, tile in ((64, 27, 4), (128, 13, 4), (192, 28, 4), (384, 6, 2)):
-            tasks, column_panels, chunks, splits, per_split = convolution.winograd_split.py_func(
-                n, out_channels, side, tile, 48, 2, side * side)
-            columns = n * convolution.sample_tiles.py_func(side, side, tile)[1]
-            if columns == 0:
-                continue
-            assert tasks == chunks * splits and column_panels % chunks == 0
-            panels = convolution.panel_layout.py_func(out_channels)[0]
-            covered = np.zeros((columns, panels), np.int64)
-            for task in range(tasks):
-                _, first_panel, end_panel, first, count = convolution.task_share.py_func(
-                    task, columns, panels, column_panels, chunks, splits, per_split)
-                covered[first:first + count, first_panel:end_panel] += 1
-            assert (covered == 1).all()
+    once.
+
+    Seven panels still left one of 2 threads a whole panel's time idle at the end (the two end a
+    task apart): the seventh is split by output channels, half of it to each thread's run of
+    tasks (``tail_share``), so that each run holds the same work."""
+    assert convolution.winograd_split.py_func(2, 64, 27, 4, 48, 2, 729) == (8, 7, 6, -2, 6)
+    assert convolution.winograd_split.py_func(1, 64, 27, 4, 48, 2, 729)[:4] == (2, 4, 2, 1)  # (2 + 2: kept)
+    for n in range(1, 9):
+        for out_channels, side, tile in ((64, 27, 4), (128, 13, 4), (192, 28, 4), (384, 6, 2), (16, 28, 4)):
+            for threads in (1, 2, 3, 4):
+                check_share(convolution.winograd_split.py_func(n, out_channels, side, tile, 48, threads, side * side),
+                            n * convolution.sample_tiles.py_func(side, side, tile)[1],
+                            convolution.panel_layout.py_func(out_channels)[0], threads)
     rng = np.random.default_rng(9)
     attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 16, 24, (27, 27), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1))
     run_step(convolution, attrs, inputs, outputs, 2, algorithm="winograd", tile=4, min_tasks=2)

@@ -487,12 +487,70 @@ def split_tasks(columns, task_columns, min_tasks, panels, group, balance_by_outp
 @njit(**SCALAR_FUNCTION)
 def task_share(task, columns, panels, column_panels, chunks, splits, panels_per_split):
     """Task ``task`` of ``split_tasks``' share: (group, first panel, end panel, first column,
-    its column count)."""
+    its column count). Negative splits: an even tail's share among -splits threads (``even_tail``,
+    ``tail_share``; group 0)."""
+    if splits < 0:
+        return tail_share(task, columns, panels, column_panels, chunks, -splits, panels_per_split)
     chunk, split, g = task % chunks, (task // chunks) % splits, task // (chunks * splits)
     first_panel = split * panels_per_split
     first_column = NR * (chunk * column_panels // chunks)
     chunk_columns = min(NR * ((chunk + 1) * column_panels // chunks), columns) - first_column
     return g, first_panel, min(panels, first_panel + panels_per_split), first_column, chunk_columns
+
+
+@njit(**SCALAR_FUNCTION)
+def tail_share(task, columns, panels, column_panels, head_chunks, threads, panels_per_split):
+    """Task ``task`` of ``even_tail``'s share of ``column_panels`` panels of columns among
+    ``threads``: head_chunks chunks (a multiple of threads) of column_panels // head_chunks panels
+    each, with every panel of A, then each of the last few panels split into threads tasks of
+    panels_per_split panels of A. Each thread's run of consecutive tasks (the chain's share, and
+    Numba's) holds head_chunks / threads chunks and one piece of each tail panel: the same work."""
+    width = column_panels // head_chunks
+    head, tail = head_chunks // threads, column_panels - head_chunks * width
+    owner, i = task // (head + tail), task % (head + tail)
+    first_panel, end_panel = 0, panels
+    if i < head:
+        first_column = NR * width * (owner * head + i)
+    else:
+        width = 1
+        first_column = NR * (head_chunks * (column_panels // head_chunks) + i - head)
+        first_panel = owner * panels_per_split
+        end_panel = min(panels, first_panel + panels_per_split)
+    return 0, first_panel, end_panel, first_column, min(first_column + NR * width, columns) - first_column
+
+
+@njit(**SCALAR_FUNCTION)
+def even_tail(column_panels, chunks, threads, panels):
+    """The chunks of an even-tailed share (``tail_share``) of ``column_panels`` panels of columns
+    split into ``chunks`` (as ``task_share`` spreads them) among ``threads``, or 0 where each
+    thread's run of chunks already holds as many panels, or where the tail would be more than a
+    panel a thread. Two threads that take each other's tasks still end up to a task apart: one
+    waits up to a whole chunk at the end of each layer (ResNet's 28x28 Winograd layers at n = 2,
+    7 panels for 2 threads: 25-28 us of a 150 us layer; its 3x3 stride-2 GEMM, 25 panels in 8
+    chunks, 12 for one thread and 13 for the other: 30 us of 330). Even-tailed, each thread
+    takes whole chunks of the narrowest width and a piece of each panel left over, split by
+    output channels (each piece packs the same columns again)."""
+    if threads < 2 or chunks < threads or panels < threads:
+        return 0
+    first_share = (chunks // threads) * column_panels // chunks  # (thread 0's panels)
+    uneven = False
+    for thread in range(threads):
+        first_chunk, end_chunk = thread * chunks // threads, (thread + 1) * chunks // threads
+        uneven = uneven or end_chunk * column_panels // chunks - first_chunk * column_panels // chunks != first_share
+    if not uneven:
+        return 0
+    width = column_panels // chunks
+    head_chunks = column_panels // width // threads * threads
+    tail = column_panels - head_chunks * width
+    return head_chunks if 0 < tail <= threads and tail < head_chunks else 0
+
+
+@njit(**SCALAR_FUNCTION)
+def share_tasks(column_panels, chunks, splits, group):
+    """The tasks of a share (``task_share``'s arguments)."""
+    if splits < 0:
+        return chunks + (column_panels - chunks * (column_panels // chunks)) * -splits
+    return group * splits * chunks
 
 
 @njit(**SCALAR_FUNCTION)
@@ -727,11 +785,23 @@ def pack_patches(packed, x_flat, pc, kc, column_panels, panel_columns, stride_w,
 def gemm_split(n, out_channels, group, task_columns, min_tasks, pixels):
     """How ``convolution_gemm_cpu`` shares out a batch of n (of ``pixels`` outputs per channel):
     (tasks, column_panels_total, chunks, splits, panels_per_split), ``split_tasks`` of its output
-    columns and panels of A."""
+    columns and panels of A, evened out among the threads by ``even_split``."""
     panels, _, _ = panel_layout(out_channels // group)
     column_panels_total, chunks, splits, panels_per_split = split_tasks(n * pixels, task_columns, min_tasks,
                                                                         panels, group, True)
-    return group * splits * chunks, column_panels_total, chunks, splits, panels_per_split
+    return even_split(column_panels_total, chunks, splits, panels_per_split, min_tasks, panels, group)
+
+
+@njit(**SCALAR_FUNCTION)
+def even_split(column_panels, chunks, splits, panels_per_split, threads, panels, group):
+    """(tasks, column_panels, chunks, splits, panels_per_split): ``split_tasks``' share as it is,
+    or even-tailed (``even_tail``; negative splits) where one ungrouped, unsplit layer's chunks
+    give the threads unequal runs."""
+    head_chunks = even_tail(column_panels, chunks, threads, panels) if group == 1 and splits == 1 else 0
+    if head_chunks > 0:
+        return (share_tasks(column_panels, head_chunks, -threads, 1), column_panels, head_chunks, -threads,
+                -(-panels // threads))
+    return group * splits * chunks, column_panels, chunks, splits, panels_per_split
 
 
 @njit(**PARALLEL_KERNEL)
@@ -816,7 +886,7 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
     pointwise = (row_offset.shape[0] == group_channels and stride_h == 1 and stride_w == 1 and pad_top == 0
                  and pad_left == 0 and pixels == plane)
     next_first, next_columns, next_group_offset = 0, 0, 0
-    if pointwise and task + 1 < group * splits * chunks:
+    if pointwise and task + 1 < share_tasks(column_panels_total, chunks, splits, group):
         next_g, _, _, next_first, next_columns = task_share(task + 1, columns, panels, column_panels_total, chunks,
                                                             splits, panels_per_split)
         next_group_offset = next_g * group_channels * plane
@@ -1050,12 +1120,13 @@ def winograd_split(n, out_channels, out_width, tile, task_columns, min_tasks, pi
     column_panels_total, chunks, splits, panels_per_split = split_tasks(columns, task_columns, min_tasks, panels, 1,
                                                                         False)
     # Chunks of unequal panels (7 panels as 1 + 2 + 2 + 2: 3 for one thread, 4 for the other)
-    # become a panel each, which the chain's threads even out by taking each other's. Each panel
+    # become a panel each (then ``even_split`` halves the seventh between the threads). Each panel
     # has a fixed cost (36 GEMMs, as short as the input's channels) that fewer tiles do not cut;
     # a task per panel only re-reads U, which stays in L2.
     if splits == 1 and chunks < column_panels_total and column_panels_total % chunks != 0:
         chunks = column_panels_total
-    return splits * chunks, column_panels_total, chunks, splits, panels_per_split
+    # (Each piece of a split tail panel transforms the same few tiles.)
+    return even_split(column_panels_total, chunks, splits, panels_per_split, min_tasks, panels, 1)
 
 
 @njit(**PARALLEL_KERNEL)
