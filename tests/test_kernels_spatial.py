@@ -366,15 +366,16 @@ def check_share(share, columns, panels, threads, group=1):
         assert tasks == group * chunks * splits
     covered = np.zeros((group, columns, panels), np.int64)
     work = np.zeros(threads)
-    for task in range(tasks):
-        g, first_panel, end_panel, first, count = convolution.task_share.py_func(
-            task, columns, panels, column_panels, chunks, splits, per_split)
+    shares = [convolution.task_share.py_func(task, columns, panels, column_panels, chunks, splits, per_split)
+              for task in range(tasks)]
+    for task, (g, first_panel, end_panel, first, count) in enumerate(shares):
         covered[g, first:first + count, first_panel:end_panel] += 1
         work[task * threads // tasks] += -(-count // convolution.NR) * (end_panel - first_panel) / panels
     assert (covered == 1).all()
-    if splits < 0:  # (the tail's pieces of A panels may differ by one panel of A each)
+    if splits < 0:  # (the tail's pieces, none empty, may differ by one panel of A each)
         tail = column_panels - chunks * (column_panels // chunks)
-        assert 0 < tail <= threads and work.max() - work.min() <= tail * per_split / panels
+        assert 0 < tail <= threads and work.max() - work.min() <= tail / panels + 1e-12
+        assert all(share[2] > share[1] for share in shares)
 
 
 def test_convolution_gemm_evens_out_the_threads_runs():
@@ -387,14 +388,18 @@ def test_convolution_gemm_evens_out_the_threads_runs():
     assert convolution.gemm_split.py_func(2, 128, 2, 64, 2, 196)[3] == 1
     for n in range(1, 12):
         for out_channels, pixels, task_columns, group in ((128, 196, 64, 1), (512, 196, 64, 1), (64, 784, 64, 1),
-                                                          (256, 169, 64, 1), (96, 169, 64, 2), (1000, 169, 128, 1)):
+                                                          (256, 169, 64, 1), (96, 169, 64, 2), (1000, 169, 128, 1),
+                                                          (28, 196, 64, 1)):
             for threads in (1, 2, 3, 4):
                 check_share(convolution.gemm_split.py_func(n, out_channels, group, task_columns, threads, pixels),
                             n * pixels, convolution.panel_layout.py_func(out_channels // group)[0], threads, group)
     rng = np.random.default_rng(10)
-    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 24, 40, (28, 28), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1))
-    run_step(convolution, attrs, inputs, outputs, 2, algorithm="gemm", columns_per_task=64, min_tasks=2)
-    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
+    # (28 outputs are 5 panels of A, which 4 threads' pieces of a tail panel share as 1 + 1 + 1 + 2)
+    for out_channels, threads in ((40, 2), (28, 4)):
+        attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 24, out_channels, (28, 28), (3, 3), (2, 2), (1, 1),
+                                                  (1, 1), (1, 1))
+        run_step(convolution, attrs, inputs, outputs, 2, algorithm="gemm", columns_per_task=64, min_tasks=threads)
+        check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
 
 
 @pytest.mark.parametrize("kernel, pads", [((1, 1), (0, 0)), ((3, 3), (1, 1))])

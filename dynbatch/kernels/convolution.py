@@ -490,7 +490,7 @@ def task_share(task, columns, panels, column_panels, chunks, splits, panels_per_
     its column count). Negative splits: an even tail's share among -splits threads (``even_tail``,
     ``tail_share``; group 0)."""
     if splits < 0:
-        return tail_share(task, columns, panels, column_panels, chunks, -splits, panels_per_split)
+        return tail_share(task, columns, panels, column_panels, chunks, -splits)
     chunk, split, g = task % chunks, (task // chunks) % splits, task // (chunks * splits)
     first_panel = split * panels_per_split
     first_column = NR * (chunk * column_panels // chunks)
@@ -499,12 +499,13 @@ def task_share(task, columns, panels, column_panels, chunks, splits, panels_per_
 
 
 @njit(**SCALAR_FUNCTION)
-def tail_share(task, columns, panels, column_panels, head_chunks, threads, panels_per_split):
+def tail_share(task, columns, panels, column_panels, head_chunks, threads):
     """Task ``task`` of ``even_tail``'s share of ``column_panels`` panels of columns among
     ``threads``: head_chunks chunks (a multiple of threads) of column_panels // head_chunks panels
-    each, with every panel of A, then each of the last few panels split into threads tasks of
-    panels_per_split panels of A. Each thread's run of consecutive tasks (the chain's share, and
-    Numba's) holds head_chunks / threads chunks and one piece of each tail panel: the same work."""
+    each, with every panel of A, then each of the last few panels split into threads tasks, each
+    of panels // threads or one more panels of A (none empty: ``even_tail`` asks for at least one
+    panel of A a thread). Each thread's run of consecutive tasks (the chain's share, and Numba's)
+    holds head_chunks / threads chunks and one piece of each tail panel: the same work."""
     width = column_panels // head_chunks
     head, tail = head_chunks // threads, column_panels - head_chunks * width
     owner, i = task // (head + tail), task % (head + tail)
@@ -514,8 +515,7 @@ def tail_share(task, columns, panels, column_panels, head_chunks, threads, panel
     else:
         width = 1
         first_column = NR * (head_chunks * (column_panels // head_chunks) + i - head)
-        first_panel = owner * panels_per_split
-        end_panel = min(panels, first_panel + panels_per_split)
+        first_panel, end_panel = owner * panels // threads, (owner + 1) * panels // threads
     return 0, first_panel, end_panel, first_column, min(first_column + NR * width, columns) - first_column
 
 
@@ -795,8 +795,8 @@ def gemm_split(n, out_channels, group, task_columns, min_tasks, pixels):
 @njit(**SCALAR_FUNCTION)
 def even_split(column_panels, chunks, splits, panels_per_split, threads, panels, group):
     """(tasks, column_panels, chunks, splits, panels_per_split): ``split_tasks``' share as it is,
-    or even-tailed (``even_tail``; negative splits) where one ungrouped, unsplit layer's chunks
-    give the threads unequal runs."""
+    or even-tailed (``even_tail``; negative splits, panels_per_split the largest piece of A) where
+    one ungrouped, unsplit layer's chunks give the threads unequal runs."""
     head_chunks = even_tail(column_panels, chunks, threads, panels) if group == 1 and splits == 1 else 0
     if head_chunks > 0:
         return (share_tasks(column_panels, head_chunks, -threads, 1), column_panels, head_chunks, -threads,
