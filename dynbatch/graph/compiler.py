@@ -14,8 +14,8 @@ scratch buffer its BLAS-based Deconvolution kernels share), it asks each layer's
 for ``(kernel, args)`` over views of it, so an inference is just ``kernel(n, *args)`` for each
 step, in order, with nothing looked up and no tensor buffer allocated. On the CPU each run of
 consecutive convolutions, poolings and FullyConnected layers of the kinds ``kernels.chain``
-takes is one step (``chain_convolutions``). On the GPU the arena is device memory (``dynbatch.gpu``) and the steps
-come from each module's ``gpu_step``.
+takes is one step (``chain_convolutions``). On the GPU the arena is device memory
+(``dynbatch.gpu``) and the steps come from each module's ``gpu_step``.
 """
 from __future__ import annotations
 
@@ -209,8 +209,9 @@ class CompiledNetwork:
 def chain_convolutions(steps: list[BoundStep], link_tasks: bool = True) -> list[BoundStep]:
     """``steps`` with each run of consecutive steps that ``chain.chainable`` takes (GEMM,
     Winograd, depthwise, stem and averaged convolutions, max pooling over 3-wide windows,
-    FullyConnected; one step alone too) made one step of ``chain.convolution_chain_cpu``: one parallel loop for the run,
-    which Numba's worker thread joins once rather than at every layer (7-18 us each time)."""
+    FullyConnected; one step alone too) made one step of ``chain.convolution_chain_cpu``: one
+    parallel loop for the run, which Numba's worker thread joins once rather than at every layer
+    (7-18 us each time)."""
     threads = numba.get_num_threads()
     chained, run = [], []
 
