@@ -488,8 +488,9 @@ def product_panels(following, remaining, kc, a, a_offset, b, b_offset, ldb, c, c
     return taken
 
 
-def _rows_kernel(mr: int):
-    """The intrinsic of ``rows_product``, for 1 to ``mr`` rows of A."""
+def _rows_kernel(mr: int, chains: int = 1):
+    """The intrinsic of ``rows_product``, for 1 to ``mr`` rows of A, each row's sum kept in
+    ``chains`` accumulators (reduction steps p with p % chains == c in the c-th), added at the end."""
     @intrinsic
     def kernel(typingctx, kc, a, a_offset, lda, rows, b, b_offset, ldb, c, c_offset, ldc, accumulate):
         sig = types.void(types.intp, a, types.intp, types.intp, types.intp, b, types.intp, types.intp, c,
@@ -500,7 +501,7 @@ def _rows_kernel(mr: int):
             a_ptr = _float_pointer(context, builder, signature.args[1], a, a_offset)
             b_ptr = _float_pointer(context, builder, signature.args[5], b, b_offset)
             c_ptr = _float_pointer(context, builder, signature.args[8], c, c_offset)
-            fma, accumulators = _fma_and_accumulators(builder, mr, NR)
+            fma, accumulators = _fma_and_accumulators(builder, mr * chains, NR)
             # Row i of A, or the last one where i >= rows (computed, never stored: nothing past
             # the caller's rows is read).
             last = builder.sub(rows, ir.Constant(rows.type, 1))
@@ -509,20 +510,34 @@ def _rows_kernel(mr: int):
                 index = ir.Constant(rows.type, i)
                 row = builder.select(builder.icmp_signed("<", index, rows), index, last)
                 a_rows.append(builder.gep(a_ptr, [builder.mul(row, lda)]))
-            with cgutils.for_range(builder, kc) as loop:
-                b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
-                b_vector = builder.load(_vector_at(builder, b_row, 0, NR), align=4)
-                for i in range(mr):
-                    a_vector = _splat(builder, builder.load(builder.gep(a_rows[i], [loop.index])), NR)
-                    builder.store(builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i])]),
-                                  accumulators[i])
+
+            def steps(first, count, step, chain_count):
+                """count loop trips from reduction step ``first``, each taking chain_count
+                steps ``step`` apart, the c-th into chain c."""
+                with cgutils.for_range(builder, count) as loop:
+                    for chain in range(chain_count):
+                        p = builder.add(first, builder.add(builder.mul(loop.index, ir.Constant(kc.type, step)),
+                                                           ir.Constant(kc.type, chain)))
+                        b_row = builder.gep(b_ptr, [builder.mul(p, ldb)])
+                        b_vector = builder.load(_vector_at(builder, b_row, 0, NR), align=4)
+                        for i in range(mr):
+                            a_vector = _splat(builder, builder.load(builder.gep(a_rows[i], [p])), NR)
+                            held = accumulators[i * chains + chain]
+                            builder.store(builder.call(fma, [a_vector, b_vector, builder.load(held)]), held)
+
+            whole = builder.sdiv(kc, ir.Constant(kc.type, chains))
+            steps(ir.Constant(kc.type, 0), whole, chains, chains)
+            done = builder.mul(whole, ir.Constant(kc.type, chains))
+            steps(done, builder.sub(kc, done), 1, 1)
 
             def store(add_partial):
                 for i in range(mr):
                     with builder.if_then(builder.icmp_signed("<", ir.Constant(rows.type, i), rows)):
                         c_row = _vector_at(builder, builder.gep(c_ptr, [builder.mul(ldc, ir.Constant(ldc.type, i))]),
                                            0, NR)
-                        total = builder.load(accumulators[i])
+                        total = builder.load(accumulators[i * chains])
+                        for chain in range(1, chains):
+                            total = builder.fadd(total, builder.load(accumulators[i * chains + chain]))
                         if add_partial:
                             total = builder.fadd(builder.load(c_row, align=4), total)
                         builder.store(total, c_row, align=4)
@@ -535,7 +550,13 @@ def _rows_kernel(mr: int):
     return kernel
 
 
-rows_product_1, rows_product_2, rows_product_6 = _rows_kernel(1), _rows_kernel(2), _rows_kernel(MR)
+#: One and two rows keep two chains of sums a row: with one, each step waited out the previous
+#: multiply-add's latency (4 cycles), so a lone row read its B at a 64-byte row per 4 cycles,
+#: 134-152 GB/s from L3 on two threads where plain reads reach 190. With two, FullyConnected
+#: (``layer_ab.py --layer fully_connected``) took 0.79x the time at n = 1, 0.80x at n = 2, 0.87x
+#: at n = 8 (its last two rows), 0.98x at n = 32; four chains 0.99x-1.01x of two, and six rows,
+#: six chains already, 1.01x-1.02x with two each.
+rows_product_1, rows_product_2, rows_product_6 = _rows_kernel(1, 2), _rows_kernel(2, 2), _rows_kernel(MR)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -543,9 +564,8 @@ def rows_product(kc, a, a_offset, lda, rows, b, b_offset, ldb, c, c_offset, ldc,
     """c[c_offset + i*ldc + j] = (c[...] if accumulate else 0) + sum_{p < kc} a[a_offset + i*lda +
     p] * b[b_offset + p*ldb + j] for i < rows (1 to MR), j < NR. A's rows are read where they
     are, a row apart (FullyConnected's input rows), not packed. One or two rows take kernels of
-    their own: a lone row in the 6-row kernel (the others repeating it, never stored) took 1.2x
-    the time of a 1-row kernel, whose one chain of multiply-adds LLVM splits when it unrolls the
-    loop (fastmath)."""
+    their own, with two chains of sums a row: a lone row in the 6-row kernel (the others
+    repeating it, never stored) took 1.2x the time of a 1-row kernel of one chain."""
     if rows == 1:
         rows_product_1(kc, a, a_offset, lda, rows, b, b_offset, ldb, c, c_offset, ldc, accumulate)
     elif rows == 2:
