@@ -1,7 +1,7 @@
-"""Whole networks with the convolution, pooling and SoftMax kernels of a git revision against the
-working tree's, in one process: a change to ``chain.py``, ``convolution.py`` (with ``gemm.py``,
-``stem.py``, ``depthwise.py``, ``winograd.py``), ``pooling.py`` or ``softmax.py`` measured end to
-end.
+"""Whole networks with the convolution, pooling, FullyConnected and SoftMax kernels of a git
+revision against the working tree's, in one process: a change to ``chain.py``, ``convolution.py``
+(with ``gemm.py``, ``stem.py``, ``depthwise.py``, ``winograd.py``), ``pooling.py``,
+``fully_connected.py`` or ``softmax.py`` measured end to end.
 
     python benchmarks/network_ab.py REVISION [--networks resnet,squeezenet,mobilenet] [--batches 1,8,32]
         [--calls 41] [--threads 2]
@@ -33,18 +33,20 @@ import compare  # noqa: E402  (the benchmark networks)
 import convolution_ab  # noqa: E402  (a revision's kernel modules, importable beside the working tree's)
 
 
-def revision_calls(request, old_chain, old_convolution, old_pooling, old_softmax):
+def revision_calls(request, old_chain, old_convolution, old_pooling, old_fully_connected, old_softmax):
     """The request's (kernel, args) per step, each convolution kernel replaced by the revision's
     (where it has one of that name), each pooling kernel by the one the revision's
-    ``choose_cpu_kernel`` picks and each SoftMax kernel by the revision's. A chain is bound again
-    by the revision's ``chain_step`` from its members' arguments (its rows and task functions are
-    the revision's): into the runs that the revision chains, and the members it does not (a max
-    pooling before 2026-11-28) called alone between them."""
+    ``choose_cpu_kernel`` picks and each FullyConnected and SoftMax kernel by the revision's. A
+    chain is bound again by the revision's ``chain_step`` from its members' arguments (its rows
+    and task functions are the revision's): into the runs that the revision chains, and the
+    members it does not (a max pooling before 2026-11-28) called alone between them."""
     def old_kernel(step):
         if step.layer.type == "Pooling":  # (the same arguments for all its kernels)
             return old_pooling.choose_cpu_kernel(step.layer.normalized, step.args[0].shape, step.args[-1].shape)
         if step.layer.type == "SoftMax":
             return old_softmax.softmax_cpu
+        if step.layer.type == "FullyConnected":
+            return old_fully_connected.fully_connected_cpu
         if step.exec_type.startswith("convolution_") and hasattr(old_convolution, step.exec_type):
             return getattr(old_convolution, step.exec_type)  # (GEMM, Winograd, direct, averaged)
         return step.kernel
@@ -92,19 +94,21 @@ def main():
     numba.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     try:
-        modules = ("chain", *convolution_ab.CONVOLUTION_MODULES, "pooling", "softmax")
+        modules = ("chain", *convolution_ab.CONVOLUTION_MODULES, "pooling", "fully_connected", "softmax")
         old_chain = convolution_ab.load_revision(args.revision, modules=modules)
         old_convolution = importlib.import_module("dynbatch.kernels._ab_convolution")
         old_pooling = importlib.import_module("dynbatch.kernels._ab_pooling")
+        old_fully_connected = importlib.import_module("dynbatch.kernels._ab_fully_connected")
         old_softmax = importlib.import_module("dynbatch.kernels._ab_softmax")
-        print(f"convolution, pooling and SoftMax kernels at {args.revision} (old) against the working tree (new), "
-              f"{args.threads} threads, median of {args.calls} alternating calls (fewer at n = 32)")
+        print(f"convolution, pooling, FullyConnected and SoftMax kernels at {args.revision} (old) against the "
+              f"working tree (new), {args.threads} threads, median of {args.calls} alternating calls (fewer at n = 32)")
         for name in args.networks.split(","):
             model = {**compare.NETWORKS, **compare.EXTRA_NETWORKS}[name]()
             network = db.read_network(model, batch=max(batches))
             request = db.Core().load_network(network, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES}).create_infer_request()
             x = np.random.default_rng(0).standard_normal((max(batches), *compare.sample_shape(model))).astype(np.float32)
-            old_calls = revision_calls(request, old_chain, old_convolution, old_pooling, old_softmax)
+            old_calls = revision_calls(request, old_chain, old_convolution, old_pooling, old_fully_connected,
+                                       old_softmax)
             versions = {"old": old_calls, "new": request._calls}
             for n in batches:
                 request.set_batch(n)
