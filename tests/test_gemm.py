@@ -14,8 +14,8 @@ from dynbatch.kernels.epilogue import NO_ACTIVATION
 from dynbatch.kernels.gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NR, masked_copy_panel_row,
                                    masked_copy_panel_row_two_runs, micro_kernel_4, micro_kernel_6,
                                    micro_kernel_10, micro_kernel_12, micro_kernel_12x8_product, micro_kernel_16,
-                                   micro_kernel_24, micro_kernel_panels,
-                                   PANELS_PER_CALL, WIDE_VECTORS,
+                                   micro_kernel_24, micro_kernel_panels, micro_kernel_6x32, micro_kernel_10x32,
+                                   micro_kernel_12x32, micro_kernel_pair_panels, PANELS_PER_CALL, WIDE_VECTORS,
                                    NARROW_COLUMNS, pack_weights, panel_rows, rows_product, short_panel_product,
                                    SHORT_PANEL_COLUMNS, transpose_copy_panel_rows)
 from tests.naive import REFERENCES
@@ -93,6 +93,110 @@ def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, 
             value = activate(value, activation, alpha, beta)
         expected[at:at + NR] = value
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)  # rows >= rows and the gaps untouched
+
+
+def pair_kernel_caller(kernel):
+    """A jitted call of one two-panel micro-kernel intrinsic (``micro_kernel_12x32``'s arguments)."""
+    @njit
+    def call(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, rows, accumulate, finish, biases,
+             bias_offset, residual, has_residual, activation, alpha, beta):
+        kernel(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, rows, accumulate, finish, biases,
+               bias_offset, residual, has_residual, activation, alpha, beta)
+    return call
+
+
+CALL_PAIR_KERNEL = {mr: pair_kernel_caller(kernel) for mr, kernel in (
+    (6, micro_kernel_6x32), (10, micro_kernel_10x32), (12, micro_kernel_12x32))}
+
+
+def panel_matrix(a, kc, mr):
+    """The (mr, kc) rows of A packed as ``mr // MR`` full panels, then one of the mr % MR others."""
+    parts = np.split(a, [kc * MR * (p + 1) for p in range(mr // MR)])
+    return np.concatenate([part.reshape(kc, -1).T for part in parts if part.size]).astype(np.float64)
+
+
+@pytest.mark.parametrize("accumulate,finish,has_residual,activation",
+                         list(itertools.product([False, True], [False, True], [False, True],
+                                                [NO_ACTIVATION, RELU, CLAMP])))
+@settings(deadline=None, max_examples=10)
+@given(mr=st.sampled_from(sorted(CALL_PAIR_KERNEL)), kc=st.integers(1, 40), in_place=st.booleans(),
+       ldb_extra=st.integers(0, 5), ldc_extra=st.integers(0, 7), rows_missing=st.integers(0, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_pair_micro_kernel_matches_numpy(mr, kc, in_place, ldb_extra, ldc_extra, rows_missing, accumulate, finish,
+                                         has_residual, activation, seed):
+    """The mr x 32 kernels: columns NR.. from B's second panel, b_second after the first (the next
+    packed panel, kc * NR on, or the next NR columns of rows read in place), stored NR after the
+    first panel's in each row of c, every store option as the one-panel kernels."""
+    rng = np.random.default_rng(seed)
+    rows = max(1, mr - rows_missing)
+    a_offset, b_offset, c_offset, bias_offset = 3, 5, 7, 2
+    if in_place:  # one matrix of rows ldb long, the two panels side by side
+        ldb, b_second = 2 * NR + ldb_extra, NR
+        b = rng.uniform(-1, 1, b_offset + kc * ldb).astype(np.float32)
+        columns = b[b_offset:].reshape(kc, ldb)[:, :2 * NR]
+    else:  # two packed panels, each kc rows of NR (plus ldb_extra floats a row), one after the other
+        ldb = NR + ldb_extra
+        b_second = kc * ldb + ldb_extra
+        b = rng.uniform(-1, 1, b_offset + b_second + kc * ldb).astype(np.float32)
+        first = b[b_offset:b_offset + kc * ldb].reshape(kc, ldb)[:, :NR]
+        second = b[b_offset + b_second:].reshape(kc, ldb)[:, :NR]
+        columns = np.concatenate([first, second], axis=1)
+    ldc = 2 * NR + ldc_extra
+    a = rng.uniform(-1, 1, a_offset + kc * mr).astype(np.float32)
+    c = rng.uniform(-1, 1, c_offset + mr * ldc + NR).astype(np.float32)
+    residual = rng.uniform(-1, 1, c.shape).astype(np.float32)
+    biases = rng.uniform(-1, 1, bias_offset + mr).astype(np.float32)
+    alpha, beta = np.float32(0.1 if activation == RELU else -0.3), np.float32(0.4)
+    before = c.copy()
+    CALL_PAIR_KERNEL[mr](kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                         biases, bias_offset, residual, has_residual, activation, alpha, beta)
+    panel = panel_matrix(a[a_offset:], kc, mr)
+    expected = before.copy()
+    for i in range(rows):
+        at = slice(c_offset + i * ldc, c_offset + i * ldc + 2 * NR)
+        value = panel[i] @ columns.astype(np.float64) + (before[at] if accumulate else 0.0)
+        if finish:
+            value = value + (residual[at] if has_residual else 0.0) + biases[bias_offset + i]
+            value = activate(value, activation, alpha, beta)
+        expected[at] = value
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)  # rows >= rows and the gaps untouched
+
+
+@njit
+def call_micro_kernel_pair_panels(following, remaining, kc, a, b, c, ldc, rows, biases):
+    return micro_kernel_pair_panels(following, remaining, kc, a, 0, b, 0, kc * NR, NR, c, 0, ldc, rows, False, True,
+                                    biases, 0, c, False, NO_ACTIVATION, np.float32(0.0), np.float32(0.0))
+
+
+@pytest.mark.parametrize("following,short", [(f, s) for f in range(6) for s in (False, True) if f or s])
+@pytest.mark.parametrize("rows", [1, 6, 7, 10, 12, 13, 30])
+def test_micro_kernel_pair_panels_takes_one_or_two_a_panels(following, short, rows):
+    """Of ``following`` full A panels, then (``short``) the 4-row last one, against two packed B
+    panels: two full ones a call (12 x 32) unless that would leave the short one alone, the last
+    full one with the short one (10 x 32), a lone full one (6 x 32), a lone short one (1); the
+    rows of the panels taken (at most ``rows``) are the product plus the bias in all 32 columns,
+    and no row past them is touched."""
+    rng = np.random.default_rng(rows * 100 + following * 2 + short)
+    remaining = following + short
+    kc, ldc, most = 9, 2 * NR + 3, following * MR + 4 * short
+    a = rng.uniform(-1, 1, most * kc).astype(np.float32)
+    b = rng.uniform(-1, 1, 2 * kc * NR).astype(np.float32)
+    biases = rng.uniform(-1, 1, most).astype(np.float32)
+    c = rng.uniform(-1, 1, most * ldc + 1).astype(np.float32)
+    before = c.copy()
+    taken = call_micro_kernel_pair_panels(following, remaining, kc, a, b, c, ldc, rows, biases)
+    assert taken == (2 if following >= 3 or (following == 2 and not short) or (following == 1 and short) else 1)
+    panels = [a[p * MR * kc:(p + 1) * MR * kc].reshape(kc, MR).T for p in range(following)]
+    weights = np.concatenate(panels + ([a[following * MR * kc:].reshape(kc, 4).T] if short else []))
+    columns = np.concatenate([b[:kc * NR].reshape(kc, NR), b[kc * NR:].reshape(kc, NR)], axis=1)
+    product = weights.astype(np.float64) @ columns.astype(np.float64) + biases[:, None]
+    stored = min(rows, sum(len(panel) for panel in (panels + [[0] * 4])[:taken]))
+    for i in range(most):
+        line = slice(i * ldc, i * ldc + 2 * NR)
+        if i < stored:
+            np.testing.assert_allclose(c[line], product[i], rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(c[line], before[line])
 
 
 @njit

@@ -13,9 +13,10 @@ from numba import njit, prange
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
 from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
-                   PANELS_PER_CALL, SHORT_PANEL_COLUMNS, address, copy_lanes, empty_panels, masked_copy_panel_row_runs,
-                   micro_kernel_panels, pack_weights, panel_layout, panels_a_call, prefetch_rows, product_panels,
-                   short_panel_product, transpose_copy_panel_rows)
+                   PANELS_PER_CALL, SHORT_PANEL_COLUMNS, WIDE_VECTORS, address, copy_lanes, empty_panels,
+                   masked_copy_panel_row_runs, micro_kernel_pair_panels, micro_kernel_panels, pack_weights,
+                   panel_layout, panels_a_call, prefetch_rows, product_panels, short_panel_product,
+                   transpose_copy_panel_rows)
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
 from .stem import STEM_CHANNEL_MULTIPLE, STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_run, pack_stem, stem_pixels
 from .views import as_4d
@@ -911,29 +912,44 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
         # 1000-channel layer would otherwise stream all its weights from L3 per B panel.
         last_block = pc + KC >= reduction
         for block in range(first_panel, end_panel, PANELS_PER_BLOCK):
-            for jp in range(column_panels):
-                if in_place and panel_one_run[jp]:  # x's rows pc.. of these columns, plane apart
-                    b_source, b_offset, ldb = x_at, column_base[jp * NR] + pc * plane, plane
+            block_end = min(end_panel, block + PANELS_PER_BLOCK)
+            jp = 0
+            while jp < column_panels:
+                own_rows = in_place and panel_one_run[jp]
+                if own_rows:  # x's rows pc.. of these columns, plane apart
+                    b_source, b_offset, ldb, b_second = x_at, column_base[jp * NR] + pc * plane, plane, NR
                 else:
-                    b_source, b_offset, ldb = packed_at, jp * kc * NR, NR
+                    b_source, b_offset, ldb, b_second = packed_at, jp * kc * NR, NR, kc * NR
                 valid = min(NR, chunk_columns - jp * NR)  # (under NR: the last panel, through the product)
-                block_end = min(end_panel, block + PANELS_PER_BLOCK)
-                fetch_at, fetch_count = -1, 0
+                paired = paired_with_next(jp, column_panels, chunk_columns, in_place, panel_one_run, column_base) and (
+                    direct_out[jp + 1] < 0 if direct_out[jp] < 0 else direct_out[jp + 1] == direct_out[jp] + NR)
+                taken_columns = 2 if paired else 1  # (column panels this pass takes)
+                fetch_at, fetch_second, fetch_count = -1, -1, 0
                 if pointwise and block == first_panel:
-                    if in_place and jp + 1 < column_panels:
-                        if panel_one_run[jp + 1]:
-                            fetch_at, fetch_count = column_base[(jp + 1) * NR] + pc * plane, kc
+                    if in_place and jp + taken_columns < column_panels:
+                        for q in range(jp + taken_columns, min(column_panels, jp + 2 * taken_columns)):
+                            if panel_one_run[q]:
+                                at = column_base[q * NR] + pc * plane
+                                fetch_at, fetch_second = (at, -1) if q == jp + taken_columns else (fetch_at, at)
+                        fetch_count = kc
                     elif last_block and jp * NR < next_columns:  # (in place: at its last panel)
                         column = next_first + (0 if in_place else jp * NR)
                         fetch_at = (column // pixels) * channels * plane + next_group_offset + column % pixels
+                        column += NR
+                        if paired and column < next_first + next_columns:
+                            fetch_second = (column // pixels) * channels * plane + next_group_offset + column % pixels
                         fetch_count = min(KC, reduction)
-                fetch_rows = -(-fetch_count // -(-(block_end - block) // PANELS_PER_CALL))
+                panels_per_call = 2 if paired else PANELS_PER_CALL
+                fetch_rows = -(-fetch_count // -(-(block_end - block) // panels_per_call))
                 fetched = 0
                 panel = block
                 while panel < block_end:
                     if fetched < fetch_count:
                         count = min(fetch_rows, fetch_count - fetched)
-                        prefetch_rows(x_flat, fetch_at + fetched * plane, plane, count)
+                        if fetch_at >= 0:
+                            prefetch_rows(x_flat, fetch_at + fetched * plane, plane, count)
+                        if fetch_second >= 0:
+                            prefetch_rows(x_flat, fetch_second + fetched * plane, plane, count)
                         fetched += count
                     a_offset = a_group + pc * padded_rows + panel * MR * kc
                     k = g * group_rows + panel * MR
@@ -943,17 +959,23 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                     else:
                         c, ldc, finish, accumulate = product_at, panel_columns, False, pc > 0
                         c_offset = (panel - first_panel) * MR * panel_columns + jp * NR
-                    if valid <= SHORT_PANEL_COLUMNS:
+                    following = min(block_end, padded_rows // MR) - panel
+                    if paired:
+                        panel += micro_kernel_pair_panels(
+                            following, block_end - panel, kc, packed_weights, a_offset, b_source, b_offset, b_second,
+                            ldb, c, c_offset, ldc, group_rows - panel * MR, accumulate, finish, biases, k,
+                            residual_flat, has_residual and not onto_residual, activation, alpha, beta)
+                    elif valid <= SHORT_PANEL_COLUMNS:
                         panel += short_panel_product(
                             valid, panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows,
                             panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source, b_offset, ldb, c,
                             c_offset, ldc, group_rows - panel * MR, accumulate)
-                        continue
-                    panel += micro_kernel_panels(
-                        min(block_end, padded_rows // MR) - panel, block_end - panel,
-                        kc, packed_weights, a_offset, b_source, b_offset, ldb, c, c_offset, ldc,
-                        group_rows - panel * MR, accumulate, finish, biases, k, residual_flat,
-                        has_residual and not onto_residual, activation, alpha, beta)
+                    else:
+                        panel += micro_kernel_panels(
+                            following, block_end - panel, kc, packed_weights, a_offset, b_source, b_offset, ldb, c,
+                            c_offset, ldc, group_rows - panel * MR, accumulate, finish, biases, k, residual_flat,
+                            has_residual and not onto_residual, activation, alpha, beta)
+                jp += taken_columns
     # The panels that span two samples or end the batch went to the product: their epilogue.
     for jp in range(column_panels):
         if direct_out[jp] >= 0:
@@ -970,6 +992,20 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                 epilogue_at(product, line + column - first_column, out_flat, at, length, biases[k],
                             residual_flat, at, has_residual, activation, alpha, beta)
                 column += length
+
+
+@njit(**SCALAR_FUNCTION)
+def paired_with_next(jp, column_panels, chunk_columns, in_place, panel_one_run, column_base):
+    """Whether a task multiplies its column panel jp together with jp + 1
+    (``gemm.micro_kernel_pair_panels``): with WIDE_VECTORS, where both are whole and both read x
+    in place a panel apart or both are packed. (``gemm_task`` also needs both written straight
+    into out a panel apart, or both into its product.)"""
+    if not WIDE_VECTORS or (jp + 2) * NR > chunk_columns or jp + 2 > column_panels:
+        return False
+    own_rows = in_place and panel_one_run[jp]
+    if own_rows != (in_place and panel_one_run[jp + 1]):
+        return False
+    return not own_rows or column_base[(jp + 1) * NR] == column_base[jp * NR] + NR
 
 
 @njit(**SCALAR_FUNCTION)
@@ -1057,12 +1093,14 @@ def gemm_average_task(task, splits, x, x_flat, packed_weights, biases, stride_h,
                 block_end = min(end_panel, block + PANELS_PER_BLOCK)
                 base = first_panel if keep_all else block  # the product's first panel
                 last_block = pc + KC >= reduction
-                for jp in range(column_panels):
+                jp = 0
+                while jp < column_panels:
                     if in_place and panel_one_run[jp]:
-                        b_source, b_offset, ldb = x_flat, column_base[jp * NR] + pc * plane, plane
+                        b_source, b_offset, ldb, b_second = x_flat, column_base[jp * NR] + pc * plane, plane, NR
                     else:
-                        b_source, b_offset, ldb = packed, jp * kc * NR, NR
+                        b_source, b_offset, ldb, b_second = packed, jp * kc * NR, NR, kc * NR
                     valid = min(NR, chunk_columns - jp * NR)
+                    paired = paired_with_next(jp, column_panels, chunk_columns, in_place, panel_one_run, column_base)
                     panel = block
                     while panel < block_end:
                         if jp == 0 and last_block and has_residual:
@@ -1077,16 +1115,23 @@ def gemm_average_task(task, splits, x, x_flat, packed_weights, biases, stride_h,
                         c_offset = (panel - base) * MR * panel_columns + jp * NR
                         # (The short and whole panels' calls written out as in gemm_task: as one
                         # function shared with it, its layers took 1.01x-1.20x the time.)
-                        if valid <= SHORT_PANEL_COLUMNS:
+                        following = min(block_end, padded_rows // MR) - panel
+                        if paired:
+                            panel += micro_kernel_pair_panels(
+                                following, block_end - panel, kc, packed_weights, a_offset, b_source, b_offset,
+                                b_second, ldb, product, c_offset, panel_columns, out_channels - panel * MR, pc > 0,
+                                False, biases, 0, product, False, 0, alpha, beta)
+                        elif valid <= SHORT_PANEL_COLUMNS:
                             panel += short_panel_product(
                                 valid, panel + 1 < block_end and panel * MR + 2 * MR <= padded_rows,
                                 panel * MR + MR <= padded_rows, kc, packed_weights, a_offset, b_source, b_offset,
                                 ldb, product, c_offset, panel_columns, out_channels - panel * MR, pc > 0)
-                            continue
-                        panel += micro_kernel_panels(
-                            min(block_end, padded_rows // MR) - panel, block_end - panel, kc,
-                            packed_weights, a_offset, b_source, b_offset, ldb, product, c_offset, panel_columns,
-                            out_channels - panel * MR, pc > 0, False, biases, 0, product, False, 0, alpha, beta)
+                        else:
+                            panel += micro_kernel_panels(
+                                following, block_end - panel, kc, packed_weights, a_offset, b_source, b_offset, ldb,
+                                product, c_offset, panel_columns, out_channels - panel * MR, pc > 0, False, biases, 0,
+                                product, False, 0, alpha, beta)
+                    jp += 2 if paired else 1
                 if last_block:  # the block's rows are finished for these columns
                     for row in range(block * MR, min(out_channels, block_end * MR)):
                         sums[row - first_panel * MR] += epilogue_sum(

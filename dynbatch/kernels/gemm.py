@@ -252,102 +252,123 @@ def _fma_and_accumulators(builder, count, width):
     return fma, [cgutils.alloca_once_value(builder, ir.Constant(row_vector, [0.0] * width)) for _ in range(count)]
 
 
-def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True):
+def _micro_kernel(mr: int, nr: int = NR, epilogue: bool = True, vectors: int = 1):
     """The intrinsic computing an ``mr`` x ``nr`` block, see ``micro_kernel_6``. Its A is mr // MR
     full panels of MR rows, each MR * kc floats after the one before, then where mr % MR is not 0
     one panel of that many rows: a layer's short last panel (4 rows, ``panel_layout``). Without
     ``epilogue``, ``finish`` is taken as False and only the two plain store sequences are made
     (half the code of a kernel that calls it, and of its compile time, is the epilogue's
-    sixteen)."""
+    sixteen). With ``vectors`` 2, the block is mr x 2nr, two panels of B side by side (see
+    ``micro_kernel_12x32``): the intrinsic then takes ``b_second`` after ``b_offset``."""
     full_rows, short_rows = mr - mr % MR, mr % MR
 
-    @intrinsic
-    def kernel(typingctx, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
-               biases, bias_offset, residual, has_residual, activation, alpha, beta):
-        sig = types.void(types.intp, a, types.intp, b, types.intp, types.intp, c, types.intp, types.intp, types.intp,
-                         types.boolean, types.boolean, biases, types.intp, residual, types.boolean, types.intp,
-                         types.float32, types.float32)
+    def codegen(context, builder, signature, args, b_second):
+        (kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+         biases, bias_offset, residual, has_residual, activation, alpha, beta) = args
+        a_ptr = _float_pointer(context, builder, signature.args[1], a, a_offset)
+        b_ptr = _float_pointer(context, builder, signature.args[3], b, b_offset)
+        c_ptr = _float_pointer(context, builder, signature.args[6], c, c_offset)
+        bias_ptr = _float_pointer(context, builder, signature.args[12], biases, bias_offset)
+        residual_ptr = _float_pointer(context, builder, signature.args[14], residual, c_offset)
+        fma, accumulators = _fma_and_accumulators(builder, mr * vectors, nr)
+        # The block's rows of c (and of the residual) lie a whole row of the output apart, far
+        # from each other and from anything the loop touches: fetch their cache lines now, so
+        # that the loop hides the misses the stores would wait for.
+        def fetch(pointer, write):
+            for i in range(mr):
+                row = builder.gep(pointer, [builder.mul(ldc, ir.Constant(ldc.type, i))])
+                for last in range(0, vectors * nr, nr):  # (an unaligned vector spans two lines)
+                    _prefetch(builder, builder.gep(row, [ir.Constant(ldc.type, last)]), write)
+                _prefetch(builder, builder.gep(row, [ir.Constant(ldc.type, vectors * nr - 1)]), write)
 
-        def codegen(context, builder, signature, args):
-            (kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
-             biases, bias_offset, residual, has_residual, activation, alpha, beta) = args
-            a_ptr = _float_pointer(context, builder, signature.args[1], a, a_offset)
-            b_ptr = _float_pointer(context, builder, signature.args[3], b, b_offset)
-            c_ptr = _float_pointer(context, builder, signature.args[6], c, c_offset)
-            bias_ptr = _float_pointer(context, builder, signature.args[12], biases, bias_offset)
-            residual_ptr = _float_pointer(context, builder, signature.args[14], residual, c_offset)
-            fma, accumulators = _fma_and_accumulators(builder, mr, nr)
-            # The block's rows of c (and of the residual) lie a whole row of the output apart, far
-            # from each other and from anything the loop touches: fetch their cache lines now, so
-            # that the loop hides the misses the stores would wait for.
-            def fetch(pointer, write):
-                for i in range(mr):
-                    row = builder.gep(pointer, [builder.mul(ldc, ir.Constant(ldc.type, i))])
-                    for last in (0, nr - 1):  # (an unaligned row spans two lines)
-                        _prefetch(builder, builder.gep(row, [ir.Constant(ldc.type, last)]), write)
+        if not epilogue:
+            finish = ir.Constant(ir.IntType(1), 0)
+        with builder.if_then(builder.or_(accumulate, finish)):
+            fetch(c_ptr, True)
+        if epilogue:
+            with builder.if_then(builder.and_(finish, has_residual)):
+                fetch(residual_ptr, False)
+        # (The 6 x 16 kernel and the others stay unrolled: not unrolled, whole layers took
+        # 1.03x-1.13x the time at n = 1 and 8.)
+        steps = steps_not_unrolled if mr * vectors > MR else cgutils.for_range
+        with steps(builder, kc) as loop:
+            b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
+            b_vectors = [builder.load(_vector_at(builder, b_row, 0 if v == 0 else b_second, nr), align=4)
+                         for v in range(vectors)]
+            a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(kc.type, MR))])
+            short_row = builder.gep(a_ptr, [builder.add(builder.mul(kc, ir.Constant(kc.type, full_rows)),
+                                                        builder.mul(loop.index, ir.Constant(kc.type, short_rows)))])
+            for i in range(mr):
+                # Row i of A: in full panel i // MR (each MR * kc floats), at i % MR; past
+                # them, in the short panel.
+                if i < full_rows:
+                    panel_start = builder.mul(kc, ir.Constant(kc.type, i - i % MR))
+                    a_pointer = builder.gep(a_row, [builder.add(panel_start, ir.Constant(kc.type, i % MR))])
+                else:
+                    a_pointer = builder.gep(short_row, [ir.Constant(kc.type, i - full_rows)])
+                a_vector = _splat(builder, builder.load(a_pointer), nr)
+                for v, b_vector in enumerate(b_vectors):
+                    held = accumulators[i * vectors + v]
+                    builder.store(builder.call(fma, [a_vector, b_vector, builder.load(held)]), held)
 
-            if not epilogue:
-                finish = ir.Constant(ir.IntType(1), 0)
-            with builder.if_then(builder.or_(accumulate, finish)):
-                fetch(c_ptr, True)
-            if epilogue:
-                with builder.if_then(builder.and_(finish, has_residual)):
-                    fetch(residual_ptr, False)
-            # (The 6 x 16 kernel and the others stay unrolled: not unrolled, whole layers took
-            # 1.03x-1.13x the time at n = 1 and 8.)
-            steps = steps_not_unrolled if mr > MR else cgutils.for_range
-            with steps(builder, kc) as loop:
-                b_row = builder.gep(b_ptr, [builder.mul(loop.index, ldb)])
-                b_vector = builder.load(_vector_at(builder, b_row, 0, nr), align=4)
-                a_row = builder.gep(a_ptr, [builder.mul(loop.index, ir.Constant(kc.type, MR))])
-                short_row = builder.gep(a_ptr, [builder.add(builder.mul(kc, ir.Constant(kc.type, full_rows)),
-                                                            builder.mul(loop.index, ir.Constant(kc.type, short_rows)))])
-                for i in range(mr):
-                    # Row i of A: in full panel i // MR (each MR * kc floats), at i % MR; past
-                    # them, in the short panel.
-                    if i < full_rows:
-                        panel_start = builder.mul(kc, ir.Constant(kc.type, i - i % MR))
-                        a_pointer = builder.gep(a_row, [builder.add(panel_start, ir.Constant(kc.type, i % MR))])
-                    else:
-                        a_pointer = builder.gep(short_row, [ir.Constant(kc.type, i - full_rows)])
-                    a_vector = _splat(builder, builder.load(a_pointer), nr)
-                    total = builder.call(fma, [a_vector, b_vector, builder.load(accumulators[i])])
-                    builder.store(total, accumulators[i])
-
-            def store(add_partial, finishing, add_residual, code):
-                """The block's rows < rows into c: one sequence per combination of the flags
-                (chosen once per call below), so that no store waits on a test."""
-                for i in range(mr):
-                    with builder.if_then(builder.icmp_signed("<", ir.Constant(rows.type, i), rows)):
-                        offset = builder.mul(ldc, ir.Constant(ldc.type, i))
-                        c_row, residual_row = builder.gep(c_ptr, [offset]), builder.gep(residual_ptr, [offset])
-                        total = builder.load(accumulators[i])
+        def store(add_partial, finishing, add_residual, code):
+            """The block's rows < rows into c: one sequence per combination of the flags
+            (chosen once per call below), so that no store waits on a test."""
+            for i in range(mr):
+                with builder.if_then(builder.icmp_signed("<", ir.Constant(rows.type, i), rows)):
+                    offset = builder.mul(ldc, ir.Constant(ldc.type, i))
+                    c_row, residual_row = builder.gep(c_ptr, [offset]), builder.gep(residual_ptr, [offset])
+                    for v in range(vectors):
+                        total = builder.load(accumulators[i * vectors + v])
                         if add_partial:
-                            total = builder.fadd(builder.load(_vector_at(builder, c_row, 0, nr), align=4), total)
+                            total = builder.fadd(builder.load(_vector_at(builder, c_row, v * nr, nr), align=4), total)
                         if finishing:
                             if add_residual:
-                                shortcut = builder.load(_vector_at(builder, residual_row, 0, nr), align=4)
+                                shortcut = builder.load(_vector_at(builder, residual_row, v * nr, nr), align=4)
                                 total = builder.fadd(total, shortcut)
-                            bias = _splat(builder, builder.load(builder.gep(bias_ptr, [ir.Constant(ldc.type, i)])), nr)
+                            bias = _splat(builder, builder.load(builder.gep(bias_ptr, [ir.Constant(ldc.type, i)])),
+                                          nr)
                             total = _activate(builder, builder.fadd(total, bias), code, alpha, beta)
-                        builder.store(total, _vector_at(builder, c_row, 0, nr), align=4)
+                        builder.store(total, _vector_at(builder, c_row, v * nr, nr), align=4)
 
-            def finished(add_partial):
-                _branch(builder, has_residual, lambda add_residual: _branch_on_activation(
-                    builder, activation, lambda code: store(add_partial, True, add_residual, code)))
+        def finished(add_partial):
+            _branch(builder, has_residual, lambda add_residual: _branch_on_activation(
+                builder, activation, lambda code: store(add_partial, True, add_residual, code)))
 
-            if not epilogue:
-                _branch(builder, accumulate, lambda add_partial: store(add_partial, False, False, None))
-                return context.get_dummy_value()
-            _branch(builder, finish, lambda finishing: _branch(
-                builder, accumulate,
-                (lambda add_partial: finished(add_partial)) if finishing
-                else (lambda add_partial: store(add_partial, False, False, None))))
+        if not epilogue:
+            _branch(builder, accumulate, lambda add_partial: store(add_partial, False, False, None))
             return context.get_dummy_value()
+        _branch(builder, finish, lambda finishing: _branch(
+            builder, accumulate,
+            (lambda add_partial: finished(add_partial)) if finishing
+            else (lambda add_partial: store(add_partial, False, False, None))))
+        return context.get_dummy_value()
 
-        return sig, codegen
+    def signature(a, b, c, biases, residual, second=()):
+        return types.void(types.intp, a, types.intp, b, types.intp, *second, types.intp, c, types.intp, types.intp,
+                          types.intp, types.boolean, types.boolean, biases, types.intp, residual, types.boolean,
+                          types.intp, types.float32, types.float32)
 
-    return kernel
+    if vectors == 1:
+        @intrinsic
+        def kernel(typingctx, kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
+                   biases, bias_offset, residual, has_residual, activation, alpha, beta):
+            return signature(a, b, c, biases, residual), (
+                lambda context, builder, sig, args: codegen(context, builder, sig, args, None))
+
+        return kernel
+
+    @intrinsic
+    def pair_kernel(typingctx, kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, rows, accumulate,
+                    finish, biases, bias_offset, residual, has_residual, activation, alpha, beta):
+        def pair_codegen(context, builder, sig, args):
+            # (b_second taken out: the rest are the one-panel kernel's arguments)
+            return codegen(context, builder, signature(*(sig.args[i] for i in (1, 3, 7, 13, 15))),
+                           args[:5] + args[6:], args[5])
+
+        return signature(a, b, c, biases, residual, (types.intp,)), pair_codegen
+
+    return pair_kernel
 
 
 #: micro_kernel_6(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
@@ -438,6 +459,50 @@ def micro_kernel_panels(following, remaining, kc, a, a_offset, b, b_offset, ldb,
         micro_kernel_24(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
                         biases, bias_offset, residual, has_residual, activation, alpha, beta)
     return taken
+
+
+#: micro_kernel_12x32(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, rows, ...):
+#: ``micro_kernel_12`` on two panels of B at once, the block's columns NR.. read from
+#: b[b_offset + b_second + p*ldb + j] (the next packed panel: b_second = kc * NR; x in place:
+#: NR) and stored at c[c_offset + i*ldc + NR + j] (and read from the residual there). Each
+#: reduction step is then 2 loads of B and 12 broadcasts of A for 24 multiply-adds, not 1 and
+#: 24: a 1x1 layer's loop of calls (A from L2, B in L1, out a plane apart, bias and ReLU) ran
+#: at 260-272 GFLOP/s a core against 219-241 for 24 x 16 (kc 64 to 256). With WIDE_VECTORS
+#: only (``micro_kernel_pair_panels``).
+micro_kernel_12x32 = _micro_kernel(12, vectors=2)
+#: The same for one full panel and the short last one (10 rows), and for a lone full panel.
+micro_kernel_10x32 = _micro_kernel(10, vectors=2)
+micro_kernel_6x32 = _micro_kernel(6, vectors=2)
+
+
+@njit(**SCALAR_FUNCTION)
+def micro_kernel_pair_panels(following, remaining, kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc,
+                             rows, accumulate, finish, biases, bias_offset, residual, has_residual, activation,
+                             alpha, beta):
+    """``micro_kernel_panels`` over two panels of B side by side (``micro_kernel_12x32``): the A
+    panel at a_offset and the next where there is one, ``following`` full ones from it and, where
+    remaining = following + 1, the layer's short last panel after them. Two full panels per
+    call (12 x 32); of an odd count with the short panel after, the last full one with it (10 x
+    32); a lone full panel 6 x 32; a lone short panel as two 4 x 16 calls. Returns the panels
+    taken."""
+    short = remaining > following
+    if following >= 3 or (following == 2 and not short):
+        micro_kernel_12x32(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, min(rows, 2 * MR),
+                           accumulate, finish, biases, bias_offset, residual, has_residual, activation, alpha, beta)
+        return 2
+    if following == 1 and short:
+        micro_kernel_10x32(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, min(rows, 2 * MR),
+                           accumulate, finish, biases, bias_offset, residual, has_residual, activation, alpha, beta)
+        return 2
+    if following >= 1:  # (of two with the short panel after: this one alone, then 10 x 32)
+        micro_kernel_6x32(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, min(rows, MR), accumulate,
+                          finish, biases, bias_offset, residual, has_residual, activation, alpha, beta)
+        return 1
+    for half in range(2):
+        micro_kernel_panel(False, kc, a, a_offset, b, b_offset + half * b_second, ldb, c, c_offset + half * NR, ldc,
+                           min(rows, MR), accumulate, finish, biases, bias_offset, residual, has_residual,
+                           activation, alpha, beta)
+    return 1
 
 
 #: micro_kernel_6 and micro_kernel_4 without the epilogue (``finish`` ignored): for a product
