@@ -499,6 +499,22 @@ def test_winograd_convolution_takes_output_channels_a_block_at_a_time(min_tasks,
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2, atol=1e-5 if tile == 2 else 3e-5)
 
 
+@pytest.mark.parametrize("out_channels", [13, 30, 36])
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_pairs_column_panels_over_a_long_reduction(tile, out_channels):
+    """One task of three whole panels of tiles (48 columns), more channels than one reduction
+    block: with AVX-512 its products take two column panels a call and the third alone, on the
+    same A panels (accumulating over the blocks, a panel multiplied twice would count twice), with
+    2 full A panels and the short one (13), 5 and the short one (30) or 6 (36)."""
+    rng = np.random.default_rng(12)
+    side = (2 * tile, 24 * tile)  # 2 x 24 tiles
+    attrs, inputs, outputs = convolution_case(rng, 1, 1, 1, 300, out_channels, side, (3, 3), (1, 1), (1, 1),
+                                              (1, 1), (1, 1))
+    run_step(convolution, attrs, inputs, outputs, 1, algorithm="winograd", tile=tile, columns_per_task=48,
+             min_tasks=1)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:1]], attrs), 1, atol=1e-5 if tile == 2 else 3e-5)
+
+
 def test_winograd_split_gives_every_chunk_as_many_panels():
     """A 27x27 output in 4x4 tiles has 49 tiles a sample: at n = 2, 7 panels of 16 tiles. Four
     chunks of 1, 2, 2 and 2 panels gave one of 2 threads 3 panels and the other 4 (each a fixed

@@ -15,8 +15,8 @@ from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_va
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
                    PANELS_PER_CALL, SHORT_PANEL_COLUMNS, WIDE_VECTORS, address, copy_lanes, empty_panels,
                    masked_copy_panel_row_runs, micro_kernel_pair_panels, micro_kernel_panels, pack_weights,
-                   panel_layout, panels_a_call, prefetch_rows, product_panels, short_panel_product,
-                   transpose_copy_panel_rows)
+                   pair_panels_a_call, panel_layout, panels_a_call, prefetch_rows, product_pair_panels,
+                   product_panels, short_panel_product, transpose_copy_panel_rows)
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
 from .stem import STEM_CHANNEL_MULTIPLE, STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_run, pack_stem, stem_pixels
 from .views import as_4d
@@ -1298,11 +1298,20 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                     a_offset = xi * padded_rows * channels + pc * padded_rows + panel * MR * kc
                     c_offset = xi * m_stride + (panel - first_block_panel) * MR * m_columns
                     following, remaining = min(end_block_panel, padded_rows // MR) - panel, end_block_panel - panel
-                    for jp in range(full_column_panels):
-                        product_panels(following, remaining, kc, packed_u, a_offset, v,
+                    # Two column panels a call where WIDE_VECTORS allows (V's next panel is C rows of
+                    # NR further on, M's NR columns), an odd last one alone on the same A panels.
+                    pairs = full_column_panels // 2 if WIDE_VECTORS else 0
+                    taken = pair_panels_a_call(following, remaining) if pairs else panels_a_call(following,
+                                                                                                  remaining)
+                    for jp in range(0, 2 * pairs, 2):
+                        product_pair_panels(following, remaining, kc, packed_u, a_offset, v,
+                                            xi * v_stride + (jp * channels + pc) * NR, channels * NR, NR, m,
+                                            c_offset + jp * NR, m_columns, (end_block_panel - panel) * MR, pc > 0)
+                    for jp in range(2 * pairs, full_column_panels):
+                        product_panels(min(following, taken), taken, kc, packed_u, a_offset, v,
                                        xi * v_stride + (jp * channels + pc) * NR, NR, m, c_offset + jp * NR,
                                        m_columns, (end_block_panel - panel) * MR, pc > 0)
-                    panel += panels_a_call(following, remaining)
+                    panel += taken
                 panel = first_block_panel
                 # (ldb as np.intp: a constant 16 would compile short_panel_product once more)
                 while narrow_last and panel < end_block_panel:

@@ -476,33 +476,40 @@ micro_kernel_6x32 = _micro_kernel(6, vectors=2)
 
 
 @njit(**SCALAR_FUNCTION)
+def pair_panels_a_call(following, remaining):
+    """A panels one call of ``micro_kernel_pair_panels`` (or ``product_pair_panels``) takes, as
+    ``panels_a_call`` counts them: two full ones (12 x 32) unless that would leave the short last
+    one alone; the last full one with the short one (10 x 32); else one (6 x 32, or the short
+    one alone as two 4 x 16 calls)."""
+    short = remaining > following
+    if following >= 3 or (following == 2 and not short) or (following == 1 and short):
+        return 2
+    return 1
+
+
+@njit(**SCALAR_FUNCTION)
 def micro_kernel_pair_panels(following, remaining, kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc,
                              rows, accumulate, finish, biases, bias_offset, residual, has_residual, activation,
                              alpha, beta):
     """``micro_kernel_panels`` over two panels of B side by side (``micro_kernel_12x32``): the A
-    panel at a_offset and the next where there is one, ``following`` full ones from it and, where
-    remaining = following + 1, the layer's short last panel after them. Two full panels per
-    call (12 x 32); of an odd count with the short panel after, the last full one with it (10 x
-    32); a lone full panel 6 x 32; a lone short panel as two 4 x 16 calls. Returns the panels
-    taken."""
-    short = remaining > following
-    if following >= 3 or (following == 2 and not short):
+    panels ``pair_panels_a_call(following, remaining)`` gives from the one at a_offset. Returns
+    how many it took."""
+    taken = pair_panels_a_call(following, remaining)
+    if taken == 2 and following >= 2:
         micro_kernel_12x32(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, min(rows, 2 * MR),
                            accumulate, finish, biases, bias_offset, residual, has_residual, activation, alpha, beta)
-        return 2
-    if following == 1 and short:
+    elif taken == 2:
         micro_kernel_10x32(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, min(rows, 2 * MR),
                            accumulate, finish, biases, bias_offset, residual, has_residual, activation, alpha, beta)
-        return 2
-    if following >= 1:  # (of two with the short panel after: this one alone, then 10 x 32)
+    elif following >= 1:
         micro_kernel_6x32(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, min(rows, MR), accumulate,
                           finish, biases, bias_offset, residual, has_residual, activation, alpha, beta)
-        return 1
-    for half in range(2):
-        micro_kernel_panel(False, kc, a, a_offset, b, b_offset + half * b_second, ldb, c, c_offset + half * NR, ldc,
-                           min(rows, MR), accumulate, finish, biases, bias_offset, residual, has_residual,
-                           activation, alpha, beta)
-    return 1
+    else:
+        for half in range(2):
+            micro_kernel_panel(False, kc, a, a_offset, b, b_offset + half * b_second, ldb, c, c_offset + half * NR,
+                               ldc, min(rows, MR), accumulate, finish, biases, bias_offset, residual, has_residual,
+                               activation, alpha, beta)
+    return taken
 
 
 #: micro_kernel_6 and micro_kernel_4 without the epilogue (``finish`` ignored): for a product
@@ -550,6 +557,32 @@ def product_panels(following, remaining, kc, a, a_offset, b, b_offset, ldb, c, c
     else:
         micro_kernel_24_product(kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate,
                                 False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
+    return taken
+
+
+micro_kernel_12x32_product = _micro_kernel(12, epilogue=False, vectors=2)
+micro_kernel_10x32_product = _micro_kernel(10, epilogue=False, vectors=2)
+micro_kernel_6x32_product = _micro_kernel(6, epilogue=False, vectors=2)
+
+
+@njit(**SCALAR_FUNCTION)
+def product_pair_panels(following, remaining, kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, rows,
+                        accumulate):
+    """``micro_kernel_pair_panels`` without the epilogue. Returns the A panels it took."""
+    taken = pair_panels_a_call(following, remaining)
+    if taken == 2 and following >= 2:
+        micro_kernel_12x32_product(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, min(rows, 2 * MR),
+                                   accumulate, False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
+    elif taken == 2:
+        micro_kernel_10x32_product(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, min(rows, 2 * MR),
+                                   accumulate, False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
+    elif following >= 1:
+        micro_kernel_6x32_product(kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, min(rows, MR),
+                                  accumulate, False, c, 0, c, False, 0, np.float32(0.0), np.float32(0.0))
+    else:
+        for half in range(2):
+            product_panel(False, kc, a, a_offset, b, b_offset + half * b_second, ldb, c, c_offset + half * NR, ldc,
+                          min(rows, MR), accumulate)
     return taken
 
 
