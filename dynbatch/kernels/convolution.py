@@ -1521,10 +1521,14 @@ def stem_task(task, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_t
 GEMM_MIN_REDUCTION = 16
 GEMM_MIN_GROUP_OUTPUTS = 8
 
-#: Output columns (pixels) per task of ``convolution_gemm_cpu``: a multiple of ``gemm.NR``. 64
-#: keeps a task's packed patches (KC x 64 floats) in L2 and makes enough tasks for 2 cores from
-#: a single 28x28 image.
-COLUMNS_PER_TASK = 64
+#: Output columns (pixels) per task of ``convolution_gemm_cpu``: a multiple of ``gemm.NR``. 128
+#: keeps a task's packed patches (KC x 128 floats, 128 KB) in L2, makes enough tasks for 2 cores
+#: from a single 28x28 image, and streams each A panel from L2 once per four pairs of column
+#: panels (``gemm.micro_kernel_pair_panels``). Against 64, the network loaded twice in one
+#: process, alternating: ResNet 0.971x-0.984x at n = 1, 0.990x-0.991x at n = 2, 0.989x-0.995x at
+#: n = 8; SqueezeNet 0.993x-1.000x, GoogLeNet 0.990x-1.015x, AlexNet 0.996x-1.004x (96: ResNet
+#: 0.983x-0.996x, GoogLeNet 0.981x-0.994x).
+COLUMNS_PER_TASK = 128
 #: ... unless a column holds so little work (output channels x reduction) that a task of 64
 #: would be mostly its own setup: then as many columns as make this many multiply-adds, up to
 #: MAX_COLUMNS_PER_TASK.
