@@ -67,32 +67,46 @@ def test_micro_kernel_matches_numpy(mr, kc, ldb_extra, ldc_extra, rows_missing, 
                                     activation, seed):
     rng = np.random.default_rng(seed)
     ldb, ldc = NR + ldb_extra, NR + ldc_extra
-    rows = max(1, mr - rows_missing)
-    a_offset, b_offset, c_offset, bias_offset = 3, 5, 7, 2
-    a = rng.uniform(-1, 1, a_offset + kc * mr).astype(np.float32)
+    b_offset = 5
     b = rng.uniform(-1, 1, b_offset + kc * ldb).astype(np.float32)
-    c = rng.uniform(-1, 1, c_offset + mr * ldc + NR).astype(np.float32)
-    residual = rng.uniform(-1, 1, c.shape).astype(np.float32)
-    biases = rng.uniform(-1, 1, bias_offset + mr).astype(np.float32)
-    alpha, beta = np.float32(0.1 if activation == RELU else -0.3), np.float32(0.4)
-    before = c.copy()
-    CALL_MICRO_KERNEL[mr](kc, a, a_offset, b, b_offset, ldb, c, c_offset, ldc, rows, accumulate, finish,
-                          biases, bias_offset, residual, has_residual, activation, alpha, beta)
-    # (mr, kc): mr // 6 panels of 6 rows one after the other, a[p * 6 + i] each, then one of the
-    # mr % 6 others (a[p * (mr % 6) + i])
-    parts = np.split(a[a_offset:], [kc * MR * (p + 1) for p in range(mr // MR)])
-    panel = np.concatenate([part.reshape(kc, -1).T for part in parts if part.size])
-    panel = panel.astype(np.float64)
-    columns = b[b_offset:].reshape(kc, ldb)[:, :NR].astype(np.float64)  # (kc, NR)
-    expected = before.copy()
-    for i in range(rows):
-        at = c_offset + i * ldc
-        value = panel[i] @ columns + (before[at:at + NR] if accumulate else 0.0)
-        if finish:
-            value = value + (residual[at:at + NR] if has_residual else 0.0) + biases[bias_offset + i]
-            value = activate(value, activation, alpha, beta)
-        expected[at:at + NR] = value
-    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)  # rows >= rows and the gaps untouched
+    block = BlockCase(rng, mr, kc, ldc, NR, max(1, mr - rows_missing), activation)
+    CALL_MICRO_KERNEL[mr](kc, block.a, block.a_offset, b, b_offset, ldb, block.c, block.c_offset, ldc, block.rows,
+                          accumulate, finish, block.biases, block.bias_offset, block.residual, has_residual,
+                          activation, block.alpha, block.beta)
+    block.check(b[b_offset:].reshape(kc, ldb)[:, :NR], accumulate, finish, has_residual)
+
+
+class BlockCase:
+    """The A panels, c, residual and biases of one micro-kernel call on random data, and the
+    check of what it stored: rows < ``rows`` of c (``width`` columns each, ldc apart) hold the
+    reference product (through the epilogue where ``finish``); every other float of c is as it
+    was."""
+    a_offset, c_offset, bias_offset = 3, 7, 2
+
+    def __init__(self, rng, mr, kc, ldc, width, rows, activation):
+        self.mr, self.kc, self.ldc, self.width, self.rows, self.activation = mr, kc, ldc, width, rows, activation
+        self.a = rng.uniform(-1, 1, self.a_offset + kc * mr).astype(np.float32)
+        self.c = rng.uniform(-1, 1, self.c_offset + mr * ldc + NR).astype(np.float32)
+        self.residual = rng.uniform(-1, 1, self.c.shape).astype(np.float32)
+        self.biases = rng.uniform(-1, 1, self.bias_offset + mr).astype(np.float32)
+        self.alpha, self.beta = np.float32(0.1 if activation == RELU else -0.3), np.float32(0.4)
+        self.before = self.c.copy()
+
+    def check(self, columns, accumulate, finish, has_residual):
+        """columns: (kc, width) of B as the kernel should have read them."""
+        # (mr, kc): mr // 6 panels of 6 rows one after the other, a[p * 6 + i] each, then one
+        # of the mr % 6 others (a[p * (mr % 6) + i])
+        parts = np.split(self.a[self.a_offset:], [self.kc * MR * (p + 1) for p in range(self.mr // MR)])
+        panel = np.concatenate([part.reshape(self.kc, -1).T for part in parts if part.size]).astype(np.float64)
+        expected = self.before.copy()
+        for i in range(self.rows):
+            at = slice(self.c_offset + i * self.ldc, self.c_offset + i * self.ldc + self.width)
+            value = panel[i] @ columns.astype(np.float64) + (self.before[at] if accumulate else 0.0)
+            if finish:
+                value = value + (self.residual[at] if has_residual else 0.0) + self.biases[self.bias_offset + i]
+                value = activate(value, self.activation, self.alpha, self.beta)
+            expected[at] = value
+        np.testing.assert_allclose(self.c, expected, rtol=1e-5, atol=1e-5)  # rows >= rows and the gaps untouched
 
 
 def pair_kernel_caller(kernel):
@@ -109,12 +123,6 @@ CALL_PAIR_KERNEL = {mr: pair_kernel_caller(kernel) for mr, kernel in (
     (6, micro_kernel_6x32), (10, micro_kernel_10x32), (12, micro_kernel_12x32))}
 
 
-def panel_matrix(a, kc, mr):
-    """The (mr, kc) rows of A packed as ``mr // MR`` full panels, then one of the mr % MR others."""
-    parts = np.split(a, [kc * MR * (p + 1) for p in range(mr // MR)])
-    return np.concatenate([part.reshape(kc, -1).T for part in parts if part.size]).astype(np.float64)
-
-
 @pytest.mark.parametrize("accumulate,finish,has_residual,activation",
                          list(itertools.product([False, True], [False, True], [False, True],
                                                 [NO_ACTIVATION, RELU, CLAMP])))
@@ -128,8 +136,7 @@ def test_pair_micro_kernel_matches_numpy(mr, kc, in_place, ldb_extra, ldc_extra,
     packed panel, kc * NR on, or the next NR columns of rows read in place), stored NR after the
     first panel's in each row of c, every store option as the one-panel kernels."""
     rng = np.random.default_rng(seed)
-    rows = max(1, mr - rows_missing)
-    a_offset, b_offset, c_offset, bias_offset = 3, 5, 7, 2
+    b_offset = 5
     if in_place:  # one matrix of rows ldb long, the two panels side by side
         ldb, b_second = 2 * NR + ldb_extra, NR
         b = rng.uniform(-1, 1, b_offset + kc * ldb).astype(np.float32)
@@ -142,24 +149,11 @@ def test_pair_micro_kernel_matches_numpy(mr, kc, in_place, ldb_extra, ldc_extra,
         second = b[b_offset + b_second:].reshape(kc, ldb)[:, :NR]
         columns = np.concatenate([first, second], axis=1)
     ldc = 2 * NR + ldc_extra
-    a = rng.uniform(-1, 1, a_offset + kc * mr).astype(np.float32)
-    c = rng.uniform(-1, 1, c_offset + mr * ldc + NR).astype(np.float32)
-    residual = rng.uniform(-1, 1, c.shape).astype(np.float32)
-    biases = rng.uniform(-1, 1, bias_offset + mr).astype(np.float32)
-    alpha, beta = np.float32(0.1 if activation == RELU else -0.3), np.float32(0.4)
-    before = c.copy()
-    CALL_PAIR_KERNEL[mr](kc, a, a_offset, b, b_offset, b_second, ldb, c, c_offset, ldc, rows, accumulate, finish,
-                         biases, bias_offset, residual, has_residual, activation, alpha, beta)
-    panel = panel_matrix(a[a_offset:], kc, mr)
-    expected = before.copy()
-    for i in range(rows):
-        at = slice(c_offset + i * ldc, c_offset + i * ldc + 2 * NR)
-        value = panel[i] @ columns.astype(np.float64) + (before[at] if accumulate else 0.0)
-        if finish:
-            value = value + (residual[at] if has_residual else 0.0) + biases[bias_offset + i]
-            value = activate(value, activation, alpha, beta)
-        expected[at] = value
-    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)  # rows >= rows and the gaps untouched
+    block = BlockCase(rng, mr, kc, ldc, 2 * NR, max(1, mr - rows_missing), activation)
+    CALL_PAIR_KERNEL[mr](kc, block.a, block.a_offset, b, b_offset, b_second, ldb, block.c, block.c_offset, ldc,
+                         block.rows, accumulate, finish, block.biases, block.bias_offset, block.residual,
+                         has_residual, activation, block.alpha, block.beta)
+    block.check(columns, accumulate, finish, has_residual)
 
 
 @njit
