@@ -1529,9 +1529,9 @@ GEMM_MIN_GROUP_OUTPUTS = 8
 #: n = 8; SqueezeNet 0.993x-1.000x, GoogLeNet 0.990x-1.015x, AlexNet 0.996x-1.004x (96: ResNet
 #: 0.983x-0.996x, GoogLeNet 0.981x-0.994x).
 COLUMNS_PER_TASK = 128
-#: ... unless a column holds so little work (output channels x reduction) that a task of 64
-#: would be mostly its own setup: then as many columns as make this many multiply-adds, up to
-#: MAX_COLUMNS_PER_TASK.
+#: ... unless a column holds so little work (output channels x reduction) that a task of
+#: COLUMNS_PER_TASK would be mostly its own setup: then as many columns as make this many
+#: multiply-adds, up to MAX_COLUMNS_PER_TASK.
 TASK_MULTIPLY_ADDS = 1 << 19
 MAX_COLUMNS_PER_TASK = 512
 

@@ -14,7 +14,8 @@ registers while it walks the reduction, each step one broadcast of A times a 16-
 Numba has no vector types of its own, so it is written in LLVM IR (``numba.extending.intrinsic``):
 LLVM then keeps the accumulators in registers and emits fused multiply-adds, a row of 16 floats
 as two 8-wide operations on AVX2 (four on SSE: slower, still right) and one with AVX-512, where
-two or four panels of A go to one call (``WIDE_VECTORS``, ``micro_kernel_panels``).
+two or four panels of A go to one call (``WIDE_VECTORS``, ``micro_kernel_panels``), or two panels
+of A and two of B (12 x 32, ``micro_kernel_pair_panels``).
 
 Numba caches a kernel on disk keyed on its own source file: after editing this file, delete
 ``dynbatch/kernels/__pycache__``, or the convolution, deconvolution and FullyConnected kernels
