@@ -924,6 +924,8 @@ def gemm_task(task, n, x, x_flat, packed_weights, biases, group, stride_h, strid
                 paired = paired_with_next(jp, column_panels, chunk_columns, in_place, panel_one_run, column_base) and (
                     direct_out[jp + 1] < 0 if direct_out[jp] < 0 else direct_out[jp + 1] == direct_out[jp] + NR)
                 taken_columns = 2 if paired else 1  # (column panels this pass takes)
+                # (Written out here: as an inlined helper returning the three, the 1x1 layers took
+                # 1.004x-1.015x the time, convolution_ab.py --set 1x1, 2026-11-28.)
                 fetch_at, fetch_second, fetch_count = -1, -1, 0
                 if pointwise and block == first_panel:
                     if in_place and jp + taken_columns < column_panels:
