@@ -59,6 +59,11 @@ SETS = {
     "pointwise": [("pw 32->64 56", 32, 64, 1, 56, 1, 0, 1), ("pw 64->128 28", 64, 128, 1, 28, 1, 0, 1),
                   ("pw 128->128 28", 128, 128, 1, 28, 1, 0, 1), ("pw 128->256 14", 128, 256, 1, 14, 1, 0, 1),
                   ("pw 256->256 14", 256, 256, 1, 14, 1, 0, 1), ("pw 512->512 7", 512, 512, 1, 7, 1, 0, 1)],
+    # Strided and 5x5 layers past the first (ResNet-50's 3x3 stride-2 layers, GoogLeNet's 5x5),
+    # which the GEMM or the output-channel vectors (``--algorithm stem``) may take.
+    "strided": [("3x3 s2 64 56", 64, 64, 3, 56, 2, 1, 1), ("3x3 s2 128 28", 128, 128, 3, 28, 2, 1, 1),
+                ("3x3 s2 256 28", 256, 256, 3, 28, 2, 1, 1), ("3x3 s2 512 14", 512, 512, 3, 14, 2, 1, 1),
+                ("5x5 16->32 14", 16, 32, 5, 14, 1, 2, 1), ("5x5 32->96 14", 32, 96, 5, 14, 1, 2, 1)],
     # MobileNet's depthwise layers (the direct kernel), a 5x5 one and groups of 4 channels.
     "depthwise": [("dw 3x3 32 112", 32, 32, 3, 112, 1, 1, 32), ("dw 3x3 s2 64 112", 64, 64, 3, 112, 2, 1, 64),
                   ("dw 3x3 128 56", 128, 128, 3, 56, 1, 1, 128), ("dw 3x3 s2 128 56", 128, 128, 3, 56, 2, 1, 128),
@@ -123,8 +128,9 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--calls", type=int, default=41)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--algorithm", default="gemm", choices=["gemm", "chosen"],
-                        help="the GEMM kernel for every layer, or the one the runtime picks (Winograd for most 3x3)")
+    parser.add_argument("--algorithm", default="gemm", choices=["gemm", "stem", "chosen"],
+                        help="the GEMM kernel for every layer, the output-channel vectors', or the one the runtime "
+                             "picks (Winograd for most 3x3)")
     args = parser.parse_args()
     import numba
 

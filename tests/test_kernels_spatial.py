@@ -541,15 +541,16 @@ def test_winograd_split_gives_every_chunk_as_many_panels():
 
 @given(data=st.data())
 def test_convolution_by_output_channel_vectors_matches_reference(data):
-    """``convolution_stem_cpu`` (a first layer on the image, STEM_CHANNELS output channels by 6
-    pixels a call: 16, or 32 with AVX-512, 16 of them padding for 16 channels): 1 to 4 channels
-    in, 16 or 32 out, kernels 1 to 7 at strides 1 to 4, pads before and after, a band's last group
-    of pixels under 6 (repeating its last pixel) and groups across
-    output rows, bands of one row to a whole sample (min_tasks), the fused residual and
-    activation, rows >= n untouched."""
+    """``convolution_stem_cpu`` (a first layer on the image, or a strided one with a window;
+    STEM_CHANNELS output channels by 6 pixels a call: 16, or 32 with AVX-512, 16 of them padding
+    for 16 channels): 1 to 4 channels in or a deep layer's 9 to 40, 16 to 96 out, kernels 1 to 7
+    at strides 1 to 4, pads before and after, a band's last group of pixels under 6 (repeating
+    its last pixel) and groups across output rows, bands of one row to a whole sample and chunks
+    of the channels (``stem_split``, min_tasks), the fused residual and activation, rows >= n
+    untouched."""
     max_batch, n = draw_batches(data)
-    channels = data.draw(st.integers(1, 4), label="channels")
-    out_channels = data.draw(st.sampled_from([16, 32]), label="out_channels")
+    channels = data.draw(st.integers(1, 4) | st.integers(9, 40), label="channels")
+    out_channels = data.draw(st.sampled_from([16, 32, 48, 96]), label="out_channels")
     kernel = draw_pair(data, st.integers(1, 7), "kernel")
     strides = draw_pair(data, st.integers(1, 4), "strides")
     pads_begin, pads_end = draw_pair(data, PAD, "pads_begin"), draw_pair(data, PAD, "pads_end")
@@ -622,8 +623,14 @@ def test_convolution_by_output_channel_vectors_with_max_pooling_matches_referenc
     ((32, 3, 3, 3), 5, 2, 1, 1),     # 3 x 3 outputs: a band of 9 pixels, groups across rows
     ((16, 1, 3, 3), 2, 1, 1, 8),     # 2 x 2 outputs: one group, under 8 pixels to write back
     ((48, 4, 7, 7), 40, 2, 3, 3),    # three blocks of 16 channels, bands of several rows
+    ((128, 64, 3, 3), 14, 2, 1, 2),  # a deep stride-2 layer: 576 taps
+    ((512, 48, 3, 3), 7, 2, 1, 4),   # 4 x 4 outputs of 16 blocks on 4 threads: chunks of the channels
 ])
 def test_convolution_by_output_channel_vectors_fixed_cases(weights, size, strides, pads, min_tasks):
+    if weights[0] == 512:  # (the case is here for its chunks)
+        out_side = (size + 2 * pads - weights[2]) // strides + 1
+        assert convolution.stem_split(2, weights[1], weights[0], out_side, out_side, out_side, *weights[2:],
+                                      strides, strides, 1, 1, min_tasks)[2] > 1
     rng = np.random.default_rng(15)
     attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, weights[1], weights[0], (size, size), weights[2:],
                                               (strides, strides), (1, 1), (pads, pads), (pads, pads))
@@ -633,26 +640,64 @@ def test_convolution_by_output_channel_vectors_fixed_cases(weights, size, stride
     check_outputs(outputs, expected, 2)
 
 
-def test_stem_split_covers_every_row_once():
+def stem_share_cost(n, share, channels, out_channels, out_height, conv_height, conv_width, kernel, strides, pool,
+                    pool_stride, threads):
+    """The work of the thread that works longest under a share (rows, bands, chunks) of
+    ``convolution_stem_cpu``, as ``stem_split``'s docstring counts it."""
+    rows, bands, chunks = share
+    blocks = -(-out_channels // STEM_CHANNELS)
+    read_rows = min(conv_height, (rows - 1) * pool_stride + pool)
+    slots = -(-read_rows * conv_width // 6) * 6
+    copied = channels * ((read_rows - 1) * strides[0] + kernel[0]) * ((conv_width - 1) * strides[1] + kernel[1])
+    task = (slots * -(-blocks // chunks) * channels * kernel[0] * kernel[1] + convolution.STEM_COPY_COST * copied
+            + convolution.STEM_TASK_COST)
+    return -(-max(1, n) * bands * chunks // threads) * task
+
+
+@pytest.mark.parametrize("n, channels, out_channels, out_height, conv_size, kernel, strides, pool, pool_stride, threads", [
+    (1, 3, 32, 56, (56, 56), (3, 3), (2, 2), 1, 1, 2),       # MobileNet's first layer
+    (1, 3, 32, 56, (56, 56), (3, 3), (2, 2), 1, 1, 6),       # ... on 6 threads: a band each
+    (2, 3, 64, 55, (55, 55), (3, 3), (2, 2), 1, 1, 2),
+    (32, 3, 64, 56, (112, 112), (7, 7), (2, 2), 1, 1, 2),
+    (1, 1, 16, 1, (1, 1), (3, 3), (1, 1), 1, 1, 16),         # one output pixel, more threads than rows
+    (3, 4, 48, 7, (7, 300), (5, 5), (1, 1), 1, 1, 4),
+    (2, 3, 64, 27, (55, 55), (3, 3), (2, 2), 3, 2, 2),       # SqueezeNet's first layer, its pooling fused
+    (32, 3, 64, 56, (112, 112), (7, 7), (2, 2), 3, 2, 2),    # ResNet's, pooled
+    (8, 3, 32, 32, (64, 64), (3, 3), (1, 1), 2, 2, 2),
+    (1, 3, 16, 3, (7, 500), (3, 3), (1, 1), 5, 1, 1),        # a pool 5 high over 7 rows: bands share rows
+    (1, 128, 128, 14, (14, 14), (3, 3), (2, 2), 1, 1, 2),    # ResNet's stride-2 3x3: bands of whole rows
+    (1, 512, 512, 7, (7, 7), (3, 3), (2, 2), 1, 1, 2),       # 7 rows of 7 pixels: chunks of channels
+    (8, 512, 512, 7, (7, 7), (3, 3), (2, 2), 1, 1, 2),
+    (1, 256, 1024, 112, (112, 112), (3, 3), (2, 2), 1, 1, 4),  # the products' budget bounds the rows
+    (0, 3, 64, 27, (55, 55), (3, 3), (2, 2), 3, 2, 2),       # (n = 0, the call that only compiles the kernel)
+])
+def test_stem_split_is_the_cheapest_share_of_whole_rows(n, channels, out_channels, out_height, conv_size, kernel,
+                                                        strides, pool, pool_stride, threads):
     """Bands cover the output rows once, the convolution rows each reads fit the products'
-    budget, and the bands and chunks of channels make STEM_TASKS_PER_THREAD tasks per thread
-    where the rows and channels allow."""
-    for n, out_channels, out_height, conv_width, pool, pool_stride, min_tasks in [
-            (1, 32, 56, 56, 1, 1, 2), (2, 64, 55, 55, 1, 1, 2), (32, 64, 112, 112, 1, 1, 2), (1, 16, 1, 1, 1, 1, 16),
-            (1, 64, 26, 26, 1, 1, 2), (3, 48, 7, 300, 1, 1, 4), (2, 64, 27, 55, 3, 2, 2), (32, 64, 56, 112, 3, 2, 2),
-            (8, 32, 32, 64, 2, 2, 2), (1, 16, 3, 500, 5, 1, 1),
-            (0, 64, 27, 55, 3, 2, 2)]:  # (n = 0, the call that only compiles the kernel: no division by 0)
-        rows, bands, chunks = convolution.stem_split(n, out_channels, out_height, conv_width, pool, pool_stride,
-                                                     min_tasks)
-        assert (bands - 1) * rows < out_height <= bands * rows
-        blocks = -(-out_channels // STEM_CHANNELS)
-        conv_rows = (rows - 1) * pool_stride + pool
-        assert rows == 1 or conv_rows * conv_width * blocks * STEM_CHANNELS <= convolution.STEM_SUMS_FLOATS
-        # (chunks of channels only where the pooling's windows overlap: bands would compute more)
-        assert chunks == 1 or 1 < chunks <= blocks and pool > pool_stride
-        # (as many tasks as wanted before the rows are rounded, which may halve the bands at most)
-        wanted = min_tasks * convolution.STEM_TASKS_PER_THREAD
-        assert 2 * n * bands * chunks >= min(wanted, n * out_height * (blocks if pool > pool_stride else 1))
+    budget (but bands of one row), and no share of at most STEM_TASKS_PER_THREAD tasks per thread
+    within that budget costs less (``stem_share_cost``, every bands and chunks counted here)."""
+    args = (channels, out_channels, out_height, *conv_size, *kernel, *strides, pool, pool_stride)
+    rows, bands, chunks = convolution.stem_split(n, *args, threads)
+    assert (bands - 1) * rows < out_height <= bands * rows
+    blocks = -(-out_channels // STEM_CHANNELS)
+    assert 1 <= chunks <= blocks
+
+    def within_budget(rows, chunks):
+        read_rows = (rows - 1) * pool_stride + pool
+        return rows == 1 or read_rows * conv_size[1] * -(-blocks // chunks) * STEM_CHANNELS <= convolution.STEM_SUMS_FLOATS
+
+    assert within_budget(rows, chunks)
+    cost = stem_share_cost(n, (rows, bands, chunks), channels, out_channels, out_height, *conv_size, kernel, strides,
+                           pool, pool_stride, threads)
+    wanted = threads * convolution.STEM_TASKS_PER_THREAD
+    for other_chunks in range(1, blocks + 1):
+        for other_bands in range(1, out_height + 1):
+            other_rows = -(-out_height // other_bands)
+            if max(1, n) * other_bands * other_chunks > wanted or not within_budget(other_rows, other_chunks):
+                continue
+            share = (other_rows, -(-out_height // other_rows), other_chunks)
+            assert cost <= stem_share_cost(n, share, channels, out_channels, out_height, *conv_size, kernel, strides,
+                                           pool, pool_stride, threads), share
 
 
 @pytest.mark.parametrize("height, width, channels", [(3, 3, 2), (1, 7, 1), (2, 8, 3), (27, 27, 2)])
@@ -684,9 +729,14 @@ def test_pointwise_patches_match_the_general_loops(height, width, channels):
     ((64, 3, 11, 11), 112, 4, 2, "stem"),  # AlexNet's
     ((32, 1, 3, 3), 28, 1, 1, "stem"),     # one channel in
     ((24, 3, 3, 3), 112, 2, 1, "gemm"),    # 24 channels out: a third of the last 16 padding
-    ((64, 5, 7, 7), 112, 2, 3, "gemm"),    # 5 channels in
+    ((64, 5, 7, 7), 112, 1, 3, "gemm"),    # 5 channels in, unit stride
+    ((64, 5, 7, 7), 112, 2, 3, "stem"),    # 5 channels in, strided: a window at any channels
+    ((128, 128, 3, 3), 28, 2, 1, "stem"),  # ResNet's stride-2 3x3
+    ((512, 256, 1, 1), 28, 2, 0, "gemm"),  # a strided 1x1: no window
+    ((24, 128, 3, 3), 28, 2, 1, "gemm"),   # 24 channels out
 ])
-def test_convolution_chooses_output_channel_vectors_for_first_layers(weights, size, strides, pads, algorithm):
+def test_convolution_chooses_output_channel_vectors_for_first_and_strided_layers(weights, size, strides, pads,
+                                                                                 algorithm):
     attrs = {"weights": np.zeros(weights, np.float32), "biases": np.zeros(weights[0], np.float32),
              "strides": (strides, strides), "dilations": (1, 1), "group": 1, "pads_begin": (pads, pads),
              "pads_end": (pads, pads), "activation": None}

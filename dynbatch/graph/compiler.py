@@ -453,7 +453,8 @@ def _max_pool(pool, conv, shapes):
 
 def max_poolings_fused(graph: FusedGraph) -> FusedGraph:
     """``graph`` with each max pooling merged into the convolution whose output it alone reads
-    (CPU): a first layer that ``convolution.convolution_stem_cpu`` takes, without a residual, its
+    (CPU): a layer that ``convolution.convolution_stem_cpu`` takes (a first layer on the image, or
+    a strided one with a window: ``convolution.choose_algorithm``), without a residual, its
     activation one that keeps the order of its inputs (so that pooling its sums and then
     activating is the same), its output not a network output; a pooling whose windows each start
     inside that output. The merged convolution takes the pooling's output and ``max_pool`` (its

@@ -347,8 +347,9 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                 panels_per_split = 0
             elif ints[s, KIND] == STEM_STEP:
                 column_panels, chunks, splits = stem_split(
-                    n, ints[s, OUT_SHAPE + 1], out_pixels // ints[s, OUT_WIDTH], ints[s, CONV_WIDTH], ints[s, POOL_H],
-                    ints[s, POOL_STRIDE_H], ints[s, MIN_TASKS])
+                    n, ints[s, X_SHAPE + 1], ints[s, OUT_SHAPE + 1], out_pixels // ints[s, OUT_WIDTH],
+                    ints[s, CONV_HEIGHT], ints[s, CONV_WIDTH], ints[s, KERNEL_H], ints[s, KERNEL_W], ints[s, STRIDE_H],
+                    ints[s, STRIDE_W], ints[s, POOL_H], ints[s, POOL_STRIDE_H], ints[s, MIN_TASKS])
                 tasks, panels_per_split = n * chunks * splits, 0
             elif ints[s, KIND] == AVERAGE_STEP:
                 column_panels = average_splits(n, biases_length, ints[s, MIN_TASKS])

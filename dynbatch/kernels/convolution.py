@@ -1350,32 +1350,59 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
 
 
 #: Floats of products a task of ``convolution_stem_cpu`` keeps (256 KB, in L2): the convolution's
-#: output rows its band reads, for all the output channels.
+#: output rows its band reads, for its chunk of the output channels.
 STEM_SUMS_FLOATS = 1 << 16
-#: ... and as many tasks per thread at least, where the rows allow.
+#: ... and at most as many tasks per thread as this, where the rows allow.
 STEM_TASKS_PER_THREAD = 4
+#: What ``stem_split`` counts for each float a task copies into its zero-padded scratch, in the
+#: time of one tap of one pixel for one block of STEM_CHANNELS channels (a cycle with AVX-512):
+#: copying ResNet's 28x28 input of 128 channels three times more took 10 us a copy at n = 1.
+STEM_COPY_COST = 0.5
+#: ... and for each task, for its setup (the scratch's allocation, the windows' origins).
+STEM_TASK_COST = 2000
 
 
 @njit(**SCALAR_FUNCTION)
-def stem_split(n, out_channels, out_height, conv_width, pool_h, pool_stride_h, min_tasks):
+def stem_split(n, channels, out_channels, out_height, conv_height, conv_width, kernel_h, kernel_w, stride_h,
+               stride_w, pool_h, pool_stride_h, min_tasks):
     """How ``convolution_stem_cpu`` shares out n samples: (output rows per band, bands per
-    sample, chunks of output channels per band), a task per chunk of a band. The convolution rows
-    a band reads ((rows - 1) * pool_stride_h + pool_h, conv_width wide; a pool of 1 where there is
-    none), for all the channels, fit STEM_SUMS_FLOATS. Where that makes under
-    STEM_TASKS_PER_THREAD tasks per thread, the bands are made smaller; but where the pooling's
-    windows overlap (bands then compute their shared rows twice), the output channels are split
-    into chunks of STEM_CHANNELS or more first (each chunk copies the band's input again)."""
+    sample, chunks of output channels per band), a task per chunk of a band, min_tasks threads
+    each taking a run of tasks. A band reads (rows - 1) * pool_stride_h + pool_h convolution rows
+    (a pool of 1 where there is none), conv_width wide, whose products for the chunk's channels
+    fit STEM_SUMS_FLOATS.
+
+    The cheapest share by a count of the thread that works longest: its tasks (tasks over
+    threads, rounded up) times a task's work: the taps of its padded pixels (whole calls of
+    STEM_PIXELS) for its channels, the input it copies (STEM_COPY_COST a float: bands read
+    overlapping rows, and each chunk copies the band's input again), and STEM_TASK_COST. Among
+    shares of up to STEM_TASKS_PER_THREAD tasks per thread, or fewer where the rows and channels
+    allow no more: small bands waste the last call's pixels and copy the window's overlap again;
+    a deep layer's channels split into chunks instead."""
     blocks = -(-out_channels // STEM_CHANNELS)
-    conv_rows = STEM_SUMS_FLOATS // (blocks * STEM_CHANNELS * conv_width)
-    max_rows = max(1, (conv_rows - pool_h) // pool_stride_h + 1)
-    wanted = min_tasks * STEM_TASKS_PER_THREAD
-    bands = -(-out_height // max_rows)
-    chunks, samples = 1, max(1, n)  # (n = 0: no tasks)
-    if pool_h > pool_stride_h:
-        chunks = min(blocks, max(1, -(-wanted // (samples * bands))))
-    bands = max(bands, min(out_height, -(-wanted // (samples * chunks))))
-    rows = -(-out_height // bands)
-    return rows, -(-out_height // rows), chunks
+    taps = channels * kernel_h * kernel_w
+    pitch = (conv_width - 1) * stride_w + kernel_w
+    samples, threads = max(1, n), max(1, min_tasks)  # (n = 0: no tasks)
+    wanted = threads * STEM_TASKS_PER_THREAD
+    best_cost, best_rows, best_bands, best_chunks = -1.0, out_height, 1, 1
+    for chunks in range(1, blocks + 1):
+        chunk_blocks = -(-blocks // chunks)
+        if chunks > 1 and -(-blocks // (chunks - 1)) == chunk_blocks:
+            continue  # (no smaller chunk than one fewer makes)
+        conv_rows = STEM_SUMS_FLOATS // (chunk_blocks * STEM_CHANNELS * conv_width)
+        least_bands = -(-out_height // max(1, (conv_rows - pool_h) // pool_stride_h + 1))
+        most_bands = max(least_bands, min(out_height, -(-wanted // (samples * chunks))))
+        for bands in range(least_bands, most_bands + 1):
+            rows = -(-out_height // bands)
+            if bands > least_bands and -(-out_height // (bands - 1)) == rows:
+                continue  # (the same rows as one band fewer)
+            read_rows = min(conv_height, (rows - 1) * pool_stride_h + pool_h)
+            slots = -(-read_rows * conv_width // STEM_PIXELS) * STEM_PIXELS
+            copied = channels * ((read_rows - 1) * stride_h + kernel_h) * pitch
+            task = slots * chunk_blocks * taps + STEM_COPY_COST * copied + STEM_TASK_COST
+            cost = -(-samples * -(-out_height // rows) * chunks // threads) * task
+            if best_cost < 0 or cost < best_cost:
+                best_cost, best_rows, best_bands, best_chunks = cost, rows, -(-out_height // rows), chunks
+    return best_rows, best_bands, best_chunks
 
 
 @njit(**SCALAR_FUNCTION)
@@ -1418,8 +1445,9 @@ def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_t
     ``stem.max_run``: the convolution's output is never written, and bands whose windows overlap
     compute their shared row twice), and writes them back as the channels' rows through the
     epilogue (``depthwise.deinterleave_rows``)."""
-    band_rows, bands, chunks = stem_split(n, out.shape[1], out.shape[2] // out_width, conv_width, pool_h,
-                                          pool_stride_h, min_tasks)
+    band_rows, bands, chunks = stem_split(n, x.shape[1], out.shape[1], out.shape[2] // out_width, conv_height,
+                                          conv_width, kernel_h, kernel_w, stride_h, stride_w, pool_h, pool_stride_h,
+                                          min_tasks)
     tap_offsets, scratch_plane = stem_taps(x.shape[1], kernel_h, kernel_w, stride_h, stride_w, conv_height,
                                            conv_width, pool_h, pool_stride_h, band_rows)
     x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
@@ -1618,6 +1646,12 @@ DEPTHWISE_KERNELS = ((3, 3), (5, 5))
 #: 3x3 0.74x-0.83x, MobileNet's 3 -> 32 3x3 stride 2 0.91x-0.92x, SqueezeNet's 3 -> 64 3x3 stride 2
 #: 0.93x-0.99x; but 3 -> 24 (padded to 32 channels) 1.05x-1.07x.
 STEM_MAX_CHANNELS = 4
+#: ... and so does any ungrouped, undilated, strided convolution with a window (kernel above 1x1),
+#: whatever its input channels: the GEMM would pack each patch's strided taps (the 3x3 stride-2
+#: layer of ResNet's third bottleneck spent 13% of its time there), where these windows are read
+#: where they lie. Against the GEMM (one process, 2 threads, n = 1, 2 and 8): 3x3 stride 2 on
+#: 64 x 56x56, 128 x 28x28 and 256 x 28x28 0.79x-0.92x the time, 512 x 14x14 0.91x-0.98x. A
+#: strided 1x1 layer reads no window: the GEMM, 0.67x-0.74x the stem's time.
 
 
 def out_size(attrs, input_shape) -> tuple[int, int]:
@@ -1630,8 +1664,8 @@ def out_size(attrs, input_shape) -> tuple[int, int]:
 def choose_algorithm(attrs, input_shape) -> str:
     """'depthwise' for an undilated depthwise convolution of a kernel in DEPTHWISE_KERNELS;
     'winograd' for a 3x3, stride-1, undilated, ungrouped convolution of at least
-    WINOGRAD_MIN_CHANNELS channels in and out; 'stem' for a first layer on the image (see
-    STEM_MAX_CHANNELS); else 'gemm' where each group's matrices are big enough for the
+    WINOGRAD_MIN_CHANNELS channels in and out; 'stem' for a first layer on the image and for a
+    strided one with a window (see STEM_MAX_CHANNELS); else 'gemm' where each group's matrices are big enough for the
     micro-kernel's 6 x 16 blocks; else 'direct' (other depthwise layers and small groups)."""
     k, c_per_group, kh, kw = attrs["weights"].shape
     if ((kh, kw) in DEPTHWISE_KERNELS and c_per_group == 1 and attrs["group"] == k
@@ -1640,8 +1674,8 @@ def choose_algorithm(attrs, input_shape) -> str:
     if ((kh, kw) == (3, 3) and tuple(attrs["strides"]) == (1, 1) and tuple(attrs["dilations"]) == (1, 1)
             and attrs["group"] == 1 and min(k, c_per_group) >= WINOGRAD_MIN_CHANNELS):
         return "winograd"
-    if (attrs["group"] == 1 and c_per_group <= STEM_MAX_CHANNELS and tuple(attrs["dilations"]) == (1, 1)
-            and k % STEM_CHANNEL_MULTIPLE == 0):
+    if (attrs["group"] == 1 and tuple(attrs["dilations"]) == (1, 1) and k % STEM_CHANNEL_MULTIPLE == 0
+            and (c_per_group <= STEM_MAX_CHANNELS or (kh * kw > 1 and tuple(attrs["strides"]) != (1, 1)))):
         return "stem"
     if c_per_group * kh * kw >= GEMM_MIN_REDUCTION and k // attrs["group"] >= GEMM_MIN_GROUP_OUTPUTS:
         return "gemm"
