@@ -1,13 +1,19 @@
 """Per layer, dynbatch against ONNX Runtime on one of ``compare.py``'s networks, in one process.
 
     python benchmarks/layers_vs_ort.py [--network squeezenet] [--batch 1] [--threads 2] [--rounds 8]
+        [--busy-pause]
 
 dynbatch's times are ``get_performance_counts`` (a chained convolution's from the time-stamp
 counter); ONNX Runtime's come from its profiler (``enable_profiling``: the ``*_kernel_time``
 events of its nodes, after its graph optimizations, so its nodes are NCHWc convolutions with
 their activation fused, reorders and Concat). Each round, after a 60 ms pause (ONNX Runtime's
 worker spins about 40 ms after a call), each runtime runs 10 calls: a slow phase of this shared
-machine then hits both. Printed: end-to-end medians, each runtime's sum of per-layer medians, and
+machine then hits both. After 60 ms asleep, TBB's worker stayed away from all 10 of dynbatch's
+calls in half the rounds (SqueezeNet at n = 1: 0.77 ms a call, not 0.41; 2026-11-28): the idle
+pause of README's Limitations, not the layers' speed. ``--busy-pause`` keeps the calling thread
+busy through the pause instead, which brings the worker back within a call or two, but then
+slowed ONNX Runtime's layers (SqueezeNet's first 1.8x): read each runtime from the run that
+suits it. Printed: end-to-end medians, each runtime's sum of per-layer medians, and
 every layer's median, dynbatch's first. The profiler adds a few microseconds to each node of
 ONNX Runtime: read small nodes with that in mind, and its end-to-end time as an upper bound.
 """
@@ -34,6 +40,7 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--busy-pause", action="store_true", help="spin through the pauses rather than sleep")
     args = parser.parse_args()
     import numba
     import onnxruntime as ort
@@ -53,9 +60,17 @@ def main():
     shape = compare.sample_shape(model)
     x = np.random.default_rng(0).standard_normal([args.batch] + shape).astype(np.float32)
 
+    def pause(seconds=0.06):
+        if not args.busy_pause:
+            time.sleep(seconds)
+            return
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
     ours, ends = {}, {"dynbatch": [], "onnxruntime": []}
     for _ in range(args.rounds):
-        time.sleep(0.06)
+        pause()
         for _ in range(10):
             start = time.perf_counter()
             request.infer({"data": x})
@@ -63,7 +78,7 @@ def main():
             for name, count in request.get_performance_counts().items():
                 if count["status"] == "EXECUTED":
                     ours.setdefault(name, (count["exec_type"], []))[1].append(count["real_time_us"])
-        time.sleep(0.06)
+        pause()
         for _ in range(10):
             start = time.perf_counter()
             session.run(None, {"data": x})
