@@ -5,9 +5,10 @@ convolutions packing x where its planes are a multiple of 2 KB against reading i
 any plane size (``convolution.reads_in_place``), or (``--what averages``) with its global
 average poolings fused into their convolutions (``compiler.averages_fused``) against run apart,
 or (``--what max_poolings``) with its first max pooling fused into the first layer
-(``compiler.max_poolings_fused``) against run apart, or (``--what stem``) with its first layer by
-output-channel vectors (``convolution_stem_cpu``, where ``choose_algorithm`` picks it) against
-packed by the GEMM kernel, or (``--what depthwise``) with its depthwise 3x3 layers by 8-channel
+(``compiler.max_poolings_fused``) against run apart, or (``--what stem``) with its first layer
+and its strided layers by output-channel vectors (``convolution_stem_cpu``, where
+``choose_algorithm`` picks it) against packed by the GEMM kernel, or (``--what strided_stem``)
+only its strided layers past the first so, or (``--what depthwise``) with its depthwise 3x3 layers by 8-channel
 vectors (``convolution_depthwise_cpu``) against the direct kernel, or (``--what
 chained_depthwise``) with those layers in the chains of convolutions (``compiler.chain_convolutions``)
 against a parallel loop each, or (``--what chained_ends``) with its first layers and its
@@ -16,8 +17,8 @@ huge_pages``) with its arena on transparent huge pages (``compiler.zeroed_floats
 pages, in one process:
 
     python benchmarks/in_place_ab.py [--network squeezenet] [--size 112]
-        [--what concatenations|residuals|pointwise|averages|max_poolings|stem|depthwise|chained_depthwise|
-              chained_ends|huge_pages] [--batches 1,8,32] [--calls 41]
+        [--what concatenations|residuals|pointwise|averages|max_poolings|stem|strided_stem|depthwise|
+              chained_depthwise|chained_ends|huge_pages] [--batches 1,8,32] [--calls 41]
 
 Both are loaded from the same ONNX network of ``compare.py`` (max batch 32, ``--size`` its input
 side); their infer calls alternate, each time is the median of ``--calls``, and their outputs
@@ -35,23 +36,25 @@ import numpy as np
 import dynbatch as db
 from compare import EXTRA_NETWORKS, NETWORKS, sample_shape
 from dynbatch.graph import compiler
-from dynbatch.kernels import convolution
+from dynbatch.kernels import chain, convolution
 
 #: For each ``--what``: (the module and name of what it changes, the value that turns the
-#: default off, labels of the alternative and the default).
+#: default off, labels of the alternative and the default); a tuple of names takes a tuple of
+#: values.
 CHOICES = {
     "concatenations": (compiler, "concatenations_in_place", lambda graph: (), "copied", "in place"),
     "residuals": (compiler, "residuals_in_place", lambda graph: (), "separate", "in place"),
     "pointwise": (convolution, "IN_PLACE_PLANE_ALIASING", 1 << 62, "in place", "packed at 2 KB"),
     "averages": (compiler, "averages_fused", lambda graph: graph, "apart", "fused"),
     "max_poolings": (compiler, "max_poolings_fused", lambda graph: graph, "apart", "fused"),
-    "stem": (convolution, "STEM_MAX_CHANNELS", 0, "GEMM", "stem"),
+    "stem": (convolution, ("STEM_MAX_CHANNELS", "STEM_STRIDED_WINDOWS"), (0, False), "GEMM", "stem"),
+    "strided_stem": (convolution, "STEM_STRIDED_WINDOWS", False, "GEMM", "stem"),
     "depthwise": (convolution, "DEPTHWISE_KERNELS", (), "direct", "channel vectors"),
-    "chained_depthwise": (compiler, "CHAINED_KERNELS",
-                          {kernel: kind for kernel, kind in compiler.CHAINED_KERNELS.items()
+    "chained_depthwise": (chain, "CHAINED_KERNELS",
+                          {kernel: kind for kernel, kind in chain.CHAINED_KERNELS.items()
                            if kernel is not convolution.convolution_depthwise_cpu}, "apart", "chained"),
-    "chained_ends": (compiler, "CHAINED_KERNELS",
-                     {kernel: kind for kernel, kind in compiler.CHAINED_KERNELS.items()
+    "chained_ends": (chain, "CHAINED_KERNELS",
+                     {kernel: kind for kernel, kind in chain.CHAINED_KERNELS.items()
                       if kernel not in (convolution.convolution_stem_cpu, convolution.convolution_gemm_average_cpu)},
                      "apart", "chained"),
     "huge_pages": (compiler, "HUGE_PAGE", 1 << 62, "4 KB pages", "huge pages"),
@@ -62,14 +65,18 @@ def load(network, default: bool, what: str):
     """An infer request of the network, with the default choice of ``what`` (``CHOICES``) or the
     other. (Created while the choice holds: a request binds its kernels' arguments, and with them
     whether a 1x1 layer reads x in place.)"""
-    module, name, off = CHOICES[what][:3]
-    chosen = getattr(module, name)
+    module, names, offs = CHOICES[what][:3]
+    if isinstance(names, str):
+        names, offs = (names,), (offs,)
+    chosen = [getattr(module, name) for name in names]
     if not default:
-        setattr(module, name, off)
+        for name, off in zip(names, offs):
+            setattr(module, name, off)
     try:
         return db.Core().load_network(network, "CPU", {db.KEY_DYN_BATCH_ENABLED: db.YES}).create_infer_request()
     finally:
-        setattr(module, name, chosen)
+        for name, value in zip(names, chosen):
+            setattr(module, name, value)
 
 
 def main():

@@ -1425,9 +1425,9 @@ def stem_taps(channels, kernel_h, kernel_w, stride_h, stride_w, conv_height, con
 def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h, kernel_w,
                          conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top, pool_left,
                          min_tasks, residual, has_residual, activation, alpha, beta, out, out_width):
-    """An ungrouped, undilated convolution with few input channels (a network's first layer, on the
-    image) with 8 output channels in each vector's lanes and the input's pixels broadcast
-    (``stem``), and the max pooling that alone reads it, if any. x: (max_batch, C, H, W);
+    """An ungrouped, undilated convolution (a network's first layer on the image, or a strided one
+    with a window: ``choose_algorithm``) with 8 output channels in each vector's lanes and the
+    input's pixels broadcast (``stem``), and the max pooling that alone reads it, if any. x: (max_batch, C, H, W);
     packed_weights, biases: ``stem.pack_stem`` of the (K, C, kh, kw) weights and (K,) biases;
     conv_height, conv_width: the convolution's output size; pool_h, pool_w, pool_stride_h,
     pool_stride_w, pool_top, pool_left: the max pooling's window, strides and leading pads (1, 1,
@@ -1437,7 +1437,8 @@ def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_t
     activation, alpha, beta: the fused ``epilogue``, after the pooling (its activation a
     non-decreasing one, so the same as before it). Rows >= n are neither read nor written.
 
-    Each task takes a band of output rows of one sample (``stem_split``). It copies the input
+    Each task takes a band of output rows of one sample and a chunk of its output channels
+    (``stem_split``). It copies the input
     that the band's convolution rows read into zero-padded planes, computes every output channel
     of those rows' pixels (or a chunk of the channels), STEM_PIXELS pixels and STEM_CHANNELS
     channels a call (``stem.stem_pixels``, the pixels' windows at any stride, in consecutive rows
@@ -1646,12 +1647,13 @@ DEPTHWISE_KERNELS = ((3, 3), (5, 5))
 #: 3x3 0.74x-0.83x, MobileNet's 3 -> 32 3x3 stride 2 0.91x-0.92x, SqueezeNet's 3 -> 64 3x3 stride 2
 #: 0.93x-0.99x; but 3 -> 24 (padded to 32 channels) 1.05x-1.07x.
 STEM_MAX_CHANNELS = 4
-#: ... and so does any ungrouped, undilated, strided convolution with a window (kernel above 1x1),
-#: whatever its input channels: the GEMM would pack each patch's strided taps (the 3x3 stride-2
+#: ... and, where STEM_STRIDED_WINDOWS, so does any ungrouped, undilated, strided convolution with
+#: a window (kernel above 1x1), whatever its input channels: the GEMM would pack each patch's strided taps (the 3x3 stride-2
 #: layer of ResNet's third bottleneck spent 13% of its time there), where these windows are read
 #: where they lie. Against the GEMM (one process, 2 threads, n = 1, 2 and 8): 3x3 stride 2 on
 #: 64 x 56x56, 128 x 28x28 and 256 x 28x28 0.79x-0.92x the time, 512 x 14x14 0.91x-0.98x. A
 #: strided 1x1 layer reads no window: the GEMM, 0.67x-0.74x the stem's time.
+STEM_STRIDED_WINDOWS = True
 
 
 def out_size(attrs, input_shape) -> tuple[int, int]:
@@ -1675,7 +1677,8 @@ def choose_algorithm(attrs, input_shape) -> str:
             and attrs["group"] == 1 and min(k, c_per_group) >= WINOGRAD_MIN_CHANNELS):
         return "winograd"
     if (attrs["group"] == 1 and tuple(attrs["dilations"]) == (1, 1) and k % STEM_CHANNEL_MULTIPLE == 0
-            and (c_per_group <= STEM_MAX_CHANNELS or (kh * kw > 1 and tuple(attrs["strides"]) != (1, 1)))):
+            and (c_per_group <= STEM_MAX_CHANNELS
+                 or (STEM_STRIDED_WINDOWS and kh * kw > 1 and tuple(attrs["strides"]) != (1, 1)))):
         return "stem"
     if c_per_group * kh * kw >= GEMM_MIN_REDUCTION and k // attrs["group"] >= GEMM_MIN_GROUP_OUTPUTS:
         return "gemm"

@@ -1,9 +1,11 @@
 """The output-channel vectors of ``convolution.convolution_stem_cpu``: a network's first layer on
-the image (1 to 4 channels in; 3x3 to 11x11 kernels at strides 1 to 4 in the networks here)
-with 8 output channels side by side in each vector's lanes and the input's pixels broadcast.
+the image (1 to 4 channels in; 3x3 to 11x11 kernels at strides 1 to 4 in the networks here), and
+strided layers with a window past it (ResNet's 3x3 stride-2 layers, any channels in), with 8
+output channels side by side in each vector's lanes and the input's pixels broadcast.
 
-Such a layer has a short reduction (27 multiply-adds per output for 3 x 3 x 3) and many output
-pixels. As a GEMM (``convolution_gemm_cpu``), each 6 x 16 block of its product is a call of 27
+A strided layer would pack, as a GEMM, each patch's strided taps; here its windows are read where
+they lie. A first layer has a short reduction (27 multiply-adds per output for 3 x 3 x 3) and many
+output pixels. As a GEMM (``convolution_gemm_cpu``), each 6 x 16 block of its product is a call of 27
 steps whose fixed costs (its stores, the epilogue) weigh as much as the steps, after a packing
 of B that the few output channels then use a handful of times: MobileNet's 3 -> 32 3x3 stride-2
 layer ran at 65 GF/s. Here each output pixel's channels are vectors (``stem_pixels``: 2 vectors
