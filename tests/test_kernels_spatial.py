@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from dynbatch.kernels import convolution, deconvolution, lrn, pooling
 from dynbatch.kernels.gemm import NR, PANELS_PER_BLOCK
-from dynbatch.kernels.stem import STEM_CHANNELS
+from dynbatch.kernels.stem import STEM_CHANNELS, STEM_PIXELS
 from tests.naive import REFERENCES
 from tests.poison import poisoned_output, untouched
 
@@ -647,14 +647,15 @@ def stem_share_cost(n, share, channels, out_channels, out_height, conv_height, c
     rows, bands, chunks = share
     blocks = -(-out_channels // STEM_CHANNELS)
     read_rows = min(conv_height, (rows - 1) * pool_stride + pool)
-    slots = -(-read_rows * conv_width // 6) * 6
+    slots = -(-read_rows * conv_width // STEM_PIXELS) * STEM_PIXELS
     copied = channels * ((read_rows - 1) * strides[0] + kernel[0]) * ((conv_width - 1) * strides[1] + kernel[1])
     task = (slots * -(-blocks // chunks) * channels * kernel[0] * kernel[1] + convolution.STEM_COPY_COST * copied
             + convolution.STEM_TASK_COST)
     return -(-max(1, n) * bands * chunks // threads) * task
 
 
-@pytest.mark.parametrize("n, channels, out_channels, out_height, conv_size, kernel, strides, pool, pool_stride, threads", [
+@pytest.mark.parametrize(
+    "n, channels, out_channels, out_height, conv_size, kernel, strides, pool, pool_stride, threads", [
     (1, 3, 32, 56, (56, 56), (3, 3), (2, 2), 1, 1, 2),       # MobileNet's first layer
     (1, 3, 32, 56, (56, 56), (3, 3), (2, 2), 1, 1, 6),       # ... on 6 threads: a band each
     (2, 3, 64, 55, (55, 55), (3, 3), (2, 2), 1, 1, 2),
@@ -684,7 +685,8 @@ def test_stem_split_is_the_cheapest_share_of_whole_rows(n, channels, out_channel
 
     def within_budget(rows, chunks):
         read_rows = (rows - 1) * pool_stride + pool
-        return rows == 1 or read_rows * conv_size[1] * -(-blocks // chunks) * STEM_CHANNELS <= convolution.STEM_SUMS_FLOATS
+        products = read_rows * conv_size[1] * -(-blocks // chunks) * STEM_CHANNELS
+        return rows == 1 or products <= convolution.STEM_SUMS_FLOATS
 
     assert within_budget(rows, chunks)
     cost = stem_share_cost(n, (rows, bands, chunks), channels, out_channels, out_height, *conv_size, kernel, strides,

@@ -1375,9 +1375,9 @@ def stem_split(n, channels, out_channels, out_height, conv_height, conv_width, k
     threads, rounded up) times a task's work: the taps of its padded pixels (whole calls of
     STEM_PIXELS) for its channels, the input it copies (STEM_COPY_COST a float: bands read
     overlapping rows, and each chunk copies the band's input again), and STEM_TASK_COST. Among
-    shares of up to STEM_TASKS_PER_THREAD tasks per thread, or fewer where the rows and channels
-    allow no more: small bands waste the last call's pixels and copy the window's overlap again;
-    a deep layer's channels split into chunks instead."""
+    shares of at most STEM_TASKS_PER_THREAD tasks per thread (more only where the budget needs more
+    bands): small bands waste the last call's pixels and copy the window's overlap again; a deep
+    layer's channels split into chunks instead."""
     blocks = -(-out_channels // STEM_CHANNELS)
     taps = channels * kernel_h * kernel_w
     pitch = (conv_width - 1) * stride_w + kernel_w
@@ -1427,8 +1427,8 @@ def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_t
                          min_tasks, residual, has_residual, activation, alpha, beta, out, out_width):
     """An ungrouped, undilated convolution (a network's first layer on the image, or a strided one
     with a window: ``choose_algorithm``) with 8 output channels in each vector's lanes and the
-    input's pixels broadcast (``stem``), and the max pooling that alone reads it, if any. x: (max_batch, C, H, W);
-    packed_weights, biases: ``stem.pack_stem`` of the (K, C, kh, kw) weights and (K,) biases;
+    input's pixels broadcast (``stem``), and the max pooling that alone reads it, if any.
+    x: (max_batch, C, H, W); packed_weights, biases: ``stem.pack_stem`` of the (K, C, kh, kw) weights and (K,) biases;
     conv_height, conv_width: the convolution's output size; pool_h, pool_w, pool_stride_h,
     pool_stride_w, pool_top, pool_left: the max pooling's window, strides and leading pads (1, 1,
     1, 1, 0, 0: none); out: (max_batch, K, OH*OW), rows ``out_width`` wide, the pooling's output
@@ -1438,9 +1438,8 @@ def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_t
     non-decreasing one, so the same as before it). Rows >= n are neither read nor written.
 
     Each task takes a band of output rows of one sample and a chunk of its output channels
-    (``stem_split``). It copies the input
-    that the band's convolution rows read into zero-padded planes, computes every output channel
-    of those rows' pixels (or a chunk of the channels), STEM_PIXELS pixels and STEM_CHANNELS
+    (``stem_split``). It copies the input that the band's convolution rows read into zero-padded
+    planes, computes its channels of those rows' pixels, STEM_PIXELS pixels and STEM_CHANNELS
     channels a call (``stem.stem_pixels``, the pixels' windows at any stride, in consecutive rows
     or not), pools them where there is a pooling (across each convolution row, then down, by
     ``stem.max_run``: the convolution's output is never written, and bands whose windows overlap
@@ -1648,10 +1647,11 @@ DEPTHWISE_KERNELS = ((3, 3), (5, 5))
 #: 0.93x-0.99x; but 3 -> 24 (padded to 32 channels) 1.05x-1.07x.
 STEM_MAX_CHANNELS = 4
 #: ... and, where STEM_STRIDED_WINDOWS, so does any ungrouped, undilated, strided convolution with
-#: a window (kernel above 1x1), whatever its input channels: the GEMM would pack each patch's strided taps (the 3x3 stride-2
-#: layer of ResNet's third bottleneck spent 13% of its time there), where these windows are read
-#: where they lie. Against the GEMM (one process, 2 threads, n = 1, 2 and 8): 3x3 stride 2 on
-#: 64 x 56x56, 128 x 28x28 and 256 x 28x28 0.79x-0.92x the time, 512 x 14x14 0.91x-0.98x. A
+#: a window (kernel above 1x1), whatever its input channels: the GEMM would pack each patch's
+#: strided taps (the 3x3 stride-2 layer of ResNet's third bottleneck spent 13% of its time there),
+#: where these windows are read where they lie. Against the GEMM (one process, 2 threads, n = 1, 2
+#: and 8): 3x3 stride 2 on 64 x 56x56, 128 x 28x28 and 256 x 28x28 0.79x-0.92x the time, 512 x
+#: 14x14 0.91x-0.98x (ResNet 0.968x-1.001x, ``benchmarks/in_place_ab.py --what strided_stem``). A
 #: strided 1x1 layer reads no window: the GEMM, 0.67x-0.74x the stem's time.
 STEM_STRIDED_WINDOWS = True
 
@@ -1667,8 +1667,9 @@ def choose_algorithm(attrs, input_shape) -> str:
     """'depthwise' for an undilated depthwise convolution of a kernel in DEPTHWISE_KERNELS;
     'winograd' for a 3x3, stride-1, undilated, ungrouped convolution of at least
     WINOGRAD_MIN_CHANNELS channels in and out; 'stem' for a first layer on the image and for a
-    strided one with a window (see STEM_MAX_CHANNELS); else 'gemm' where each group's matrices are big enough for the
-    micro-kernel's 6 x 16 blocks; else 'direct' (other depthwise layers and small groups)."""
+    strided one with a window (see STEM_MAX_CHANNELS); else 'gemm' where each group's matrices are
+    big enough for the micro-kernel's 6 x 16 blocks; else 'direct' (other depthwise layers and
+    small groups)."""
     k, c_per_group, kh, kw = attrs["weights"].shape
     if ((kh, kw) in DEPTHWISE_KERNELS and c_per_group == 1 and attrs["group"] == k
             and tuple(attrs["dilations"]) == (1, 1)):

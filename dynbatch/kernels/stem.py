@@ -5,9 +5,9 @@ output channels side by side in each vector's lanes and the input's pixels broad
 
 A strided layer would pack, as a GEMM, each patch's strided taps; here its windows are read where
 they lie. A first layer has a short reduction (27 multiply-adds per output for 3 x 3 x 3) and many
-output pixels. As a GEMM (``convolution_gemm_cpu``), each 6 x 16 block of its product is a call of 27
-steps whose fixed costs (its stores, the epilogue) weigh as much as the steps, after a packing
-of B that the few output channels then use a handful of times: MobileNet's 3 -> 32 3x3 stride-2
+output pixels. As a GEMM (``convolution_gemm_cpu``), each 6 x 16 block of its product is a call
+of 27 steps whose fixed costs (its stores, the epilogue) weigh as much as the steps, after a
+packing of B that the few output channels then use a handful of times: MobileNet's 3 -> 32 3x3 stride-2
 layer ran at 65 GF/s. Here each output pixel's channels are vectors (``stem_pixels``: 2 vectors
 of 8 channels by 6 pixels of accumulators, each tap 2 loads of weights and 6 broadcasts of input;
 with AVX-512, 32 channels as 2 vectors of 16 by 6 pixels), read where they lie in a zero-padded
