@@ -7,8 +7,8 @@ average poolings fused into their convolutions (``compiler.averages_fused``) aga
 or (``--what max_poolings``) with its first max pooling fused into the first layer
 (``compiler.max_poolings_fused``) against run apart, or (``--what stem``) with its first layer
 and its strided layers by output-channel vectors (``convolution_stem_cpu``, where
-``choose_algorithm`` picks it) against packed by the GEMM kernel, or (``--what strided_stem``)
-only its strided layers past the first so, or (``--what depthwise``) with its depthwise 3x3 layers by 8-channel
+``choose_algorithm`` picks it) against packed by the GEMM kernel, or (``--what strided_stem``,
+``grouped_stem``) only its strided layers past the first or its grouped layers so, or (``--what depthwise``) with its depthwise 3x3 layers by 8-channel
 vectors (``convolution_depthwise_cpu``) against the direct kernel, or (``--what
 chained_depthwise``) with those layers in the chains of convolutions (``compiler.chain_convolutions``)
 against a parallel loop each, or (``--what chained_ends``) with its first layers and its
@@ -17,8 +17,8 @@ huge_pages``) with its arena on transparent huge pages (``compiler.zeroed_floats
 pages, in one process:
 
     python benchmarks/in_place_ab.py [--network squeezenet] [--size 112]
-        [--what concatenations|residuals|pointwise|averages|max_poolings|stem|strided_stem|depthwise|
-              chained_depthwise|chained_ends|huge_pages] [--batches 1,8,32] [--calls 41]
+        [--what concatenations|residuals|pointwise|averages|max_poolings|stem|strided_stem|grouped_stem|
+              depthwise|chained_depthwise|chained_ends|huge_pages] [--batches 1,8,32] [--calls 41]
 
 Both are loaded from the same ONNX network of ``compare.py`` (max batch 32, ``--size`` its input
 side); their infer calls alternate, each time is the median of ``--calls``, and their outputs
@@ -47,8 +47,10 @@ CHOICES = {
     "pointwise": (convolution, "IN_PLACE_PLANE_ALIASING", 1 << 62, "in place", "packed at 2 KB"),
     "averages": (compiler, "averages_fused", lambda graph: graph, "apart", "fused"),
     "max_poolings": (compiler, "max_poolings_fused", lambda graph: graph, "apart", "fused"),
-    "stem": (convolution, ("STEM_MAX_CHANNELS", "STEM_STRIDED_WINDOWS"), (0, False), "GEMM", "stem"),
+    "stem": (convolution, ("STEM_MAX_CHANNELS", "STEM_STRIDED_WINDOWS", "STEM_GROUPS"), (0, False, False), "GEMM",
+             "stem"),
     "strided_stem": (convolution, "STEM_STRIDED_WINDOWS", False, "GEMM", "stem"),
+    "grouped_stem": (convolution, "STEM_GROUPS", False, "GEMM", "stem"),
     "depthwise": (convolution, "DEPTHWISE_KERNELS", (), "direct", "channel vectors"),
     "chained_depthwise": (chain, "CHAINED_KERNELS",
                           {kernel: kind for kernel, kind in chain.CHAINED_KERNELS.items()

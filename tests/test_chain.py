@@ -155,6 +155,28 @@ def test_chain_runs_stem_and_averaged_steps(n, threads):
         assert untouched(got[n:]), "a row >= n was written"
 
 
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chain_runs_a_grouped_stem_step(n, threads):
+    """A stem step in two groups (3x3, 64 -> 64, as ``choose_algorithm`` picks for groups of 32
+    with a window) between two 1x1 GEMM steps: the chain reads each group's input planes as the
+    kernel alone does."""
+    rng = np.random.default_rng(40 + n * 10 + threads)
+    x = poisoned((MAX_BATCH, 16, 9, 7), n, rng)
+    widened, grouped, narrowed = (poisoned((MAX_BATCH, c, 9, 7), n) for c in (64, 64, 16))
+    stem = layer(rng, 64, 64, 3, group=2, activation=RELU)
+    steps = [convolution.cpu_step(layer(rng, 16, 64, 1, activation=RELU), [x], [widened]),
+             convolution.cpu_step(stem, [widened], [grouped]),
+             convolution.cpu_step(layer(rng, 64, 16, 1), [grouped], [narrowed])]
+    assert [CHAINED_KERNELS[kernel] for kernel, _ in steps] == [0, STEM_STEP, 0]
+    written = [widened, grouped, narrowed]
+    expected = run_steps_alone(steps, written, n)
+    # (the grouped stem alone against the naive reference: the chain cannot match outputs all wrong)
+    reference = REFERENCES["Activation"](REFERENCES["Convolution"]([expected[0][:n]], stem), RELU)
+    np.testing.assert_allclose(expected[1][:n], reference[0], rtol=1e-4, atol=1e-5)
+    check_chain(steps, written, expected, n, threads)
+
+
 def run_steps_alone(steps, written, n):
     """Each step by its own kernel, in order: copies of the buffers they wrote (the expected
     outputs), then every buffer poisoned again for the chain."""

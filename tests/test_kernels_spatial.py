@@ -541,16 +541,17 @@ def test_winograd_split_gives_every_chunk_as_many_panels():
 
 @given(data=st.data())
 def test_convolution_by_output_channel_vectors_matches_reference(data):
-    """``convolution_stem_cpu`` (a first layer on the image, or a strided one with a window;
-    STEM_CHANNELS output channels by 6 pixels a call: 16, or 32 with AVX-512, 16 of them padding
-    for 16 channels): 1 to 4 channels in or a deep layer's 9 to 40, 16 to 96 out, kernels 1 to 7
-    at strides 1 to 4, pads before and after, a band's last group of pixels under 6 (repeating
-    its last pixel) and groups across output rows, bands of one row to a whole sample and chunks
-    of the channels (``stem_split``, min_tasks), the fused residual and activation, rows >= n
-    untouched."""
+    """``convolution_stem_cpu`` (a first layer on the image, a strided one with a window, or
+    groups; STEM_CHANNELS output channels by 6 pixels a call: 16, or 32 with AVX-512, 16 of them
+    padding for 16 channels): 1 to 4 channels in or a deep layer's 9 to 40, 16 to 96 out, or 2 to
+    3 groups of 32 or 64 out, kernels 1 to 7 at strides 1 to 4, pads before and after, a band's
+    last group of pixels under 6 (repeating its last pixel) and groups of pixels across output
+    rows, bands of one row to a whole sample and chunks of the channels (``stem_split``,
+    min_tasks), the fused residual and activation, rows >= n untouched."""
     max_batch, n = draw_batches(data)
-    channels = data.draw(st.integers(1, 4) | st.integers(9, 40), label="channels")
-    out_channels = data.draw(st.sampled_from([16, 32, 48, 96]), label="out_channels")
+    group = data.draw(st.sampled_from([1, 1, 2, 3]), label="group")
+    channels = data.draw(st.integers(1, 4) | st.integers(9, 40), label="channels")  # (a group's)
+    out_channels = data.draw(st.sampled_from([16, 32, 48, 96] if group == 1 else [32, 64]), label="out_channels")
     kernel = draw_pair(data, st.integers(1, 7), "kernel")
     strides = draw_pair(data, st.integers(1, 4), "strides")
     pads_begin, pads_end = draw_pair(data, PAD, "pads_begin"), draw_pair(data, PAD, "pads_end")
@@ -558,8 +559,8 @@ def test_convolution_by_output_channel_vectors_matches_reference(data):
     for a in range(2):
         assume(size[a] + pads_begin[a] + pads_end[a] >= kernel[a])
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-    attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, out_channels, size, kernel, strides,
-                                              (1, 1), pads_begin, pads_end)
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, group, channels, out_channels, size, kernel,
+                                              strides, (1, 1), pads_begin, pads_end)
     residual = None
     if data.draw(st.booleans(), label="residual"):
         # (a buffer of its own: the last run of 8 pixels writes some outputs again, reading their
@@ -629,7 +630,7 @@ def test_convolution_by_output_channel_vectors_with_max_pooling_matches_referenc
 def test_convolution_by_output_channel_vectors_fixed_cases(weights, size, strides, pads, min_tasks):
     if weights[0] == 512:  # (the case is here for its chunks)
         out_side = (size + 2 * pads - weights[2]) // strides + 1
-        assert convolution.stem_split(2, weights[1], weights[0], out_side, out_side, out_side, *weights[2:],
+        assert convolution.stem_split(2, weights[1], 1, weights[0], out_side, out_side, out_side, *weights[2:],
                                       strides, strides, 1, 1, min_tasks)[2] > 1
     rng = np.random.default_rng(15)
     attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, weights[1], weights[0], (size, size), weights[2:],
@@ -640,8 +641,43 @@ def test_convolution_by_output_channel_vectors_fixed_cases(weights, size, stride
     check_outputs(outputs, expected, 2)
 
 
-def stem_share_cost(n, share, channels, out_channels, out_height, conv_height, conv_width, kernel, strides, pool,
-                    pool_stride, threads):
+@pytest.mark.parametrize("group, group_in, group_out, kernel, size, strides, pads, min_tasks", [
+    (2, 32, 96, 5, 13, 1, 2, 2),   # AlexNet's 5x5 64 -> 192 in two groups
+    (2, 48, 64, 3, 6, 1, 1, 2),    # AlexNet's 3x3 384 -> 256 in two groups, narrower
+    (4, 8, 32, 3, 9, 2, 1, 3),     # four groups at stride 2
+    (2, 16, 128, 3, 5, 1, 1, 4),   # two groups of 4 blocks on 4 threads: chunks within a group
+])
+def test_convolution_by_output_channel_vectors_in_groups(group, group_in, group_out, kernel, size, strides, pads,
+                                                         min_tasks):
+    """Each group's blocks of output channels read that group's input planes only."""
+    rng = np.random.default_rng(16)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, group, group_in, group_out, (size, size), (kernel, kernel),
+                                              (strides, strides), (1, 1), (pads, pads), (pads, pads))
+    attrs["activation"] = {"type": "relu", "alpha": 0.0, "beta": 0.0}
+    kernel_fn, _ = run_step(convolution, attrs, inputs, outputs, 2, min_tasks=min_tasks)
+    assert kernel_fn is convolution.convolution_stem_cpu  # (chosen: a window in groups of 32 or more)
+    expected = REFERENCES["Activation"](REFERENCES["Convolution"]([inputs[0][:2]], attrs), attrs["activation"])
+    check_outputs(outputs, expected, 2)
+
+
+def test_groups_take_the_stem_kernel_with_a_window_and_whole_blocks_only():
+    attrs = {"weights": np.zeros((48, 8, 3, 3), np.float32), "biases": np.zeros(48, np.float32), "strides": (1, 1),
+             "dilations": (1, 1), "group": 2, "pads_begin": (1, 1), "pads_end": (1, 1), "activation": None}
+    x, out = np.zeros((2, 16, 6, 6), np.float32), np.zeros((2, 48, 6, 6), np.float32)
+    assert convolution.choose_algorithm(attrs, x.shape) == "gemm"  # (24 a group)
+    with pytest.raises(ValueError, match="groups of a multiple of"):
+        convolution.cpu_step(attrs, [x], [out], algorithm="stem")
+    pointwise = {**attrs, "weights": np.zeros((64, 8, 1, 1), np.float32), "biases": np.zeros(64, np.float32),
+                 "pads_begin": (0, 0), "pads_end": (0, 0)}
+    assert convolution.choose_algorithm(pointwise, x.shape) != "stem"  # (no window)
+    assert convolution.choose_algorithm({**pointwise, "weights": np.zeros((64, 8, 3, 3), np.float32)},
+                                        x.shape) == "stem"
+    assert convolution.choose_algorithm({**pointwise, "weights": np.zeros((64, 8, 3, 3), np.float32),
+                                         "dilations": (2, 2)}, x.shape) != "stem"
+
+
+def stem_share_cost(n, share, channels, group, out_channels, out_height, conv_height, conv_width, kernel, strides,
+                    pool, pool_stride, threads):
     """The work of the thread that works longest under a share (rows, bands, chunks) of
     ``convolution_stem_cpu``, as ``stem_split``'s docstring counts it."""
     rows, bands, chunks = share
@@ -649,35 +685,37 @@ def stem_share_cost(n, share, channels, out_channels, out_height, conv_height, c
     read_rows = min(conv_height, (rows - 1) * pool_stride + pool)
     slots = -(-read_rows * conv_width // STEM_PIXELS) * STEM_PIXELS
     copied = channels * ((read_rows - 1) * strides[0] + kernel[0]) * ((conv_width - 1) * strides[1] + kernel[1])
-    task = (slots * -(-blocks // chunks) * channels * kernel[0] * kernel[1] + convolution.STEM_COPY_COST * copied
-            + convolution.STEM_TASK_COST)
+    taps = channels // group * kernel[0] * kernel[1]
+    task = slots * -(-blocks // chunks) * taps + convolution.STEM_COPY_COST * copied + convolution.STEM_TASK_COST
     return -(-max(1, n) * bands * chunks // threads) * task
 
 
 @pytest.mark.parametrize(
-    "n, channels, out_channels, out_height, conv_size, kernel, strides, pool, pool_stride, threads", [
-    (1, 3, 32, 56, (56, 56), (3, 3), (2, 2), 1, 1, 2),       # MobileNet's first layer
-    (1, 3, 32, 56, (56, 56), (3, 3), (2, 2), 1, 1, 6),       # ... on 6 threads: a band each
-    (2, 3, 64, 55, (55, 55), (3, 3), (2, 2), 1, 1, 2),
-    (32, 3, 64, 56, (112, 112), (7, 7), (2, 2), 1, 1, 2),
-    (1, 1, 16, 1, (1, 1), (3, 3), (1, 1), 1, 1, 16),         # one output pixel, more threads than rows
-    (3, 4, 48, 7, (7, 300), (5, 5), (1, 1), 1, 1, 4),
-    (2, 3, 64, 27, (55, 55), (3, 3), (2, 2), 3, 2, 2),       # SqueezeNet's first layer, its pooling fused
-    (32, 3, 64, 56, (112, 112), (7, 7), (2, 2), 3, 2, 2),    # ResNet's, pooled
-    (8, 3, 32, 32, (64, 64), (3, 3), (1, 1), 2, 2, 2),
-    (1, 3, 16, 3, (7, 500), (3, 3), (1, 1), 5, 1, 1),        # a pool 5 high over 7 rows: bands share rows
-    (1, 128, 128, 14, (14, 14), (3, 3), (2, 2), 1, 1, 2),    # ResNet's stride-2 3x3: bands of whole rows
-    (1, 512, 512, 7, (7, 7), (3, 3), (2, 2), 1, 1, 2),       # 7 rows of 7 pixels: chunks of channels
-    (8, 512, 512, 7, (7, 7), (3, 3), (2, 2), 1, 1, 2),
-    (1, 256, 1024, 112, (112, 112), (3, 3), (2, 2), 1, 1, 4),  # the products' budget bounds the rows
-    (0, 3, 64, 27, (55, 55), (3, 3), (2, 2), 3, 2, 2),       # (n = 0, the call that only compiles the kernel)
+    "n, channels, out_channels, out_height, conv_size, kernel, strides, pool, pool_stride, threads, group", [
+    (1, 3, 32, 56, (56, 56), (3, 3), (2, 2), 1, 1, 2, 1),       # MobileNet's first layer
+    (1, 3, 32, 56, (56, 56), (3, 3), (2, 2), 1, 1, 6, 1),       # ... on 6 threads: a band each
+    (2, 3, 64, 55, (55, 55), (3, 3), (2, 2), 1, 1, 2, 1),
+    (32, 3, 64, 56, (112, 112), (7, 7), (2, 2), 1, 1, 2, 1),
+    (1, 1, 16, 1, (1, 1), (3, 3), (1, 1), 1, 1, 16, 1),         # one output pixel, more threads than rows
+    (3, 4, 48, 7, (7, 300), (5, 5), (1, 1), 1, 1, 4, 1),
+    (2, 3, 64, 27, (55, 55), (3, 3), (2, 2), 3, 2, 2, 1),       # SqueezeNet's first layer, its pooling fused
+    (32, 3, 64, 56, (112, 112), (7, 7), (2, 2), 3, 2, 2, 1),    # ResNet's, pooled
+    (8, 3, 32, 32, (64, 64), (3, 3), (1, 1), 2, 2, 2, 1),
+    (1, 3, 16, 3, (7, 500), (3, 3), (1, 1), 5, 1, 1, 1),        # a pool 5 high over 7 rows: bands share rows
+    (1, 128, 128, 14, (14, 14), (3, 3), (2, 2), 1, 1, 2, 1),    # ResNet's stride-2 3x3: bands of whole rows
+    (1, 512, 512, 7, (7, 7), (3, 3), (2, 2), 1, 1, 2, 1),       # 7 rows of 7 pixels: chunks of channels
+    (8, 512, 512, 7, (7, 7), (3, 3), (2, 2), 1, 1, 2, 1),
+    (1, 256, 1024, 112, (112, 112), (3, 3), (2, 2), 1, 1, 4, 1),  # the products' budget bounds the rows
+    (0, 3, 64, 27, (55, 55), (3, 3), (2, 2), 3, 2, 2, 1),       # (n = 0, the call that only compiles the kernel)
+    (1, 384, 256, 6, (6, 6), (3, 3), (1, 1), 1, 1, 2, 2),       # AlexNet's 3x3 in two groups: half the taps
+    (1, 64, 128, 14, (14, 14), (3, 3), (1, 1), 1, 1, 2, 2),     # two groups: bands (ungrouped: chunks)
 ])
 def test_stem_split_is_the_cheapest_share_of_whole_rows(n, channels, out_channels, out_height, conv_size, kernel,
-                                                        strides, pool, pool_stride, threads):
+                                                        strides, pool, pool_stride, threads, group):
     """Bands cover the output rows once, the convolution rows each reads fit the products'
     budget (but bands of one row), and no share of at most STEM_TASKS_PER_THREAD tasks per thread
     within that budget costs less (``stem_share_cost``, every bands and chunks counted here)."""
-    args = (channels, out_channels, out_height, *conv_size, *kernel, *strides, pool, pool_stride)
+    args = (channels, group, out_channels, out_height, *conv_size, *kernel, *strides, pool, pool_stride)
     rows, bands, chunks = convolution.stem_split(n, *args, threads)
     assert (bands - 1) * rows < out_height <= bands * rows
     blocks = -(-out_channels // STEM_CHANNELS)
@@ -689,8 +727,8 @@ def test_stem_split_is_the_cheapest_share_of_whole_rows(n, channels, out_channel
         return rows == 1 or products <= convolution.STEM_SUMS_FLOATS
 
     assert within_budget(rows, chunks)
-    cost = stem_share_cost(n, (rows, bands, chunks), channels, out_channels, out_height, *conv_size, kernel, strides,
-                           pool, pool_stride, threads)
+    cost = stem_share_cost(n, (rows, bands, chunks), channels, group, out_channels, out_height, *conv_size, kernel,
+                           strides, pool, pool_stride, threads)
     wanted = threads * convolution.STEM_TASKS_PER_THREAD
     for other_chunks in range(1, blocks + 1):
         for other_bands in range(1, out_height + 1):
@@ -698,8 +736,8 @@ def test_stem_split_is_the_cheapest_share_of_whole_rows(n, channels, out_channel
             if max(1, n) * other_bands * other_chunks > wanted or not within_budget(other_rows, other_chunks):
                 continue
             share = (other_rows, -(-out_height // other_rows), other_chunks)
-            assert cost <= stem_share_cost(n, share, channels, out_channels, out_height, *conv_size, kernel, strides,
-                                           pool, pool_stride, threads), share
+            assert cost <= stem_share_cost(n, share, channels, group, out_channels, out_height, *conv_size, kernel,
+                                           strides, pool, pool_stride, threads), share
 
 
 @pytest.mark.parametrize("height, width, channels", [(3, 3, 2), (1, 7, 1), (2, 8, 3), (27, 27, 2)])

@@ -251,11 +251,11 @@ def stem_step_task(task, n, row_address, alpha_beta_address, band_rows, bands, c
     row = carray(_index_pointer(row_address), (INTS,))
     alpha_beta = carray(_float_pointer(alpha_beta_address), (2,))
     x, weights, biases, residual_flat, out, _, _, _, _ = _step_arrays(row)
-    tap_offsets, scratch_plane = stem_taps(row[X_SHAPE + 1], row[KERNEL_H], row[KERNEL_W], row[STRIDE_H],
-                                           row[STRIDE_W], row[CONV_HEIGHT], row[CONV_WIDTH], row[POOL_H],
-                                           row[POOL_STRIDE_H], band_rows)
-    stem_task(task, x, x.reshape(x.size), weights, biases, row[STRIDE_H], row[STRIDE_W], row[PAD_TOP], row[PAD_LEFT],
-              row[KERNEL_H], row[KERNEL_W], row[CONV_HEIGHT], row[CONV_WIDTH], row[POOL_H], row[POOL_W],
+    tap_offsets, scratch_plane = stem_taps(row[X_SHAPE + 1] // row[GROUP], row[KERNEL_H], row[KERNEL_W],
+                                           row[STRIDE_H], row[STRIDE_W], row[CONV_HEIGHT], row[CONV_WIDTH],
+                                           row[POOL_H], row[POOL_STRIDE_H], band_rows)
+    stem_task(task, x, x.reshape(x.size), weights, biases, row[GROUP], row[STRIDE_H], row[STRIDE_W], row[PAD_TOP],
+              row[PAD_LEFT], row[KERNEL_H], row[KERNEL_W], row[CONV_HEIGHT], row[CONV_WIDTH], row[POOL_H], row[POOL_W],
               row[POOL_STRIDE_H], row[POOL_STRIDE_W], row[POOL_TOP], row[POOL_LEFT], tap_offsets, scratch_plane,
               residual_flat, row[HAS_RESIDUAL], row[ACTIVATION], alpha_beta[0], alpha_beta[1], out,
               out.reshape(out.size), row[OUT_WIDTH], band_rows, bands, chunks)
@@ -347,7 +347,7 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                 panels_per_split = 0
             elif ints[s, KIND] == STEM_STEP:
                 column_panels, chunks, splits = stem_split(
-                    n, ints[s, X_SHAPE + 1], ints[s, OUT_SHAPE + 1], out_pixels // ints[s, OUT_WIDTH],
+                    n, ints[s, X_SHAPE + 1], ints[s, GROUP], ints[s, OUT_SHAPE + 1], out_pixels // ints[s, OUT_WIDTH],
                     ints[s, CONV_HEIGHT], ints[s, CONV_WIDTH], ints[s, KERNEL_H], ints[s, KERNEL_W], ints[s, STRIDE_H],
                     ints[s, STRIDE_W], ints[s, POOL_H], ints[s, POOL_STRIDE_H], ints[s, MIN_TASKS])
                 tasks, panels_per_split = n * chunks * splits, 0

@@ -1363,7 +1363,7 @@ STEM_TASK_COST = 2000
 
 
 @njit(**SCALAR_FUNCTION)
-def stem_split(n, channels, out_channels, out_height, conv_height, conv_width, kernel_h, kernel_w, stride_h,
+def stem_split(n, channels, group, out_channels, out_height, conv_height, conv_width, kernel_h, kernel_w, stride_h,
                stride_w, pool_h, pool_stride_h, min_tasks):
     """How ``convolution_stem_cpu`` shares out n samples: (output rows per band, bands per
     sample, chunks of output channels per band), a task per chunk of a band, min_tasks threads
@@ -1373,13 +1373,14 @@ def stem_split(n, channels, out_channels, out_height, conv_height, conv_width, k
 
     The cheapest share by a count of the thread that works longest: its tasks (tasks over
     threads, rounded up) times a task's work: the taps of its padded pixels (whole calls of
-    STEM_PIXELS) for its channels, the input it copies (STEM_COPY_COST a float: bands read
+    STEM_PIXELS; a group's channels times the kernel's taps) for its channels, the input of all
+    the channels it copies (STEM_COPY_COST a float: bands read
     overlapping rows, and each chunk copies the band's input again), and STEM_TASK_COST. Among
     shares of at most STEM_TASKS_PER_THREAD tasks per thread (more only where the budget needs more
     bands): small bands waste the last call's pixels and copy the window's overlap again; a deep
     layer's channels split into chunks instead."""
     blocks = -(-out_channels // STEM_CHANNELS)
-    taps = channels * kernel_h * kernel_w
+    taps = channels // group * kernel_h * kernel_w
     pitch = (conv_width - 1) * stride_w + kernel_w
     samples, threads = max(1, n), max(1, min_tasks)  # (n = 0: no tasks)
     wanted = threads * STEM_TASKS_PER_THREAD
@@ -1422,16 +1423,17 @@ def stem_taps(channels, kernel_h, kernel_w, stride_h, stride_w, conv_height, con
 
 
 @njit(**PARALLEL_KERNEL)
-def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h, kernel_w,
-                         conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top, pool_left,
-                         min_tasks, residual, has_residual, activation, alpha, beta, out, out_width):
-    """An ungrouped, undilated convolution (a network's first layer on the image, or a strided one
-    with a window: ``choose_algorithm``) with 8 output channels in each vector's lanes and the
+def convolution_stem_cpu(n, x, packed_weights, biases, group, stride_h, stride_w, pad_top, pad_left, kernel_h,
+                         kernel_w, conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top,
+                         pool_left, min_tasks, residual, has_residual, activation, alpha, beta, out, out_width):
+    """An undilated convolution (a network's first layer on the image, a strided one with a window,
+    or groups of them: ``choose_algorithm``) with 8 output channels in each vector's lanes and the
     input's pixels broadcast (``stem``), and the max pooling that alone reads it, if any.
-    x: (max_batch, C, H, W); packed_weights, biases: ``stem.pack_stem`` of the (K, C, kh, kw) weights and (K,) biases;
-    conv_height, conv_width: the convolution's output size; pool_h, pool_w, pool_stride_h,
-    pool_stride_w, pool_top, pool_left: the max pooling's window, strides and leading pads (1, 1,
-    1, 1, 0, 0: none); out: (max_batch, K, OH*OW), rows ``out_width`` wide, the pooling's output
+    x: (max_batch, C, H, W); packed_weights, biases: ``stem.pack_stem`` of the (K, C/group, kh, kw)
+    weights and (K,) biases, each group's K/group a multiple of STEM_CHANNELS; conv_height,
+    conv_width: the convolution's output size; pool_h, pool_w, pool_stride_h, pool_stride_w,
+    pool_top, pool_left: the max pooling's window, strides and leading pads (1, 1, 1, 1, 0, 0:
+    none); out: (max_batch, K, OH*OW), rows ``out_width`` wide, the pooling's output
     (else the convolution's); min_tasks: the threads to share the work among; residual (shaped as
     out, not out's own memory: a last run of 8 pixels writes some again), has_residual,
     activation, alpha, beta: the fused ``epilogue``, after the pooling (its activation a
@@ -1445,33 +1447,35 @@ def convolution_stem_cpu(n, x, packed_weights, biases, stride_h, stride_w, pad_t
     ``stem.max_run``: the convolution's output is never written, and bands whose windows overlap
     compute their shared row twice), and writes them back as the channels' rows through the
     epilogue (``depthwise.deinterleave_rows``)."""
-    band_rows, bands, chunks = stem_split(n, x.shape[1], out.shape[1], out.shape[2] // out_width, conv_height,
-                                          conv_width, kernel_h, kernel_w, stride_h, stride_w, pool_h, pool_stride_h,
-                                          min_tasks)
-    tap_offsets, scratch_plane = stem_taps(x.shape[1], kernel_h, kernel_w, stride_h, stride_w, conv_height,
+    band_rows, bands, chunks = stem_split(n, x.shape[1], group, out.shape[1], out.shape[2] // out_width,
+                                          conv_height, conv_width, kernel_h, kernel_w, stride_h, stride_w, pool_h,
+                                          pool_stride_h, min_tasks)
+    tap_offsets, scratch_plane = stem_taps(x.shape[1] // group, kernel_h, kernel_w, stride_h, stride_w, conv_height,
                                            conv_width, pool_h, pool_stride_h, band_rows)
     x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
     for task in prange(n * bands * chunks):
-        stem_task(np.int64(task), x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h,
-                  kernel_w, conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top, pool_left,
-                  tap_offsets, scratch_plane, residual_flat, has_residual, activation, alpha, beta, out, out_flat,
-                  out_width, band_rows, bands, chunks)
+        stem_task(np.int64(task), x, x_flat, packed_weights, biases, group, stride_h, stride_w, pad_top, pad_left,
+                  kernel_h, kernel_w, conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top,
+                  pool_left, tap_offsets, scratch_plane, residual_flat, has_residual, activation, alpha, beta, out,
+                  out_flat, out_width, band_rows, bands, chunks)
 
 
 @njit(**SHARED_STEP)
-def stem_task(task, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_top, pad_left, kernel_h, kernel_w,
-              conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top, pool_left,
+def stem_task(task, x, x_flat, packed_weights, biases, group, stride_h, stride_w, pad_top, pad_left, kernel_h,
+              kernel_w, conv_height, conv_width, pool_h, pool_w, pool_stride_h, pool_stride_w, pool_top, pool_left,
               tap_offsets, scratch_plane, residual_flat, has_residual, activation, alpha, beta, out, out_flat,
               out_width, band_rows, bands, chunks):
     """Task ``task`` of ``convolution_stem_cpu`` (its arguments, with x, out and residual also as
-    flat views, the taps' offsets in planes of ``scratch_plane`` floats, and ``stem_split``'s
-    share)."""
+    flat views, the taps' offsets in a group's planes of ``scratch_plane`` floats, and
+    ``stem_split``'s share)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_channels, out_plane = out.shape[1], out.shape[2]
     out_height = out_plane // out_width
     b, band, chunk = task // (bands * chunks), (task // chunks) % bands, task % chunks
-    # The chunk's blocks of STEM_CHANNELS output channels: [first_block, end_block).
+    # The chunk's blocks of STEM_CHANNELS output channels: [first_block, end_block), each within
+    # one group (whose input planes start group_channels planes apart in the scratch).
     all_blocks = packed_weights.shape[0] // (tap_offsets.shape[0] * STEM_CHANNELS)
+    group_blocks, group_channels = all_blocks // group, channels // group
     first_block, end_block = chunk * all_blocks // chunks, (chunk + 1) * all_blocks // chunks
     first_out_row = band * band_rows
     out_rows = min(band_rows, out_height - first_out_row)
@@ -1491,17 +1495,17 @@ def stem_task(task, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_t
             for start in range(0, copied_columns, MAX_RUN_OUTPUTS):
                 copy_run(x_flat, source + start, padded, at + start, min(MAX_RUN_OUTPUTS, copied_columns - start))
     pixels = rows * conv_width
-    groups = -(-pixels // STEM_PIXELS)
+    pixel_groups = -(-pixels // STEM_PIXELS)
     # Each pixel's window in the scratch; a last group of under STEM_PIXELS repeats the last pixel.
     # (Row by row: a division per pixel took 8% of SqueezeNet's first layer.)
-    origins = np.empty(groups * STEM_PIXELS, np.intp)
+    origins = np.empty(pixel_groups * STEM_PIXELS, np.intp)
     for r in range(rows):
         for column in range(conv_width):
             origins[r * conv_width + column] = r * stride_h * pitch + column * stride_w
-    for q in range(pixels, groups * STEM_PIXELS):
+    for q in range(pixels, pixel_groups * STEM_PIXELS):
         origins[q] = origins[pixels - 1]
     # (+ LANES pixels: deinterleave_rows reads 8 pixels from a last run of 1 to 8)
-    octet_pixels = groups * STEM_PIXELS + LANES
+    octet_pixels = pixel_groups * STEM_PIXELS + LANES
     # The chunk's octets of channels, from its first (octet 0 of sums and results).
     first_octet = first_block * STEM_VECTORS
     octets = min(end_block * STEM_VECTORS, (out_channels + LANES - 1) // LANES) - first_octet
@@ -1509,10 +1513,11 @@ def stem_task(task, x, x_flat, packed_weights, biases, stride_h, stride_w, pad_t
     for octet in range((end_block - first_block) * STEM_VECTORS):
         sums[(octet * octet_pixels + octet_pixels - LANES) * LANES:(octet + 1) * octet_pixels * LANES] = 0.0
     for block in range(first_block, end_block):
-        for group in range(groups):
-            stem_pixels(padded, 0, origins, group * STEM_PIXELS, tap_offsets, taps, packed_weights,
+        for pixel_group in range(pixel_groups):
+            stem_pixels(padded, (block // group_blocks) * group_channels * scratch_plane, origins,
+                        pixel_group * STEM_PIXELS, tap_offsets, taps, packed_weights,
                         block * taps * STEM_CHANNELS, biases, block * STEM_CHANNELS, sums,
-                        ((block - first_block) * STEM_VECTORS * octet_pixels + group * STEM_PIXELS) * LANES,
+                        ((block - first_block) * STEM_VECTORS * octet_pixels + pixel_group * STEM_PIXELS) * LANES,
                         octet_pixels * LANES)
     run = out_rows * out_width
     results, result_pixels = sums, octet_pixels
@@ -1654,6 +1659,14 @@ STEM_MAX_CHANNELS = 4
 #: 14x14 0.91x-0.98x (ResNet 0.968x-1.001x, ``benchmarks/in_place_ab.py --what strided_stem``). A
 #: strided 1x1 layer reads no window: the GEMM, 0.67x-0.74x the stem's time.
 STEM_STRIDED_WINDOWS = True
+#: ... and, where STEM_GROUPS, so does a grouped convolution with a window at any stride, where each
+#: group's output channels are a multiple of STEM_GROUP_CHANNELS (32: a block of STEM_CHANNELS never
+#: spans two groups, on AVX2 or AVX-512, so both plan alike). Against the GEMM, one group after
+#: another (one process, 2 threads, n = 1, 2 and 8): AlexNet's 5x5 64 -> 192 in 2 groups on 13x13
+#: 0.82x-0.86x the time, its 3x3 384 -> 256 in 2 groups on 6x6 0.78x-0.87x; 2 groups of 32 -> 32 or
+#: 32 -> 64 on 28x28 0.72x-0.97x, 4 groups of 32 -> 64 at stride 2 0.79x-0.89x.
+STEM_GROUPS = True
+STEM_GROUP_CHANNELS = 32
 
 
 def out_size(attrs, input_shape) -> tuple[int, int]:
@@ -1666,10 +1679,10 @@ def out_size(attrs, input_shape) -> tuple[int, int]:
 def choose_algorithm(attrs, input_shape) -> str:
     """'depthwise' for an undilated depthwise convolution of a kernel in DEPTHWISE_KERNELS;
     'winograd' for a 3x3, stride-1, undilated, ungrouped convolution of at least
-    WINOGRAD_MIN_CHANNELS channels in and out; 'stem' for a first layer on the image and for a
-    strided one with a window (see STEM_MAX_CHANNELS); else 'gemm' where each group's matrices are
-    big enough for the micro-kernel's 6 x 16 blocks; else 'direct' (other depthwise layers and
-    small groups)."""
+    WINOGRAD_MIN_CHANNELS channels in and out; 'stem' for a first layer on the image, a strided one
+    with a window and groups with a window (see STEM_MAX_CHANNELS); else 'gemm' where each group's
+    matrices are big enough for the micro-kernel's 6 x 16 blocks; else 'direct' (other depthwise
+    layers and small groups)."""
     k, c_per_group, kh, kw = attrs["weights"].shape
     if ((kh, kw) in DEPTHWISE_KERNELS and c_per_group == 1 and attrs["group"] == k
             and tuple(attrs["dilations"]) == (1, 1)):
@@ -1677,9 +1690,11 @@ def choose_algorithm(attrs, input_shape) -> str:
     if ((kh, kw) == (3, 3) and tuple(attrs["strides"]) == (1, 1) and tuple(attrs["dilations"]) == (1, 1)
             and attrs["group"] == 1 and min(k, c_per_group) >= WINOGRAD_MIN_CHANNELS):
         return "winograd"
-    if (attrs["group"] == 1 and tuple(attrs["dilations"]) == (1, 1) and k % STEM_CHANNEL_MULTIPLE == 0
-            and (c_per_group <= STEM_MAX_CHANNELS
-                 or (STEM_STRIDED_WINDOWS and kh * kw > 1 and tuple(attrs["strides"]) != (1, 1)))):
+    group, window = attrs["group"], kh * kw > 1
+    if tuple(attrs["dilations"]) == (1, 1) and k % STEM_CHANNEL_MULTIPLE == 0 and (
+            group == 1 and (c_per_group <= STEM_MAX_CHANNELS
+                            or (STEM_STRIDED_WINDOWS and window and tuple(attrs["strides"]) != (1, 1)))
+            or group > 1 and STEM_GROUPS and window and (k // group) % STEM_GROUP_CHANNELS == 0):
         return "stem"
     if c_per_group * kh * kw >= GEMM_MIN_REDUCTION and k // attrs["group"] >= GEMM_MIN_GROUP_OUTPUTS:
         return "gemm"
@@ -1781,8 +1796,12 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
         pool = attrs.get("max_pool") or {"kernel": (1, 1), "strides": (1, 1), "pads_begin": (0, 0),
                                          "conv_size": (out_height, out_width)}
         conv_height, conv_width = pool["conv_size"]
+        if group > 1 and (k // group) % STEM_CHANNELS != 0:  # (a block of channels would span two groups)
+            raise ValueError(f"the stem kernel takes groups of a multiple of {STEM_CHANNELS} output channels, "
+                             f"not {k // group}")
         return convolution_stem_cpu, (
-            x, *pack_stem(weights, biases), int(stride_h), int(stride_w), int(pad_top), int(pad_left), int(kernel_h),
+            x, *pack_stem(weights, biases), group, int(stride_h), int(stride_w), int(pad_top), int(pad_left),
+            int(kernel_h),
             int(kernel_w), int(conv_height), int(conv_width), *(int(v) for v in pool["kernel"]),
             *(int(v) for v in pool["strides"]), *(int(v) for v in pool["pads_begin"]),
             int(min_tasks or numba.get_num_threads()), residual.reshape(max_batch, -1, pixels), *epilogue,
