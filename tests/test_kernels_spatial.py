@@ -580,9 +580,11 @@ def test_convolution_by_output_channel_vectors_with_max_pooling_matches_referenc
     1 to 4 (4: ``stem.max_run``'s loop) at strides 1 to 3, leading pads under the window, ceil
     rounding's last window past the convolution's output, windows overlapping two bands (whose
     shared row both compute), and the activation after the pooling: a pooling of the activated
-    output."""
+    output; a first layer's few channels in, a deep layer's 9 to 24, or two groups of 32 out."""
     max_batch, n = draw_batches(data)
-    channels = data.draw(st.integers(1, 4), label="channels")
+    group = data.draw(st.sampled_from([1, 1, 2]), label="group")
+    channels = data.draw(st.integers(1, 4) | st.integers(9, 24), label="channels")  # (a group's)
+    group_out = 16 if group == 1 else 32
     kernel = draw_pair(data, st.integers(1, 5), "kernel")
     strides = draw_pair(data, st.integers(1, 3), "strides")
     pads = draw_pair(data, st.integers(0, 2), "pads")
@@ -590,8 +592,8 @@ def test_convolution_by_output_channel_vectors_with_max_pooling_matches_referenc
     for a in range(2):
         assume(size[a] + 2 * pads[a] >= kernel[a])
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-    attrs, inputs, outputs = convolution_case(rng, max_batch, n, 1, channels, 16, size, kernel, strides, (1, 1),
-                                              pads, pads)
+    attrs, inputs, outputs = convolution_case(rng, max_batch, n, group, channels, group_out, size, kernel, strides,
+                                              (1, 1), pads, pads)
     conv_size = outputs[0].shape[2:]
     pool_kernel = draw_pair(data, st.integers(1, 4), "pool_kernel")
     pool_strides = draw_pair(data, st.integers(1, 3), "pool_strides")
@@ -611,7 +613,7 @@ def test_convolution_by_output_channel_vectors_with_max_pooling_matches_referenc
     assume(attrs["activation"] is None or attrs["activation"].get("alpha", 0.0) >= 0.0)
     attrs["max_pool"] = {"kernel": pool_kernel, "strides": pool_strides, "pads_begin": pool_pads,
                          "conv_size": conv_size}
-    outputs = [poisoned_output((max_batch, 16) + tuple(pooled))]
+    outputs = [poisoned_output((max_batch, group * group_out) + tuple(pooled))]
     run_step(convolution, attrs, inputs, outputs, n, algorithm="stem",
              min_tasks=data.draw(st.integers(1, 16), label="min_tasks"))
     expected, scale = expected_convolution(inputs, attrs, n)
