@@ -453,11 +453,11 @@ def _max_pool(pool, conv, shapes):
 
 def max_poolings_fused(graph: FusedGraph) -> FusedGraph:
     """``graph`` with each max pooling merged into the convolution whose output it alone reads
-    (CPU): a layer that ``convolution.convolution_stem_cpu`` takes (a first layer on the image, or
-    a strided one with a window: ``convolution.choose_algorithm``), without a residual, its
-    activation one that keeps the order of its inputs (so that pooling its sums and then
-    activating is the same), its output not a network output; a pooling whose windows each start
-    inside that output. The merged convolution takes the pooling's output and ``max_pool`` (its
+    (CPU): a layer that ``convolution.convolution_stem_cpu`` takes (a first layer on the image, a
+    strided one with a window, or groups with a window: ``convolution.choose_algorithm``), without
+    a residual, its activation one that keeps the order of its inputs (so that pooling its sums and
+    then activating is the same), its output not a network output; a pooling whose windows each
+    start inside that output. The merged convolution takes the pooling's output and ``max_pool`` (its
     window, strides, leading pads and the convolution's own output size), and pools each band of
     its output while it is in cache, never writing it: the stem and max pooling of SqueezeNet,
     ResNet, GoogLeNet and FCN end this way."""
