@@ -2,8 +2,8 @@
 
 ``compile_network`` runs once per ``load_network``. It merges layers into their producers where a
 kernel can compute both (``fusion``; on the CPU also a global average pooling into the GEMM
-convolution before it, ``averages_fused``, and a max pooling into the first layer before it,
-``max_poolings_fused``), lets the convolutions that feed a channel
+convolution before it, ``averages_fused``, and a max pooling into the output-channel-vector
+convolution before it, a first layer's most often, ``max_poolings_fused``), lets the convolutions that feed a channel
 Concatenation write straight into its output (``concatenations_in_place``, CPU) and a convolution
 with a residual write over the residual where nothing reads it after (``residuals_in_place``,
 CPU), then gives
