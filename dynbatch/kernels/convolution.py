@@ -1400,9 +1400,10 @@ def stem_split(n, channels, group, out_channels, out_height, conv_height, conv_w
             slots = -(-read_rows * conv_width // STEM_PIXELS) * STEM_PIXELS
             copied = channels * ((read_rows - 1) * stride_h + kernel_h) * pitch
             task = slots * chunk_blocks * taps + STEM_COPY_COST * copied + STEM_TASK_COST
-            cost = -(-samples * -(-out_height // rows) * chunks // threads) * task
+            whole_bands = -(-out_height // rows)  # (bands of ``rows``: fewer than ``bands`` where they round up)
+            cost = -(-samples * whole_bands * chunks // threads) * task
             if best_cost < 0 or cost < best_cost:
-                best_cost, best_rows, best_bands, best_chunks = cost, rows, -(-out_height // rows), chunks
+                best_cost, best_rows, best_bands, best_chunks = cost, rows, whole_bands, chunks
     return best_rows, best_bands, best_chunks
 
 
