@@ -8,17 +8,19 @@ or (``--what max_poolings``) with its first max pooling fused into the first lay
 (``compiler.max_poolings_fused``) against run apart, or (``--what stem``) with its first layer
 and its strided layers by output-channel vectors (``convolution_stem_cpu``, where
 ``choose_algorithm`` picks it) against packed by the GEMM kernel, or (``--what strided_stem``,
-``grouped_stem``) only its strided layers past the first or its grouped layers so, or (``--what depthwise``) with its depthwise 3x3 layers by 8-channel
-vectors (``convolution_depthwise_cpu``) against the direct kernel, or (``--what
-chained_depthwise``) with those layers in the chains of convolutions (``compiler.chain_convolutions``)
-against a parallel loop each, or (``--what chained_ends``) with its first layers and its
-convolutions with a global average in those chains too against a parallel loop each, or (``--what
-huge_pages``) with its arena on transparent huge pages (``compiler.zeroed_floats``) against 4 KB
-pages, in one process:
+``grouped_stem``) only its strided layers past the first or its grouped layers so, or (``--what
+tile_rows``) with its Winograd layers of few tiles taking the tiles as the rows of their products
+(``convolution.winograd_tile_rows``) against in panels of 16, or (``--what depthwise``) with its
+depthwise 3x3 layers by 8-channel vectors (``convolution_depthwise_cpu``) against the direct
+kernel, or (``--what chained_depthwise``) with those layers in the chains of convolutions
+(``compiler.chain_convolutions``) against a parallel loop each, or (``--what chained_ends``) with
+its first layers and its convolutions with a global average in those chains too against a
+parallel loop each, or (``--what huge_pages``) with its arena on transparent huge pages
+(``compiler.zeroed_floats``) against 4 KB pages, in one process:
 
     python benchmarks/in_place_ab.py [--network squeezenet] [--size 112]
         [--what concatenations|residuals|pointwise|averages|max_poolings|stem|strided_stem|grouped_stem|
-              depthwise|chained_depthwise|chained_ends|huge_pages] [--batches 1,8,32] [--calls 41]
+              tile_rows|depthwise|chained_depthwise|chained_ends|huge_pages] [--batches 1,8,32] [--calls 41]
 
 Both are loaded from the same ONNX network of ``compare.py`` (max batch 32, ``--size`` its input
 side); their infer calls alternate, each time is the median of ``--calls``, and their outputs
@@ -51,6 +53,7 @@ CHOICES = {
              "stem"),
     "strided_stem": (convolution, "STEM_STRIDED_WINDOWS", False, "GEMM", "stem"),
     "grouped_stem": (convolution, "STEM_GROUPS", False, "GEMM", "stem"),
+    "tile_rows": (convolution, "WINOGRAD_TILE_ROWS_MAX_TILES", 0, "panels", "tile rows"),
     "depthwise": (convolution, "DEPTHWISE_KERNELS", (), "direct", "channel vectors"),
     "chained_depthwise": (chain, "CHAINED_KERNELS",
                           {kernel: kind for kernel, kind in chain.CHAINED_KERNELS.items()

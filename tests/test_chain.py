@@ -43,10 +43,11 @@ def poisoned(shape, n, rng=None):
 
 def fire_chain(rng, n, size=9):
     """SqueezeNet's fire module twice (a 1x1 squeeze, then a 1x1 and a 3x3 (Winograd, 4x4 tiles
-    in the first, 2x2 in the second) expand written into the channels of one output), a strided
-    grouped 3x3 GEMM between, a 1x1 step with a residual, then two depthwise 3x3 steps (one with
-    a residual, one at stride 2): the step kinds and bindings a network's chains hold. Returns
-    (steps, the input, every buffer the steps write, the final output)."""
+    in the first, 2x2 in the second, whose 9 a sample are the rows of its products: ``tile_rows``)
+    expand written into the channels of one output), a strided grouped 3x3 GEMM between, a 1x1
+    step with a residual, then two depthwise 3x3 steps (one with a residual, one at stride 2): the
+    step kinds and bindings a network's chains hold. Returns (steps, the input, every buffer the
+    steps write, the final output)."""
     x = poisoned((MAX_BATCH, 24, size, size), n, rng)
     squeezed = poisoned((MAX_BATCH, 16, size, size), n)
     joined = poisoned((MAX_BATCH, 64, size, size), n)
@@ -67,7 +68,7 @@ def fire_chain(rng, n, size=9):
         convolution.cpu_step(layer(rng, 32, 16, 1, activation=RELU), [strided], [squeezed2]),
         convolution.cpu_step(layer(rng, 16, 24, 1), [squeezed2], [joined2[:, :24]], destination=(joined2, 0)),
         convolution.cpu_step(layer(rng, 16, 24, 3), [squeezed2], [joined2[:, 24:]], destination=(joined2, 24),
-                             tile=2),
+                             tile=2, tile_rows=True),
         convolution.cpu_step({**layer(rng, 48, 48, 1), "activation": RELU}, [joined2, joined2], [last]),
         convolution.cpu_step({**layer(rng, 48, 48, 3, group=48), "activation": RELU}, [last, joined2], [depthwise]),
         convolution.cpu_step(layer(rng, 48, 48, 3, stride=2, group=48), [depthwise], [depthwise2]),

@@ -465,10 +465,13 @@ def test_winograd_convolution_matches_reference(data):
     """F(2x2, 3x3) and F(4x4, 3x3) on any sizes (a last tile overhanging the output by 1 to 3),
     any padding on each side (tiles reading past the image), more channels than one packed block
     (16 or 7), a last panel of 1 to 4 output channels, tasks of several panels or split by output
-    channels, and the fused residual and activation. The tolerance is relative to the largest
-    sum before the activation, which F(4x4, 3x3)'s rounding scales with."""
+    channels, and the fused residual and activation, with the tiles in panels' lanes or as the
+    rows of the products (``tile_rows``: 1 to 16 tiles a panel, in calls of up to 9). The
+    tolerance is relative to the largest sum before the activation, which F(4x4, 3x3)'s rounding
+    scales with."""
     max_batch, n = draw_batches(data)
     tile = data.draw(st.sampled_from([2, 4]), label="tile")
+    tile_rows = data.draw(st.booleans(), label="tile_rows")
     channels = data.draw(st.integers(1, 40), label="channels")
     out_channels = data.draw(st.integers(1, 20), label="out_channels")
     size = draw_pair(data, st.integers(1, 12), "size")
@@ -481,9 +484,44 @@ def test_winograd_convolution_matches_reference(data):
                                               (1, 1), pads_begin, pads_end)
     residual = with_residual(data, rng, inputs, outputs, n)
     attrs["activation"] = data.draw(st.sampled_from(EPILOGUES), label="activation")
-    run_step(convolution, attrs, inputs, outputs, n, algorithm="winograd", tile=tile, **gemm_split(data))
+    run_step(convolution, attrs, inputs, outputs, n, algorithm="winograd", tile=tile, tile_rows=tile_rows,
+             **gemm_split(data))
     expected, scale = expected_convolution(inputs, attrs, n, residual)
     check_outputs(outputs, [expected], n, atol=1e-5 if tile == 2 else 3e-5, scale=scale)
+
+
+@pytest.mark.parametrize("n, side, min_tasks", [(1, 6, 2), (3, 6, 3), (2, 9, 1), (3, 9, 4)])
+def test_winograd_tile_rows_take_blocks_of_output_channels(n, side, min_tasks):
+    """The tiles as the rows of the products (``tile_rows``), with more output channels than a
+    block of three of TILE_ROWS_CHANNELS (101: the last block padded with zero weights) and more
+    channels than one packed block: n samples of 9 tiles (6x6) or 25 (9x9), in panels of 16 (calls
+    of 8 + 8) and a last one of 9 (one call), 11 (8 + 3) or 2, tasks split by blocks of output
+    channels (min_tasks 2 to 4: a split starting past block 0)."""
+    rng = np.random.default_rng(21)
+    attrs, inputs, outputs = convolution_case(rng, 3, n, 1, 300, 101, (side, side), (3, 3), (1, 1), (1, 1), (1, 1),
+                                              (1, 1))
+    kernel, args = run_step(convolution, attrs, inputs, outputs, n, algorithm="winograd", tile=2, tile_rows=True,
+                            min_tasks=min_tasks)
+    assert args[7] is True  # (tile_rows)
+    check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:n]], attrs), n, atol=1e-5)
+
+
+def test_winograd_takes_tile_rows_for_few_tiles_of_enough_channels():
+    """AlexNet's 6x6 layers (9 tiles of 2x2) of 192 and 256 channels take the tiles as rows, as
+    does a 12x12 output in 4x4 tiles (9); not 7x7 (16 tiles of 2x2, a whole panel), 48 channels
+    (their reductions too short for a call's transposes), nor any layer without AVX-512."""
+    assert convolution.winograd_tile_rows(192, 6, 6, 2) and convolution.winograd_tile_rows(256, 6, 6, 2)
+    assert convolution.winograd_tile_rows(96, 12, 12, 4) and convolution.winograd_tile_rows(128, 5, 5, 2)
+    assert not convolution.winograd_tile_rows(96, 7, 7, 2) and not convolution.winograd_tile_rows(128, 13, 13, 4)
+    assert not convolution.winograd_tile_rows(48, 6, 6, 2)
+    with mock.patch.object(convolution, "WIDE_VECTORS", False):
+        assert not convolution.winograd_tile_rows(192, 6, 6, 2)
+    if convolution.WIDE_VECTORS:  # cpu_step binds the choice and its packing of U
+        rng = np.random.default_rng(2)
+        attrs, inputs, outputs = convolution_case(rng, 1, 1, 1, 96, 40, (6, 6), (3, 3), (1, 1), (1, 1), (1, 1),
+                                                  (1, 1))
+        _, args = convolution.cpu_step(attrs, inputs, outputs)
+        assert args[7] is True and args[1].size == 16 * 96 * 64  # (40 channels padded to 2 blocks of 32)
 
 
 @pytest.mark.parametrize("tile", [2, 4])
@@ -525,12 +563,13 @@ def test_winograd_split_gives_every_chunk_as_many_panels():
     Seven panels still left one of 2 threads a whole panel's time idle at the end (the two end a
     task apart): the seventh is split by output channels, half of it to each thread's run of
     tasks (``tail_share``), so that each run holds the same work."""
-    assert convolution.winograd_split.py_func(2, 64, 27, 4, 48, 2, 729) == (8, 7, 6, -2, 6)
-    assert convolution.winograd_split.py_func(1, 64, 27, 4, 48, 2, 729)[:4] == (2, 4, 2, 1)  # (2 + 2: kept)
+    assert convolution.winograd_split.py_func(2, 64, 27, 4, False, 48, 2, 729) == (8, 7, 6, -2, 6)
+    assert convolution.winograd_split.py_func(1, 64, 27, 4, False, 48, 2, 729)[:4] == (2, 4, 2, 1)  # (2 + 2: kept)
     for n in range(1, 9):
         for out_channels, side, tile in ((64, 27, 4), (128, 13, 4), (192, 28, 4), (384, 6, 2), (16, 28, 4)):
             for threads in (1, 2, 3, 4):
-                check_share(convolution.winograd_split.py_func(n, out_channels, side, tile, 48, threads, side * side),
+                check_share(convolution.winograd_split.py_func(n, out_channels, side, tile, False, 48, threads,
+                                                               side * side),
                             n * convolution.sample_tiles.py_func(side, side, tile)[1],
                             convolution.panel_layout.py_func(out_channels)[0], threads)
     rng = np.random.default_rng(9)

@@ -13,8 +13,9 @@ from dynbatch.kernels import winograd
 from dynbatch.kernels.activation import ACTIVATION_CODES
 from dynbatch.kernels.epilogue import NO_ACTIVATION
 from dynbatch.kernels.gemm import NR
-from dynbatch.kernels.winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4,
-                                       output_transform_2, output_transform_4, transform_weights)
+from dynbatch.kernels.winograd import (MAX_RUN_OUTPUTS, TILE_ROWS_CHANNELS, TILE_ROWS_MAX, copy_vectors,
+                                       input_transform_2, input_transform_4, output_transform_2, output_transform_4,
+                                       tile_rows_product, transform_weights, transform_weights_tile_rows)
 from tests.naive import REFERENCES
 
 B_T = {2: np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
@@ -135,3 +136,51 @@ def test_transform_weights_packs_g_g_gt_by_element(tile):
                 at = xi * padded_rows * reduction + panel_start * reduction + c * height + (k - panel_start)
                 want = (G[tile] @ weights[k, c].astype(np.float64) @ G[tile].T)[a, b]
                 assert packed[at] == pytest.approx(want, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_transform_weights_tile_rows_packs_blocks_of_output_channels(tile):
+    """U[xi][k, c] = (G g[k, c] G^T)[a, b] at ((xi * blocks + k // 32) * C + c) * 32 + k % 32, the
+    37 output channels padded to two blocks of 32 with zeros."""
+    side = tile + 2
+    weights = np.random.default_rng(8).standard_normal((37, 5, 3, 3)).astype(np.float32)
+    packed = transform_weights_tile_rows(weights, tile)
+    assert packed.shape == (side * side * 2 * 5 * TILE_ROWS_CHANNELS,)
+    blocks = packed.reshape(side * side, 2, 5, TILE_ROWS_CHANNELS)
+    for xi in range(side * side):
+        a, b = divmod(xi, side)
+        for k in range(2 * TILE_ROWS_CHANNELS):
+            for c in range(5):
+                want = (G[tile] @ weights[k, c].astype(np.float64) @ G[tile].T)[a, b] if k < 37 else 0.0
+                assert blocks[xi, k // TILE_ROWS_CHANNELS, c, k % TILE_ROWS_CHANNELS] == pytest.approx(
+                    float(want), rel=1e-6, abs=1e-6)
+
+
+@njit
+def call_tile_rows_product(rows, kc, v, u, m, ldm, lanes):
+    tile_rows_product(rows, kc, v, 3, u, 1, m, 2, ldm, lanes)
+
+
+@pytest.mark.parametrize("rows", range(1, TILE_ROWS_MAX + 1))
+def test_tile_rows_product_stores_the_product_transposed(rows):
+    """m[2 + j * ldm + r] = sum_p v[3 + p * 16 + r] * u[1 + p * 32 + j] for the call's rows tiles
+    and 32 channels, zeros in lanes rows.. < lanes of each of those rows of m, and nothing else
+    written."""
+    rng = np.random.default_rng(rows)
+    kc, ldm = 7, 21
+    v = rng.standard_normal(3 + kc * NR + NR).astype(np.float32)
+    u = rng.standard_normal(1 + kc * TILE_ROWS_CHANNELS).astype(np.float32)
+    for lanes in sorted({rows, NR - 3}):
+        if lanes < rows:
+            continue
+        m = np.full(2 + TILE_ROWS_CHANNELS * ldm + NR, np.nan, np.float32)
+        call_tile_rows_product(rows, kc, v, u, m, ldm, lanes)
+        tiles = v[3:3 + kc * NR].reshape(kc, NR)[:, :rows].astype(np.float64)
+        want = (u[1:].reshape(kc, TILE_ROWS_CHANNELS).astype(np.float64).T @ tiles)  # (32, rows)
+        got = np.stack([m[2 + j * ldm:2 + j * ldm + NR] for j in range(TILE_ROWS_CHANNELS)])
+        np.testing.assert_allclose(got[:, :rows], want, rtol=1e-5, atol=1e-5)
+        assert (got[:, rows:lanes] == 0).all() and np.isnan(got[:, lanes:]).all()
+        written = np.zeros(m.size, bool)
+        for j in range(TILE_ROWS_CHANNELS):
+            written[2 + j * ldm:2 + j * ldm + lanes] = True
+        assert np.isnan(m[~written]).all()

@@ -55,15 +55,16 @@ OTHER_STEPS = (MAX_POOL_STEP, FC_STEP)
 _NO_ROWS = np.zeros(0, np.intp)
 _NO_FLOATS = np.zeros(0, np.float32)
 #: Arguments one chained kernel takes and another does not, at the value that stands for it:
-#: the GEMM's that the Winograd kernel (3x3, stride 1, ungrouped) fixes, Winograd's tile side,
-#: the GEMM's reduction rows and task width, which the depthwise and stem kernels have none of,
-#: the stem's kernel, convolution and pooling sizes, the averaged pixels, and the pooling's end
-#: pads and exclude_pad, which no convolution takes (a pooling step's others: ``chain_step``).
-ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False, "tile": 0, "task_columns": 0,
-                    "first_out_channel": 0, "row_offset": _NO_ROWS, "row_tap": _NO_ROWS, "tap_dy": _NO_ROWS,
-                    "tap_dx": _NO_ROWS, "kernel_h": 0, "kernel_w": 0, "conv_height": 0, "conv_width": 0, "pool_h": 1,
-                    "pool_w": 1, "pool_stride_h": 1, "pool_stride_w": 1, "pool_top": 0, "pool_left": 0, "pixels": 0,
-                    "pad_bottom": 0, "pad_right": 0, "exclude_pad": 0}
+#: the GEMM's that the Winograd kernel (3x3, stride 1, ungrouped) fixes, Winograd's tile side and
+#: blocking, the GEMM's reduction rows and task width, which the depthwise and stem kernels have
+#: none of, the stem's kernel, convolution and pooling sizes, the averaged pixels, and the
+#: pooling's end pads and exclude_pad, which no convolution takes (a pooling step's others:
+#: ``chain_step``).
+ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False, "tile": 0, "tile_rows": False,
+                    "task_columns": 0, "first_out_channel": 0, "row_offset": _NO_ROWS, "row_tap": _NO_ROWS,
+                    "tap_dy": _NO_ROWS, "tap_dx": _NO_ROWS, "kernel_h": 0, "kernel_w": 0, "conv_height": 0,
+                    "conv_width": 0, "pool_h": 1, "pool_w": 1, "pool_stride_h": 1, "pool_stride_w": 1, "pool_top": 0,
+                    "pool_left": 0, "pixels": 0, "pad_bottom": 0, "pad_right": 0, "exclude_pad": 0}
 #: The kernels whose steps a chain can take, and each one's step kind.
 #: (Max pooling over 3-wide windows, the networks' 3x3 poolings, and not ``max_pooling_cpu`` or
 #: ``avg_pooling_cpu``: their loops, which LLVM vectorises on its own, took 1.5x-1.8x their
@@ -87,14 +88,14 @@ GROUP, STRIDE_H, STRIDE_W, PAD_TOP, PAD_LEFT, OUT_WIDTH, IN_PLACE = 26, 27, 28, 
 TASK_COLUMNS, MIN_TASKS, HAS_RESIDUAL, ACTIVATION, FIRST_OUT_CHANNEL, TILE = 33, 34, 35, 36, 37, 38
 KERNEL_H, KERNEL_W, CONV_HEIGHT, CONV_WIDTH, POOL_H, POOL_W = 39, 40, 41, 42, 43, 44
 POOL_STRIDE_H, POOL_STRIDE_W, POOL_TOP, POOL_LEFT, PIXELS = 45, 46, 47, 48, 49
-PAD_BOTTOM, PAD_RIGHT, EXCLUDE_PAD = 50, 51, 52
-TASK = 53  # the address of the step kind's task function (``task_function``)
-INTS = 54
+PAD_BOTTOM, PAD_RIGHT, EXCLUDE_PAD, TILE_ROWS = 50, 51, 52, 53
+TASK = 54  # the address of the step kind's task function (``task_function``)
+INTS = 55
 #: The scalar arguments from GROUP on, in their columns' order.
 SCALARS = ("group", "stride_h", "stride_w", "pad_top", "pad_left", "out_width", "in_place", "task_columns",
            "min_tasks", "has_residual", "activation", "first_out_channel", "tile", "kernel_h", "kernel_w",
            "conv_height", "conv_width", "pool_h", "pool_w", "pool_stride_h", "pool_stride_w", "pool_top", "pool_left",
-           "pixels", "pad_bottom", "pad_right", "exclude_pad")
+           "pixels", "pad_bottom", "pad_right", "exclude_pad", "tile_rows")
 
 
 @intrinsic
@@ -231,9 +232,9 @@ def winograd_step_task(task, n, row_address, alpha_beta_address, column_panels, 
     alpha_beta = carray(_float_pointer(alpha_beta_address), (2,))
     x, weights, biases, residual_flat, out, row_offset, row_tap, tap_dy, tap_dx = _step_arrays(row)
     winograd_task(task, n, x, x.reshape(x.size), weights, biases, row[PAD_TOP], row[PAD_LEFT], row[OUT_WIDTH],
-                  row[TILE], row_offset, row_tap, tap_dy, tap_dx, residual_flat, row[HAS_RESIDUAL], row[ACTIVATION],
-                  alpha_beta[0], alpha_beta[1], row[FIRST_OUT_CHANNEL], out, out.reshape(out.size), column_panels,
-                  chunks, splits, panels_per_split)
+                  row[TILE], row[TILE_ROWS] != 0, row_offset, row_tap, tap_dy, tap_dx, residual_flat,
+                  row[HAS_RESIDUAL], row[ACTIVATION], alpha_beta[0], alpha_beta[1], row[FIRST_OUT_CHANNEL], out,
+                  out.reshape(out.size), column_panels, chunks, splits, panels_per_split)
 
 
 def depthwise_step_task(task, n, row_address, alpha_beta_address, band_rows, planes_per_task, chunks, unused):
@@ -365,8 +366,8 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                 column_panels, chunks, splits, panels_per_split = 0, 0, 0, 0
             else:
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(
-                    n, biases_length, ints[s, OUT_WIDTH], ints[s, TILE], ints[s, TASK_COLUMNS], ints[s, MIN_TASKS],
-                    out_pixels)
+                    n, biases_length, ints[s, OUT_WIDTH], ints[s, TILE], ints[s, TILE_ROWS] != 0,
+                    ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out_pixels)
             # (the addresses of step s's int64 row and float32 pair)
             row, alpha_beta = _data_address(ints) + s * INTS * 8, _data_address(floats) + s * 2 * 4
             done = s * stride + threads

@@ -20,8 +20,9 @@ from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLU
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
 from .stem import STEM_CHANNEL_MULTIPLE, STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_run, pack_stem, stem_pixels
 from .views import as_4d
-from .winograd import (MAX_RUN_OUTPUTS, copy_vectors, input_transform_2, input_transform_4, output_transform_2,
-                       output_transform_4, run_outputs, sample_tiles, tile_elements, transform_weights)
+from .winograd import (MAX_RUN_OUTPUTS, TILE_ROWS_CHANNELS, TILE_ROWS_MAX, copy_vectors, input_transform_2,
+                       input_transform_4, output_transform_2, output_transform_4, run_outputs, sample_tiles,
+                       tile_elements, tile_rows_product, transform_weights, transform_weights_tile_rows)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -1154,12 +1155,12 @@ def copy_run(source, source_at, destination, at, length):
 
 
 @njit(**SCALAR_FUNCTION)
-def winograd_split(n, out_channels, out_width, tile, task_columns, min_tasks, pixels):
+def winograd_split(n, out_channels, out_width, tile, tile_rows, task_columns, min_tasks, pixels):
     """How ``convolution_winograd_cpu`` shares out a batch of n (of ``pixels`` outputs per
     channel): (tasks, column_panels_total, chunks, splits, panels_per_split), ``split_tasks`` of
-    its tiles and panels of U."""
+    its tiles and panels of U (blocks of TILE_ROWS_CHANNELS output channels where ``tile_rows``)."""
     _, tiles = sample_tiles(pixels // out_width, out_width, tile)  # per sample
-    panels, _, _ = panel_layout(out_channels)
+    panels = -(-out_channels // TILE_ROWS_CHANNELS) if tile_rows else panel_layout(out_channels)[0]
     columns = n * tiles
     # Narrower tasks before split ones: a split transforms the same tiles again (a quarter of
     # the work), a narrower task only reuses each panel of U over fewer tiles.
@@ -1177,17 +1178,17 @@ def winograd_split(n, out_channels, out_width, tile, task_columns, min_tasks, pi
 
 
 @njit(**PARALLEL_KERNEL)
-def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_width, tile, row_offset, row_tap,
-                             tap_dy, tap_dx, task_columns, min_tasks, residual, has_residual, activation, alpha, beta,
-                             first_out_channel, out):
+def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_width, tile, tile_rows, row_offset,
+                             row_tap, tap_dy, tap_dx, task_columns, min_tasks, residual, has_residual, activation,
+                             alpha, beta, first_out_channel, out):
     """A 3x3, stride-1, ungrouped convolution by Winograd's F(m x m, 3x3), m = ``tile`` (2 or 4,
     ``winograd``): 2.25x or 4x fewer multiply-adds than ``convolution_gemm_cpu``, the same
     micro-kernel.
 
     x: (max_batch, C, H, W); packed_u: ``winograd.transform_weights`` of the (K, C, 3, 3)
-    weights for this tile; biases (K,); out: (max_batch, T, OH*OW), rows OH = pixels /
-    out_width, channels [first_out_channel, first_out_channel + K) of T (as
-    ``convolution_gemm_cpu``); row_offset, row_tap, tap_dy, tap_dx: ``window_rows`` of an s x s
+    weights for this tile (where ``tile_rows``, ``winograd.transform_weights_tile_rows``); biases
+    (K,); out: (max_batch, T, OH*OW), rows OH = pixels / out_width, channels [first_out_channel,
+    first_out_channel + K) of T (as ``convolution_gemm_cpu``); row_offset, row_tap, tap_dy, tap_dx: ``window_rows`` of an s x s
     window (s = m + 2), which an m x m tile of the output reads; task_columns: the most tiles a
     task takes (a multiple of NR); min_tasks, residual, has_residual, activation, alpha, beta: as
     ``convolution_gemm_cpu``. Rows >= n are neither read nor written.
@@ -1198,21 +1199,23 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
     ``pack_patches``. Each task transforms its tiles' patches into V (s*s x C x its tiles, in
     L2), multiplies each of the s*s by the matching U for a block of output channels at a time
     into M, and transforms M back into m x m output blocks, written row run by row run through
-    the epilogue.
+    the epilogue. Where ``tile_rows`` (``winograd_tile_rows``: images of few tiles), the tiles
+    are the rows of those products and the output channels their vectors (``tile_rows_product``):
+    a task's last panel of tiles then costs only the tiles it has, not 16.
     """
     tasks, column_panels_total, chunks, splits, panels_per_split = winograd_split(
-        n, biases.shape[0], out_width, tile, task_columns, min_tasks, out.shape[2])
+        n, biases.shape[0], out_width, tile, tile_rows, task_columns, min_tasks, out.shape[2])
     x_flat, out_flat, residual_flat = x.reshape(x.size), out.reshape(out.size), residual.reshape(residual.size)
     for task in prange(tasks):
-        winograd_task(np.int64(task), n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, tile, row_offset,
-                      row_tap, tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta, first_out_channel,
-                      out, out_flat, column_panels_total, chunks, splits, panels_per_split)
+        winograd_task(np.int64(task), n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, tile, tile_rows,
+                      row_offset, row_tap, tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta,
+                      first_out_channel, out, out_flat, column_panels_total, chunks, splits, panels_per_split)
 
 
 @njit(**SHARED_STEP)
-def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, tile, row_offset, row_tap,
-                  tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta, first_out_channel, out,
-                  out_flat, column_panels_total, chunks, splits, panels_per_split):
+def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_width, tile, tile_rows, row_offset,
+                  row_tap, tap_dy, tap_dx, residual_flat, has_residual, activation, alpha, beta, first_out_channel,
+                  out, out_flat, column_panels_total, chunks, splits, panels_per_split):
     """Task ``task`` of ``convolution_winograd_cpu`` (as ``gemm_task`` is of the GEMM's)."""
     max_batch, channels, height, width = x.shape
     out_channels, pixels = biases.shape[0], out.shape[2]
@@ -1221,6 +1224,12 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
     tiles_wide, tiles = sample_tiles(out_height, out_width, tile)  # (tiles per sample)
     elements, run = tile_elements(tile), run_outputs(tile)
     panels, _, padded_rows = panel_layout(out_channels)
+    # Where ``tile_rows``, a panel of U is a block of TILE_ROWS_CHANNELS output channels, and a
+    # block of them as many channels (96) as PANELS_PER_BLOCK panels of MR.
+    panel_height, block_panels = MR, PANELS_PER_BLOCK
+    if tile_rows:
+        panels, panel_height = -(-out_channels // TILE_ROWS_CHANNELS), TILE_ROWS_CHANNELS
+        block_panels = PANELS_PER_BLOCK * MR // TILE_ROWS_CHANNELS
     columns = n * tiles
     plane = height * width
     block_channels = KC // elements  # channels per packed block of KC rows
@@ -1286,13 +1295,29 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
     last_valid = chunk_columns - (column_panels - 1) * NR
     narrow_last = last_valid <= NARROW_COLUMNS and channels >= 32
     full_column_panels = column_panels - (1 if narrow_last else 0)
-    block_rows = min(end_panel - first_panel, PANELS_PER_BLOCK) * MR
+    block_rows = min(end_panel - first_panel, block_panels) * panel_height
     m_stride = block_rows * m_columns + NR
     m = empty_panels(elements * m_stride)
     transformed = np.empty(tile * run, np.float32)  # one panel's output rows
-    for first_block_panel in range(first_panel, end_panel, PANELS_PER_BLOCK):
-        end_block_panel = min(end_panel, first_block_panel + PANELS_PER_BLOCK)
+    for first_block_panel in range(first_panel, end_panel, block_panels):
+        end_block_panel = min(end_panel, first_block_panel + block_panels)
         for xi in range(elements):
+            if tile_rows:
+                # Each block of channels' U (C x 32 floats, in L1) over every panel of tiles, in
+                # calls of at most TILE_ROWS_MAX tiles (16 as 8 + 8), the last of a panel zeroing
+                # its lanes past the tiles (the output transforms read all NR).
+                for panel in range(first_block_panel, end_block_panel):
+                    u_offset = (xi * panels + panel) * channels * TILE_ROWS_CHANNELS
+                    m_offset = xi * m_stride + (panel - first_block_panel) * TILE_ROWS_CHANNELS * m_columns
+                    for jp in range(column_panels):
+                        valid, first = min(NR, chunk_columns - jp * NR), 0
+                        while first < valid:
+                            rows = valid - first if valid - first <= TILE_ROWS_MAX else TILE_ROWS_MAX - 1
+                            tile_rows_product(rows, channels, v, xi * v_stride + jp * channels * NR + first,
+                                              packed_u, u_offset, m, m_offset + jp * NR + first, m_columns,
+                                              rows if first + rows < valid else NR - first)
+                            first += rows
+                continue
             for pc in range(0, channels, KC):
                 kc = min(KC, channels - pc)
                 panel = first_block_panel
@@ -1324,8 +1349,8 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
                         xi * v_stride + (full_column_panels * channels + pc) * NR, np.intp(NR), m,
                         xi * m_stride + (panel - first_block_panel) * MR * m_columns + full_column_panels * NR,
                         m_columns, (end_block_panel - panel) * MR, pc > 0)
-        for k in range(first_block_panel * MR, min(out_channels, end_block_panel * MR)):
-            row = (k - first_block_panel * MR) * m_columns
+        for k in range(first_block_panel * panel_height, min(out_channels, end_block_panel * panel_height)):
+            row = (k - first_block_panel * panel_height) * m_columns
             r = 0
             for jp in range(column_panels):
                 # Without a residual, the transform applies the bias and activation, and the runs
@@ -1638,6 +1663,26 @@ def winograd_tile(out_height: int, out_width: int) -> int:
     return 4 if work(4) < work(2) else 2
 
 
+#: A Winograd layer whose sample has at most this many tiles, of at least
+#: WINOGRAD_TILE_ROWS_MIN_CHANNELS input channels, takes the tiles as the rows of its products
+#: (``tile_rows``), with AVX-512 (``WIDE_VECTORS``): a 6x6 output's 9 tiles of 2x2 fill only 9 of
+#: a panel's 16 lanes at n = 1. Against the panels of tiles (one process, 2 threads, a layer
+#: alone): AlexNet's 192 -> 384 and 256 -> 256 on 6x6 0.67x-0.73x the time at n = 1, 0.99x-1.00x
+#: at n = 2, 0.88x-0.93x at 4 and 8, 1.00x-1.02x at 32; 96 or 128 -> 256 on 6x6 and 128 or 256 ->
+#: 256 on 12x12 (4x4 tiles) alike. A sample of 16 tiles (7x7, 13x13) fills its panels: 1.05x-1.13x.
+WINOGRAD_TILE_ROWS_MAX_TILES = TILE_ROWS_MAX
+#: ... where each call's transposes into M (``tile_rows_product``) cost too much of a short
+#: reduction: 48 -> 192 on 6x6 took 0.81x the time at n = 1, but 1.07x at n = 2 and 32.
+WINOGRAD_TILE_ROWS_MIN_CHANNELS = 96
+
+
+def winograd_tile_rows(channels: int, out_height: int, out_width: int, tile: int) -> bool:
+    """Whether a Winograd layer of ``channels`` inputs, this output and tile side takes
+    ``tile_rows_product`` (see WINOGRAD_TILE_ROWS_MAX_TILES)."""
+    return (WIDE_VECTORS and channels >= WINOGRAD_TILE_ROWS_MIN_CHANNELS
+            and sample_tiles(out_height, out_width, tile)[1] <= WINOGRAD_TILE_ROWS_MAX_TILES)
+
+
 #: The kernel sizes of the depthwise convolutions (one input channel per output channel,
 #: undilated) that ``convolution_depthwise_cpu`` takes; other depthwise layers take the direct
 #: kernel.
@@ -1723,10 +1768,11 @@ WRITES_DESTINATION = ("gemm", "winograd")
 
 
 def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_tasks=None, destination=None,
-             tile=None):
+             tile=None, tile_rows=None):
     """Bind to the algorithm ``choose_algorithm`` picks (tests may force one, Winograd's tile side,
     and the GEMM's columns per task and least task count, which only change how the work is
-    split; the tile side, as ``winograd_tile`` picks it, also the rounding).
+    split; the tile side, as ``winograd_tile`` picks it, also the rounding; ``tile_rows``, as
+    ``winograd_tile_rows`` picks it, how Winograd's products are blocked).
 
     destination: (buffer, first channel), to write the output into channels [first, first + K)
     of the C-contiguous (max_batch, T, OH, OW) buffer instead of outputs[0]: a Concatenation's
@@ -1777,8 +1823,11 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
         )
     if algorithm == "winograd":
         tile = int(tile or winograd_tile(out_height, out_width))
+        if tile_rows is None:
+            tile_rows = winograd_tile_rows(weights.shape[1], out_height, out_width, tile)
         return convolution_winograd_cpu, (
-            x, transform_weights(weights, tile), biases, int(pad_top), int(pad_left), int(out_width), tile,
+            x, (transform_weights_tile_rows if tile_rows else transform_weights)(weights, tile), biases, int(pad_top),
+            int(pad_left), int(out_width), tile, bool(tile_rows),
             *window_rows(x.shape, (k, weights.shape[1], tile + 2, tile + 2), (1, 1)),
             int(columns_per_task or winograd_task_width(weights.shape[1], tile)),
             int(min_tasks or numba.get_num_threads()),

@@ -146,12 +146,12 @@ def steps_not_unrolled(builder, count):
     builder.position_at_end(end)
 
 
-def _lane_mask(builder, count):
-    """The 8 lanes' mask of the first ``count`` (an LLVM integer): lane i set where i < count."""
-    lanes = ir.VectorType(_LANE, 8)
+def _lane_mask(builder, count, width=8):
+    """The ``width`` lanes' mask of the first ``count`` (an LLVM integer): lane i set where i < count."""
+    lanes = ir.VectorType(_LANE, width)
     splat = builder.insert_element(ir.Constant(lanes, ir.Undefined), builder.trunc(count, _LANE), ir.Constant(_LANE, 0))
-    splat = builder.shuffle_vector(splat, ir.Constant(lanes, ir.Undefined), ir.Constant(lanes, [0] * 8))
-    return builder.icmp_signed("<", ir.Constant(lanes, list(range(8))), splat)
+    splat = builder.shuffle_vector(splat, ir.Constant(lanes, ir.Undefined), ir.Constant(lanes, [0] * width))
+    return builder.icmp_signed("<", ir.Constant(lanes, list(range(width))), splat)
 
 
 def _load_lanes(builder, pointer, count, fill):
@@ -166,13 +166,15 @@ def _load_lanes(builder, pointer, count, fill):
 
 
 def _store_lanes(builder, value, pointer, count):
-    """Store the first ``count`` (an LLVM integer, at most 8) lanes of ``value`` from ``pointer``
-    on: a masked store, which writes nothing past them."""
-    mask = _lane_mask(builder, count)
+    """Store the first ``count`` (an LLVM integer, at most the vector's width: 8 or 16) lanes of
+    ``value`` from ``pointer`` on: a masked store, which writes nothing past them."""
+    width = value.type.count
+    mask = _lane_mask(builder, count, width)
+    vector = ir.VectorType(_FLOAT, width)
     store = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), ir.IntType(32), mask.type]),
-        "llvm.masked.store.v8f32.p0v8f32")
-    builder.call(store, [value, _vector_at(builder, pointer, 0), ir.Constant(ir.IntType(32), 4), mask])
+        builder.module, ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), ir.IntType(32), mask.type]),
+        f"llvm.masked.store.v{width}f32.p0v{width}f32")
+    builder.call(store, [value, _vector_at(builder, pointer, 0, width), ir.Constant(ir.IntType(32), 4), mask])
 
 
 @intrinsic

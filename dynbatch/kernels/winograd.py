@@ -28,9 +28,9 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..config import SCALAR_FUNCTION
-from .gemm import (WIDE_VECTORS, _activate, _branch, _branch_on_activation, _float_pointer, _splat,
-                   _vector_at, NR, pack_weights)
+from ..config import SCALAR_FUNCTION, SHARED_STEP
+from .gemm import (WIDE_VECTORS, _activate, _branch, _branch_on_activation, _fma_and_accumulators, _float_pointer,
+                   _splat, _store_lanes, _vector_at, NR, pack_weights, steps_not_unrolled)
 
 #: The output tile sides m this module has transforms for.
 TILES = (2, 4)
@@ -79,6 +79,121 @@ def transform_weights(weights: np.ndarray, tile: int) -> np.ndarray:
     g = G[tile]
     u = np.einsum("ai,kcij,bj->abkc", g, weights.astype(np.float64), g)
     return pack_weights(u.reshape(tile_elements(tile), out_channels, channels).astype(np.float32))
+
+
+#: Output channels one call of ``tile_rows_product`` takes: two vectors of NR.
+TILE_ROWS_CHANNELS = 2 * NR
+#: The most tiles (rows) one call of it takes: 9 x 2 accumulators, 2 vectors of U and a broadcast
+#: fill 21 of AVX-512's 32 registers. Nine, as many as a 6x6 output has 2x2 tiles.
+TILE_ROWS_MAX = 9
+
+
+def transform_weights_tile_rows(weights: np.ndarray, tile: int) -> np.ndarray:
+    """(K, C, 3, 3) weights -> U ((m+2)^2, K, C) for ``tile_rows_product``: for each element xi,
+    blocks of TILE_ROWS_CHANNELS output channels (K padded with zero channels), each C rows of
+    its channels side by side: u[((xi * blocks + block) * C + c) * TILE_ROWS_CHANNELS + j] =
+    U[xi][TILE_ROWS_CHANNELS * block + j, c]."""
+    out_channels, channels = weights.shape[:2]
+    g = G[tile]
+    u = np.einsum("ai,kcij,bj->abkc", g, weights.astype(np.float64), g).reshape(tile_elements(tile), out_channels,
+                                                                              channels)
+    blocks = -(-out_channels // TILE_ROWS_CHANNELS)
+    padded = np.zeros((tile_elements(tile), blocks * TILE_ROWS_CHANNELS, channels))
+    padded[:, :out_channels] = u
+    padded = padded.reshape(tile_elements(tile), blocks, TILE_ROWS_CHANNELS, channels).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(padded, dtype=np.float32).reshape(-1)
+
+
+def _transpose_16x16(builder, rows):
+    """The 16 columns of the 16 x 16 matrix whose rows are ``rows`` (16-float vectors): four rounds
+    of two-vector shuffles, each swapping the off-diagonal halves of every block of 2d x 2d (d = 8,
+    4, 2, 1)."""
+    lanes = ir.VectorType(ir.IntType(32), 16)
+    for d in (8, 4, 2, 1):
+        swapped = list(rows)
+        for r in range(16):
+            if r & d == 0:
+                upper = [c if c & d == 0 else 16 + (c ^ d) for c in range(16)]
+                lower = [c ^ d if c & d == 0 else 16 + c for c in range(16)]
+                swapped[r] = builder.shuffle_vector(rows[r], rows[r | d], ir.Constant(lanes, upper))
+                swapped[r | d] = builder.shuffle_vector(rows[r], rows[r | d], ir.Constant(lanes, lower))
+        rows = swapped
+    return rows
+
+
+def _tile_rows_kernel(rows: int):
+    """The intrinsic of ``tile_rows_product`` for ``rows`` tiles."""
+    vector = ir.VectorType(ir.FloatType(), NR)
+
+    @intrinsic
+    def kernel(typingctx, kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes):
+        sig = types.void(types.intp, v, types.intp, u, types.intp, m, types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes = args
+            v_ptr = _float_pointer(context, builder, signature.args[1], v, v_offset)
+            u_ptr = _float_pointer(context, builder, signature.args[3], u, u_offset)
+            m_ptr = _float_pointer(context, builder, signature.args[5], m, m_offset)
+            fma, sums = _fma_and_accumulators(builder, 2 * rows, NR)
+            with steps_not_unrolled(builder, kc) as loop:
+                u_row = builder.gep(u_ptr, [builder.mul(loop.index, ir.Constant(kc.type, TILE_ROWS_CHANNELS))])
+                u_vectors = [builder.load(_vector_at(builder, u_row, NR * h, NR), align=4) for h in range(2)]
+                v_row = builder.gep(v_ptr, [builder.mul(loop.index, ir.Constant(kc.type, NR))])
+                for i in range(rows):
+                    tile_value = _splat(builder, builder.load(builder.gep(v_row, [ir.Constant(kc.type, i)])), NR)
+                    for h, u_vector in enumerate(u_vectors):
+                        builder.store(builder.call(fma, [tile_value, u_vector, builder.load(sums[2 * i + h])]),
+                                      sums[2 * i + h])
+            # Each vector of 16 channels' sums over the rows tiles, turned into 16 rows of M (one
+            # per channel) of the tiles side by side, zeros past them.
+            zero = ir.Constant(vector, [0.0] * NR)
+            for h in range(2):
+                columns = _transpose_16x16(builder, [builder.load(sums[2 * i + h]) for i in range(rows)]
+                                           + [zero] * (NR - rows))
+                for j, column in enumerate(columns):
+                    row = builder.gep(m_ptr, [builder.mul(ldm, ir.Constant(ldm.type, NR * h + j))])
+                    _store_lanes(builder, column, row, lanes)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kernel
+
+
+_TILE_ROWS_KERNELS = [_tile_rows_kernel(rows) for rows in range(1, TILE_ROWS_MAX + 1)]
+(tile_rows_kernel_1, tile_rows_kernel_2, tile_rows_kernel_3, tile_rows_kernel_4, tile_rows_kernel_5,
+ tile_rows_kernel_6, tile_rows_kernel_7, tile_rows_kernel_8, tile_rows_kernel_9) = _TILE_ROWS_KERNELS
+
+
+@njit(**SHARED_STEP)
+def tile_rows_product(rows, kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes):
+    """M[xi] for ``rows`` tiles (1 to TILE_ROWS_MAX) and TILE_ROWS_CHANNELS output channels, the
+    tiles as the rows of the product and the channels as its vectors (so a panel of fewer than 16
+    tiles costs only its tiles): for r < rows and j < TILE_ROWS_CHANNELS,
+    m[m_offset + j * ldm + r] = sum_{p < kc} v[v_offset + p * NR + r] * u[u_offset + p *
+    TILE_ROWS_CHANNELS + j], and zeros in lanes rows <= r < ``lanes`` (at most NR) of each of those
+    rows of m; lanes past ``lanes`` are left as they were. v: a panel of V in ``gemm``'s B layout
+    (the tiles in lanes, from the first of them on); u: a block of
+    ``transform_weights_tile_rows``. No bounds checks. (One branch per row count, as
+    ``gemm.narrow_product``.)"""
+    if rows == 1:
+        tile_rows_kernel_1(kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes)
+    elif rows == 2:
+        tile_rows_kernel_2(kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes)
+    elif rows == 3:
+        tile_rows_kernel_3(kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes)
+    elif rows == 4:
+        tile_rows_kernel_4(kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes)
+    elif rows == 5:
+        tile_rows_kernel_5(kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes)
+    elif rows == 6:
+        tile_rows_kernel_6(kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes)
+    elif rows == 7:
+        tile_rows_kernel_7(kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes)
+    elif rows == 8:
+        tile_rows_kernel_8(kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes)
+    else:
+        tile_rows_kernel_9(kc, v, v_offset, u, u_offset, m, m_offset, ldm, lanes)
 
 
 #: Tiles (lanes of a panel's 16) a transform's vectors hold: all 16 with AVX-512; on AVX2 8, in
