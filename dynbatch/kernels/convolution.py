@@ -1188,10 +1188,11 @@ def convolution_winograd_cpu(n, x, packed_u, biases, pad_top, pad_left, out_widt
     x: (max_batch, C, H, W); packed_u: ``winograd.transform_weights`` of the (K, C, 3, 3)
     weights for this tile (where ``tile_rows``, ``winograd.transform_weights_tile_rows``); biases
     (K,); out: (max_batch, T, OH*OW), rows OH = pixels / out_width, channels [first_out_channel,
-    first_out_channel + K) of T (as ``convolution_gemm_cpu``); row_offset, row_tap, tap_dy, tap_dx: ``window_rows`` of an s x s
-    window (s = m + 2), which an m x m tile of the output reads; task_columns: the most tiles a
-    task takes (a multiple of NR); min_tasks, residual, has_residual, activation, alpha, beta: as
-    ``convolution_gemm_cpu``. Rows >= n are neither read nor written.
+    first_out_channel + K) of T (as ``convolution_gemm_cpu``); row_offset, row_tap, tap_dy,
+    tap_dx: ``window_rows`` of an s x s window (s = m + 2), which an m x m tile of the output
+    reads; task_columns: the most tiles a task takes (a multiple of NR); min_tasks, residual,
+    has_residual, activation, alpha, beta: as ``convolution_gemm_cpu``. Rows >= n are neither
+    read nor written.
 
     The tiles of the n samples are the columns of a GEMM as the pixels are in
     ``convolution_gemm_cpu``, shared out among the tasks the same way: their s x s windows are
