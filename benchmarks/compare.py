@@ -208,10 +208,19 @@ EXTRA_NETWORKS = {"mobilenet": mobilenet, "mobilenet_v2": mobilenet_v2}
 
 #: Seconds between two runtimes' turns: longer than their worker threads spin after a call.
 PAUSE_S = 0.05
+#: Seconds of calls each turn makes before it times any (at least one call): after the pause, a
+#: runtime's worker threads are asleep, and on this VM TBB's worker stayed away from a short call
+#: for up to 10 calls back to back (the idle pause, README's Limitations, measured on its own by
+#: ``idle_pause.py``). The cells are then every runtime's time with its threads at work.
+WARM_UP_S = 0.02
 
 
 def median_ms(run, repeats: int) -> float:
+    """The median ms of ``repeats`` calls of ``run``, after calls for WARM_UP_S."""
+    start = time.perf_counter()
     run()
+    while time.perf_counter() - start < WARM_UP_S:
+        run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
