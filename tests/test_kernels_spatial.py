@@ -510,10 +510,11 @@ def test_winograd_takes_tile_rows_for_few_tiles_of_enough_channels():
     """AlexNet's 6x6 layers (9 tiles of 2x2) of 192 and 256 channels take the tiles as rows, as
     does a 12x12 output in 4x4 tiles (9); not 7x7 (16 tiles of 2x2, a whole panel), 48 channels
     (their reductions too short for a call's transposes), nor any layer without AVX-512."""
-    assert convolution.winograd_tile_rows(192, 6, 6, 2) and convolution.winograd_tile_rows(256, 6, 6, 2)
-    assert convolution.winograd_tile_rows(96, 12, 12, 4) and convolution.winograd_tile_rows(128, 5, 5, 2)
-    assert not convolution.winograd_tile_rows(96, 7, 7, 2) and not convolution.winograd_tile_rows(128, 13, 13, 4)
-    assert not convolution.winograd_tile_rows(48, 6, 6, 2)
+    with mock.patch.object(convolution, "WIDE_VECTORS", True):
+        assert convolution.winograd_tile_rows(192, 6, 6, 2) and convolution.winograd_tile_rows(256, 6, 6, 2)
+        assert convolution.winograd_tile_rows(96, 12, 12, 4) and convolution.winograd_tile_rows(128, 5, 5, 2)
+        assert not convolution.winograd_tile_rows(96, 7, 7, 2) and not convolution.winograd_tile_rows(128, 13, 13, 4)
+        assert not convolution.winograd_tile_rows(48, 6, 6, 2)
     with mock.patch.object(convolution, "WIDE_VECTORS", False):
         assert not convolution.winograd_tile_rows(192, 6, 6, 2)
     if convolution.WIDE_VECTORS:  # cpu_step binds the choice and its packing of U
