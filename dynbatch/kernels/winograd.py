@@ -19,7 +19,11 @@ The input and output transforms here work on 16 tiles at once, one per lane of t
 16-column panels (one 16-wide vector with AVX-512, else two 8-wide passes), written in LLVM IR
 as ``gemm``'s micro-kernel is (Numba would not vectorise them itself: it cannot tell that their
 source and destination do not overlap), from the matrices below: additions where a coefficient
-is 1 or -1, multiply-adds otherwise. Numba caches the kernels on disk keyed on their own source
+is 1 or -1, multiply-adds otherwise. Where a sample has few tiles (a 6x6 output's 9 fill 9 of a
+panel's 16 lanes at n = 1), ``tile_rows_product`` takes the tiles as the rows of the products and
+32 output channels as their vectors instead, from U packed per block of 32 channels
+(``transform_weights_tile_rows``), and transposes its sums into M's usual layout, which the
+output transforms read as ever. Numba caches the kernels on disk keyed on their own source
 file: after editing this file, delete ``dynbatch/kernels/__pycache__``.
 """
 import llvmlite.ir as ir
