@@ -28,6 +28,9 @@ def _case(name):
                                                                   biases=np.zeros(64))),
         "conv3x3_96to208x7": ((96, 7, 7), "Convolution", dict(weights=_weights(rng, 208, 96, 3, 3), biases=np.zeros(208),
                                                               pads_begin=1, pads_end=1)),
+        # AlexNet's 6x6 layer: 9 tiles a sample, the tiles as the rows of Winograd's products
+        "conv3x3_192to384x6": ((192, 6, 6), "Convolution", dict(weights=_weights(rng, 384, 192, 3, 3),
+                                                               biases=np.zeros(384), pads_begin=1, pads_end=1)),
         "conv7x7s2_stem": ((3, 112, 112), "Convolution", dict(weights=_weights(rng, 64, 3, 7, 7), biases=np.zeros(64),
                                                               strides=2, pads_begin=3, pads_end=3)),
         "deconv8x8s4_21x16": ((21, 16, 16), "Deconvolution", dict(weights=_weights(rng, 21, 21, 8, 8), biases=np.zeros(21),
@@ -44,9 +47,9 @@ def _case(name):
     return cases[name]
 
 
-CASES = ["conv3x3_64x28", "conv1x1_256to64x28", "conv3x3_96to208x7", "conv7x7s2_stem", "deconv8x8s4_21x16",
-         "maxpool3x3s2_64x56", "global_avgpool_512x7", "lrn5_192x28", "fc_2304to1024", "relu_64x56",
-         "batchnorm_64x56", "softmax_1000"]
+CASES = ["conv3x3_64x28", "conv1x1_256to64x28", "conv3x3_96to208x7", "conv3x3_192to384x6", "conv7x7s2_stem",
+         "deconv8x8s4_21x16", "maxpool3x3s2_64x56", "global_avgpool_512x7", "lrn5_192x28", "fc_2304to1024",
+         "relu_64x56", "batchnorm_64x56", "softmax_1000"]
 
 
 class Layer:
