@@ -728,7 +728,9 @@ def stem_share_cost(n, share, channels, group, out_channels, out_height, conv_he
     slots = -(-read_rows * conv_width // STEM_PIXELS) * STEM_PIXELS
     copied = channels * ((read_rows - 1) * strides[0] + kernel[0]) * ((conv_width - 1) * strides[1] + kernel[1])
     taps = channels // group * kernel[0] * kernel[1]
-    task = slots * -(-blocks // chunks) * taps + convolution.STEM_COPY_COST * copied + convolution.STEM_TASK_COST
+    weights = -(-blocks // chunks) * STEM_CHANNELS * taps
+    task = (slots * -(-blocks // chunks) * taps + convolution.STEM_COPY_COST * copied + convolution.STEM_TASK_COST
+            + convolution.STEM_WEIGHT_COST * weights)
     return -(-max(1, n) * bands * chunks // threads) * task
 
 

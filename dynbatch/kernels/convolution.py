@@ -1386,6 +1386,14 @@ STEM_TASKS_PER_THREAD = 4
 STEM_COPY_COST = 0.5
 #: ... and for each task, for its setup (the scratch's allocation, the windows' origins).
 STEM_TASK_COST = 2000
+#: ... and for each float of weights a task reads (its chunk's blocks of channels by their taps):
+#: at n = 1 each thread streams its tasks' weights from memory (AlexNet's 25 MB do not stay in
+#: L3), and two bands of a deep layer would read all of them twice where two chunks read half each.
+#: Counted so, AlexNet's first layer and grouped 3x3 and ResNet's stride-2 3x3 take two chunks at
+#: n = 1, not two bands (the same at any cost from 0.25 to 1): AlexNet 0.946x-0.984x, ResNet
+#: 0.992x-1.000x at n = 1 (``network_ab.py``, three runs); alone, with their weights in cache,
+#: 0.98x-1.00x.
+STEM_WEIGHT_COST = 0.5
 
 
 @njit(**SCALAR_FUNCTION)
@@ -1400,8 +1408,9 @@ def stem_split(n, channels, group, out_channels, out_height, conv_height, conv_w
     The cheapest share by a count of the thread that works longest: its tasks (tasks over
     threads, rounded up) times a task's work: the taps of its padded pixels (whole calls of
     STEM_PIXELS; a group's channels times the kernel's taps) for its channels, the input of all
-    the channels it copies (STEM_COPY_COST a float: bands read
-    overlapping rows, and each chunk copies the band's input again), and STEM_TASK_COST. Among
+    the channels it copies (STEM_COPY_COST a float: bands read overlapping rows, and each chunk
+    copies the band's input again), the weights of its channels (STEM_WEIGHT_COST a float: each
+    band reads them all again) and STEM_TASK_COST. Among
     shares of at most STEM_TASKS_PER_THREAD tasks per thread (more only where the budget needs more
     bands): small bands waste the last call's pixels and copy the window's overlap again; a deep
     layer's channels split into chunks instead."""
@@ -1425,7 +1434,8 @@ def stem_split(n, channels, group, out_channels, out_height, conv_height, conv_w
             read_rows = min(conv_height, (rows - 1) * pool_stride_h + pool_h)
             slots = -(-read_rows * conv_width // STEM_PIXELS) * STEM_PIXELS
             copied = channels * ((read_rows - 1) * stride_h + kernel_h) * pitch
-            task = slots * chunk_blocks * taps + STEM_COPY_COST * copied + STEM_TASK_COST
+            task = (slots * chunk_blocks * taps + STEM_COPY_COST * copied + STEM_TASK_COST
+                    + STEM_WEIGHT_COST * chunk_blocks * STEM_CHANNELS * taps)
             whole_bands = -(-out_height // rows)  # (bands of ``rows``: fewer than ``bands`` where they round up)
             cost = -(-samples * whole_bands * chunks // threads) * task
             if best_cost < 0 or cost < best_cost:
