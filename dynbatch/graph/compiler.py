@@ -3,12 +3,12 @@
 ``compile_network`` runs once per ``load_network``. It merges layers into their producers where a
 kernel can compute both (``fusion``; on the CPU also a global average pooling into the GEMM
 convolution before it, ``averages_fused``, and a max pooling into the output-channel-vector
-convolution before it, a first layer's most often, ``max_poolings_fused``), lets the convolutions that feed a channel
-Concatenation write straight into its output (``concatenations_in_place``, CPU) and a convolution
-with a residual write over the residual where nothing reads it after (``residuals_in_place``,
-CPU), then gives
-every tensor an offset in one float32 arena sized for the maximum batch, letting tensors whose
-lifetimes do not overlap share memory.
+convolution before it, a first layer's most often, ``max_poolings_fused``), lets the
+convolutions that feed a channel Concatenation write straight into its output
+(``concatenations_in_place``, CPU) and a convolution with a residual write over the residual
+where nothing reads it after (``residuals_in_place``, CPU), then gives every tensor an offset
+in one float32 arena sized for the maximum batch, letting tensors whose lifetimes do not overlap
+share memory.
 ``CompiledNetwork.bind`` then runs once per infer request: given that request's arena (and one
 scratch buffer its BLAS-based Deconvolution kernels share), it asks each layer's kernel module
 for ``(kernel, args)`` over views of it, so an inference is just ``kernel(n, *args)`` for each

@@ -1155,12 +1155,22 @@ def copy_run(source, source_at, destination, at, length):
 
 
 @njit(**SCALAR_FUNCTION)
+def winograd_panels(out_channels, tile_rows):
+    """(panels, panel_height, block_panels) of U for ``convolution_winograd_cpu``: panels of MR
+    output channels (``panel_layout``), PANELS_PER_BLOCK to a block a task keeps in L2; where
+    ``tile_rows``, blocks of TILE_ROWS_CHANNELS channels, as many channels (96) to a block."""
+    if tile_rows:
+        return -(-out_channels // TILE_ROWS_CHANNELS), TILE_ROWS_CHANNELS, PANELS_PER_BLOCK * MR // TILE_ROWS_CHANNELS
+    return panel_layout(out_channels)[0], MR, PANELS_PER_BLOCK
+
+
+@njit(**SCALAR_FUNCTION)
 def winograd_split(n, out_channels, out_width, tile, tile_rows, task_columns, min_tasks, pixels):
     """How ``convolution_winograd_cpu`` shares out a batch of n (of ``pixels`` outputs per
     channel): (tasks, column_panels_total, chunks, splits, panels_per_split), ``split_tasks`` of
     its tiles and panels of U (blocks of TILE_ROWS_CHANNELS output channels where ``tile_rows``)."""
     _, tiles = sample_tiles(pixels // out_width, out_width, tile)  # per sample
-    panels = -(-out_channels // TILE_ROWS_CHANNELS) if tile_rows else panel_layout(out_channels)[0]
+    panels, _, _ = winograd_panels(out_channels, tile_rows)
     columns = n * tiles
     # Narrower tasks before split ones: a split transforms the same tiles again (a quarter of
     # the work), a narrower task only reuses each panel of U over fewer tiles.
@@ -1224,13 +1234,8 @@ def winograd_task(task, n, x, x_flat, packed_u, biases, pad_top, pad_left, out_w
     out_height = pixels // out_width
     tiles_wide, tiles = sample_tiles(out_height, out_width, tile)  # (tiles per sample)
     elements, run = tile_elements(tile), run_outputs(tile)
-    panels, _, padded_rows = panel_layout(out_channels)
-    # Where ``tile_rows``, a panel of U is a block of TILE_ROWS_CHANNELS output channels, and a
-    # block of them as many channels (96) as PANELS_PER_BLOCK panels of MR.
-    panel_height, block_panels = MR, PANELS_PER_BLOCK
-    if tile_rows:
-        panels, panel_height = -(-out_channels // TILE_ROWS_CHANNELS), TILE_ROWS_CHANNELS
-        block_panels = PANELS_PER_BLOCK * MR // TILE_ROWS_CHANNELS
+    _, _, padded_rows = panel_layout(out_channels)
+    panels, panel_height, block_panels = winograd_panels(out_channels, tile_rows)
     columns = n * tiles
     plane = height * width
     block_channels = KC // elements  # channels per packed block of KC rows

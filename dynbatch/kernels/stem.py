@@ -1,7 +1,8 @@
 """The output-channel vectors of ``convolution.convolution_stem_cpu``: a network's first layer on
 the image (1 to 4 channels in; 3x3 to 11x11 kernels at strides 1 to 4 in the networks here), and
-strided layers with a window past it (ResNet's 3x3 stride-2 layers, any channels in), with 8
-output channels side by side in each vector's lanes and the input's pixels broadcast.
+strided or grouped layers with a window past it (ResNet's 3x3 stride-2 layers, AlexNet's 5x5 and
+3x3 in two groups, any channels in), with 8 output channels side by side in each vector's lanes
+and the input's pixels broadcast.
 
 A strided layer would pack, as a GEMM, each patch's strided taps; here its windows are read where
 they lie. A first layer has a short reduction (27 multiply-adds per output for 3 x 3 x 3) and many

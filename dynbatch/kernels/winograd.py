@@ -75,14 +75,19 @@ def run_outputs(tile):
 MAX_RUN_OUTPUTS = max(TILES) * NR
 
 
-def transform_weights(weights: np.ndarray, tile: int) -> np.ndarray:
-    """(K, C, 3, 3) weights -> ``gemm.pack_weights`` of U ((m+2)^2, K, C), U[(m+2)a + b] =
-    (G g G^T)[a, b] for m = ``tile``: element xi's A panels are group xi of the packing (in
-    float64, then rounded once)."""
+def transformed_weights(weights: np.ndarray, tile: int) -> np.ndarray:
+    """(K, C, 3, 3) weights -> U ((m+2)^2, K, C) in float64, U[(m+2)a + b] = (G g G^T)[a, b] for
+    m = ``tile`` (rounded to float32 once, by the packings below)."""
     out_channels, channels = weights.shape[:2]
     g = G[tile]
     u = np.einsum("ai,kcij,bj->abkc", g, weights.astype(np.float64), g)
-    return pack_weights(u.reshape(tile_elements(tile), out_channels, channels).astype(np.float32))
+    return u.reshape(tile_elements(tile), out_channels, channels)
+
+
+def transform_weights(weights: np.ndarray, tile: int) -> np.ndarray:
+    """(K, C, 3, 3) weights -> ``gemm.pack_weights`` of U (``transformed_weights``): element xi's A
+    panels are group xi of the packing."""
+    return pack_weights(transformed_weights(weights, tile).astype(np.float32))
 
 
 #: Output channels one call of ``tile_rows_product`` takes: two vectors of NR.
@@ -93,14 +98,12 @@ TILE_ROWS_MAX = 9
 
 
 def transform_weights_tile_rows(weights: np.ndarray, tile: int) -> np.ndarray:
-    """(K, C, 3, 3) weights -> U ((m+2)^2, K, C) for ``tile_rows_product``: for each element xi,
-    blocks of TILE_ROWS_CHANNELS output channels (K padded with zero channels), each C rows of
-    its channels side by side: u[((xi * blocks + block) * C + c) * TILE_ROWS_CHANNELS + j] =
-    U[xi][TILE_ROWS_CHANNELS * block + j, c]."""
+    """(K, C, 3, 3) weights -> U (``transformed_weights``) for ``tile_rows_product``: for each
+    element xi, blocks of TILE_ROWS_CHANNELS output channels (K padded with zero channels), each C
+    rows of its channels side by side: u[((xi * blocks + block) * C + c) * TILE_ROWS_CHANNELS + j]
+    = U[xi][TILE_ROWS_CHANNELS * block + j, c]."""
     out_channels, channels = weights.shape[:2]
-    g = G[tile]
-    u = np.einsum("ai,kcij,bj->abkc", g, weights.astype(np.float64), g).reshape(tile_elements(tile), out_channels,
-                                                                              channels)
+    u = transformed_weights(weights, tile)
     blocks = -(-out_channels // TILE_ROWS_CHANNELS)
     padded = np.zeros((tile_elements(tile), blocks * TILE_ROWS_CHANNELS, channels))
     padded[:, :out_channels] = u
