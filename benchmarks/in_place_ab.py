@@ -1,12 +1,13 @@
-"""A network with its Concatenations written in place (the CPU default) against the same network
-with them copied, or (``--what residuals``) with its convolutions written over their residuals
-against each with an output buffer of its own, or (``--what pointwise``) with its 1x1
-convolutions packing x where its planes are a multiple of 2 KB against reading it in place at
-any plane size (``convolution.reads_in_place``), or (``--what averages``) with its global
-average poolings fused into their convolutions (``compiler.averages_fused``) against run apart,
-or (``--what max_poolings``) with its first max pooling fused into the first layer
-(``compiler.max_poolings_fused``) against run apart, or (``--what stem``) with its first layer
-and its strided layers by output-channel vectors (``convolution_stem_cpu``, where
+"""A network with its Concatenations written in place (the CPU default) against the same network with
+them copied, or (``--what residuals``) with its convolutions written over their residuals against
+each with an output buffer of its own, or (``--what pointwise``) with its 1x1 convolutions packing
+x where its planes are a multiple of 2 KB against reading it in place at any plane size
+(``convolution.reads_in_place``), or (``--what huge_page_in_place``) with its 1x1 convolutions of
+97 to 512 outputs reading x in place on huge pages against packing it, or (``--what averages``)
+with its global average poolings fused into their convolutions (``compiler.averages_fused``)
+against run apart, or (``--what max_poolings``) with its first max pooling fused into the first
+layer (``compiler.max_poolings_fused``) against run apart, or (``--what stem``) with its first
+layer and its strided layers by output-channel vectors (``convolution_stem_cpu``, where
 ``choose_algorithm`` picks it) against packed by the GEMM kernel, or (``--what strided_stem``,
 ``grouped_stem``) only its strided layers past the first or its grouped layers so, or (``--what
 tile_rows``) with its Winograd layers of few tiles taking the tiles as the rows of their products
@@ -14,13 +15,14 @@ tile_rows``) with its Winograd layers of few tiles taking the tiles as the rows 
 depthwise 3x3 layers by 8-channel vectors (``convolution_depthwise_cpu``) against the direct
 kernel, or (``--what chained_depthwise``) with those layers in the chains of convolutions
 (``compiler.chain_convolutions``) against a parallel loop each, or (``--what chained_ends``) with
-its first layers and its convolutions with a global average in those chains too against a
-parallel loop each, or (``--what huge_pages``) with its arena on transparent huge pages
-(``compiler.zeroed_floats``) against 4 KB pages, in one process:
+its first layers and its convolutions with a global average in those chains too against a parallel
+loop each, or (``--what huge_pages``) with its arena on transparent huge pages
+(``memory.zeroed_floats``) against 4 KB pages, in one process:
 
     python benchmarks/in_place_ab.py [--network squeezenet] [--size 112]
-        [--what concatenations|residuals|pointwise|averages|max_poolings|stem|strided_stem|grouped_stem|
-              tile_rows|depthwise|chained_depthwise|chained_ends|huge_pages] [--batches 1,8,32] [--calls 41]
+        [--what concatenations|residuals|pointwise|huge_page_in_place|averages|max_poolings|stem|
+              strided_stem|grouped_stem|tile_rows|depthwise|chained_depthwise|chained_ends|huge_pages]
+        [--batches 1,8,32] [--calls 41]
 
 Both are loaded from the same ONNX network of ``compare.py`` (max batch 32, ``--size`` its input
 side); their infer calls alternate, each time is the median of ``--calls``, and their outputs
@@ -37,6 +39,7 @@ import numpy as np
 
 import dynbatch as db
 from compare import EXTRA_NETWORKS, NETWORKS, sample_shape
+from dynbatch import memory
 from dynbatch.graph import compiler
 from dynbatch.kernels import chain, convolution
 
@@ -47,6 +50,8 @@ CHOICES = {
     "concatenations": (compiler, "concatenations_in_place", lambda graph: (), "copied", "in place"),
     "residuals": (compiler, "residuals_in_place", lambda graph: (), "separate", "in place"),
     "pointwise": (convolution, "IN_PLACE_PLANE_ALIASING", 1 << 62, "in place", "packed at 2 KB"),
+    "huge_page_in_place": (convolution, "IN_PLACE_HUGE_PAGE_MAX_ROWS", convolution.IN_PLACE_MAX_ROWS, "packed",
+                           "in place"),
     "averages": (compiler, "averages_fused", lambda graph: graph, "apart", "fused"),
     "max_poolings": (compiler, "max_poolings_fused", lambda graph: graph, "apart", "fused"),
     "stem": (convolution, ("STEM_MAX_CHANNELS", "STEM_STRIDED_WINDOWS", "STEM_GROUPS"), (0, False, False), "GEMM",
@@ -62,7 +67,7 @@ CHOICES = {
                      {kernel: kind for kernel, kind in chain.CHAINED_KERNELS.items()
                       if kernel not in (convolution.convolution_stem_cpu, convolution.convolution_gemm_average_cpu)},
                      "apart", "chained"),
-    "huge_pages": (compiler, "HUGE_PAGE", 1 << 62, "4 KB pages", "huge pages"),
+    "huge_pages": (memory, "HUGE_PAGE", 1 << 62, "4 KB pages", "huge pages"),
 }
 
 

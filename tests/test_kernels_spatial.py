@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from dynbatch.kernels import convolution, deconvolution, lrn, pooling
 from dynbatch.kernels.gemm import NR, PANELS_PER_BLOCK
 from dynbatch.kernels.stem import STEM_CHANNELS, STEM_PIXELS
+from dynbatch.memory import HUGE_PAGE, transparent_huge_pages, zeroed_floats
 from tests.naive import REFERENCES
 from tests.poison import poisoned_output, untouched
 
@@ -207,6 +208,40 @@ def test_pointwise_convolution_packs_x_where_its_rows_would_share_l1_sets(size, 
     parameters = list(inspect.signature(kernel.py_func).parameters)
     assert args[parameters.index("in_place") - 1] is in_place  # (args leave out n)
     check_outputs(outputs, REFERENCES["Convolution"]([inputs[0][:2]], attrs), 2)
+
+
+def test_pointwise_convolution_reads_x_in_place_for_more_outputs_on_huge_pages():
+    """Up to 96 outputs a 1x1 layer reads x in place; where x lies on 2 MB pages (a request's
+    arena), up to 512."""
+    unit = ((1, 1), (1, 1), (0, 0), (0, 0))
+    assert convolution.reads_in_place(*unit, 96, 63) and not convolution.reads_in_place(*unit, 97, 63)
+    assert convolution.reads_in_place(*unit, 512, 63, huge_pages=True)
+    assert not convolution.reads_in_place(*unit, 513, 63, huge_pages=True)
+    assert not convolution.reads_in_place(*unit, 200, 512, huge_pages=True)  # (a 2 KB plane: packed)
+
+
+@pytest.mark.skipif(not transparent_huge_pages(), reason="no transparent huge pages on this system")
+def test_pointwise_convolution_on_huge_pages_reads_x_in_place_block_after_block():
+    """200 outputs (three blocks of A panels, the last short) from 300 channels (two reduction
+    blocks): packed from an array of its own, read in place from memory advised for huge pages,
+    each 16-column panel of x read again for each block of A. Both the reference; and so with the
+    global average fused (with a residual)."""
+    rng = np.random.default_rng(12)
+    attrs, inputs, outputs = convolution_case(rng, 3, 2, 1, 300, 200, (7, 9), (1, 1), (1, 1), (1, 1), (0, 0), (0, 0))
+    x_on_huge_pages = zeroed_floats(max(inputs[0].size, HUGE_PAGE // 4))[: inputs[0].size].reshape(inputs[0].shape)
+    x_on_huge_pages[...] = inputs[0]  # (its rows >= n poisoned too)
+    expected = REFERENCES["Convolution"]([inputs[0][:2]], attrs)
+    for x, in_place in ((inputs[0], False), (x_on_huge_pages, True)):
+        outputs = [poisoned_output(outputs[0].shape)]
+        kernel, args = run_step(convolution, attrs, [x], outputs, 2, algorithm="gemm", min_tasks=2)
+        parameters = list(inspect.signature(kernel.py_func).parameters)
+        assert args[parameters.index("in_place") - 1] is in_place
+        check_outputs(outputs, expected, 2)
+        kernel, args = convolution.cpu_step({**attrs, "global_average": (7, 9)}, [x],
+                                            [poisoned_output((3, 200, 1, 1))], algorithm="gemm")
+        assert args[list(inspect.signature(kernel.py_func).parameters).index("in_place") - 1] is in_place
+        averaged, expected_means = run_averaged(rng, attrs, [x], outputs, 2, True, min_tasks=2)
+        check_outputs(averaged, expected_means, 2)
 
 
 @pytest.mark.parametrize("algorithm, kernel, pads, strides, size", [

@@ -2,7 +2,7 @@
 (aligned) bytes of tensors alive at one step, computed by hand on small chains; the greedy plan
 stays within 1.2x of it on the reference models and on ONNX models of real architectures (before
 and after fusion), and never lets two tensors alive at the same step overlap."""
-import mmap
+import gc
 import os
 
 import numpy as np
@@ -10,9 +10,11 @@ import pytest
 from hypothesis import given, settings
 
 import dynbatch as db
-from dynbatch.graph.compiler import ALIGNMENT, HUGE_PAGE, compile_network, plan_buffers, zeroed_floats
+from dynbatch import memory
+from dynbatch.graph.compiler import ALIGNMENT, compile_network, plan_buffers
 from dynbatch.graph.network import Network
 from dynbatch.kernels import deconvolution
+from dynbatch.memory import HUGE_PAGE, on_huge_pages, transparent_huge_pages, zeroed_floats
 from dynbatch.models import inception, lenet
 
 from .network_strategies import networks
@@ -151,8 +153,11 @@ def test_zeroed_floats_are_zero_writable_and_private(count):
     assert floats.dtype == np.float32 and floats.shape == (count,) and floats.flags.writeable
     assert not floats.any()
     floats[-1] = 1.0
-    if count * 4 >= HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
+    if count * 4 >= HUGE_PAGE and transparent_huge_pages():
         assert floats.ctypes.data % HUGE_PAGE == 0
+        assert on_huge_pages(floats) and on_huge_pages(floats[-7:]) and on_huge_pages(floats[::-3])
+    else:
+        assert not on_huge_pages(floats)
     if hasattr(os, "fork"):
         read, write = os.pipe()
         child = os.fork()
@@ -165,3 +170,22 @@ def test_zeroed_floats_are_zero_writable_and_private(count):
         os.close(read)
         os.close(write)
         assert floats[0] == 0.0 and floats[-1] == 1.0
+
+
+
+@pytest.mark.skipif(not transparent_huge_pages(), reason="no transparent huge pages on this system")
+def test_on_huge_pages_knows_the_advised_memory_and_forgets_it():
+    """Views of an advised arena are on huge pages (reversed and strided ones too); a copy, an
+    array of its own, or a view of the arena reaching past its end are not; once the arena is
+    gone, its range no longer counts."""
+    floats = zeroed_floats(HUGE_PAGE // 4 + 100)
+    planes = floats[: 6 * 1000].reshape(6, 10, 100)
+    assert on_huge_pages(planes) and on_huge_pages(planes[:, 2:5, ::-1]) and on_huge_pages(planes[::-2])
+    assert not on_huge_pages(planes.copy()) and not on_huge_pages(np.zeros(10, np.float32))
+    past_the_end = np.lib.stride_tricks.as_strided(floats[-10:], shape=(20,), strides=(4,))
+    assert not on_huge_pages(past_the_end)
+    address = floats.ctypes.data
+    assert address in memory._advised
+    del floats, planes, past_the_end
+    gc.collect()
+    assert address not in memory._advised

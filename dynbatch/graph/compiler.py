@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import mmap
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -31,36 +30,12 @@ import numpy as np
 from ..kernels import KERNELS
 from ..kernels.chain import chain_step, chainable, step_seconds
 from ..kernels.convolution import WRITES_DESTINATION, choose_algorithm as choose_convolution
+from ..memory import zeroed_floats
 from .fusion import FusedGraph, fuse
 from .network import Layer, Network
 
 # Tensors start on 64-byte boundaries (16 float32) so that vector loads stay aligned.
 ALIGNMENT = 16
-
-#: A transparent huge page, in bytes: arenas from this size on are laid on them (``zeroed_floats``).
-HUGE_PAGE = 2 << 20
-
-
-def zeroed_floats(count: int) -> np.ndarray:
-    """A zeroed float32 array of ``count`` elements. From HUGE_PAGE bytes on, on Linux, it lies on
-    private anonymous memory aligned to 2 MB and advised for transparent huge pages
-    (MADV_HUGEPAGE: where the system's setting is "madvise", only such memory gets them). A kernel
-    that walks a tensor across its rows or channels, such as a 1x1 layer reading its input in
-    place (each step of the micro-kernel another channel's row, 3 KB apart at 28x28), touches a
-    new 4 KB page at almost every step and misses the TLB; a 2 MB page holds 640 such rows.
-    Measured (``benchmarks/in_place_ab.py --what huge_pages``): ResNet 0.973x-0.985x the time but
-    for one 1.005x, the other networks 0.98x-1.01x."""
-    size = count * 4
-    if size < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return np.zeros(count, np.float32)
-    # (Private: a shared mapping would be shared with a forked child too.)
-    region = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    start = -np.frombuffer(region, np.uint8, 1).ctypes.data % HUGE_PAGE
-    try:
-        region.madvise(mmap.MADV_HUGEPAGE, start, size)
-    except OSError:  # no transparent huge pages here: 4 KB pages, as np.zeros would give
-        pass
-    return np.frombuffer(region, np.float32, count, start)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import numba
 from numba import njit, prange
 
 from ..config import PARALLEL_KERNEL, SCALAR_FUNCTION, SHARED_STEP
+from ..memory import on_huge_pages
 from .epilogue import bias_activation_at, epilogue_at, epilogue_sum, epilogue_value, fused_epilogue
 from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLUMNS, NR, PANELS_PER_BLOCK,
                    PANELS_PER_CALL, SHORT_PANEL_COLUMNS, WIDE_VECTORS, address, copy_lanes, empty_panels,
@@ -1643,15 +1644,26 @@ IN_PLACE_MAX_ROWS = PANELS_PER_BLOCK * MR
 #: threads, n = 1, 2 and 8): 32x32 planes 0.76x-0.97x, 64x64 0.89x-0.93x, 16x32 (2 KB)
 #: 0.91x-1.05x; 8x32 and 16x16 (1 KB, four sets) 0.93x-1.05x, 28x28 1.02x-1.06x.
 IN_PLACE_PLANE_ALIASING = 2048
+#: IN_PLACE_MAX_ROWS where x lies on 2 MB pages (``memory.on_huge_pages``: a request's arena from
+#: 2 MB on). The measurements above ran on 4 KB pages, where a panel's 256 rows a plane apart
+#: touch some 200 pages, more than the first-level TLB holds; on 2 MB pages the rows read in place
+#: again for each block of A cost less than packing them. In the networks (max batch 32, each
+#: layer's time from ``get_performance_counts``, two loads alternating, in place / packed):
+#: ResNet's 256 -> 128 on 28x28 0.94x-0.95x, 64 -> 256 0.98x, 128 -> 512 on 14x14 with the global
+#: average 0.98x-0.99x; GoogLeNet's 1x1 layers of 128 to 192 outputs 0.93x-0.98x; SqueezeNet's
+#: 32 -> 128 on 13x13 0.94x-0.97x, but its 256 -> 1000 1.00x-1.01x (left packed).
+IN_PLACE_HUGE_PAGE_MAX_ROWS = 512
 
 
-def reads_in_place(kernel, strides, pads_begin, pads_end, group_outputs, plane) -> bool:
+def reads_in_place(kernel, strides, pads_begin, pads_end, group_outputs, plane, huge_pages=False) -> bool:
     """Whether ``convolution_gemm_cpu`` reads its panels of x in place (``in_place``): a 1x1,
     stride-1, unpadded convolution (at both ends: end padding makes the output larger than x, and
-    panels read in place would run past its rows) of at most IN_PLACE_MAX_ROWS outputs per group,
-    whose x planes (``plane`` floats) are not a multiple of IN_PLACE_PLANE_ALIASING bytes long."""
+    panels read in place would run past its rows) of at most IN_PLACE_MAX_ROWS outputs per group
+    (IN_PLACE_HUGE_PAGE_MAX_ROWS where x lies on huge pages, ``huge_pages``), whose x planes
+    (``plane`` floats) are not a multiple of IN_PLACE_PLANE_ALIASING bytes long."""
+    most_rows = IN_PLACE_HUGE_PAGE_MAX_ROWS if huge_pages else IN_PLACE_MAX_ROWS
     return ((*kernel, *strides, *pads_begin, *pads_end) == (1, 1, 1, 1, 0, 0, 0, 0)
-            and group_outputs <= IN_PLACE_MAX_ROWS and plane * 4 % IN_PLACE_PLANE_ALIASING != 0)
+            and group_outputs <= most_rows and plane * 4 % IN_PLACE_PLANE_ALIASING != 0)
 
 
 #: A 3x3 convolution takes ``convolution_winograd_cpu`` from this many input and output channels:
@@ -1833,7 +1845,7 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             x, pack_weights(weights.reshape(1, k, -1)), biases, int(stride_h), int(stride_w), int(pad_top),
             int(pad_left), int(out_width), int(pixels), *window_rows(x.shape, weights.shape, (dilation_h, dilation_w)),
             reads_in_place((kernel_h, kernel_w), (stride_h, stride_w), (pad_top, pad_left), attrs["pads_end"], k,
-                           x.shape[2] * x.shape[3]),
+                           x.shape[2] * x.shape[3], on_huge_pages(x)),
             int(columns_per_task or AVERAGE_TASK_COLUMNS), int(min_tasks or numba.get_num_threads()),
             residual, *epilogue, out.reshape(max_batch, k),
         )
@@ -1879,7 +1891,7 @@ def cpu_step(attrs, inputs, outputs, algorithm=None, columns_per_task=None, min_
             int(stride_h), int(stride_w), int(pad_top), int(pad_left), int(out_width),
             *window_rows(x.shape, weights.shape, (dilation_h, dilation_w)),
             reads_in_place((kernel_h, kernel_w), (stride_h, stride_w), (pad_top, pad_left), attrs["pads_end"],
-                           k // group, x.shape[2] * x.shape[3]),
+                           k // group, x.shape[2] * x.shape[3], on_huge_pages(x)),
             int(columns_per_task or task_width(k // group, weights[0].size)),
             int(min_tasks or numba.get_num_threads()),
             residual.reshape(max_batch, -1, pixels), *epilogue, int(first_out_channel),
