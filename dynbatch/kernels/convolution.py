@@ -19,7 +19,8 @@ from .gemm import (KC, MAX_TRANSPOSE_COLUMNS, MAX_VECTOR_STRIDE, MR, NARROW_COLU
                    pair_panels_a_call, panel_layout, panels_a_call, prefetch_rows, product_pair_panels,
                    product_panels, short_panel_product, transpose_copy_panel_rows)
 from .depthwise import LANES, deinterleave_rows, depthwise_row, depthwise_row_5, interleave_rows, pack_depthwise
-from .stem import STEM_CHANNEL_MULTIPLE, STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_run, pack_stem, stem_pixels
+from .stem import (STEM_CHANNEL_MULTIPLE, STEM_CHANNELS, STEM_PIXELS, STEM_VECTORS, max_run, pack_stem, stem_pixels,
+                   stem_pixels_pair)
 from .views import as_4d
 from .winograd import (MAX_RUN_OUTPUTS, TILE_ROWS_CHANNELS, TILE_ROWS_MAX, copy_vectors, input_transform_2,
                        input_transform_4, output_transform_2, output_transform_4, run_outputs, sample_tiles,
@@ -1400,6 +1401,11 @@ STEM_TASK_COST = 2000
 #: 0.992x-1.000x at n = 1 (``network_ab.py``, three runs); alone, with their weights in cache,
 #: 0.98x-1.00x.
 STEM_WEIGHT_COST = 0.5
+#: Two consecutive blocks of STEM_CHANNELS output channels of one group go to one call
+#: (``stem.stem_pixels_pair``: 24 accumulators), with AVX-512 only (on AVX2 they would be 48
+#: registers). Alone (``convolution_ab.py --set stems --algorithm chosen``, n = 2): AlexNet's first
+#: layer 0.86x, SqueezeNet's 0.93x, ResNet's 0.94x; ResNet's 3x3 stride-2 layer 0.98x.
+STEM_PAIRS = WIDE_VECTORS
 
 
 @njit(**SCALAR_FUNCTION)
@@ -1485,8 +1491,9 @@ def convolution_stem_cpu(n, x, packed_weights, biases, group, stride_h, stride_w
     Each task takes a band of output rows of one sample and a chunk of its output channels
     (``stem_split``). It copies the input that the band's convolution rows read into zero-padded
     planes, computes its channels of those rows' pixels, STEM_PIXELS pixels and STEM_CHANNELS
-    channels a call (``stem.stem_pixels``, the pixels' windows at any stride, in consecutive rows
-    or not), pools them where there is a pooling (across each convolution row, then down, by
+    channels a call, or twice as many channels where two blocks of one group follow each other
+    (``stem.stem_pixels``, ``stem_pixels_pair``; the pixels' windows at any stride, in consecutive
+    rows or not), pools them where there is a pooling (across each convolution row, then down, by
     ``stem.max_run``: the convolution's output is never written, and bands whose windows overlap
     compute their shared row twice), and writes them back as the channels' rows through the
     epilogue (``depthwise.deinterleave_rows``)."""
@@ -1555,13 +1562,23 @@ def stem_task(task, x, x_flat, packed_weights, biases, group, stride_h, stride_w
     sums = np.empty((end_block - first_block) * STEM_VECTORS * octet_pixels * LANES, np.float32)
     for octet in range((end_block - first_block) * STEM_VECTORS):
         sums[(octet * octet_pixels + octet_pixels - LANES) * LANES:(octet + 1) * octet_pixels * LANES] = 0.0
-    for block in range(first_block, end_block):
+    block = first_block
+    while block < end_block:
+        paired = STEM_PAIRS and block + 1 < end_block and (block + 1) // group_blocks == block // group_blocks
         for pixel_group in range(pixel_groups):
-            stem_pixels(padded, (block // group_blocks) * group_channels * scratch_plane, origins,
-                        pixel_group * STEM_PIXELS, tap_offsets, taps, packed_weights,
-                        block * taps * STEM_CHANNELS, biases, block * STEM_CHANNELS, sums,
-                        ((block - first_block) * STEM_VECTORS * octet_pixels + pixel_group * STEM_PIXELS) * LANES,
-                        octet_pixels * LANES)
+            sums_at = ((block - first_block) * STEM_VECTORS * octet_pixels + pixel_group * STEM_PIXELS) * LANES
+            if paired:
+                stem_pixels_pair(padded, (block // group_blocks) * group_channels * scratch_plane, origins,
+                                 pixel_group * STEM_PIXELS, tap_offsets, taps, packed_weights,
+                                 block * taps * STEM_CHANNELS, biases, block * STEM_CHANNELS, sums, sums_at,
+                                 octet_pixels * LANES, taps * STEM_CHANNELS, STEM_CHANNELS,
+                                 STEM_VECTORS * octet_pixels * LANES)
+            else:
+                stem_pixels(padded, (block // group_blocks) * group_channels * scratch_plane, origins,
+                            pixel_group * STEM_PIXELS, tap_offsets, taps, packed_weights,
+                            block * taps * STEM_CHANNELS, biases, block * STEM_CHANNELS, sums, sums_at,
+                            octet_pixels * LANES)
+        block += 2 if paired else 1
     run = out_rows * out_width
     results, result_pixels = sums, octet_pixels
     if pool_h * pool_w * pool_stride_h * pool_stride_w > 1:

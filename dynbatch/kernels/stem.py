@@ -11,7 +11,8 @@ of 27 steps whose fixed costs (its stores, the epilogue) weigh as much as the st
 packing of B that the few output channels then use a handful of times: MobileNet's 3 -> 32 3x3 stride-2
 layer ran at 65 GF/s. Here each output pixel's channels are vectors (``stem_pixels``: 2 vectors
 of 8 channels by 6 pixels of accumulators, each tap 2 loads of weights and 6 broadcasts of input;
-with AVX-512, 32 channels as 2 vectors of 16 by 6 pixels), read where they lie in a zero-padded
+with AVX-512, 32 channels as 2 vectors of 16 by 6 pixels, and ``stem_pixels_pair`` 64 channels
+as 4), read where they lie in a zero-padded
 copy of the input whatever the stride; the products are turned back into the channels' rows by
 ``depthwise.deinterleave_rows``, through the epilogue.
 This is how ONNX Runtime computes a first layer (its NCHW-input, NCHWc-output kernel). A max
@@ -49,6 +50,67 @@ STEM_PIXELS = 6
 _CHANNEL_VECTOR = 16
 
 
+def _stem_pixels_codegen(blocks: int):
+    """The code of ``stem_pixels`` (blocks 1) or ``stem_pixels_pair`` (2)."""
+
+    def codegen(context, builder, signature, args):
+        (source, source_offset, origins, origins_offset, tap_offsets, taps, weights, weights_offset, biases,
+         biases_offset, sums, sums_offset, octet_stride) = args[:13]
+        block_steps = args[13:]  # (the second block's offsets from the first's: weights, biases, sums)
+        index = taps.type
+        source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
+        origins_ptr = builder.gep(context.make_array(signature.args[2])(context, builder, origins).data,
+                                  [origins_offset])
+        taps_ptr = context.make_array(signature.args[4])(context, builder, tap_offsets).data
+        weights_ptrs = [_float_pointer(context, builder, signature.args[6], weights, weights_offset)]
+        biases_ptrs = [_float_pointer(context, builder, signature.args[8], biases, biases_offset)]
+        sums_ptrs = [_float_pointer(context, builder, signature.args[10], sums, sums_offset)]
+        if blocks == 2:
+            weights_ptrs.append(builder.gep(weights_ptrs[0], [block_steps[0]]))
+            biases_ptrs.append(builder.gep(biases_ptrs[0], [block_steps[1]]))
+            sums_ptrs.append(builder.gep(sums_ptrs[0], [block_steps[2]]))
+        channels = ir.VectorType(ir.FloatType(), _CHANNEL_VECTOR)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(channels, [channels] * 3),
+                                             f"llvm.fma.v{_CHANNEL_VECTOR}f32")
+        vectors = STEM_CHANNELS // _CHANNEL_VECTOR
+        windows = [builder.gep(source_ptr, [builder.load(builder.gep(origins_ptr, [ir.Constant(index, p)]))])
+                   for p in range(STEM_PIXELS)]
+        accumulators = []  # [block][vector][pixel]
+        for biases_ptr in biases_ptrs:
+            accumulators.append([])
+            for v in range(vectors):
+                bias = builder.load(_vector_at(builder, biases_ptr, _CHANNEL_VECTOR * v, _CHANNEL_VECTOR), align=4)
+                accumulators[-1].append([cgutils.alloca_once_value(builder, bias) for _ in range(STEM_PIXELS)])
+        with cgutils.for_range(builder, taps) as loop:
+            offset = builder.load(builder.gep(taps_ptr, [loop.index]))
+            weight_vectors = []
+            for weights_ptr in weights_ptrs:
+                weights_row = builder.gep(weights_ptr, [builder.mul(loop.index, ir.Constant(index, STEM_CHANNELS))])
+                weight_vectors.append([builder.load(_vector_at(builder, weights_row, _CHANNEL_VECTOR * v,
+                                                               _CHANNEL_VECTOR), align=4) for v in range(vectors)])
+            for p, window in enumerate(windows):
+                value = _splat(builder, builder.load(builder.gep(window, [offset])), _CHANNEL_VECTOR)
+                for block_vectors, block_accumulators in zip(weight_vectors, accumulators):
+                    for v, vector in enumerate(block_vectors):
+                        total = builder.call(fma, [vector, value, builder.load(block_accumulators[v][p])])
+                        builder.store(total, block_accumulators[v][p])
+        # Each octet of a pixel's channels to its own octet's row.
+        halves = [ir.Constant(ir.VectorType(ir.IntType(32), LANES), list(range(LANES * h, LANES * (h + 1))))
+                  for h in range(_CHANNEL_VECTOR // LANES)]
+        for sums_ptr, block_accumulators in zip(sums_ptrs, accumulators):
+            for v in range(vectors):
+                for p in range(STEM_PIXELS):
+                    total = builder.load(block_accumulators[v][p])
+                    for h, lanes in enumerate(halves):
+                        octet = len(halves) * v + h
+                        row = builder.gep(sums_ptr, [builder.mul(octet_stride, ir.Constant(index, octet))])
+                        builder.store(builder.shuffle_vector(total, total, lanes),
+                                      _vector_at(builder, row, LANES * p), align=4)
+        return context.get_dummy_value()
+
+    return codegen
+
+
 @intrinsic
 def stem_pixels(typingctx, source, source_offset, origins, origins_offset, tap_offsets, taps, weights,
                 weights_offset, biases, biases_offset, sums, sums_offset, octet_stride):
@@ -61,52 +123,20 @@ def stem_pixels(typingctx, source, source_offset, origins, origins_offset, tap_o
     tap_offsets[t]]. No bounds checks."""
     sig = types.void(source, types.intp, origins, types.intp, tap_offsets, types.intp, weights, types.intp, biases,
                      types.intp, sums, types.intp, types.intp)
+    return sig, _stem_pixels_codegen(1)
 
-    def codegen(context, builder, signature, args):
-        (source, source_offset, origins, origins_offset, tap_offsets, taps, weights, weights_offset, biases,
-         biases_offset, sums, sums_offset, octet_stride) = args
-        index = taps.type
-        source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
-        origins_ptr = builder.gep(context.make_array(signature.args[2])(context, builder, origins).data,
-                                  [origins_offset])
-        taps_ptr = context.make_array(signature.args[4])(context, builder, tap_offsets).data
-        weights_ptr = _float_pointer(context, builder, signature.args[6], weights, weights_offset)
-        biases_ptr = _float_pointer(context, builder, signature.args[8], biases, biases_offset)
-        sums_ptr = _float_pointer(context, builder, signature.args[10], sums, sums_offset)
-        channels = ir.VectorType(ir.FloatType(), _CHANNEL_VECTOR)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(channels, [channels] * 3),
-                                             f"llvm.fma.v{_CHANNEL_VECTOR}f32")
-        vectors = STEM_CHANNELS // _CHANNEL_VECTOR
-        windows = [builder.gep(source_ptr, [builder.load(builder.gep(origins_ptr, [ir.Constant(index, p)]))])
-                   for p in range(STEM_PIXELS)]
-        accumulators = []
-        for v in range(vectors):
-            bias = builder.load(_vector_at(builder, biases_ptr, _CHANNEL_VECTOR * v, _CHANNEL_VECTOR), align=4)
-            accumulators.append([cgutils.alloca_once_value(builder, bias) for _ in range(STEM_PIXELS)])
-        with cgutils.for_range(builder, taps) as loop:
-            offset = builder.load(builder.gep(taps_ptr, [loop.index]))
-            weights_row = builder.gep(weights_ptr, [builder.mul(loop.index, ir.Constant(index, STEM_CHANNELS))])
-            weight_vectors = [builder.load(_vector_at(builder, weights_row, _CHANNEL_VECTOR * v, _CHANNEL_VECTOR),
-                                           align=4) for v in range(vectors)]
-            for p, window in enumerate(windows):
-                value = _splat(builder, builder.load(builder.gep(window, [offset])), _CHANNEL_VECTOR)
-                for v, vector in enumerate(weight_vectors):
-                    total = builder.call(fma, [vector, value, builder.load(accumulators[v][p])])
-                    builder.store(total, accumulators[v][p])
-        # Each octet of a pixel's channels to its own octet's row.
-        halves = [ir.Constant(ir.VectorType(ir.IntType(32), LANES), list(range(LANES * h, LANES * (h + 1))))
-                  for h in range(_CHANNEL_VECTOR // LANES)]
-        for v in range(vectors):
-            for p in range(STEM_PIXELS):
-                total = builder.load(accumulators[v][p])
-                for h, lanes in enumerate(halves):
-                    octet = len(halves) * v + h
-                    row = builder.gep(sums_ptr, [builder.mul(octet_stride, ir.Constant(index, octet))])
-                    builder.store(builder.shuffle_vector(total, total, lanes), _vector_at(builder, row, LANES * p),
-                                  align=4)
-        return context.get_dummy_value()
 
-    return sig, codegen
+@intrinsic
+def stem_pixels_pair(typingctx, source, source_offset, origins, origins_offset, tap_offsets, taps, weights,
+                     weights_offset, biases, biases_offset, sums, sums_offset, octet_stride, weights_step,
+                     biases_step, sums_step):
+    """``stem_pixels`` for two blocks of STEM_CHANNELS output channels at once, the second's weights,
+    biases and sums weights_step, biases_step and sums_step floats after the first's: with
+    AVX-512, 64 channels by 6 pixels, 24 accumulators, each tap 4 loads of weights and 6
+    broadcasts for 24 multiply-adds (one block: 2 and 6 for 12)."""
+    sig = types.void(source, types.intp, origins, types.intp, tap_offsets, types.intp, weights, types.intp, biases,
+                     types.intp, sums, types.intp, types.intp, types.intp, types.intp, types.intp)
+    return sig, _stem_pixels_codegen(2)
 
 
 #: The runs ``max_run`` unrolls (3 and 2 wide or high windows, the common ones); longer runs take
