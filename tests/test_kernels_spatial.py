@@ -1205,10 +1205,10 @@ def test_pooling_paths_match_reference(window, method, exclude_pad, side):
 
 @given(data=st.data())
 def test_max_pooling_3_wide_matches_reference(data):
-    """The 8-wide vector kernel for 3-wide max windows (``max_pooling_3_wide_cpu``): rows of 1 to
-    40 outputs (under 8: masked loads, stores one by one; else whole vectors and a ragged last
-    one), windows 1 to 3 high clipped by the padding, strides 1 and 2 across, NaN and infinities
-    among the inputs."""
+    """The vector kernel for 3-wide max windows (``max_pooling_3_wide_cpu``): rows of 1 to 40
+    outputs (under 8: masked loads and stores; else whole vectors and a ragged last one; with
+    AVX-512, rows of up to 16 inputs in one 16-wide vector), windows 1 to 3 high clipped by the
+    padding, strides 1 and 2 across, NaN and infinities among the inputs."""
     max_batch, n = draw_batches(data)
     stride_w = data.draw(st.integers(1, 2), label="stride_w")
     kernel = (data.draw(st.integers(1, 3), label="kernel_h"), 3)

@@ -154,15 +154,17 @@ def _lane_mask(builder, count, width=8):
     return builder.icmp_signed("<", ir.Constant(lanes, list(range(width))), splat)
 
 
-def _load_lanes(builder, pointer, count, fill):
-    """The first ``count`` (an LLVM integer, at most 8) of the 8 floats from ``pointer`` on, the
-    other lanes ``fill``: a masked load, which reads nothing past them (so stays inside the array)."""
-    mask = _lane_mask(builder, count)
+def _load_lanes(builder, pointer, count, fill, width=8):
+    """The first ``count`` (an LLVM integer, at most ``width``) of the ``width`` floats from
+    ``pointer`` on, the other lanes ``fill``: a masked load, which reads nothing past them (so
+    stays inside the array)."""
+    mask = _lane_mask(builder, count, width)
+    vector = ir.VectorType(_FLOAT, width)
     load = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), ir.IntType(32), mask.type, _VECTOR]),
-        "llvm.masked.load.v8f32.p0v8f32")
-    return builder.call(load, [_vector_at(builder, pointer, 0), ir.Constant(ir.IntType(32), 4), mask,
-                               ir.Constant(_VECTOR, [fill] * 8)])
+        builder.module, ir.FunctionType(vector, [vector.as_pointer(), ir.IntType(32), mask.type, vector]),
+        f"llvm.masked.load.v{width}f32.p0v{width}f32")
+    return builder.call(load, [_vector_at(builder, pointer, 0, width), ir.Constant(ir.IntType(32), 4), mask,
+                               ir.Constant(vector, [fill] * width)])
 
 
 def _store_lanes(builder, value, pointer, count):

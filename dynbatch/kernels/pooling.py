@@ -7,7 +7,8 @@ size (floor or ceil rounding, global pooling) is already resolved in ``out.shape
 
 Four CPU kernels, chosen by ``choose_cpu_kernel`` from the shapes: ``global_pooling_cpu`` where
 each window spans whole input rows (global pooling), ``max_pooling_3_wide_cpu`` for max pooling
-over the common 3-wide windows at stride 1 or 2 (written in 8-wide vectors), else
+over the common 3-wide windows at stride 1 or 2 (written in 8-wide vectors, rows of up to 16 in
+16-wide ones with AVX-512), else
 ``max_pooling_cpu`` or ``avg_pooling_cpu``. Each compiles only its own loops, so a network
 compiles only those it uses.
 """
@@ -18,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..config import CHUNK, PARALLEL_KERNEL, SCALAR_FUNCTION
-from .gemm import _LANE, _VECTOR, _float_pointer, _load_lanes, _store_lanes, _vector_at
+from .gemm import WIDE_VECTORS, _LANE, _float_pointer, _load_lanes, _store_lanes, _vector_at
 from .views import as_4d
 
 METHOD_MAX = 0
@@ -78,63 +79,71 @@ def global_pooling_cpu(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pa
 
 
 def _nan_max(builder, a, b):
-    """The max of two 8-wide vectors, NaN in a lane where either is (as ``pooled_pair``). x86's
-    max keeps its second operand where the two are unordered, so max(a, b) and max(b, a) agree
-    except where one is NaN, which one of them then holds: their bitwise OR is that NaN (an
-    all-ones exponent, a nonzero fraction), else the max (-0 for a tie of 0 and -0). Three
-    instructions where pooled_pair's compare, compare, or and select are four."""
-    ints = ir.VectorType(ir.IntType(32), 8)
+    """The max of two vectors (8 or 16 floats), NaN in a lane where either is (as
+    ``pooled_pair``). x86's max keeps its second operand where the two are unordered, so max(a, b)
+    and max(b, a) agree except where one is NaN, which one of them then holds: their bitwise OR is
+    that NaN (an all-ones exponent, a nonzero fraction), else the max (-0 for a tie of 0 and -0).
+    Three instructions where pooled_pair's compare, compare, or and select are four."""
+    ints = ir.VectorType(ir.IntType(32), a.type.count)
     first = builder.select(builder.fcmp_ordered(">", a, b), a, b)
     second = builder.select(builder.fcmp_ordered(">", b, a), b, a)
-    return builder.bitcast(builder.or_(builder.bitcast(first, ints), builder.bitcast(second, ints)), _VECTOR)
+    return builder.bitcast(builder.or_(builder.bitcast(first, ints), builder.bitcast(second, ints)), a.type)
 
 
-def _for_each_vector(builder, count, emit):
-    """emit(at, short) for at = 0, 8, 16, ... < count, the last at = count - 8 (overlapping the
-    one before where count is no multiple of 8: the same outputs again), short None; where
-    count < 8, once, at 0, with short = count, for ``_load`` and ``_store``."""
-    eight = ir.Constant(count.type, 8)
-    with builder.if_else(builder.icmp_signed("<", count, eight)) as (short, whole):
+def _for_each_vector(builder, count, emit, width=8):
+    """emit(at, short) for at = 0, width, 2 * width, ... < count, the last at = count - width
+    (overlapping the one before where count is no multiple of width: the same outputs again),
+    short None; where count < width, once, at 0, with short = count, for ``_load`` and ``_store``."""
+    lanes = ir.Constant(count.type, width)
+    with builder.if_else(builder.icmp_signed("<", count, lanes)) as (short, whole):
         with short:
             emit(ir.Constant(count.type, 0), count)
         with whole:
-            blocks = builder.lshr(builder.add(count, ir.Constant(count.type, 7)), ir.Constant(count.type, 3))
+            blocks = builder.udiv(builder.add(count, ir.Constant(count.type, width - 1)), lanes)
             with cgutils.for_range(builder, blocks) as loop:
-                at = builder.mul(loop.index, eight)
-                last = builder.sub(count, eight)
+                at = builder.mul(loop.index, lanes)
+                last = builder.sub(count, lanes)
                 emit(builder.select(builder.icmp_unsigned("<", at, last), at, last), None)
 
 
-def _load(builder, pointer, short, fill):
-    """The 8 floats from ``pointer`` on; where ``short`` (a count under 8), only that many are
-    read (a masked load, which stays inside the array), the other lanes ``fill``."""
+def _load(builder, pointer, short, fill, width=8):
+    """The ``width`` floats from ``pointer`` on; where ``short`` (a count under width), only that
+    many are read (a masked load, which stays inside the array), the other lanes ``fill``."""
     if short is None:
-        return builder.load(_vector_at(builder, pointer, 0), align=4)
-    return _load_lanes(builder, pointer, short, fill)
+        return builder.load(_vector_at(builder, pointer, 0, width), align=4)
+    return _load_lanes(builder, pointer, short, fill, width)
 
 
 def _store(builder, value, pointer, short):
-    """value into the 8 floats from ``pointer`` on; where ``short`` (a count under 8), into that
-    many by a masked store: the floats after them belong to the next line, which another thread
-    may be writing. (Against storing them one by one from a copy on the stack: the same on AVX2,
-    GoogLeNet's 480-channel 14x14 stride-2 pooling, 7 outputs a row, 0.78x-0.84x the time with
-    AVX-512.)"""
+    """value into the floats from ``pointer`` on (its width); where ``short`` (a count under the
+    width), into that many by a masked store: the floats after them belong to the next line, which
+    another thread may be writing. (Against storing them one by one from a copy on the stack: the
+    same on AVX2, GoogLeNet's 480-channel 14x14 stride-2 pooling, 7 outputs a row, 0.78x-0.84x the
+    time with AVX-512.)"""
     if short is None:
-        builder.store(value, _vector_at(builder, pointer, 0), align=4)
+        builder.store(value, _vector_at(builder, pointer, 0, value.type.count), align=4)
         return
     _store_lanes(builder, value, pointer, short)
 
 
-def _max_rows_vectors(rows: int):
+#: With AVX-512, the 3-wide max pooling takes rows of at most this many columns as one vector of
+#: 16 (masked), where 8-wide vectors took two, the second overlapping or masked: GoogLeNet's 14x14
+#: poolings 0.80x-0.92x the time (``layer_ab.py --layer pooling``, n = 8). Longer rows stay 8
+#: wide: a 16-wide load at any offset spans two cache lines, and SqueezeNet's 27-wide and ResNet's
+#: 56-wide rows took 1.06x-1.08x the time in 16-wide vectors.
+WIDE_POOL_COLUMNS = 16 if WIDE_VECTORS else 0
+
+
+def _max_rows_vectors(rows: int, width: int = 8):
     """The intrinsic max_rows_vectors(source, source_offset, row_stride, destination,
     destination_offset, count): destination[destination_offset + w] = the max over i < ``rows``
-    of source[source_offset + i*row_stride + w], NaN where any is, for w < count: 8 columns at a
-    time (``_for_each_vector``; a row under 8 by masked loads, -inf past it, all 8 stored: the
-    destination needs 8 to spare). LLVM's own vectorisation of this loop runs 32 columns an
-    iteration and leaves a row of 56 mostly to its scalar remainder; and a loop over a run-time
-    number of rows per 8 columns ran 1.4x slower than the old scalar-heavy pass, so each window
-    height gets its own straight-line code. No bounds checks; destination must not overlap
-    source."""
+    of source[source_offset + i*row_stride + w], NaN where any is, for w < count: ``width``
+    columns at a time (``_for_each_vector``; a row under ``width`` by masked loads, -inf past it,
+    all ``width`` stored: the destination needs that many to spare). LLVM's own vectorisation of
+    this loop runs 32 columns an iteration and leaves a row of 56 mostly to its scalar remainder;
+    and a loop over a run-time number of rows per 8 columns ran 1.4x slower than the old
+    scalar-heavy pass, so each window height gets its own straight-line code. No bounds checks;
+    destination must not overlap source."""
 
     @intrinsic
     def max_rows_vectors(typingctx, source, source_offset, row_stride, destination, destination_offset, count):
@@ -149,12 +158,12 @@ def _max_rows_vectors(rows: int):
                 pooled = None
                 for i in range(rows):
                     row = builder.gep(source_ptr, [builder.add(builder.mul(ir.Constant(at.type, i), row_stride), at)])
-                    value = _load(builder, row, short, float("-inf"))
+                    value = _load(builder, row, short, float("-inf"), width)
                     pooled = value if pooled is None else _nan_max(builder, pooled, value)
                 # (whole: past a short row, the -inf of the masked loads is the padding's value)
                 _store(builder, pooled, builder.gep(destination_ptr, [at]), None)
 
-            _for_each_vector(builder, count, pool)
+            _for_each_vector(builder, count, pool, width)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -162,20 +171,24 @@ def _max_rows_vectors(rows: int):
     return max_rows_vectors
 
 
-#: ``_max_rows_vectors`` of 1 to 3 rows (windows up to 3 high, clipped by the padding).
+#: ``_max_rows_vectors`` of 1 to 3 rows (windows up to 3 high, clipped by the padding), 8 and 16 wide.
 max_rows_1, max_rows_2, max_rows_3 = _max_rows_vectors(1), _max_rows_vectors(2), _max_rows_vectors(3)
+max_rows_1_16, max_rows_2_16, max_rows_3_16 = (_max_rows_vectors(1, 16), _max_rows_vectors(2, 16),
+                                               _max_rows_vectors(3, 16))
 
 
-def _max_columns_vectors(kernel: int, stride: int):
+def _max_columns_vectors(kernel: int, stride: int, width: int = 8):
     """The intrinsic max_columns_vectors(source, source_offset, destination, destination_offset,
     count): destination[destination_offset + o] = the max over j < ``kernel`` of
-    source[source_offset + o*stride + j], NaN where any is, for o < count, 8 outputs at a time
-    (``_for_each_vector``; under 8, stored one by one). Stride 1: one load per j. Stride 2: the even
-    or odd elements of two loads side by side, the loads shared by j = 2i and 2i + 1. Reads whole
-    vectors, up to 17 elements past the first window of the last 8 (or of the first, where
-    count < 8): the source needs that much to spare. No bounds checks."""
+    source[source_offset + o*stride + j], NaN where any is, for o < count, ``width`` outputs at a
+    time (``_for_each_vector``; under ``width``, by a masked store). Stride 1: one load per j.
+    Stride 2: the even or odd elements of two loads side by side, the loads shared by j = 2i and
+    2i + 1. Reads whole vectors, up to 2 * width + 1 elements past the first window of the last
+    ``width`` outputs (or of the first, where count < width): the source needs that much to spare.
+    No bounds checks."""
     assert stride in (1, 2)
-    pick = {parity: ir.Constant(ir.VectorType(_LANE, 8), [2 * lane + parity for lane in range(8)]) for parity in (0, 1)}
+    pick = {parity: ir.Constant(ir.VectorType(_LANE, width), [2 * lane + parity for lane in range(width)])
+            for parity in (0, 1)}
 
     @intrinsic
     def max_columns_vectors(typingctx, source, source_offset, destination, destination_offset, count):
@@ -191,15 +204,16 @@ def _max_columns_vectors(kernel: int, stride: int):
                 pooled, pair = None, None
                 for j in range(kernel):
                     if stride == 1:
-                        value = builder.load(_vector_at(builder, window, j), align=4)
+                        value = builder.load(_vector_at(builder, window, j, width), align=4)
                     else:
                         if j % 2 == 0:
-                            pair = [builder.load(_vector_at(builder, window, j + 8 * h), align=4) for h in (0, 1)]
+                            pair = [builder.load(_vector_at(builder, window, j + width * h, width), align=4)
+                                    for h in (0, 1)]
                         value = builder.shuffle_vector(pair[0], pair[1], pick[j % 2])
                     pooled = value if pooled is None else _nan_max(builder, pooled, value)
                 _store(builder, pooled, builder.gep(destination_ptr, [at]), short)
 
-            _for_each_vector(builder, count, pool)
+            _for_each_vector(builder, count, pool, width)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -207,8 +221,9 @@ def _max_columns_vectors(kernel: int, stride: int):
     return max_columns_vectors
 
 
-#: ``_max_columns_vectors`` of windows 3 wide at stride 2 and 1.
+#: ``_max_columns_vectors`` of windows 3 wide at stride 2 and 1, 8 and 16 wide.
 max_columns_3_stride_2, max_columns_3_stride_1 = _max_columns_vectors(3, 2), _max_columns_vectors(3, 1)
+max_columns_3_stride_2_16, max_columns_3_stride_1_16 = _max_columns_vectors(3, 2, 16), _max_columns_vectors(3, 1, 16)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -264,24 +279,36 @@ def pool_columns(scratch, out_rows, line, count, kernel, stride, method):
 def max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_line, height, out_height, kernel_h,
                               stride_h, stride_w, pad_top, pad_left, data_width):
     """Output lines first_line..end_line of one plane of ``pool_windows``, max pooling over
-    windows 3 wide and at most 3 high, stride_w 1 or 2: both passes as explicit 8-wide vectors
-    (``max_rows_vectors`` into scratch row 0, padded as pool_windows pads it, then
-    ``max_columns_vectors``, which may read up to 18 columns from the row's start, past its
-    padding)."""
+    windows 3 wide and at most 3 high, stride_w 1 or 2: both passes as explicit 8-wide vectors, or
+    16-wide where a row's data is at most WIDE_POOL_COLUMNS wide (``max_rows_vectors`` into scratch
+    row 0, padded as pool_windows pads it, then ``max_columns_vectors``, which may read up to 18
+    columns from the row's start, 34 with 16-wide vectors, past its padding)."""
     width, out_width = np.uintp(x_rows.shape[1]), np.uintp(out_rows.shape[1])
+    wide = data_width <= WIDE_POOL_COLUMNS
     for oh in range(first_line, end_line):
         top = oh * stride_h - pad_top
         row_begin = max(top, 0)
         rows = min(top + kernel_h, height) - row_begin
         first_row = np.uintp(plane * height + row_begin)
-        if rows == 3:
+        if wide:
+            if rows == 3:
+                max_rows_3_16(x_rows, first_row * width, width, scratch, pad_left, data_width)
+            elif rows == 2:
+                max_rows_2_16(x_rows, first_row * width, width, scratch, pad_left, data_width)
+            else:
+                max_rows_1_16(x_rows, first_row * width, width, scratch, pad_left, data_width)
+        elif rows == 3:
             max_rows_3(x_rows, first_row * width, width, scratch, pad_left, data_width)
         elif rows == 2:
             max_rows_2(x_rows, first_row * width, width, scratch, pad_left, data_width)
         else:
             max_rows_1(x_rows, first_row * width, width, scratch, pad_left, data_width)
         at = np.uintp(plane * out_height + oh) * out_width
-        if stride_w == 2:
+        if wide and stride_w == 2:
+            max_columns_3_stride_2_16(scratch, 0, out_rows, at, out_width)
+        elif wide:
+            max_columns_3_stride_1_16(scratch, 0, out_rows, at, out_width)
+        elif stride_w == 2:
             max_columns_3_stride_2(scratch, 0, out_rows, at, out_width)
         else:
             max_columns_3_stride_1(scratch, 0, out_rows, at, out_width)
@@ -359,10 +386,12 @@ def pool_task(task, x_rows, height, kernel_h, kernel_w, stride_h, stride_w, pad_
     end_plane = min(first_plane + planes_per_task, planes)
     first_line = (task % tasks_per_plane) * lines_per_task
     end_line = min(first_line + lines_per_task, out_height)
-    # (8 more columns: the vector passes load past the last window, and on rows under 8,
-    # into rows 1 and 2, which they do not use. With 16 more, or with row 0 alone on cache
-    # lines of its own, SqueezeNet's first pool took 1.2x-1.3x the time on two threads.)
-    scratch = np.empty((3, padded_width + (8 if vectors else 0)), dtype=np.float32)
+    # (8 more columns, 16 for rows 16 wide: the vector passes load past the last window, and on
+    # short rows, into rows 1 and 2, which they do not use. For 8-wide rows, 16 more or row 0
+    # alone on cache lines of its own made SqueezeNet's first pool 1.2x-1.3x the time on two
+    # threads.)
+    spare = (16 if data_width <= WIDE_POOL_COLUMNS else 8) if vectors else 0
+    scratch = np.empty((3, padded_width + spare), dtype=np.float32)
     padding = -np.inf if method == METHOD_MAX else 0.0
     for i in range(pad_left):
         scratch[0, i] = padding
@@ -425,7 +454,7 @@ def max_pooling_cpu(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_l
 def max_pooling_3_wide_cpu(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
                            pad_right, method, exclude_pad, out):
     """As max_pooling_cpu, for windows 3 wide and at most 3 high, at stride_w 1 or 2
-    (``choose_cpu_kernel``): every line by 8-wide vectors (``max_pool_lines_by_vectors``), where
+    (``choose_cpu_kernel``): every line by 8- or 16-wide vectors (``max_pool_lines_by_vectors``), where
     max_pooling_cpu's loops, which LLVM vectorises 32 columns at a time, leave short rows to
     scalar code. A kernel of its own, with no other loops: as a branch of max_pooling_cpu it made
     that kernel's other loops 1.1x-1.2x slower, and those loops kept here for rows under 8 made
