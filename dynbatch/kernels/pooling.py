@@ -134,36 +134,55 @@ def _store(builder, value, pointer, short):
 WIDE_POOL_COLUMNS = 16 if WIDE_VECTORS else 0
 
 
-def _max_rows_vectors(rows: int, width: int = 8):
-    """The intrinsic max_rows_vectors(source, source_offset, row_stride, destination,
+def _switch(builder, value, cases, emit):
+    """emit(case) in a branch of its own for each constant case of ``value`` (an LLVM integer), so
+    that each gets straight-line code for its literal (a layer's value is the same at every line,
+    so the branch is always predicted); nothing for any other value."""
+    done = builder.append_basic_block("switched")
+    switch = builder.switch(value, done)
+    for case in cases:
+        block = builder.append_basic_block(f"case_{case}")
+        switch.add_case(ir.Constant(value.type, case), block)
+        builder.position_at_end(block)
+        emit(case)
+        builder.branch(done)
+    builder.position_at_end(done)
+
+
+def _max_rows_vectors(width: int):
+    """The intrinsic max_rows_vectors(source, source_offset, row_stride, rows, destination,
     destination_offset, count): destination[destination_offset + w] = the max over i < ``rows``
-    of source[source_offset + i*row_stride + w], NaN where any is, for w < count: ``width``
-    columns at a time (``_for_each_vector``; a row under ``width`` by masked loads, -inf past it,
-    all ``width`` stored: the destination needs that many to spare). LLVM's own vectorisation of
-    this loop runs 32 columns an iteration and leaves a row of 56 mostly to its scalar remainder;
-    and a loop over a run-time number of rows per 8 columns ran 1.4x slower than the old
-    scalar-heavy pass, so each window height gets its own straight-line code. No bounds checks;
-    destination must not overlap source."""
+    (1 to 3: windows up to 3 high, clipped by the padding) of source[source_offset + i*row_stride
+    + w], NaN where any is, for w < count: ``width`` columns at a time (``_for_each_vector``; a row
+    under ``width`` by masked loads, -inf past it, all ``width`` stored: the destination needs that
+    many to spare). LLVM's own vectorisation of this loop runs 32 columns an iteration and leaves a
+    row of 56 mostly to its scalar remainder; and a loop over a run-time number of rows per 8
+    columns ran 1.4x slower than the old scalar-heavy pass, so each window height gets its own
+    straight-line code (``_switch``). No bounds checks; destination must not overlap source."""
 
     @intrinsic
-    def max_rows_vectors(typingctx, source, source_offset, row_stride, destination, destination_offset, count):
-        sig = types.void(source, types.intp, types.intp, destination, types.intp, types.intp)
+    def max_rows_vectors(typingctx, source, source_offset, row_stride, rows, destination, destination_offset, count):
+        sig = types.void(source, types.intp, types.intp, types.intp, destination, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            source, source_offset, row_stride, destination, destination_offset, count = args
+            source, source_offset, row_stride, rows, destination, destination_offset, count = args
             source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
-            destination_ptr = _float_pointer(context, builder, signature.args[3], destination, destination_offset)
+            destination_ptr = _float_pointer(context, builder, signature.args[4], destination, destination_offset)
 
-            def pool(at, short):
-                pooled = None
-                for i in range(rows):
-                    row = builder.gep(source_ptr, [builder.add(builder.mul(ir.Constant(at.type, i), row_stride), at)])
-                    value = _load(builder, row, short, float("-inf"), width)
-                    pooled = value if pooled is None else _nan_max(builder, pooled, value)
-                # (whole: past a short row, the -inf of the masked loads is the padding's value)
-                _store(builder, pooled, builder.gep(destination_ptr, [at]), None)
+            def pool_rows_of(height):
+                def pool(at, short):
+                    pooled = None
+                    for i in range(height):
+                        row = builder.gep(source_ptr, [builder.add(builder.mul(ir.Constant(at.type, i), row_stride),
+                                                                   at)])
+                        value = _load(builder, row, short, float("-inf"), width)
+                        pooled = value if pooled is None else _nan_max(builder, pooled, value)
+                    # (whole: past a short row, the -inf of the masked loads is the padding's value)
+                    _store(builder, pooled, builder.gep(destination_ptr, [at]), None)
 
-            _for_each_vector(builder, count, pool, width)
+                _for_each_vector(builder, count, pool, width)
+
+            _switch(builder, rows, (1, 2, 3), pool_rows_of)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -171,49 +190,45 @@ def _max_rows_vectors(rows: int, width: int = 8):
     return max_rows_vectors
 
 
-#: ``_max_rows_vectors`` of 1 to 3 rows (windows up to 3 high, clipped by the padding), 8 and 16 wide.
-max_rows_1, max_rows_2, max_rows_3 = _max_rows_vectors(1), _max_rows_vectors(2), _max_rows_vectors(3)
-max_rows_1_16, max_rows_2_16, max_rows_3_16 = (_max_rows_vectors(1, 16), _max_rows_vectors(2, 16),
-                                               _max_rows_vectors(3, 16))
-
-
-def _max_columns_vectors(kernel: int, stride: int, width: int = 8):
+def _max_columns_vectors(kernel: int, width: int):
     """The intrinsic max_columns_vectors(source, source_offset, destination, destination_offset,
-    count): destination[destination_offset + o] = the max over j < ``kernel`` of
+    count, stride): destination[destination_offset + o] = the max over j < ``kernel`` of
     source[source_offset + o*stride + j], NaN where any is, for o < count, ``width`` outputs at a
-    time (``_for_each_vector``; under ``width``, by a masked store). Stride 1: one load per j.
-    Stride 2: the even or odd elements of two loads side by side, the loads shared by j = 2i and
-    2i + 1. Reads whole vectors, up to 2 * width + 1 elements past the first window of the last
-    ``width`` outputs (or of the first, where count < width): the source needs that much to spare.
-    No bounds checks."""
-    assert stride in (1, 2)
+    time (``_for_each_vector``; under ``width``, by a masked store), at stride 1 or 2 (each its own
+    code, ``_switch``). Stride 1: one load per j. Stride 2: the even or odd elements of two loads
+    side by side, the loads shared by j = 2i and 2i + 1. Reads whole vectors, up to 2 * width + 1
+    elements past the first window of the last ``width`` outputs (or of the first, where count <
+    width): the source needs that much to spare. No bounds checks."""
     pick = {parity: ir.Constant(ir.VectorType(_LANE, width), [2 * lane + parity for lane in range(width)])
             for parity in (0, 1)}
 
     @intrinsic
-    def max_columns_vectors(typingctx, source, source_offset, destination, destination_offset, count):
-        sig = types.void(source, types.intp, destination, types.intp, types.intp)
+    def max_columns_vectors(typingctx, source, source_offset, destination, destination_offset, count, stride):
+        sig = types.void(source, types.intp, destination, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            source, source_offset, destination, destination_offset, count = args
+            source, source_offset, destination, destination_offset, count, stride = args
             source_ptr = _float_pointer(context, builder, signature.args[0], source, source_offset)
             destination_ptr = _float_pointer(context, builder, signature.args[2], destination, destination_offset)
 
-            def pool(at, short):
-                window = builder.gep(source_ptr, [builder.mul(at, ir.Constant(at.type, stride))])
-                pooled, pair = None, None
-                for j in range(kernel):
-                    if stride == 1:
-                        value = builder.load(_vector_at(builder, window, j, width), align=4)
-                    else:
-                        if j % 2 == 0:
-                            pair = [builder.load(_vector_at(builder, window, j + width * h, width), align=4)
-                                    for h in (0, 1)]
-                        value = builder.shuffle_vector(pair[0], pair[1], pick[j % 2])
-                    pooled = value if pooled is None else _nan_max(builder, pooled, value)
-                _store(builder, pooled, builder.gep(destination_ptr, [at]), short)
+            def pool_columns_at(step):
+                def pool(at, short):
+                    window = builder.gep(source_ptr, [builder.mul(at, ir.Constant(at.type, step))])
+                    pooled, pair = None, None
+                    for j in range(kernel):
+                        if step == 1:
+                            value = builder.load(_vector_at(builder, window, j, width), align=4)
+                        else:
+                            if j % 2 == 0:
+                                pair = [builder.load(_vector_at(builder, window, j + width * h, width), align=4)
+                                        for h in (0, 1)]
+                            value = builder.shuffle_vector(pair[0], pair[1], pick[j % 2])
+                        pooled = value if pooled is None else _nan_max(builder, pooled, value)
+                    _store(builder, pooled, builder.gep(destination_ptr, [at]), short)
 
-            _for_each_vector(builder, count, pool, width)
+                _for_each_vector(builder, count, pool, width)
+
+            _switch(builder, stride, (1, 2), pool_columns_at)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -221,9 +236,9 @@ def _max_columns_vectors(kernel: int, stride: int, width: int = 8):
     return max_columns_vectors
 
 
-#: ``_max_columns_vectors`` of windows 3 wide at stride 2 and 1, 8 and 16 wide.
-max_columns_3_stride_2, max_columns_3_stride_1 = _max_columns_vectors(3, 2), _max_columns_vectors(3, 1)
-max_columns_3_stride_2_16, max_columns_3_stride_1_16 = _max_columns_vectors(3, 2, 16), _max_columns_vectors(3, 1, 16)
+#: Both passes of the 3-wide max pooling, in vectors of 8 and of 16 floats.
+max_rows_8, max_rows_16 = _max_rows_vectors(8), _max_rows_vectors(16)
+max_columns_3_8, max_columns_3_16 = _max_columns_vectors(3, 8), _max_columns_vectors(3, 16)
 
 
 @njit(**SCALAR_FUNCTION)
@@ -290,28 +305,13 @@ def max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_
         row_begin = max(top, 0)
         rows = min(top + kernel_h, height) - row_begin
         first_row = np.uintp(plane * height + row_begin)
-        if wide:
-            if rows == 3:
-                max_rows_3_16(x_rows, first_row * width, width, scratch, pad_left, data_width)
-            elif rows == 2:
-                max_rows_2_16(x_rows, first_row * width, width, scratch, pad_left, data_width)
-            else:
-                max_rows_1_16(x_rows, first_row * width, width, scratch, pad_left, data_width)
-        elif rows == 3:
-            max_rows_3(x_rows, first_row * width, width, scratch, pad_left, data_width)
-        elif rows == 2:
-            max_rows_2(x_rows, first_row * width, width, scratch, pad_left, data_width)
-        else:
-            max_rows_1(x_rows, first_row * width, width, scratch, pad_left, data_width)
         at = np.uintp(plane * out_height + oh) * out_width
-        if wide and stride_w == 2:
-            max_columns_3_stride_2_16(scratch, 0, out_rows, at, out_width)
-        elif wide:
-            max_columns_3_stride_1_16(scratch, 0, out_rows, at, out_width)
-        elif stride_w == 2:
-            max_columns_3_stride_2(scratch, 0, out_rows, at, out_width)
+        if wide:
+            max_rows_16(x_rows, first_row * width, width, rows, scratch, pad_left, data_width)
+            max_columns_3_16(scratch, 0, out_rows, at, out_width, stride_w)
         else:
-            max_columns_3_stride_1(scratch, 0, out_rows, at, out_width)
+            max_rows_8(x_rows, first_row * width, width, rows, scratch, pad_left, data_width)
+            max_columns_3_8(scratch, 0, out_rows, at, out_width, stride_w)
 
 
 @njit(**SCALAR_FUNCTION)
