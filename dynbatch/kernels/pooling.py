@@ -8,9 +8,8 @@ size (floor or ceil rounding, global pooling) is already resolved in ``out.shape
 Four CPU kernels, chosen by ``choose_cpu_kernel`` from the shapes: ``global_pooling_cpu`` where
 each window spans whole input rows (global pooling), ``max_pooling_3_wide_cpu`` for max pooling
 over the common 3-wide windows at stride 1 or 2 (written in 8-wide vectors, rows of up to 16 in
-16-wide ones with AVX-512), else
-``max_pooling_cpu`` or ``avg_pooling_cpu``. Each compiles only its own loops, so a network
-compiles only those it uses.
+16-wide ones with AVX-512), else ``max_pooling_cpu`` or ``avg_pooling_cpu``. Each compiles only
+its own loops, so a network compiles only those it uses.
 """
 import llvmlite.ir as ir
 import numpy as np
