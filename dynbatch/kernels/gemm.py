@@ -146,6 +146,21 @@ def steps_not_unrolled(builder, count):
     builder.position_at_end(end)
 
 
+def switch_on(builder, value, cases, emit):
+    """emit(case) in a branch of its own for each constant case of ``value`` (an LLVM integer), so
+    that each gets straight-line code for its literal (a layer's value is the same at every call,
+    so the branch is always predicted); nothing for any other value."""
+    done = builder.append_basic_block("switched")
+    switch = builder.switch(value, done)
+    for case in cases:
+        block = builder.append_basic_block(f"case_{case}")
+        switch.add_case(ir.Constant(value.type, case), block)
+        builder.position_at_end(block)
+        emit(case)
+        builder.branch(done)
+    builder.position_at_end(done)
+
+
 def _lane_mask(builder, count, width=8):
     """The ``width`` lanes' mask of the first ``count`` (an LLVM integer): lane i set where i < count."""
     lanes = ir.VectorType(_LANE, width)
@@ -963,17 +978,10 @@ def _masked_copy(two_runs: bool):
             splits = builder.insert_element(ir.Constant(ir.VectorType(_LANE, 8), ir.Undefined), split,
                                             ir.Constant(_LANE, 0))
             splits = builder.shuffle_vector(splits, splits, ir.Constant(ir.VectorType(_LANE, 8), [0] * 8))
-        # The stride picks a copy made for it (the shuffles need constant lane indices); it is
-        # the same for every row of a layer, so the branch is always predicted.
-        done = builder.append_basic_block("copied")
-        switch = builder.switch(stride, done)
-        for constant in range(1, MAX_VECTOR_STRIDE + 1):
-            block = builder.append_basic_block(f"stride_{constant}")
-            switch.add_case(ir.Constant(stride.type, constant), block)
-            builder.position_at_end(block)
-            copy_row(builder, destination_ptr, source_ptr, second_ptr, splits, mask_ptr, constant)
-            builder.branch(done)
-        builder.position_at_end(done)
+        # The stride picks a copy made for it (the shuffles need constant lane indices).
+        switch_on(builder, stride, range(1, MAX_VECTOR_STRIDE + 1),
+                  lambda constant: copy_row(builder, destination_ptr, source_ptr, second_ptr, splits, mask_ptr,
+                                            constant))
         return context.get_dummy_value()
 
     if two_runs:

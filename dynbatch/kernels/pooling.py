@@ -18,7 +18,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..config import CHUNK, PARALLEL_KERNEL, SCALAR_FUNCTION
-from .gemm import WIDE_VECTORS, _LANE, _float_pointer, _load_lanes, _store_lanes, _vector_at
+from .gemm import WIDE_VECTORS, _LANE, _float_pointer, _load_lanes, _store_lanes, _vector_at, switch_on
 from .views import as_4d
 
 METHOD_MAX = 0
@@ -133,31 +133,16 @@ def _store(builder, value, pointer, short):
 WIDE_POOL_COLUMNS = 16 if WIDE_VECTORS else 0
 
 
-def _switch(builder, value, cases, emit):
-    """emit(case) in a branch of its own for each constant case of ``value`` (an LLVM integer), so
-    that each gets straight-line code for its literal (a layer's value is the same at every line,
-    so the branch is always predicted); nothing for any other value."""
-    done = builder.append_basic_block("switched")
-    switch = builder.switch(value, done)
-    for case in cases:
-        block = builder.append_basic_block(f"case_{case}")
-        switch.add_case(ir.Constant(value.type, case), block)
-        builder.position_at_end(block)
-        emit(case)
-        builder.branch(done)
-    builder.position_at_end(done)
-
-
 def _max_rows_vectors(width: int):
     """The intrinsic max_rows_vectors(source, source_offset, row_stride, rows, destination,
-    destination_offset, count): destination[destination_offset + w] = the max over i < ``rows``
-    (1 to 3: windows up to 3 high, clipped by the padding) of source[source_offset + i*row_stride
-    + w], NaN where any is, for w < count: ``width`` columns at a time (``_for_each_vector``; a row
+    destination_offset, count): destination[destination_offset + w] = the max over i < ``rows`` (1
+    to 3: windows up to 3 high, clipped by the padding) of source[source_offset + i*row_stride +
+    w], NaN where any is, for w < count: ``width`` columns at a time (``_for_each_vector``; a row
     under ``width`` by masked loads, -inf past it, all ``width`` stored: the destination needs that
     many to spare). LLVM's own vectorisation of this loop runs 32 columns an iteration and leaves a
     row of 56 mostly to its scalar remainder; and a loop over a run-time number of rows per 8
     columns ran 1.4x slower than the old scalar-heavy pass, so each window height gets its own
-    straight-line code (``_switch``). No bounds checks; destination must not overlap source."""
+    straight-line code (``gemm.switch_on``). No bounds checks; destination must not overlap source."""
 
     @intrinsic
     def max_rows_vectors(typingctx, source, source_offset, row_stride, rows, destination, destination_offset, count):
@@ -181,7 +166,7 @@ def _max_rows_vectors(width: int):
 
                 _for_each_vector(builder, count, pool, width)
 
-            _switch(builder, rows, (1, 2, 3), pool_rows_of)
+            switch_on(builder, rows, (1, 2, 3), pool_rows_of)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -194,10 +179,10 @@ def _max_columns_vectors(kernel: int, width: int):
     count, stride): destination[destination_offset + o] = the max over j < ``kernel`` of
     source[source_offset + o*stride + j], NaN where any is, for o < count, ``width`` outputs at a
     time (``_for_each_vector``; under ``width``, by a masked store), at stride 1 or 2 (each its own
-    code, ``_switch``). Stride 1: one load per j. Stride 2: the even or odd elements of two loads
-    side by side, the loads shared by j = 2i and 2i + 1. Reads whole vectors, up to 2 * width + 1
-    elements past the first window of the last ``width`` outputs (or of the first, where count <
-    width): the source needs that much to spare. No bounds checks."""
+    code, ``gemm.switch_on``). Stride 1: one load per j. Stride 2: the even or odd elements of two
+    loads side by side, the loads shared by j = 2i and 2i + 1. Reads whole vectors, up to 2 * width
+    + 1 elements past the first window of the last ``width`` outputs (or of the first, where count
+    < width): the source needs that much to spare. No bounds checks."""
     pick = {parity: ir.Constant(ir.VectorType(_LANE, width), [2 * lane + parity for lane in range(width)])
             for parity in (0, 1)}
 
@@ -227,7 +212,7 @@ def _max_columns_vectors(kernel: int, width: int):
 
                 _for_each_vector(builder, count, pool, width)
 
-            _switch(builder, stride, (1, 2), pool_columns_at)
+            switch_on(builder, stride, (1, 2), pool_columns_at)
             return context.get_dummy_value()
 
         return sig, codegen
