@@ -172,7 +172,6 @@ def test_zeroed_floats_are_zero_writable_and_private(count):
         assert floats[0] == 0.0 and floats[-1] == 1.0
 
 
-
 @pytest.mark.skipif(not transparent_huge_pages(), reason="no transparent huge pages on this system")
 def test_on_huge_pages_knows_the_advised_memory_and_forgets_it():
     """Views of an advised arena are on huge pages (reversed and strided ones too); a copy, an
