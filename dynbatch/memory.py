@@ -66,4 +66,5 @@ def on_huge_pages(array: np.ndarray) -> bool:
     steps = [(extent - 1) * stride for extent, stride in zip(array.shape, array.strides)]
     low = array.ctypes.data + sum(step for step in steps if step < 0)
     high = array.ctypes.data + sum(step for step in steps if step > 0) + array.itemsize
-    return any(start <= low and high <= end for start, end in _advised.items())
+    # (A snapshot: another thread may free an arena, and with it its entry, between two steps.)
+    return any(start <= low and high <= end for start, end in list(_advised.items()))
