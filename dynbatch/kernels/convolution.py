@@ -1565,19 +1565,18 @@ def stem_task(task, x, x_flat, packed_weights, biases, group, stride_h, stride_w
     block = first_block
     while block < end_block:
         paired = STEM_PAIRS and block + 1 < end_block and (block + 1) // group_blocks == block // group_blocks
+        planes_at = (block // group_blocks) * group_channels * scratch_plane  # (its group's input planes)
+        weights_at, octet_rows = block * taps * STEM_CHANNELS, octet_pixels * LANES
         for pixel_group in range(pixel_groups):
-            sums_at = ((block - first_block) * STEM_VECTORS * octet_pixels + pixel_group * STEM_PIXELS) * LANES
-            if paired:
-                stem_pixels_pair(padded, (block // group_blocks) * group_channels * scratch_plane, origins,
-                                 pixel_group * STEM_PIXELS, tap_offsets, taps, packed_weights,
-                                 block * taps * STEM_CHANNELS, biases, block * STEM_CHANNELS, sums, sums_at,
-                                 octet_pixels * LANES, taps * STEM_CHANNELS, STEM_CHANNELS,
-                                 STEM_VECTORS * octet_pixels * LANES)
+            first_pixel = pixel_group * STEM_PIXELS
+            sums_at = ((block - first_block) * STEM_VECTORS * octet_pixels + first_pixel) * LANES
+            if paired:  # (the second block's weights, biases and sums one block further)
+                stem_pixels_pair(padded, planes_at, origins, first_pixel, tap_offsets, taps, packed_weights, weights_at,
+                                 biases, block * STEM_CHANNELS, sums, sums_at, octet_rows, taps * STEM_CHANNELS,
+                                 STEM_CHANNELS, STEM_VECTORS * octet_rows)
             else:
-                stem_pixels(padded, (block // group_blocks) * group_channels * scratch_plane, origins,
-                            pixel_group * STEM_PIXELS, tap_offsets, taps, packed_weights,
-                            block * taps * STEM_CHANNELS, biases, block * STEM_CHANNELS, sums, sums_at,
-                            octet_pixels * LANES)
+                stem_pixels(padded, planes_at, origins, first_pixel, tap_offsets, taps, packed_weights, weights_at,
+                            biases, block * STEM_CHANNELS, sums, sums_at, octet_rows)
         block += 2 if paired else 1
     run = out_rows * out_width
     results, result_pixels = sums, octet_pixels

@@ -276,14 +276,14 @@ def pool_columns(scratch, out_rows, line, count, kernel, stride, method):
 
 @njit(**SCALAR_FUNCTION)
 def max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_line, height, out_height, kernel_h,
-                              stride_h, stride_w, pad_top, pad_left, data_width):
+                              stride_h, stride_w, pad_top, pad_left, data_width, wide):
     """Output lines first_line..end_line of one plane of ``pool_windows``, max pooling over
     windows 3 wide and at most 3 high, stride_w 1 or 2: both passes as explicit 8-wide vectors, or
-    16-wide where a row's data is at most WIDE_POOL_COLUMNS wide (``max_rows_vectors`` into scratch
+    16-wide where ``wide`` (a row's data at most WIDE_POOL_COLUMNS wide: ``pool_task``'s scratch
+    then has the room for them; ``max_rows_vectors`` into scratch
     row 0, padded as pool_windows pads it, then ``max_columns_vectors``, which may read up to 18
     columns from the row's start, 34 with 16-wide vectors, past its padding)."""
     width, out_width = np.uintp(x_rows.shape[1]), np.uintp(out_rows.shape[1])
-    wide = data_width <= WIDE_POOL_COLUMNS
     for oh in range(first_line, end_line):
         top = oh * stride_h - pad_top
         row_begin = max(top, 0)
@@ -374,7 +374,8 @@ def pool_task(task, x_rows, height, kernel_h, kernel_w, stride_h, stride_w, pad_
     # short rows, into rows 1 and 2, which they do not use. For 8-wide rows, 16 more or row 0
     # alone on cache lines of its own made SqueezeNet's first pool 1.2x-1.3x the time on two
     # threads.)
-    spare = (16 if data_width <= WIDE_POOL_COLUMNS else 8) if vectors else 0
+    wide = data_width <= WIDE_POOL_COLUMNS
+    spare = (16 if wide else 8) if vectors else 0
     scratch = np.empty((3, padded_width + spare), dtype=np.float32)
     padding = -np.inf if method == METHOD_MAX else 0.0
     for i in range(pad_left):
@@ -388,7 +389,7 @@ def pool_task(task, x_rows, height, kernel_h, kernel_w, stride_h, stride_w, pad_
     for plane in range(first_plane, end_plane):
         if vectors:
             max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_line, height,
-                                      out_height, kernel_h, stride_h, stride_w, pad_top, pad_left, data_width)
+                                      out_height, kernel_h, stride_h, stride_w, pad_top, pad_left, data_width, wide)
         else:
             pool_lines(x_rows, out_rows, scratch, plane, first_line, end_line, height, out_height, kernel_h,
                        kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, exclude_pad, data_width,
