@@ -11,9 +11,9 @@ import numba
 import numpy as np
 import pytest
 
-from dynbatch.kernels import convolution, fully_connected, pooling
-from dynbatch.kernels.chain import (AVERAGE_STEP, CHAINED_KERNELS, FC_STEP, HAS_CYCLE_COUNTER, MAX_POOL_STEP,
-                                   STEM_STEP, chain_step, chainable, step_seconds)
+from dynbatch.kernels import convolution, fully_connected, lrn, pooling
+from dynbatch.kernels.chain import (AVERAGE_STEP, CHAINED_KERNELS, FC_STEP, HAS_CYCLE_COUNTER, LRN_STEP,
+                                   MAX_POOL_STEP, STEM_STEP, chain_step, chainable, step_seconds)
 from tests.naive import REFERENCES
 from tests.poison import poison, untouched
 
@@ -267,6 +267,51 @@ def test_chain_runs_fully_connected_steps(n, threads):
     check_chain(steps, written, expected, n, threads)
 
 
+def lrn_attrs(local_size, beta, region="across"):
+    return {"local_size": local_size, "alpha": 0.5, "beta": beta, "k": 1.5, "region": region}
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chain_runs_lrn_steps(n, threads):
+    """AlexNet's order: a 3x3 GEMM step, an LRN across 5 channels (beta 0.75, its square roots),
+    a max pooling, an LRN across 4 (beta 0.6: pow; a window of 1 before and 2 after) on planes of
+    4200 pixels (two tasks a plane), then a 1x1 GEMM step: the chain computes what the kernels
+    compute alone, and those the reference, rows >= n untouched."""
+    rng = np.random.default_rng(80 + n * 10 + threads)
+    x = poisoned((MAX_BATCH, 8, 60, 70), n, rng)
+    conv, normed = poisoned((MAX_BATCH, 16, 60, 70), n), poisoned((MAX_BATCH, 16, 60, 70), n)
+    pooled, normed2 = poisoned((MAX_BATCH, 16, 30, 35), n), poisoned((MAX_BATCH, 16, 30, 35), n)
+    last = poisoned((MAX_BATCH, 8, 30, 35), n)
+    norms = [lrn_attrs(5, 0.75), lrn_attrs(4, 0.6)]
+    pool = {"pool_method": "max", "kernel": (3, 3), "strides": (2, 2), "pads_begin": (1, 1), "pads_end": (0, 0),
+            "exclude_pad": False}
+    steps = [convolution.cpu_step(layer(rng, 8, 16, 3, activation=RELU), [x], [conv]),
+             lrn.cpu_step(norms[0], [conv], [normed]),
+             pooling.cpu_step(pool, [normed], [pooled]),
+             lrn.cpu_step(norms[1], [pooled], [normed2]),
+             convolution.cpu_step(layer(rng, 16, 8, 1), [normed2], [last])]
+    assert [CHAINED_KERNELS[kernel] for kernel, _ in steps][1:4] == [LRN_STEP, MAX_POOL_STEP, LRN_STEP]
+    assert lrn.lrn_spans(60 * 70) == 2
+    written = [conv, normed, pooled, normed2, last]
+    expected = run_steps_alone(steps, written, n)
+    for attrs, source, target in ((norms[0], expected[0], expected[1]), (norms[1], expected[2], expected[3])):
+        reference = REFERENCES["LRN"]([source[:n]], attrs)[0]  # (the kernel alone, against the reference)
+        np.testing.assert_allclose(target[:n], reference, rtol=1e-5, atol=1e-6)
+    check_chain(steps, written, expected, n, threads)
+
+
+def test_chain_takes_lrn_steps_across_channels_only():
+    """An LRN over a window of pixels ("same") keeps its own kernel, as does one on arrays the
+    chain cannot address."""
+    source, target = np.zeros((MAX_BATCH, 6, 5, 5), np.float32), np.zeros((MAX_BATCH, 6, 5, 5), np.float32)
+    kernel, args = lrn.cpu_step(lrn_attrs(3, 0.75), [source], [target])
+    assert chainable(kernel, args)
+    assert not chainable(*lrn.cpu_step(lrn_attrs(3, 0.75, "same"), [source], [target]))
+    wide = np.zeros((MAX_BATCH, 12, 5, 5), np.float32)
+    assert not chainable(*lrn.cpu_step(lrn_attrs(3, 0.75), [source], [wide[:, ::2]]))
+
+
 def test_chain_takes_no_pooling_step_on_strided_arrays_nor_other_pooling_kernels():
     """A pooling kernel takes any strides, a chain only arrays it can address: such a step is left
     out of the chain (``chainable``), and ``chain_step`` refuses it. Nor does a chain take the
@@ -335,7 +380,8 @@ def test_chain_rejects_arrays_it_cannot_address():
 
 def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
     """A network's consecutive GEMM, Winograd (12x12 outputs: 4x4 tiles) and depthwise convolutions
-    and a max pooling bind as one chain step (an LRN layer between two runs ends the first); its
+    and a max pooling bind as one chain step (an LRN layer over pixels between two runs ends the
+    first: only an LRN across channels joins a chain); its
     outputs match the unchained steps' and the reference network's, and get_performance_counts
     times every layer of a chain on its own."""
     import dynbatch as db
@@ -355,7 +401,7 @@ def test_network_runs_its_convolutions_as_chains_and_times_each_layer():
     y = net.add_layer("Convolution", [y], name="dw", weights=rng.standard_normal((24, 1, 3, 3)) * 0.1,
                       biases=rng.standard_normal(24), pads_begin=1, pads_end=1, group=24)
     y = net.add_layer("Pooling", [y], name="pool", pool_method="max", kernel=3, strides=2, pads_begin=1, pads_end=1)
-    y = net.add_layer("LRN", [y], name="norm", local_size=3, alpha=1e-2, beta=0.75, k=1.0)
+    y = net.add_layer("LRN", [y], name="norm", local_size=3, alpha=1e-2, beta=0.75, k=1.0, region="same")
     y = net.add_layer("Convolution", [y], name="last", weights=rng.standard_normal((16, 24, 1, 1)) * 0.1,
                       biases=rng.standard_normal(16))
     net.add_output(y)

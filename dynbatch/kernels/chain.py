@@ -1,5 +1,6 @@
-"""A run of consecutive convolution steps (and the max poolings over 3-wide windows and the
-FullyConnected layers among them) in one parallel loop: ``convolution_chain_cpu``.
+"""A run of consecutive convolution steps (and the max poolings over 3-wide windows, the LRN layers
+across channels and the FullyConnected layers among them) in one parallel loop:
+``convolution_chain_cpu``.
 
 Each Numba parallel loop is a new TBB task arena that the worker thread joins 7 to 18 us after
 the loop starts, even when loops follow each other closely (``benchmarks/thread_join.py``). A
@@ -8,7 +9,8 @@ Run as one loop, the worker joins once for the whole run of layers and then stay
 
 Inside the loop every thread runs the steps in order. For each step it takes tasks (those of
 ``convolution.gemm_task``, ``winograd_task``, ``depthwise_task``, ``stem_task``,
-``gemm_average_task``, ``pooling.pool_task`` or ``fully_connected.fully_connected_task``) from
+``gemm_average_task``, ``pooling.pool_task``, ``lrn.lrn_across_task`` or
+``fully_connected.fully_connected_task``) from
 its own share first, the one the step's kernel would give it alone, then from the others'
 shares. Each take is one atomic add on that share's counter, so no task runs twice. It then
 waits until the step's count of finished tasks reaches its task count, since the next step
@@ -46,12 +48,13 @@ from .convolution import (average_splits, convolution_depthwise_cpu, convolution
                           winograd_split, winograd_task)
 from .fully_connected import fully_connected_cpu, fully_connected_task
 from .gemm import NR
+from .lrn import REGION_ACROSS, lrn_across_task, lrn_cpu, lrn_spans
 from .pooling import METHOD_MAX, max_pooling_3_wide_cpu, pool_share, pool_task
 
-GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP, MAX_POOL_STEP, FC_STEP = 0, 1, 2, 3, 4, 5, 6
+GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP, MAX_POOL_STEP, FC_STEP, LRN_STEP = range(8)
 #: The steps that are not convolutions: their x and out must be C-contiguous (``chainable``),
 #: and ``chain_step`` fills in the arguments they lack.
-OTHER_STEPS = (MAX_POOL_STEP, FC_STEP)
+OTHER_STEPS = (MAX_POOL_STEP, FC_STEP, LRN_STEP)
 _NO_ROWS = np.zeros(0, np.intp)
 _NO_FLOATS = np.zeros(0, np.float32)
 #: Arguments one chained kernel takes and another does not, at the value that stands for it:
@@ -65,7 +68,9 @@ ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False,
                     "tap_dy": _NO_ROWS, "tap_dx": _NO_ROWS, "kernel_h": 0, "kernel_w": 0, "conv_height": 0,
                     "conv_width": 0, "pool_h": 1, "pool_w": 1, "pool_stride_h": 1, "pool_stride_w": 1, "pool_top": 0,
                     "pool_left": 0, "pixels": 0, "pad_bottom": 0, "pad_right": 0, "exclude_pad": 0}
-#: The kernels whose steps a chain can take, and each one's step kind.
+#: The kernels whose steps a chain can take, and each one's step kind (an LRN across channels
+#: only, AlexNet's and GoogLeNet's: run alone, each LRN was a parallel loop of its own between
+#: two chains, each loop joined late by the worker thread).
 #: (Max pooling over 3-wide windows, the networks' 3x3 poolings, and not ``max_pooling_cpu`` or
 #: ``avg_pooling_cpu``: their loops, which LLVM vectorises on its own, took 1.5x-1.8x their
 #: kernels' time in a task function, for reasons not found, where the 3-wide kernel's explicit
@@ -73,7 +78,7 @@ ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False,
 CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP,
                    convolution_depthwise_cpu: DEPTHWISE_STEP, convolution_stem_cpu: STEM_STEP,
                    convolution_gemm_average_cpu: AVERAGE_STEP, max_pooling_3_wide_cpu: MAX_POOL_STEP,
-                   fully_connected_cpu: FC_STEP}
+                   fully_connected_cpu: FC_STEP, lrn_cpu: LRN_STEP}
 #: Loads of work in a chained pooling task: four times its kernel's (``config.CHUNK``). A task
 #: costs the chain two atomic adds and a call; at CHUNK, a pooling took 1.02x-1.05x its kernel's
 #: time on one thread, at four times 0.97x-0.98x.
@@ -91,6 +96,10 @@ POOL_STRIDE_H, POOL_STRIDE_W, POOL_TOP, POOL_LEFT, PIXELS = 45, 46, 47, 48, 49
 PAD_BOTTOM, PAD_RIGHT, EXCLUDE_PAD, TILE_ROWS = 50, 51, 52, 53
 TASK = 54  # the address of the step kind's task function (``task_function``)
 INTS = 55
+#: Columns of a step's row of ``floats``: its epilogue's alpha and beta (an LRN step's scaled
+#: alpha and beta), and an LRN step's bias. (An LRN step's window, before and after its channel,
+#: is in the KERNEL_H and KERNEL_W columns of ``ints``.)
+FLOATS = 3
 #: The scalar arguments from GROUP on, in their columns' order.
 SCALARS = ("group", "stride_h", "stride_w", "pad_top", "pad_left", "out_width", "in_place", "task_columns",
            "min_tasks", "has_residual", "activation", "first_out_channel", "tile", "kernel_h", "kernel_w",
@@ -305,10 +314,20 @@ def fully_connected_step_task(task, n, row_address, alpha_beta_address, unused, 
                          out_features)
 
 
+def lrn_step_task(task, n, row_address, floats_address, spans, unused, unused2, unused3):
+    """Task ``task`` of an LRN step across channels (``lrn.lrn_spans``' ``spans`` a plane)."""
+    row = carray(_index_pointer(row_address), (INTS,))
+    scaled_alpha, beta, bias = carray(_float_pointer(floats_address), (FLOATS,))
+    planes, plane_size = row[X_SHAPE] * row[X_SHAPE + 1], row[X_SHAPE + 2] * row[X_SHAPE + 3]
+    lrn_across_task(task, carray(_float_pointer(row[X]), (planes, plane_size)),
+                    carray(_float_pointer(row[OUT]), (planes, plane_size)), row[X_SHAPE + 1], spans, row[KERNEL_H],
+                    row[KERNEL_W], bias, scaled_alpha, beta)
+
+
 _TASK_SIGNATURE = types.void(*([types.int64] * 8))
 _STEP_TASKS = {GEMM_STEP: gemm_step_task, WINOGRAD_STEP: winograd_step_task, DEPTHWISE_STEP: depthwise_step_task,
                STEM_STEP: stem_step_task, AVERAGE_STEP: average_step_task, MAX_POOL_STEP: max_pool_step_task,
-               FC_STEP: fully_connected_step_task}
+               FC_STEP: fully_connected_step_task, LRN_STEP: lrn_step_task}
 _task_functions = {}
 
 
@@ -325,9 +344,10 @@ def task_function(kind: int) -> int:
 def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
     """Steps 0.. of ``chain_step``'s rows, in order, inside one parallel loop of ``threads``
     iterations. ints: (steps, INTS) int64, a row per step (its kind, its arrays' addresses and
-    shapes, its scalar arguments, its task function's address); floats: (steps, 2), each step's
-    epilogue alpha and beta; counters: (steps * (threads + 1),) int64, zeroed here: for each step, the tasks taken from
-    each thread's share, then the tasks finished; cycles: (steps + 1,) int64, the cycle counter
+    shapes, its scalar arguments, its task function's address); floats: (steps, FLOATS), each
+    step's epilogue alpha and beta (and an LRN step's bias); counters: (steps * (threads + 1),)
+    int64, zeroed here: for each step, the tasks taken from each thread's share, then the tasks
+    finished; cycles: (steps + 1,) int64, the cycle counter
     before the loop and when iteration 0 saw each step finished (``step_seconds``). Reads and
     writes rows < n of every step, as its own kernel would."""
     steps = ints.shape[0]
@@ -364,12 +384,15 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
             elif ints[s, KIND] == FC_STEP:  # (a task per panel of NR output features)
                 tasks = ints[s, WEIGHTS_LENGTH] // (ints[s, X_SHAPE + 1] * NR) if n > 0 else 0
                 column_panels, chunks, splits, panels_per_split = 0, 0, 0, 0
+            elif ints[s, KIND] == LRN_STEP:  # (its spans a plane in the first of the four)
+                column_panels = lrn_spans(out_pixels)
+                tasks, chunks, splits, panels_per_split = n * ints[s, X_SHAPE + 1] * column_panels, 0, 0, 0
             else:
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(
                     n, biases_length, ints[s, OUT_WIDTH], ints[s, TILE], ints[s, TILE_ROWS] != 0,
                     ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out_pixels)
             # (the addresses of step s's int64 row and float32 pair)
-            row, alpha_beta = _data_address(ints) + s * INTS * 8, _data_address(floats) + s * 2 * 4
+            row, alpha_beta = _data_address(ints) + s * INTS * 8, _data_address(floats) + s * FLOATS * 4
             done = s * stride + threads
             for k in range(threads):
                 owner = (thread + k) % threads  # its own share first, then the next threads'
@@ -392,18 +415,20 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
 
 def chainable(kernel, args) -> bool:
     """Whether a chain can take the step ``kernel(n, *args)``: a kernel of ``CHAINED_KERNELS``
-    (and a pooling or FullyConnected step's input and output C-contiguous float32, as their own
-    kernels take any strides)."""
+    (an LRN across channels; and a pooling, FullyConnected or LRN step's input and output
+    C-contiguous float32, as their own kernels take any strides)."""
     if kernel not in CHAINED_KERNELS:
         return False
     if CHAINED_KERNELS[kernel] not in OTHER_STEPS:
         return True
+    if CHAINED_KERNELS[kernel] == LRN_STEP and args[6] != REGION_ACROSS:
+        return False
     return all(array.dtype == np.float32 and array.flags.c_contiguous for array in (args[0], args[-1]))
 
 
 def task_kinds(args) -> list[int]:
     """The kinds of step (GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP,
-    MAX_POOL_STEP, FC_STEP) of the chain bound to ``args``."""
+    MAX_POOL_STEP, FC_STEP, LRN_STEP) of the chain bound to ``args``."""
     return sorted({int(kind) for kind in args[3][:, KIND]})
 
 
@@ -429,7 +454,7 @@ def chain_step(steps, threads: int, link_tasks: bool = True):
     link_tasks=False leaves the task functions' addresses 0 (``task_function`` not called, so
     nothing compiled yet): a step bound so only compiles its kernel, by a call with n = 0."""
     ints = np.zeros((len(steps), INTS), np.int64)
-    floats = np.zeros((len(steps), 2), np.float32)
+    floats = np.zeros((len(steps), FLOATS), np.float32)
     for s, (kernel, args) in enumerate(steps):
         # The arguments by the kernel's own parameter names (after n), so that the order is
         # written once, in the kernel; ABSENT_ARGUMENTS fills in what this kernel does not take.
@@ -442,6 +467,15 @@ def chain_step(steps, threads: int, link_tasks: bool = True):
             named.update(out=out.reshape(out.shape[0], out.shape[1], -1), out_width=out.shape[3],
                          residual=out.reshape(out.shape[0], out.shape[1], -1), biases=_NO_FLOATS,
                          packed_weights=_NO_FLOATS, has_residual=0, activation=0, alpha=0.0, beta=0.0, min_tasks=0)
+        elif CHAINED_KERNELS[kernel] == LRN_STEP:
+            # An LRN step: its out (N, C, H, W) held as (N, C, H*W) and W, its window in KERNEL_H
+            # and KERNEL_W, its scaled alpha, beta and bias in ``floats``.
+            out = named["out"]
+            _address(out, np.float32)
+            flat = out.reshape(out.shape[0], out.shape[1], -1)
+            named.update(out=flat, out_width=out.shape[3], residual=flat, biases=_NO_FLOATS, packed_weights=_NO_FLOATS,
+                         has_residual=0, activation=0, min_tasks=0, pad_top=0, pad_left=0, kernel_h=named["before"],
+                         kernel_w=named["after"], alpha=named["scaled_alpha"])
         elif CHAINED_KERNELS[kernel] == FC_STEP:
             # A FullyConnected step: its (N, in_features) source held as x (N, in_features, 1, 1),
             # its (N, out) destination as out; no residual or thread count.
@@ -462,7 +496,7 @@ def chain_step(steps, threads: int, link_tasks: bool = True):
         row[RESIDUAL], row[RESIDUAL_SHAPE:RESIDUAL_SHAPE + 3] = _address(residual, np.float32), _shape_3(residual)
         row[OUT], row[OUT_SHAPE:OUT_SHAPE + 3] = _address(out, np.float32), _shape_3(out)
         row[GROUP:GROUP + len(SCALARS)] = [named[name] for name in SCALARS]
-        floats[s] = named["alpha"], named["beta"]
+        floats[s] = named["alpha"], named["beta"], named["bias"] if row[KIND] == LRN_STEP else 0.0
     counters = np.zeros(len(steps) * (threads + 1), np.int64)
     cycles = np.zeros(len(steps) + 1, np.int64)
     return convolution_chain_cpu, (int(threads), counters, cycles, ints, floats)

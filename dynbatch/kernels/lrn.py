@@ -44,6 +44,41 @@ def normalize_span(x_rows, out_rows, row, start, stop, bias, scaled_alpha, beta)
                                                 beta)
 
 
+#: Pixels of one output plane that a task of the across-channels LRN takes (in its kernel and in
+#: ``chain.convolution_chain_cpu``'s LRN steps): long contiguous loops.
+LRN_TASK_PIXELS = CHUNK
+
+
+@njit(**SCALAR_FUNCTION)
+def lrn_spans(plane_size):
+    """The tasks of the across-channels LRN a plane of ``plane_size`` pixels makes."""
+    return (plane_size + LRN_TASK_PIXELS - 1) // LRN_TASK_PIXELS
+
+
+@njit(**SCALAR_FUNCTION)
+def lrn_across_task(task, x_planes, out_planes, channels, spans, before, after, bias, scaled_alpha, beta):
+    """Task ``task`` of the across-channels LRN over x_planes, out_planes (N * C planes, as 2-d
+    arrays of rows), ``spans`` tasks a plane (``lrn_spans``): a span of up to LRN_TASK_PIXELS
+    pixels of one output plane, summing the same span of its neighbour planes."""
+    plane_size = x_planes.shape[1]
+    plane = task // spans
+    c = plane % channels
+    start = (task % spans) * LRN_TASK_PIXELS
+    stop = min(start + LRN_TASK_PIXELS, plane_size)
+    row = np.uintp(plane)
+    first_neighbour = plane - c + max(c - before, 0)
+    stop_neighbour = plane - c + min(c + after + 1, channels)
+    # The first neighbour assigns, the others add: no pass to zero the output.
+    for i in range(start, stop):
+        value = x_planes[np.uintp(first_neighbour), np.uintp(i)]
+        out_planes[row, np.uintp(i)] = value * value
+    for neighbour in range(first_neighbour + 1, stop_neighbour):
+        for i in range(start, stop):
+            value = x_planes[np.uintp(neighbour), np.uintp(i)]
+            out_planes[row, np.uintp(i)] += value * value
+    normalize_span(x_planes, out_planes, row, start, stop, bias, scaled_alpha, beta)
+
+
 @njit(**PARALLEL_KERNEL)
 def lrn_cpu(n, x, before, after, bias, scaled_alpha, beta, region, out):
     """x, out: (max_batch, C, H, W) float32, not aliased; the window spans ``before`` neighbours
@@ -58,29 +93,13 @@ def lrn_cpu(n, x, before, after, bias, scaled_alpha, beta, region, out):
     from vectorizing)."""
     max_batch, channels, height, width = x.shape
     if region == REGION_ACROSS:
-        # Each parallel iteration owns a span of up to CHUNK pixels of one output plane, and sums
-        # the same span of the neighbour planes: long contiguous loops.
+        # Each parallel iteration owns a span of one output plane (``lrn_across_task``).
         plane_size = height * width
         x_planes = x.reshape((max_batch * channels, plane_size))
         out_planes = out.reshape((max_batch * channels, plane_size))
-        spans = (plane_size + CHUNK - 1) // CHUNK
+        spans = lrn_spans(plane_size)
         for task in prange(n * channels * spans):
-            plane = task // spans
-            c = plane % channels
-            start = (task % spans) * CHUNK
-            stop = min(start + CHUNK, plane_size)
-            row = np.uintp(plane)
-            first_neighbour = plane - c + max(c - before, 0)
-            stop_neighbour = plane - c + min(c + after + 1, channels)
-            # The first neighbour assigns, the others add: no pass to zero the output.
-            for i in range(start, stop):
-                value = x_planes[np.uintp(first_neighbour), np.uintp(i)]
-                out_planes[row, np.uintp(i)] = value * value
-            for neighbour in range(first_neighbour + 1, stop_neighbour):
-                for i in range(start, stop):
-                    value = x_planes[np.uintp(neighbour), np.uintp(i)]
-                    out_planes[row, np.uintp(i)] += value * value
-            normalize_span(x_planes, out_planes, row, start, stop, bias, scaled_alpha, beta)
+            lrn_across_task(task, x_planes, out_planes, channels, spans, before, after, bias, scaled_alpha, beta)
     else:
         # Each parallel iteration owns one output line.
         x_rows = x.reshape((max_batch * channels * height, width))
