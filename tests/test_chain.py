@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from dynbatch.kernels import convolution, fully_connected, lrn, pooling
-from dynbatch.kernels.chain import (AVERAGE_STEP, CHAINED_KERNELS, FC_STEP, HAS_CYCLE_COUNTER, LRN_STEP,
-                                   MAX_POOL_STEP, STEM_STEP, chain_step, chainable, step_seconds)
+from dynbatch.kernels.chain import (AVERAGE_STEP, CHAINED_KERNELS, FC_STEP, GLOBAL_POOL_STEP, HAS_CYCLE_COUNTER,
+                                   LRN_STEP, MAX_POOL_STEP, STEM_STEP, chain_step, chainable, step_seconds)
 from tests.naive import REFERENCES
 from tests.poison import poison, untouched
 
@@ -310,6 +310,37 @@ def test_chain_takes_lrn_steps_across_channels_only():
     assert not chainable(*lrn.cpu_step(lrn_attrs(3, 0.75, "same"), [source], [target]))
     wide = np.zeros((MAX_BATCH, 12, 5, 5), np.float32)
     assert not chainable(*lrn.cpu_step(lrn_attrs(3, 0.75), [source], [wide[:, ::2]]))
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chain_runs_global_pooling_steps(n, threads):
+    """GoogLeNet's head: a 1x1 GEMM step, a global average pooling (7x7, 128 channels: two tasks
+    at n = 3), a FullyConnected step on its (N, 128) output; and a max pooling over windows of 3
+    whole rows at stride 2 with a pad (``global_pooling_cpu`` too: 4 outputs a plane). The chain
+    computes what the kernels compute alone, and those the reference, rows >= n untouched."""
+    rng = np.random.default_rng(90 + n * 10 + threads)
+    x = poisoned((MAX_BATCH, 16, 7, 7), n, rng)
+    conv, averaged = poisoned((MAX_BATCH, 128, 7, 7), n), poisoned((MAX_BATCH, 128, 1, 1), n)
+    rows, last = poisoned((MAX_BATCH, 128, 4, 1), n), poisoned((MAX_BATCH, 10), n)
+    pools = [{"pool_method": "avg", "kernel": (7, 7), "strides": (1, 1), "pads_begin": (0, 0), "pads_end": (0, 0),
+              "exclude_pad": True},
+             {"pool_method": "max", "kernel": (3, 7), "strides": (2, 1), "pads_begin": (1, 0), "pads_end": (1, 0),
+              "exclude_pad": False}]
+    head = {"weights": rng.uniform(-0.5, 0.5, (10, 128)).astype(np.float32),
+            "biases": rng.uniform(-0.5, 0.5, 10).astype(np.float32)}
+    steps = [convolution.cpu_step(layer(rng, 16, 128, 1), [x], [conv]),
+             pooling.cpu_step(pools[0], [conv], [averaged]),
+             fully_connected.cpu_step(head, [averaged.reshape(MAX_BATCH, 128)], [last]),
+             pooling.cpu_step(pools[1], [conv], [rows])]
+    assert [CHAINED_KERNELS[kernel] for kernel, _ in steps][1:] == [GLOBAL_POOL_STEP, FC_STEP, GLOBAL_POOL_STEP]
+    assert pooling.global_pool_share(3 * 128, 7, 7) == (2, 334)
+    written = [conv, averaged, last, rows]
+    expected = run_steps_alone(steps, written, n)
+    for attrs, target in zip(pools, (expected[1], expected[3])):  # (the kernels alone, against the reference)
+        reference = REFERENCES["Pooling"]([expected[0][:n]], {**attrs, "output_size": target.shape[2:]})[0]
+        np.testing.assert_allclose(target[:n], reference, rtol=1e-6, atol=1e-6)
+    check_chain(steps, written, expected, n, threads)
 
 
 def test_chain_takes_no_pooling_step_on_strided_arrays_nor_other_pooling_kernels():

@@ -1,6 +1,6 @@
-"""A run of consecutive convolution steps (and the max poolings over 3-wide windows, the LRN layers
-across channels and the FullyConnected layers among them) in one parallel loop:
-``convolution_chain_cpu``.
+"""A run of consecutive convolution steps (and the max poolings over 3-wide windows, the global
+poolings, the LRN layers across channels and the FullyConnected layers among them) in one
+parallel loop: ``convolution_chain_cpu``.
 
 Each Numba parallel loop is a new TBB task arena that the worker thread joins 7 to 18 us after
 the loop starts, even when loops follow each other closely (``benchmarks/thread_join.py``). A
@@ -9,8 +9,8 @@ Run as one loop, the worker joins once for the whole run of layers and then stay
 
 Inside the loop every thread runs the steps in order. For each step it takes tasks (those of
 ``convolution.gemm_task``, ``winograd_task``, ``depthwise_task``, ``stem_task``,
-``gemm_average_task``, ``pooling.pool_task``, ``lrn.lrn_across_task`` or
-``fully_connected.fully_connected_task``) from
+``gemm_average_task``, ``pooling.pool_task``, ``pooling.global_pool_outputs``,
+``lrn.lrn_across_task`` or ``fully_connected.fully_connected_task``) from
 its own share first, the one the step's kernel would give it alone, then from the others'
 shares. Each take is one atomic add on that share's counter, so no task runs twice. It then
 waits until the step's count of finished tasks reaches its task count, since the next step
@@ -49,28 +49,31 @@ from .convolution import (average_splits, convolution_depthwise_cpu, convolution
 from .fully_connected import fully_connected_cpu, fully_connected_task
 from .gemm import NR
 from .lrn import REGION_ACROSS, lrn_across_task, lrn_cpu, lrn_spans
-from .pooling import METHOD_MAX, max_pooling_3_wide_cpu, pool_share, pool_task
+from .pooling import (METHOD_MAX, global_pool_outputs, global_pool_share, global_pooling_cpu, max_pooling_3_wide_cpu,
+                      pool_share, pool_task, window_cells)
 
-GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP, MAX_POOL_STEP, FC_STEP, LRN_STEP = range(8)
+(GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP, MAX_POOL_STEP, FC_STEP, LRN_STEP,
+ GLOBAL_POOL_STEP) = range(9)
 #: The steps that are not convolutions: their x and out must be C-contiguous (``chainable``),
 #: and ``chain_step`` fills in the arguments they lack.
-OTHER_STEPS = (MAX_POOL_STEP, FC_STEP, LRN_STEP)
+OTHER_STEPS = (MAX_POOL_STEP, FC_STEP, LRN_STEP, GLOBAL_POOL_STEP)
 _NO_ROWS = np.zeros(0, np.intp)
 _NO_FLOATS = np.zeros(0, np.float32)
 #: Arguments one chained kernel takes and another does not, at the value that stands for it:
 #: the GEMM's that the Winograd kernel (3x3, stride 1, ungrouped) fixes, Winograd's tile side and
 #: blocking, the GEMM's reduction rows and task width, which the depthwise and stem kernels have
 #: none of, the stem's kernel, convolution and pooling sizes, the averaged pixels, and the
-#: pooling's end pads and exclude_pad, which no convolution takes (a pooling step's others:
+#: pooling's end pads, exclude_pad and method, which no convolution takes (a pooling step's others:
 #: ``chain_step``).
 ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False, "tile": 0, "tile_rows": False,
                     "task_columns": 0, "first_out_channel": 0, "row_offset": _NO_ROWS, "row_tap": _NO_ROWS,
                     "tap_dy": _NO_ROWS, "tap_dx": _NO_ROWS, "kernel_h": 0, "kernel_w": 0, "conv_height": 0,
                     "conv_width": 0, "pool_h": 1, "pool_w": 1, "pool_stride_h": 1, "pool_stride_w": 1, "pool_top": 0,
-                    "pool_left": 0, "pixels": 0, "pad_bottom": 0, "pad_right": 0, "exclude_pad": 0}
+                    "pool_left": 0, "pixels": 0, "pad_bottom": 0, "pad_right": 0, "exclude_pad": 0,
+                    "method": METHOD_MAX}
 #: The kernels whose steps a chain can take, and each one's step kind (an LRN across channels
-#: only, AlexNet's and GoogLeNet's: run alone, each LRN was a parallel loop of its own between
-#: two chains, each loop joined late by the worker thread).
+#: only, AlexNet's and GoogLeNet's: run alone, each LRN, and GoogLeNet's global average pooling,
+#: was a parallel loop of its own between two chains, each loop joined late by the worker thread).
 #: (Max pooling over 3-wide windows, the networks' 3x3 poolings, and not ``max_pooling_cpu`` or
 #: ``avg_pooling_cpu``: their loops, which LLVM vectorises on its own, took 1.5x-1.8x their
 #: kernels' time in a task function, for reasons not found, where the 3-wide kernel's explicit
@@ -78,7 +81,7 @@ ABSENT_ARGUMENTS = {"group": 1, "stride_h": 1, "stride_w": 1, "in_place": False,
 CHAINED_KERNELS = {convolution_gemm_cpu: GEMM_STEP, convolution_winograd_cpu: WINOGRAD_STEP,
                    convolution_depthwise_cpu: DEPTHWISE_STEP, convolution_stem_cpu: STEM_STEP,
                    convolution_gemm_average_cpu: AVERAGE_STEP, max_pooling_3_wide_cpu: MAX_POOL_STEP,
-                   fully_connected_cpu: FC_STEP, lrn_cpu: LRN_STEP}
+                   fully_connected_cpu: FC_STEP, lrn_cpu: LRN_STEP, global_pooling_cpu: GLOBAL_POOL_STEP}
 #: Loads of work in a chained pooling task: four times its kernel's (``config.CHUNK``). A task
 #: costs the chain two atomic adds and a call; at CHUNK, a pooling took 1.02x-1.05x its kernel's
 #: time on one thread, at four times 0.97x-0.98x.
@@ -93,9 +96,9 @@ GROUP, STRIDE_H, STRIDE_W, PAD_TOP, PAD_LEFT, OUT_WIDTH, IN_PLACE = 26, 27, 28, 
 TASK_COLUMNS, MIN_TASKS, HAS_RESIDUAL, ACTIVATION, FIRST_OUT_CHANNEL, TILE = 33, 34, 35, 36, 37, 38
 KERNEL_H, KERNEL_W, CONV_HEIGHT, CONV_WIDTH, POOL_H, POOL_W = 39, 40, 41, 42, 43, 44
 POOL_STRIDE_H, POOL_STRIDE_W, POOL_TOP, POOL_LEFT, PIXELS = 45, 46, 47, 48, 49
-PAD_BOTTOM, PAD_RIGHT, EXCLUDE_PAD, TILE_ROWS = 50, 51, 52, 53
-TASK = 54  # the address of the step kind's task function (``task_function``)
-INTS = 55
+PAD_BOTTOM, PAD_RIGHT, EXCLUDE_PAD, TILE_ROWS, METHOD = 50, 51, 52, 53, 54
+TASK = 55  # the address of the step kind's task function (``task_function``)
+INTS = 56
 #: Columns of a step's row of ``floats``: its epilogue's alpha and beta (an LRN step's scaled
 #: alpha and beta), and an LRN step's bias. (An LRN step's window, before and after its channel,
 #: is in the KERNEL_H and KERNEL_W columns of ``ints``.)
@@ -104,7 +107,7 @@ FLOATS = 3
 SCALARS = ("group", "stride_h", "stride_w", "pad_top", "pad_left", "out_width", "in_place", "task_columns",
            "min_tasks", "has_residual", "activation", "first_out_channel", "tile", "kernel_h", "kernel_w",
            "conv_height", "conv_width", "pool_h", "pool_w", "pool_stride_h", "pool_stride_w", "pool_top", "pool_left",
-           "pixels", "pad_bottom", "pad_right", "exclude_pad", "tile_rows")
+           "pixels", "pad_bottom", "pad_right", "exclude_pad", "tile_rows", "method")
 
 
 @intrinsic
@@ -324,10 +327,24 @@ def lrn_step_task(task, n, row_address, floats_address, spans, unused, unused2, 
                     row[KERNEL_W], bias, scaled_alpha, beta)
 
 
+def global_pool_step_task(task, n, row_address, floats_address, outputs_per_task, unused, unused2, unused3):
+    """Task ``task`` of a ``global_pooling_cpu`` step: its ``outputs_per_task`` outputs
+    (``pooling.global_pool_share``)."""
+    row = carray(_index_pointer(row_address), (INTS,))
+    height, width, out_height = row[X_SHAPE + 2], row[X_SHAPE + 3], row[OUT_SHAPE + 2]
+    planes = carray(_float_pointer(row[X]), (row[X_SHAPE] * row[X_SHAPE + 1], height * width))
+    outputs = carray(_float_pointer(row[OUT]), (row[OUT_SHAPE] * row[OUT_SHAPE + 1] * out_height,))
+    first = task * outputs_per_task
+    global_pool_outputs(first, min(first + outputs_per_task, n * row[X_SHAPE + 1] * out_height), planes, outputs,
+                        height, out_height, row[KERNEL_H], row[STRIDE_H], row[PAD_TOP], row[PAD_BOTTOM], row[METHOD],
+                        row[EXCLUDE_PAD],
+                        window_cells(-row[PAD_LEFT], row[KERNEL_W], width, row[PAD_RIGHT], row[EXCLUDE_PAD]))
+
+
 _TASK_SIGNATURE = types.void(*([types.int64] * 8))
 _STEP_TASKS = {GEMM_STEP: gemm_step_task, WINOGRAD_STEP: winograd_step_task, DEPTHWISE_STEP: depthwise_step_task,
                STEM_STEP: stem_step_task, AVERAGE_STEP: average_step_task, MAX_POOL_STEP: max_pool_step_task,
-               FC_STEP: fully_connected_step_task, LRN_STEP: lrn_step_task}
+               FC_STEP: fully_connected_step_task, LRN_STEP: lrn_step_task, GLOBAL_POOL_STEP: global_pool_step_task}
 _task_functions = {}
 
 
@@ -384,6 +401,10 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
             elif ints[s, KIND] == FC_STEP:  # (a task per panel of NR output features)
                 tasks = ints[s, WEIGHTS_LENGTH] // (ints[s, X_SHAPE + 1] * NR) if n > 0 else 0
                 column_panels, chunks, splits, panels_per_split = 0, 0, 0, 0
+            elif ints[s, KIND] == GLOBAL_POOL_STEP:  # (its outputs a task in the first of the four)
+                tasks, column_panels = global_pool_share(n * ints[s, X_SHAPE + 1] * out_pixels, ints[s, KERNEL_H],
+                                                         ints[s, X_SHAPE + 3])
+                chunks, splits, panels_per_split = 0, 0, 0
             elif ints[s, KIND] == LRN_STEP:  # (its spans a plane in the first of the four)
                 column_panels = lrn_spans(out_pixels)
                 tasks, chunks, splits, panels_per_split = n * ints[s, X_SHAPE + 1] * column_panels, 0, 0, 0
@@ -428,7 +449,7 @@ def chainable(kernel, args) -> bool:
 
 def task_kinds(args) -> list[int]:
     """The kinds of step (GEMM_STEP, WINOGRAD_STEP, DEPTHWISE_STEP, STEM_STEP, AVERAGE_STEP,
-    MAX_POOL_STEP, FC_STEP, LRN_STEP) of the chain bound to ``args``."""
+    MAX_POOL_STEP, FC_STEP, LRN_STEP, GLOBAL_POOL_STEP) of the chain bound to ``args``."""
     return sorted({int(kind) for kind in args[3][:, KIND]})
 
 
@@ -459,7 +480,7 @@ def chain_step(steps, threads: int, link_tasks: bool = True):
         # The arguments by the kernel's own parameter names (after n), so that the order is
         # written once, in the kernel; ABSENT_ARGUMENTS fills in what this kernel does not take.
         named = {**ABSENT_ARGUMENTS, **dict(zip(list(inspect.signature(kernel.py_func).parameters)[1:], args))}
-        if CHAINED_KERNELS[kernel] == MAX_POOL_STEP:
+        if CHAINED_KERNELS[kernel] in (MAX_POOL_STEP, GLOBAL_POOL_STEP):
             # A pooling step: its out (N, C, OH, OW) held as (N, C, OH*OW) and OW, as a
             # convolution's; no weights, epilogue or thread count.
             out = named["out"]

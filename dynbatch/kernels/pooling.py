@@ -43,25 +43,26 @@ def window_cells(start, kernel, size, pad_end, exclude_pad):
     return min(start + kernel, size + pad_end) - start
 
 
-@njit(**PARALLEL_KERNEL)
-def global_pooling_cpu(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
-                       pad_right, method, exclude_pad, out):
-    """x: (max_batch, C, H, W); out: (max_batch, C, OH, 1), where each window spans whole input
-    rows (kw - pw0 >= W: global pooling, for one); method: METHOD_MAX or METHOD_AVG; exclude_pad:
-    0 or 1 (avg only). Reads x rows < n, writes out rows < n; each parallel iteration owns one
-    output. The data cells of a window are one contiguous run of its plane, pooled in a single
-    loop: a sum vectorizes, an exact max with NaN does not.
+#: Window cells a task of ``global_pooling_cpu`` pools, at least, in a chain's global pooling
+#: steps (``global_pool_share``): whole outputs, several to a task.
+GLOBAL_POOL_TASK_CELLS = 4 * CHUNK
 
-    x and out are indexed in full through 2-d views made once: a view made per iteration would
-    count a reference on the buffer, an atomic that the threads contend for. Indices known to be
-    >= 0 are unsigned, which spares Numba's negative-index wraparound (a branch that keeps LLVM
-    from vectorizing)."""
-    max_batch, channels, height, width = x.shape
-    out_height = out.shape[2]
-    planes = x.reshape((max_batch * channels, height * width))
-    outputs = out.reshape(-1)
-    columns = window_cells(-pad_left, kernel_w, width, pad_right, exclude_pad)
-    for i in prange(n * channels * out_height):
+
+@njit(**SCALAR_FUNCTION)
+def global_pool_share(outputs, kernel_h, width):
+    """(tasks, outputs per task) of ``outputs`` global poolings of windows ``kernel_h`` rows of
+    ``width`` high, as a chain's steps share them out."""
+    per_task = max(1, GLOBAL_POOL_TASK_CELLS // max(1, kernel_h * width))
+    return (outputs + per_task - 1) // per_task, per_task
+
+
+@njit(**SCALAR_FUNCTION)
+def global_pool_outputs(first, end, planes, outputs, height, out_height, kernel_h, stride_h, pad_top, pad_bottom,
+                        method, exclude_pad, columns):
+    """outputs[i] for first <= i < end of ``global_pooling_cpu`` (x as ``planes``, (N * C, H * W);
+    out as ``outputs``, flat; ``columns``: the cells of a window's row an average divides by)."""
+    width = planes.shape[1] // height
+    for i in range(first, end):
         plane = np.uintp(i // out_height)
         top = (i % out_height) * stride_h - pad_top
         start = max(top, 0) * width
@@ -74,7 +75,30 @@ def global_pooling_cpu(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pa
             for cell in range(start + 1, stop):
                 pooled = pooled_pair(pooled, planes[plane, np.uintp(cell)], METHOD_AVG)
             pooled /= np.float32(window_cells(top, kernel_h, height, pad_bottom, exclude_pad) * columns)
-        outputs[i] = pooled
+        outputs[np.uintp(i)] = pooled
+
+
+@njit(**PARALLEL_KERNEL)
+def global_pooling_cpu(n, x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
+                       pad_right, method, exclude_pad, out):
+    """x: (max_batch, C, H, W); out: (max_batch, C, OH, 1), where each window spans whole input
+    rows (kw - pw0 >= W: global pooling, for one); method: METHOD_MAX or METHOD_AVG; exclude_pad:
+    0 or 1 (avg only). Reads x rows < n, writes out rows < n; each parallel iteration owns one
+    output (``global_pool_outputs``). The data cells of a window are one contiguous run of its
+    plane, pooled in a single loop: a sum vectorizes, an exact max with NaN does not.
+
+    x and out are indexed in full through 2-d views made once: a view made per iteration would
+    count a reference on the buffer, an atomic that the threads contend for. Indices known to be
+    >= 0 are unsigned, which spares Numba's negative-index wraparound (a branch that keeps LLVM
+    from vectorizing)."""
+    max_batch, channels, height, width = x.shape
+    out_height = out.shape[2]
+    planes = x.reshape((max_batch * channels, height * width))
+    outputs = out.reshape(-1)
+    columns = window_cells(-pad_left, kernel_w, width, pad_right, exclude_pad)
+    for i in prange(n * channels * out_height):
+        global_pool_outputs(i, i + 1, planes, outputs, height, out_height, kernel_h, stride_h, pad_top, pad_bottom,
+                            method, exclude_pad, columns)
 
 
 def _nan_max(builder, a, b):
