@@ -184,9 +184,9 @@ class CompiledNetwork:
 def chain_convolutions(steps: list[BoundStep], link_tasks: bool = True) -> list[BoundStep]:
     """``steps`` with each run of consecutive steps that ``chain.chainable`` takes (GEMM,
     Winograd, depthwise, stem and averaged convolutions, max pooling over 3-wide windows, global
-    pooling, LRN across channels, FullyConnected; one step alone too) made one step of ``chain.convolution_chain_cpu``: one
-    parallel loop for the run, which Numba's worker thread joins once rather than at every layer
-    (7-18 us each time)."""
+    pooling, LRN across channels, FullyConnected; one step alone too) made one step of
+    ``chain.convolution_chain_cpu``: one parallel loop for the run, which Numba's worker thread
+    joins once rather than at every layer (7-18 us each time)."""
     threads = numba.get_num_threads()
     chained, run = [], []
 

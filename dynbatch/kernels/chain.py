@@ -364,9 +364,9 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
     shapes, its scalar arguments, its task function's address); floats: (steps, FLOATS), each
     step's epilogue alpha and beta (and an LRN step's bias); counters: (steps * (threads + 1),)
     int64, zeroed here: for each step, the tasks taken from each thread's share, then the tasks
-    finished; cycles: (steps + 1,) int64, the cycle counter
-    before the loop and when iteration 0 saw each step finished (``step_seconds``). Reads and
-    writes rows < n of every step, as its own kernel would."""
+    finished; cycles: (steps + 1,) int64, the cycle counter before the loop and when iteration 0
+    saw each step finished (``step_seconds``). Reads and writes rows < n of every step, as its own
+    kernel would."""
     steps = ints.shape[0]
     stride = threads + 1
     for i in range(counters.shape[0]):  # (a loop: Numba would make a slice assignment parallel)
@@ -412,7 +412,7 @@ def convolution_chain_cpu(n, threads, counters, cycles, ints, floats):
                 tasks, column_panels, chunks, splits, panels_per_split = winograd_split(
                     n, biases_length, ints[s, OUT_WIDTH], ints[s, TILE], ints[s, TILE_ROWS] != 0,
                     ints[s, TASK_COLUMNS], ints[s, MIN_TASKS], out_pixels)
-            # (the addresses of step s's int64 row and float32 pair)
+            # (the addresses of step s's rows of ints and floats)
             row, alpha_beta = _data_address(ints) + s * INTS * 8, _data_address(floats) + s * FLOATS * 4
             done = s * stride + threads
             for k in range(threads):

@@ -43,15 +43,15 @@ def window_cells(start, kernel, size, pad_end, exclude_pad):
     return min(start + kernel, size + pad_end) - start
 
 
-#: Window cells a task of ``global_pooling_cpu`` pools, at least, in a chain's global pooling
-#: steps (``global_pool_share``): whole outputs, several to a task.
+#: Window cells that a task of a chain's global pooling step pools (``global_pool_share``): as
+#: many whole outputs as make about this many, at least one.
 GLOBAL_POOL_TASK_CELLS = 4 * CHUNK
 
 
 @njit(**SCALAR_FUNCTION)
 def global_pool_share(outputs, kernel_h, width):
-    """(tasks, outputs per task) of ``outputs`` global poolings of windows ``kernel_h`` rows of
-    ``width`` high, as a chain's steps share them out."""
+    """(tasks, outputs per task) of ``outputs`` outputs of ``global_pooling_cpu`` whose windows
+    are ``kernel_h`` rows of ``width`` cells, as a chain's global pooling step shares them out."""
     per_task = max(1, GLOBAL_POOL_TASK_CELLS // max(1, kernel_h * width))
     return (outputs + per_task - 1) // per_task, per_task
 
