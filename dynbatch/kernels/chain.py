@@ -442,9 +442,15 @@ def chainable(kernel, args) -> bool:
         return False
     if CHAINED_KERNELS[kernel] not in OTHER_STEPS:
         return True
-    if CHAINED_KERNELS[kernel] == LRN_STEP and args[6] != REGION_ACROSS:
+    if CHAINED_KERNELS[kernel] == LRN_STEP and arguments_by_name(kernel, args)["region"] != REGION_ACROSS:
         return False
     return all(array.dtype == np.float32 and array.flags.c_contiguous for array in (args[0], args[-1]))
+
+
+def arguments_by_name(kernel, args) -> dict:
+    """A step's arguments (after n) by the kernel's own parameter names, so that their order is
+    written once, in the kernel."""
+    return dict(zip(list(inspect.signature(kernel.py_func).parameters)[1:], args))
 
 
 def task_kinds(args) -> list[int]:
@@ -477,9 +483,8 @@ def chain_step(steps, threads: int, link_tasks: bool = True):
     ints = np.zeros((len(steps), INTS), np.int64)
     floats = np.zeros((len(steps), FLOATS), np.float32)
     for s, (kernel, args) in enumerate(steps):
-        # The arguments by the kernel's own parameter names (after n), so that the order is
-        # written once, in the kernel; ABSENT_ARGUMENTS fills in what this kernel does not take.
-        named = {**ABSENT_ARGUMENTS, **dict(zip(list(inspect.signature(kernel.py_func).parameters)[1:], args))}
+        # (ABSENT_ARGUMENTS fills in what this kernel does not take.)
+        named = {**ABSENT_ARGUMENTS, **arguments_by_name(kernel, args)}
         if CHAINED_KERNELS[kernel] in (MAX_POOL_STEP, GLOBAL_POOL_STEP):
             # A pooling step: its out (N, C, OH, OW) held as (N, C, OH*OW) and OW, as a
             # convolution's; no weights, epilogue or thread count.

@@ -302,11 +302,11 @@ def pool_columns(scratch, out_rows, line, count, kernel, stride, method):
 def max_pool_lines_by_vectors(x_rows, out_rows, scratch, plane, first_line, end_line, height, out_height, kernel_h,
                               stride_h, stride_w, pad_top, pad_left, data_width, wide):
     """Output lines first_line..end_line of one plane of ``pool_windows``, max pooling over
-    windows 3 wide and at most 3 high, stride_w 1 or 2: both passes as explicit 8-wide vectors, or
-    16-wide where ``wide`` (a row's data at most WIDE_POOL_COLUMNS wide: ``pool_task``'s scratch
-    then has the room for them; ``max_rows_vectors`` into scratch
-    row 0, padded as pool_windows pads it, then ``max_columns_vectors``, which may read up to 18
-    columns from the row's start, 34 with 16-wide vectors, past its padding)."""
+    windows 3 wide and at most 3 high, stride_w 1 or 2, both passes as explicit vectors:
+    ``max_rows_vectors`` into scratch row 0, padded as pool_windows pads it, then
+    ``max_columns_vectors``, which may read up to 18 columns from the row's start past its padding
+    (34 with 16-wide vectors). The vectors are 16 wide where ``wide`` (a row's data at most
+    WIDE_POOL_COLUMNS wide: ``pool_task`` then gives the scratch room for them), else 8 wide."""
     width, out_width = np.uintp(x_rows.shape[1]), np.uintp(out_rows.shape[1])
     for oh in range(first_line, end_line):
         top = oh * stride_h - pad_top
